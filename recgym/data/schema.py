@@ -1,0 +1,114 @@
+"""The data layer's contract with everything downstream.
+
+Every reader produces an :class:`InteractionTable` (one row per rating) and an
+:class:`ItemTable`; preparation turns them into a :class:`~recgym.data.dataset.RatingDataset`,
+which hands the task layer one :class:`RatingContext` per sample. Nothing downstream of
+this module knows a raw file format.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Columns of the interaction table, in the order readers emit them.
+INTERACTION_COLUMNS = ("user_id", "item_id", "rating", "timestamp", "review_text", "review_title")
+#: Columns of the item table. ``title``, ``categories`` and ``description`` are rendered in prompts.
+ITEM_COLUMNS = ("item_id", "title", "categories", "description")
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class RatingScale:
+    """The range and granularity of a dataset's ratings.
+
+    ``max_error`` (the range) is the reward's divisor; predictions are clipped to
+    ``[low, high]``. Results on different scales are never averaged together.
+    """
+
+    low: float = 1.0
+    high: float = 5.0
+    step: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("low", "high", "step"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"RatingScale.{name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"RatingScale.{name} must be finite, got {value!r}")
+        if not self.high > self.low:
+            raise ValueError(f"RatingScale needs high > low, got low={self.low}, high={self.high}")
+        if not self.step > 0:
+            raise ValueError(f"RatingScale.step must be positive, got {self.step}")
+
+    @classmethod
+    def coerce(cls, value: RatingScale | tuple | list | None) -> RatingScale:
+        """Accept a scale, ``(low, high)`` or ``(low, high, step)``."""
+        if value is None:
+            return cls()
+        if isinstance(value, RatingScale):
+            return value
+        if isinstance(value, (tuple, list)) and len(value) in (2, 3):
+            return cls(*value)
+        if isinstance(value, dict):
+            return cls(**value)
+        raise TypeError(f"scale must be a RatingScale, (low, high) or (low, high, step); got {value!r}")
+
+    @property
+    def max_error(self) -> float:
+        return float(self.high - self.low)
+
+    @property
+    def label(self) -> str:
+        step = "" if self.step == 1 else f" step {self.step:g}"
+        return f"{self.low:g}-{self.high:g}{step}"
+
+    def clip(self, value: float) -> float:
+        return float(min(self.high, max(self.low, value)))
+
+    def contains(self, value: float) -> bool:
+        return bool(np.isfinite(value)) and self.low <= value <= self.high
+
+    def values(self) -> np.ndarray:
+        """Every rating on the scale's grid, e.g. ``[1, 2, 3, 4, 5]``."""
+        n = int(round((self.high - self.low) / self.step))
+        return self.low + self.step * np.arange(n + 1, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One past rating shown in a prompt (always strictly before the target's time)."""
+
+    item_title: str
+    rating: float
+    review: str
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class RatingContext:
+    """Everything the prompt of one sample may show, plus the hidden target.
+
+    ``user_history`` holds the user's last ratings of other items, oldest first;
+    ``item_history`` the target item's last ratings by other users, oldest first.
+    Averages are over *all* prior ratings (None when there are none).
+    """
+
+    user_id: str
+    item_id: str
+    item_title: str
+    item_categories: str
+    item_description: str
+    user_history: tuple[HistoryEntry, ...]
+    item_history: tuple[HistoryEntry, ...]
+    user_avg: float | None
+    item_avg: float | None
+    user_num_prior: int
+    item_num_prior: int
+    target_rating: float
+    timestamp: int
+    extra: dict = field(default_factory=dict)
