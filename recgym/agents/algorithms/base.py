@@ -1,0 +1,204 @@
+"""The :class:`Algorithm` base class and the name -> class registry.
+
+An algorithm has two jobs:
+
+1. ``advantages(batch)``: per-completion (shape ``[B]``) or per-token (``[B, C]``) advantages
+   from the rollout's rewards and group ids, in numpy, computed once per rollout batch.
+2. ``loss(inputs)``: the learner's loss for one micro-batch, in torch, given the new logprobs of
+   the completion tokens, the logprobs at rollout time and optionally a reference model's.
+
+``loss`` must return the micro-batch's *contribution* to the full batch's loss: the trainer sums
+the contributions of all micro-batches (gradient accumulation) and the result equals the loss of
+the whole batch computed at once. :class:`LossInputs` therefore carries the batch-wide totals
+(``total_sequences``, ``total_tokens``) needed to normalize.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeVar
+
+import numpy as np
+import torch
+
+from recgym.agents.types import RolloutBatch
+
+KLEstimator = Literal["k1", "k2", "k3"]
+LossAggregation = Literal["sequence", "token"]
+
+
+@dataclass
+class LossInputs:
+    """What an algorithm's ``loss`` sees for one micro-batch (all tensors ``[b, C]`` unless noted)."""
+
+    logprobs: torch.Tensor
+    """The learner's logprobs of the completion tokens, with gradient."""
+    old_logprobs: torch.Tensor
+    """Logprobs under the policy that sampled the tokens (no gradient)."""
+    mask: torch.Tensor
+    """1.0 on real completion tokens, 0.0 on padding."""
+    advantages: torch.Tensor
+    """``[b]`` or ``[b, C]``, from :meth:`Algorithm.advantages`."""
+    total_sequences: int
+    """Completions in the whole batch (all micro-batches)."""
+    total_tokens: int
+    """Real completion tokens in the whole batch."""
+    ref_logprobs: torch.Tensor | None = None
+    """Reference model's logprobs, when the algorithm uses a KL penalty."""
+    max_completion_length: int | None = None
+    """The sampling cap ``max_new_tokens`` (Dr. GRPO's constant normalizer)."""
+
+
+_REGISTRY: dict[str, type[Algorithm]] = {}
+A = TypeVar("A", bound=type["Algorithm"])
+
+
+def register_algorithm(name: str) -> Callable[[A], A]:
+    """Class decorator: make ``cls`` available as ``get_algorithm(name)``."""
+
+    def decorator(cls: A) -> A:
+        if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
+            raise TypeError(f"{cls!r} is not an Algorithm subclass")
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"algorithm {name!r} is already registered ({_REGISTRY[name].__name__})")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def get_algorithm(name: str) -> type[Algorithm]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise KeyError(f"unknown algorithm {name!r}; registered: {known}") from None
+
+
+def list_algorithms() -> dict[str, str]:
+    """Registered names -> the first line of each class's docstring."""
+    return {
+        name: (inspect.getdoc(cls) or "").splitlines()[0] if inspect.getdoc(cls) else ""
+        for name, cls in sorted(_REGISTRY.items())
+    }
+
+
+def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:
+    """Per-token estimate of KL(policy || reference) from sampled tokens (Schulman's k1/k2/k3).
+
+    k1 = log r, k2 = (log r)^2 / 2, k3 = exp(-log r) - 1 + log r, with log r = logp - ref_logp.
+    k3 (the GRPO paper's) is unbiased and always >= 0.
+    """
+    log_ratio = logprobs - ref_logprobs
+    if estimator == "k1":
+        return log_ratio
+    if estimator == "k2":
+        return 0.5 * log_ratio**2
+    if estimator == "k3":
+        return torch.exp(-log_ratio) - 1 + log_ratio
+    raise ValueError(f"unknown KL estimator {estimator!r} (k1, k2, k3)")
+
+
+def per_group(batch: RolloutBatch, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Apply ``fn(rewards_of_one_group [G]) -> values [G]`` to every group; result in batch order."""
+    rewards = np.asarray(batch.rewards, dtype=np.float64)
+    out = np.zeros_like(rewards)
+    for gid in np.unique(batch.group_ids):
+        rows = np.flatnonzero(batch.group_ids == gid)
+        out[rows] = fn(rewards[rows])
+    return out.astype(np.float32)
+
+
+class Algorithm:
+    """Base class. Subclasses override :meth:`advantages` and usually :meth:`per_token_loss`.
+
+    The default :meth:`loss` is the PPO-clip surrogate on :meth:`per_token_loss`, plus an optional
+    KL penalty, aggregated per sequence (mean of each completion's token mean) or per token (mean
+    over all tokens of the batch). Constructor arguments are the knobs an algorithm reads from the
+    training config; :meth:`from_config` picks the ones a class accepts by name.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        *,
+        clip_epsilon: float = 0.2,
+        beta: float = 0.0,
+        kl_estimator: KLEstimator = "k3",
+        loss_aggregation: LossAggregation = "sequence",
+        advantage_epsilon: float = 1e-4,
+    ) -> None:
+        if clip_epsilon < 0:
+            raise ValueError(f"clip_epsilon must be >= 0, got {clip_epsilon}")
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        if loss_aggregation not in ("sequence", "token"):
+            raise ValueError(f"loss_aggregation must be 'sequence' or 'token', got {loss_aggregation!r}")
+        if kl_estimator not in ("k1", "k2", "k3"):
+            raise ValueError(f"kl_estimator must be k1, k2 or k3, got {kl_estimator!r}")
+        self.clip_epsilon = clip_epsilon
+        self.beta = beta
+        self.kl_estimator = kl_estimator
+        self.loss_aggregation = loss_aggregation
+        self.advantage_epsilon = advantage_epsilon
+
+    @classmethod
+    def from_config(cls, config: Any, **overrides: Any) -> Algorithm:
+        """Build from any object/dict whose attribute names match constructor arguments."""
+        params = {  # every keyword any __init__ up the class chain accepts
+            name
+            for klass in cls.__mro__
+            if "__init__" in vars(klass) and klass is not object
+            for name in inspect.signature(klass.__init__).parameters
+        }
+        values = config if isinstance(config, dict) else vars(config)
+        kwargs = {k: v for k, v in values.items() if k in params and k != "self"}
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the trainer must compute reference-model logprobs for :meth:`loss`."""
+        return self.beta > 0
+
+    # ---- advantages (numpy, once per rollout batch) ----
+    def advantages(self, batch: RolloutBatch) -> np.ndarray:
+        raise NotImplementedError
+
+    # ---- loss (torch, once per micro-batch) ----
+    def per_token_loss(self, inputs: LossInputs) -> torch.Tensor:
+        """PPO-clip surrogate per token: ``-min(r A, clip(r, 1-eps, 1+eps) A)``."""
+        adv = inputs.advantages if inputs.advantages.dim() == 2 else inputs.advantages.unsqueeze(1)
+        ratio = torch.exp(inputs.logprobs - inputs.old_logprobs)
+        clipped = torch.clamp(ratio, 1 - self.clip_epsilon, 1 + self.clip_epsilon)
+        return -torch.min(ratio * adv, clipped * adv)
+
+    def aggregate(self, per_token: torch.Tensor, inputs: LossInputs) -> torch.Tensor:
+        """Reduce ``[b, C]`` to this micro-batch's share of the batch loss."""
+        mask = inputs.mask
+        if self.loss_aggregation == "sequence":
+            per_seq = (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+            return per_seq.sum() / inputs.total_sequences
+        return (per_token * mask).sum() / max(inputs.total_tokens, 1)
+
+    def loss(self, inputs: LossInputs) -> tuple[torch.Tensor, dict[str, float]]:
+        """Return ``(loss, stats)``; stats are this micro-batch's shares too (they sum up)."""
+        per_token = self.per_token_loss(inputs)
+        stats: dict[str, float] = {}
+        if self.beta > 0:
+            if inputs.ref_logprobs is None:
+                raise ValueError(f"{self.name}: beta > 0 needs ref_logprobs")
+            kl = kl_penalty(inputs.logprobs, inputs.ref_logprobs, self.kl_estimator)
+            stats["kl"] = float(self.aggregate(kl.detach(), inputs))
+            per_token = per_token + self.beta * kl
+        with torch.no_grad():
+            ratio = torch.exp(inputs.logprobs - inputs.old_logprobs)
+            clipped = ((ratio < 1 - self.clip_epsilon) | (ratio > 1 + self.clip_epsilon)).float()
+            stats["clip_fraction"] = float(self.aggregate(clipped, inputs))
+        loss = self.aggregate(per_token, inputs)
+        stats["loss"] = float(loss.detach())
+        return loss, stats

@@ -1,0 +1,195 @@
+"""Algorithms: exact advantages and losses on hand-made batches, and the registry."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from recgym.agents.algorithms import (
+    Algorithm,
+    LossInputs,
+    get_algorithm,
+    kl_penalty,
+    list_algorithms,
+    register_algorithm,
+)
+from recgym.agents.types import RolloutBatch
+
+
+def make_batch(rewards, group_ids, completion_len=3) -> RolloutBatch:
+    b = len(rewards)
+    return RolloutBatch(
+        prompt_ids=np.zeros((b, 2), dtype=np.int64),
+        prompt_mask=np.ones((b, 2), dtype=bool),
+        completion_ids=np.ones((b, completion_len), dtype=np.int64),
+        completion_mask=np.ones((b, completion_len), dtype=bool),
+        old_logprobs=np.zeros((b, completion_len), dtype=np.float32),
+        rewards=np.asarray(rewards, dtype=np.float32),
+        group_ids=np.asarray(group_ids, dtype=np.int64),
+        truncated=np.zeros(b, dtype=bool),
+    )
+
+
+def inputs(logprobs, old, mask, adv, ref=None, max_len=None) -> LossInputs:
+    mask = torch.tensor(mask, dtype=torch.float32)
+    return LossInputs(
+        logprobs=torch.tensor(logprobs, dtype=torch.float32, requires_grad=True),
+        old_logprobs=torch.tensor(old, dtype=torch.float32),
+        mask=mask,
+        advantages=torch.tensor(adv, dtype=torch.float32),
+        total_sequences=mask.shape[0],
+        total_tokens=int(mask.sum()),
+        ref_logprobs=None if ref is None else torch.tensor(ref, dtype=torch.float32),
+        max_completion_length=max_len,
+    )
+
+
+def test_registry_lists_builtins_and_rejects_unknown():
+    names = list_algorithms()
+    assert {"grpo", "dr_grpo", "rloo", "reinforce"} <= set(names)
+    assert all(names[n] for n in ("grpo", "dr_grpo", "rloo", "reinforce"))  # one-line docs
+    with pytest.raises(KeyError, match="registered"):
+        get_algorithm("nope")
+
+
+def test_register_new_algorithm_and_name_clash():
+    @register_algorithm("test_const")
+    class Const(Algorithm):
+        """Every completion gets advantage 1."""
+
+        def advantages(self, batch):
+            return np.ones(len(batch), dtype=np.float32)
+
+    assert get_algorithm("test_const") is Const and Const.name == "test_const"
+    with pytest.raises(ValueError, match="already registered"):
+        register_algorithm("grpo")(Const)
+    with pytest.raises(TypeError):
+        register_algorithm("not_an_algo")(object)
+
+
+def test_grpo_advantages_exact():
+    # group 0: rewards 1, 2, 3 -> mean 2, sample std 1; group 1: all equal -> 0
+    batch = make_batch([1.0, 2.0, 3.0, 5.0, 5.0, 5.0], [0, 0, 0, 1, 1, 1])
+    adv = get_algorithm("grpo")(advantage_epsilon=0.0 + 1e-12).advantages(batch)
+    np.testing.assert_allclose(adv, [-1, 0, 1, 0, 0, 0], atol=1e-6)
+    adv = get_algorithm("grpo")(advantage_epsilon=1.0).advantages(batch)
+    np.testing.assert_allclose(adv, [-0.5, 0, 0.5, 0, 0, 0], atol=1e-6)
+    adv = get_algorithm("grpo")(scale_rewards=False).advantages(batch)
+    np.testing.assert_allclose(adv, [-1, 0, 1, 0, 0, 0], atol=1e-6)
+
+
+def test_grpo_groups_need_not_be_contiguous():
+    batch = make_batch([1.0, 10.0, 3.0, 20.0], [7, 9, 7, 9])
+    adv = get_algorithm("grpo")(advantage_epsilon=1e-12).advantages(batch)
+    s = math.sqrt(2.0)  # std(ddof=1) of {1, 3} is sqrt(2); of {10, 20} is 5*sqrt(2)
+    np.testing.assert_allclose(adv, [-1 / s, -1 / s, 1 / s, 1 / s], rtol=1e-5)
+
+
+def test_dr_grpo_rloo_reinforce_advantages_exact():
+    batch = make_batch([0.0, 1.0, 2.0, 4.0], [0, 0, 1, 1])
+    np.testing.assert_allclose(get_algorithm("dr_grpo")().advantages(batch), [-0.5, 0.5, -1, 1])
+    # G=2: leave-one-out baseline is the other reward
+    np.testing.assert_allclose(get_algorithm("rloo")().advantages(batch), [-1, 1, -2, 2])
+    # batch mean 1.75, groups ignored
+    np.testing.assert_allclose(
+        get_algorithm("reinforce")().advantages(batch), [-1.75, -0.75, 0.25, 2.25]
+    )
+    batch3 = make_batch([0.0, 3.0, 6.0], [0, 0, 0])
+    # A_0 = 0 - (3+6)/2 = -4.5 ; A_1 = 3 - 3 = 0 ; A_2 = 6 - 1.5 = 4.5
+    np.testing.assert_allclose(get_algorithm("rloo")().advantages(batch3), [-4.5, 0, 4.5])
+
+
+def test_unequal_group_sizes_still_work_per_group():
+    batch = make_batch([1.0, 3.0, 7.0], [0, 0, 1])
+    adv = get_algorithm("rloo")().advantages(batch)
+    np.testing.assert_allclose(adv, [-2, 2, 0])  # a singleton group gets no signal
+
+
+def test_grpo_loss_on_policy_equals_minus_mean_advantage_and_gradient():
+    # ratio 1 everywhere: loss = -mean over sequences of A; d loss / d logp_t = -A / (len * B)
+    mask = [[1, 1, 0], [1, 1, 1]]
+    x = inputs([[0.0] * 3, [0.0] * 3], [[0.0] * 3, [0.0] * 3], mask, [2.0, -1.0])
+    loss, stats = get_algorithm("grpo")().loss(x)
+    assert loss.item() == pytest.approx(-(2.0 - 1.0) / 2)
+    loss.backward()
+    expected = torch.tensor([[-2.0 / 2 / 2, -2.0 / 2 / 2, 0.0], [1.0 / 3 / 2] * 3])
+    torch.testing.assert_close(x.logprobs.grad, expected)
+    assert stats["clip_fraction"] == 0.0
+
+
+def test_grpo_loss_clips_ratio():
+    # ratio e^{0.5} ~ 1.65 > 1.2 with A>0: clipped to 1.2, no gradient; A<0: unclipped min
+    lp = math.log(1.65)
+    x = inputs([[lp], [lp]], [[0.0], [0.0]], [[1], [1]], [1.0, -1.0])
+    loss, stats = get_algorithm("grpo")(clip_epsilon=0.2).loss(x)
+    # seq0: -min(1.65*1, 1.2*1) = -1.2 ; seq1: -min(-1.65, -1.2) = 1.65 ; mean = 0.225
+    assert loss.item() == pytest.approx((-1.2 + 1.65) / 2, abs=1e-5)
+    loss.backward()
+    assert x.logprobs.grad[0, 0].item() == 0.0
+    assert x.logprobs.grad[1, 0].item() == pytest.approx(1.65 / 2, abs=1e-5)
+    assert stats["clip_fraction"] == pytest.approx(1.0)
+
+
+def test_token_vs_sequence_aggregation():
+    mask = [[1, 0, 0], [1, 1, 1]]
+    per_tok = [[0.0] * 3, [0.0] * 3]
+    adv = [[3.0, 0, 0], [1.0, 1.0, 1.0]]
+    seq = get_algorithm("grpo")(loss_aggregation="sequence").loss(inputs(per_tok, per_tok, mask, adv))
+    tok = get_algorithm("grpo")(loss_aggregation="token").loss(inputs(per_tok, per_tok, mask, adv))
+    assert seq[0].item() == pytest.approx(-(3.0 + 1.0) / 2)
+    assert tok[0].item() == pytest.approx(-(3.0 + 3.0) / 4)
+
+
+def test_dr_grpo_constant_normalizer():
+    mask = [[1, 0, 0, 0], [1, 1, 0, 0]]
+    z = [[0.0] * 4, [0.0] * 4]
+    loss, _ = get_algorithm("dr_grpo")().loss(inputs(z, z, mask, [1.0, 1.0], max_len=10))
+    assert loss.item() == pytest.approx(-3.0 / (2 * 10))
+
+
+def test_reinforce_loss_has_no_ratio():
+    lp = [[-2.0, -1.0]]
+    loss, _ = get_algorithm("reinforce")().loss(inputs(lp, [[5.0, 5.0]], [[1, 1]], [2.0]))
+    assert loss.item() == pytest.approx(-2.0 * (-3.0) / 2)
+
+
+def test_kl_estimators_and_penalty():
+    lp, ref = torch.tensor([0.0, -1.0]), torch.tensor([-1.0, -1.0])
+    torch.testing.assert_close(kl_penalty(lp, ref, "k1"), torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(kl_penalty(lp, ref, "k2"), torch.tensor([0.5, 0.0]))
+    torch.testing.assert_close(kl_penalty(lp, ref, "k3"), torch.tensor([math.exp(-1) - 1 + 1, 0.0]))
+    x = inputs([[0.0, -1.0]], [[0.0, -1.0]], [[1, 1]], [0.0], ref=[[-1.0, -1.0]])
+    loss, stats = get_algorithm("grpo")(beta=0.5).loss(x)
+    assert stats["kl"] == pytest.approx(math.exp(-1) / 2)
+    assert loss.item() == pytest.approx(0.5 * math.exp(-1) / 2)
+    with pytest.raises(ValueError, match="ref_logprobs"):
+        get_algorithm("grpo")(beta=0.5).loss(inputs([[0.0]], [[0.0]], [[1]], [1.0]))
+
+
+def test_micro_batch_shares_sum_to_full_batch_loss():
+    rng = np.random.default_rng(0)
+    lp = rng.normal(size=(4, 5)).astype(np.float32)
+    old = lp + rng.normal(scale=0.3, size=lp.shape).astype(np.float32)
+    mask = (rng.random((4, 5)) > 0.3).astype(np.float32)
+    mask[:, 0] = 1
+    adv = rng.normal(size=4).astype(np.float32)
+    for name in ("grpo", "dr_grpo", "rloo", "reinforce"):
+        for agg in ("sequence", "token"):
+            algo = get_algorithm(name)(loss_aggregation=agg)
+            full = algo.loss(inputs(lp, old, mask, adv, max_len=5))[0].item()
+            parts = 0.0
+            for sl in (slice(0, 1), slice(1, 4)):
+                x = inputs(lp[sl], old[sl], mask[sl], adv[sl], max_len=5)
+                x.total_sequences, x.total_tokens = 4, int(mask.sum())
+                parts += algo.loss(x)[0].item()
+            assert parts == pytest.approx(full, rel=1e-5), (name, agg)
+
+
+def test_from_config_picks_known_fields():
+    algo = get_algorithm("grpo").from_config({"clip_epsilon": 0.1, "beta": 0.2, "unrelated": 1})
+    assert (algo.clip_epsilon, algo.beta, algo.needs_reference) == (0.1, 0.2, True)
+    with pytest.raises(ValueError):
+        get_algorithm("grpo")(loss_aggregation="bogus")
