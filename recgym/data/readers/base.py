@@ -1,0 +1,135 @@
+"""What every raw-format reader provides: a :class:`RawSource` that streams interaction
+tuples and item tuples, plus small helpers for mapping raw records onto them."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from recgym.data.readers.records import MALFORMED, MISSING_FIELD, BadRecords, SkipRecord
+from recgym.data.schema import RatingScale
+
+#: ``(user_id, item_id, rating, timestamp_seconds, review_text, review_title, line_number)``
+Interaction = tuple[str, str, float, int, str, str, int]
+#: ``(item_id, title, categories, description)``
+Item = tuple[str, str, str, str]
+Progress = Callable[[int], None]
+
+
+class MissingDataError(FileNotFoundError):
+    """The raw files are not where they were looked for; the message says what to put where."""
+
+
+class RawSource(ABC):
+    """One dataset's raw files, read as streams of interactions and items."""
+
+    #: Whether reviews carry text (an empty text is then a bad record).
+    has_text: bool = True
+    scale: RatingScale = RatingScale(1, 5)
+
+    @property
+    @abstractmethod
+    def review_path(self) -> Path:
+        """The file the interactions come from (named in errors)."""
+
+    @property
+    def item_path(self) -> Path | None:
+        """The item-metadata file, if any."""
+        return None
+
+    def files(self) -> list[Path]:
+        return [p for p in (self.review_path, self.item_path) if p is not None]
+
+    def params(self) -> dict[str, Any]:
+        """Reader parameters that change the output (part of the cache key)."""
+        return {"reader": type(self).__name__}
+
+    @abstractmethod
+    def interactions(self, bad: BadRecords, progress: Progress | None = None) -> Iterator[Interaction]:
+        ...
+
+    def items(self, bad: BadRecords, progress: Progress | None = None) -> Iterator[Item]:
+        return iter(())
+
+
+def field(record: dict, *names: str) -> Any:
+    """The first present, non-null field among ``names``; a missing one rejects the record."""
+    for name in names:
+        value = record.get(name)
+        if value is not None and value != "":
+            return value
+    raise SkipRecord(MISSING_FIELD, f"no {' / '.join(repr(n) for n in names)} field")
+
+
+def number(value: Any, what: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise SkipRecord(MALFORMED, f"{what} {value!r} is not a number") from None
+
+
+def text_of(value: Any, sep: str = " ") -> str:
+    """Flatten metadata values (strings, lists, lists of lists) into one string."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (list, tuple)):
+        parts = (text_of(v, ", ") for v in value)
+        return sep.join(p for p in parts if p)
+    return str(value)
+
+
+def mapped(
+    records: Iterable[tuple[int, dict]],
+    path: Path,
+    bad: BadRecords,
+    mapper: Callable[[dict], tuple],
+) -> Iterator[tuple]:
+    """Apply ``mapper`` to each ``(line, record)``; append the line number for interactions.
+    A :class:`SkipRecord` from the mapper goes through the bad-input policy."""
+    for line, record in records:
+        try:
+            out = mapper(record)
+        except SkipRecord as skip:
+            bad.report(path, line, skip.reason, skip.detail)
+            continue
+        yield (*out, line)
+
+
+def find_file(data_dir: Path, patterns: Iterable[str]) -> Path | None:
+    """The first file in ``data_dir`` matching one of the glob ``patterns`` (in pattern order)."""
+    for pattern in patterns:
+        hits = sorted(p for p in data_dir.glob(pattern) if p.is_file())
+        if hits:
+            return hits[0]
+    return None
+
+
+def require_dir(data_dir: Path | str | None, dataset: str, expected: str, published: str) -> Path:
+    """``data_dir`` as a Path, or a :class:`MissingDataError` that says what belongs there."""
+    if data_dir is None:
+        raise MissingDataError(_missing_message(dataset, None, expected, published))
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        raise MissingDataError(_missing_message(dataset, path, expected, published))
+    return path
+
+
+def missing_file(dataset: str, data_dir: Path, expected: str, published: str) -> MissingDataError:
+    return MissingDataError(_missing_message(dataset, data_dir, expected, published))
+
+
+def _missing_message(dataset: str, data_dir: Path | None, expected: str, published: str) -> str:
+    where = (
+        f"data_dir {str(data_dir)!r} does not hold them"
+        if data_dir is not None
+        else f"no data_dir given and $RECGYM_DATA_DIR is not set (it would be $RECGYM_DATA_DIR/{dataset})"
+    )
+    return (
+        f"dataset {dataset!r}: raw files not found: {where}.\n"
+        f"Expected files (plain or .gz):\n{expected}\n"
+        f"Published at: {published}"
+    )

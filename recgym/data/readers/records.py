@@ -1,0 +1,166 @@
+"""Streaming records out of raw files (plain or ``.gz``), with one policy for bad input.
+
+Every reader goes through :func:`iter_json_records` or :func:`iter_delimited_records`, so a
+malformed line, a non-UTF-8 line or a truncated ``.gz`` is reported the same way everywhere:
+by default a :class:`BadRecordError` naming the file and line; with ``skip=True`` the record
+is skipped and counted per reason in :class:`BadRecords`.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import gzip
+import json
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+# Reasons, as counted in the manifest.
+MALFORMED = "malformed_record"
+MISSING_FIELD = "missing_field"
+OFF_SCALE = "rating_off_scale"
+EMPTY_TEXT = "empty_text"
+NON_UTF8 = "non_utf8"
+UNKNOWN_ITEM = "unknown_item"
+TRUNCATED = "truncated_file"
+
+
+class BadRecordError(ValueError):
+    """A raw record that cannot be used; names the file and the (1-based) line."""
+
+    def __init__(self, path: Path | str, line: int, reason: str, detail: str = "") -> None:
+        self.path, self.line, self.reason, self.detail = str(path), line, reason, detail
+        hint = " (pass skip_bad_records=True / --skip-bad-records to skip and count such records)"
+        super().__init__(f"{path}:{line}: {reason}{': ' + detail if detail else ''}{hint}")
+
+
+class SkipRecord(Exception):
+    """Raised by a record mapper to reject one record for ``reason``."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+class BadRecords:
+    """The bad-input policy of one preparation: raise, or skip and count per reason."""
+
+    def __init__(self, skip: bool = False) -> None:
+        self.skip = skip
+        self.counts: Counter[str] = Counter()
+        self.examples: dict[str, str] = {}
+
+    def report(self, path: Path | str, line: int, reason: str, detail: str = "") -> None:
+        if not self.skip:
+            raise BadRecordError(path, line, reason, detail)
+        self.counts[reason] += 1
+        self.examples.setdefault(reason, f"{path}:{line}: {detail}"[:300])
+
+    def summary(self) -> dict[str, Any]:
+        return {"skipped": dict(sorted(self.counts.items())), "examples": dict(self.examples)}
+
+
+def open_binary(path: Path) -> Any:
+    """The file as a binary stream, decompressing ``.gz`` on the fly."""
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def compressed_position(stream: Any) -> int:
+    """Bytes consumed from disk so far (for progress bars over ``.gz`` files too)."""
+    raw = getattr(stream, "fileobj", None) or stream
+    try:
+        return raw.tell()
+    except (OSError, ValueError):
+        return 0
+
+
+def iter_lines(
+    path: Path, bad: BadRecords, encoding: str = "utf-8", progress: Callable[[int], None] | None = None
+) -> Iterator[tuple[int, str]]:
+    """``(line_number, text)`` of every non-blank line; undecodable lines and a truncated
+    ``.gz`` go through ``bad``."""
+    line_no = 0
+    with open_binary(path) as stream:
+        try:
+            for line_no, raw in enumerate(stream, start=1):
+                if progress is not None and line_no % 4096 == 0:
+                    progress(compressed_position(stream))
+                try:
+                    text = raw.decode(encoding)
+                except UnicodeDecodeError as exc:
+                    bad.report(path, line_no, NON_UTF8, str(exc))
+                    continue
+                if text.strip():
+                    yield line_no, text
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            bad.report(path, line_no + 1, TRUNCATED, f"compressed stream ends early ({exc})")
+        if progress is not None:
+            progress(compressed_position(stream))
+
+
+def parse_literal(text: str) -> Any:
+    """A JSON object, or failing that a Python-literal dict (Amazon 2014 metadata); never ``eval``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return ast.literal_eval(text)
+
+
+def iter_json_records(
+    path: Path,
+    bad: BadRecords,
+    python_literals: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[tuple[int, dict]]:
+    """``(line_number, object)`` per JSON line (or Python-literal line when ``python_literals``)."""
+    loads = parse_literal if python_literals else json.loads
+    for line_no, text in iter_lines(path, bad, progress=progress):
+        try:
+            record = loads(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
+            bad.report(path, line_no, MALFORMED, f"{type(exc).__name__}: {exc}"[:200])
+            continue
+        if not isinstance(record, dict):
+            bad.report(path, line_no, MALFORMED, f"expected an object, got {type(record).__name__}")
+            continue
+        yield line_no, record
+
+
+def iter_delimited_records(
+    path: Path,
+    bad: BadRecords,
+    delimiter: str = ",",
+    fieldnames: list[str] | None = None,
+    encoding: str = "utf-8",
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[tuple[int, dict]]:
+    """``(line_number, row dict)`` per CSV/TSV row; the header is the first row unless
+    ``fieldnames`` is given. Quoted fields may span lines."""
+    numbered = iter_lines(path, bad, encoding=encoding, progress=progress)
+    current = [0]
+
+    def lines() -> Iterator[str]:
+        for line_no, text in numbered:
+            current[0] = line_no
+            yield text
+
+    reader = csv.reader(lines(), delimiter=delimiter)
+    header = fieldnames
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            bad.report(path, current[0], MALFORMED, str(exc))
+            continue
+        if header is None:
+            header = [name.strip() for name in row]
+            continue
+        if len(row) != len(header):
+            bad.report(path, current[0], MALFORMED, f"expected {len(header)} fields, got {len(row)}")
+            continue
+        yield current[0], dict(zip(header, row))

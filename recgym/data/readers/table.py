@@ -1,0 +1,127 @@
+"""Any ratings table (CSV/TSV, JSON lines or Parquet; plain or ``.gz``) with a column mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from recgym.data.readers.base import Interaction, Item, Progress, RawSource, field, mapped, number, text_of
+from recgym.data.readers.records import (
+    MALFORMED,
+    BadRecords,
+    SkipRecord,
+    iter_delimited_records,
+    iter_json_records,
+)
+from recgym.data.schema import RatingScale
+
+#: Keys of the column mapping: required ones first, then optional.
+REQUIRED_COLUMNS = ("user", "item", "rating", "timestamp")
+OPTIONAL_COLUMNS = ("review", "review_title", "title", "categories", "item_text")
+
+
+def parse_timestamp(value: Any) -> int:
+    """Seconds since the epoch from a number or an ISO-8601 string (naive = UTC)."""
+    if isinstance(value, (int, float)):
+        return int(value)
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        pass
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise SkipRecord(MALFORMED, f"timestamp {value!r} is neither a number nor ISO-8601") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp())
+
+
+def iter_parquet_records(path: Path, progress: Progress | None = None) -> Iterator[tuple[int, dict]]:
+    import pyarrow.parquet as pq
+
+    row = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=65536):
+        for record in batch.to_pylist():
+            row += 1
+            yield row, record
+        if progress is not None:
+            progress(row)
+
+
+class TableSource(RawSource):
+    """A user's own ratings file. ``columns`` maps ``user``, ``item``, ``rating``, ``timestamp``
+    (and optionally ``review``, ``review_title``, ``title``, ``categories``, ``item_text``) to the
+    file's column names."""
+
+    def __init__(
+        self, path: Path | str | None, columns: Mapping[str, str] | None, scale: Any = (1, 5)
+    ) -> None:
+        if path is None:
+            raise FileNotFoundError(
+                "dataset 'custom' needs path=<ratings file (.csv, .tsv, .jsonl, .parquet, optionally .gz)>"
+            )
+        self._path = Path(path).expanduser()
+        if not self._path.is_file():
+            raise FileNotFoundError(f"dataset 'custom': ratings file {self._path} does not exist")
+        columns = dict(columns or {})
+        unknown = set(columns) - set(REQUIRED_COLUMNS) - set(OPTIONAL_COLUMNS)
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if unknown or missing:
+            raise ValueError(
+                f"columns must map {', '.join(REQUIRED_COLUMNS)} (and optionally "
+                f"{', '.join(OPTIONAL_COLUMNS)}) to column names; missing {missing}, unknown {sorted(unknown)}"
+            )
+        self.columns = columns
+        self.scale = RatingScale.coerce(scale)
+        self.has_text = "review" in columns
+
+    @property
+    def review_path(self) -> Path:
+        return self._path
+
+    def params(self) -> dict[str, Any]:
+        return {"reader": "TableSource", "columns": dict(sorted(self.columns.items()))}
+
+    def _records(self, bad: BadRecords, progress: Progress | None) -> Iterator[tuple[int, dict]]:
+        name = self._path.name.lower().removesuffix(".gz")
+        if name.endswith(".parquet"):
+            return iter_parquet_records(self._path, progress)
+        if name.endswith((".jsonl", ".json", ".ndjson")):
+            return iter_json_records(self._path, bad, progress=progress)
+        return iter_delimited_records(
+            self._path, bad, "\t" if name.endswith(".tsv") else ",", progress=progress
+        )
+
+    def interactions(self, bad: BadRecords, progress: Progress | None = None) -> Iterator[Interaction]:
+        c = self.columns
+
+        def row(record: dict) -> tuple:
+            return (
+                str(field(record, c["user"])),
+                str(field(record, c["item"])),
+                number(field(record, c["rating"]), "rating"),
+                parse_timestamp(field(record, c["timestamp"])),
+                text_of(record.get(c["review"])) if "review" in c else "",
+                text_of(record.get(c["review_title"])) if "review_title" in c else "",
+            )
+
+        return mapped(self._records(bad, progress), self._path, bad, row)
+
+    def items(self, bad: BadRecords, progress: Progress | None = None) -> Iterator[Item]:
+        c = self.columns
+        if not {"title", "categories", "item_text"} & c.keys():
+            return iter(())
+
+        def item(record: dict) -> tuple:
+            return (
+                str(field(record, c["item"])),
+                text_of(record.get(c["title"])) if "title" in c else "",
+                text_of(record.get(c["categories"])) if "categories" in c else "",
+                text_of(record.get(c["item_text"])) if "item_text" in c else "",
+            )
+
+        quiet = BadRecords(skip=True)  # rows are validated by interactions(); don't count twice
+        return (i[:4] for i in mapped(self._records(quiet, None), self._path, quiet, item))

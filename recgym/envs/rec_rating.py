@@ -1,0 +1,143 @@
+"""``RecRatingEnv``: predict the rating a user gives an item, by writing text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+from recgym.data.dataset import RatingDataset
+from recgym.data.registry import load_dataset
+from recgym.data.schema import SPLITS
+from recgym.envs.spaces import UnicodeText
+from recgym.prompts import PromptTemplate, get_template, messages_to_text
+from recgym.rewards import RatingReward
+
+
+class RecRatingEnv(gym.Env[str, str]):
+    """One episode is one rating to predict.
+
+    ## Description
+    The agent sees a user's recent ratings and reviews and a target item (its description,
+    others' recent reviews, the user's and item's average past rating), all strictly from before
+    the target rating's time, rendered as a Think-before-Recommendation prompt. It answers with a
+    completion that reasons in four tagged steps, ``<analyze user>``, ``<analyze item>``,
+    ``<match>``, ``<rate>``, the last holding the predicted rating.
+
+    ## Observation space
+    ``UnicodeText(max_observation_length)``: the prompt as text (system and user message).
+    ``info["messages"]`` holds the same as chat messages, which is what chat models need.
+
+    ## Action space
+    ``UnicodeText(max_action_length)``: the completion text, any unicode string.
+
+    ## Rewards
+    ``RatingReward`` (paper default): format +0.5 if each tag pair occurs once, in order, non-empty,
+    and the rating is a number on the scale, else -0.5; plus accuracy ``1 - |y - ŷ| / max_error``
+    with ŷ clipped to the scale and ``max_error`` the scale's range (0 when no rating parses).
+    Range on 1–5: [-0.5, 1.5].
+
+    ## Episode end
+    Every episode terminates after one step (``terminated=True``); there is no truncation.
+
+    ## Arguments
+    - ``dataset``: a registered dataset name (``"synthetic"``, ``"yelp"``, ...) or a ``RatingDataset``.
+    - ``split``: ``"train"``, ``"valid"`` or ``"test"``. ``len(env.unwrapped)`` is its number of samples.
+    - ``template``: ``"think"`` (default), ``"rate_only"`` (ablation without reasoning) or a ``PromptTemplate``.
+    - ``reward``: a ``RatingReward``; by default the paper's, checking the template's tags.
+    - ``max_user_history`` / ``max_item_history``: how many past ratings the prompt shows.
+    - any other keyword goes to the dataset loader (e.g. ``data_dir``, ``num_users``, ``seed``).
+
+    ## Reset and info
+    ``reset(seed=None, options=None)`` draws a sample uniformly; ``options={"index": i}`` pins one
+    (GRPO groups share a sample that way). ``info``: ``messages``, ``user_id``, ``item_id``,
+    ``index``, ``scale`` (never the true rating). After ``step``, ``info`` adds
+    ``reward_breakdown``, ``target_rating``, ``parsed_rating`` (None if none parsed), ``abs_error``.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        dataset: str | RatingDataset = "synthetic",
+        split: str = "train",
+        template: str | PromptTemplate = "think",
+        reward: RatingReward | None = None,
+        max_user_history: int = 10,
+        max_item_history: int = 5,
+        max_observation_length: int = 200_000,
+        max_action_length: int = 100_000,
+        **dataset_kwargs: Any,
+    ) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        if isinstance(dataset, str):
+            dataset = load_dataset(dataset, **dataset_kwargs)
+        elif dataset_kwargs:
+            raise TypeError(f"dataset loader arguments {sorted(dataset_kwargs)} given with a prepared dataset")
+        if not isinstance(dataset, RatingDataset):
+            raise TypeError(f"dataset must be a dataset name or a RatingDataset, got {type(dataset).__name__}")
+        self.dataset = dataset
+        self.split = split
+        self.scale = dataset.scale
+        self.template = get_template(template)
+        self.reward_fn = reward if reward is not None else RatingReward(tags=self.template.tags)
+        self.max_user_history = int(max_user_history)
+        self.max_item_history = int(max_item_history)
+        self.num_samples = dataset.num_samples(split)
+        if self.num_samples == 0:
+            raise ValueError(
+                f"split {split!r} of dataset {dataset.name!r} has no samples "
+                f"(stats: {dataset.stats}); try keep_cold_samples=True or another split"
+            )
+        self.observation_space = UnicodeText(max_observation_length)
+        self.action_space = UnicodeText(max_action_length)
+        self._index: int | None = None
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        super().reset(seed=seed)
+        options = options or {}
+        if "index" in options:
+            index = options["index"]
+            if isinstance(index, bool) or not isinstance(index, int) and not hasattr(index, "__index__"):
+                raise TypeError(f"options['index'] must be an int, got {index!r}")
+            index = int(index)
+            if not 0 <= index < self.num_samples:
+                raise IndexError(f"options['index']={index} out of range: split {self.split!r} has {self.num_samples} samples")
+        else:
+            index = int(self.np_random.integers(self.num_samples))
+        context = self.dataset.context(self.split, index, self.max_user_history, self.max_item_history)
+        messages = self.template.messages(context, self.scale)
+        self._index = index
+        self._target = context.target_rating
+        info = {
+            "messages": messages,
+            "user_id": context.user_id,
+            "item_id": context.item_id,
+            "index": index,
+            "scale": self.scale,
+        }
+        return messages_to_text(messages), info
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        if self._index is None:
+            raise RuntimeError("no episode in progress: call reset() before step() (an episode is one reset and one step)")
+        if not isinstance(action, str):
+            raise TypeError(f"the action must be the completion text (str), got {type(action).__name__}")
+        if len(action) > self.action_space.max_length:
+            raise ValueError(
+                f"completion of {len(action)} characters exceeds max_action_length={self.action_space.max_length}"
+            )
+        breakdown = self.reward_fn(action, self._target, self.scale)
+        info = {
+            "index": self._index,
+            "reward_breakdown": breakdown.as_dict(),
+            "target_rating": self._target,
+            "parsed_rating": breakdown.parsed_rating,
+            "abs_error": breakdown.abs_error,
+        }
+        self._index = None
+        return "", float(breakdown.total), True, False, info

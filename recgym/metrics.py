@@ -1,0 +1,83 @@
+"""Rating-prediction metrics that stay honest about unparseable outputs.
+
+MAE and RMSE are reported twice: over *all* samples, where an unparsed prediction is replaced by
+the declared fallback (the user's prior average, else the item's, else the training mean), and
+over the parsed predictions alone. Coverage says how many parsed. Never report the parsed-only
+figure on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from recgym.data.schema import RatingScale
+
+FALLBACK = "user average, else item average, else training mean"
+
+
+@dataclass(frozen=True)
+class RatingMetrics:
+    n: int
+    mae: float
+    """Over all samples, with the fallback for unparsed predictions."""
+    rmse: float
+    mae_parsed: float
+    """Over parsed predictions only (NaN when none parsed)."""
+    rmse_parsed: float
+    coverage: float
+    """Share of samples with a parsed prediction."""
+    format_rate: float
+    """Share of completions whose format holds (NaN when unknown)."""
+    mean_reward: float
+    """NaN when rewards were not given."""
+    scale: str
+    fallback: str = FALLBACK
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def fallback_predictions(
+    user_avg: np.ndarray, item_avg: np.ndarray, global_mean: float
+) -> np.ndarray:
+    """The declared fallback per sample: user average, else item average, else the global mean."""
+    out = np.where(np.isfinite(user_avg), user_avg, item_avg)
+    return np.where(np.isfinite(out), out, global_mean).astype(np.float64)
+
+
+def rating_metrics(
+    targets: Sequence[float],
+    predictions: Sequence[float | None],
+    fallbacks: Sequence[float],
+    scale: RatingScale,
+    format_ok: Sequence[bool] | None = None,
+    rewards: Sequence[float] | None = None,
+) -> RatingMetrics:
+    """Metrics for one split on one scale. ``predictions`` hold None (or NaN) where none parsed;
+    parsed predictions are clipped to the scale."""
+    y = np.asarray(targets, dtype=np.float64)
+    pred = np.array([np.nan if p is None else float(p) for p in predictions], dtype=np.float64)
+    fb = np.asarray(fallbacks, dtype=np.float64)
+    if not (len(y) == len(pred) == len(fb)):
+        raise ValueError(f"targets, predictions and fallbacks differ in length: {len(y)}, {len(pred)}, {len(fb)}")
+    parsed = np.isfinite(pred)
+    pred = np.where(parsed, np.clip(np.nan_to_num(pred), scale.low, scale.high), fb)
+    err = np.abs(pred - y)
+
+    def _mean(values: np.ndarray) -> float:
+        return float(values.mean()) if len(values) else float("nan")
+
+    return RatingMetrics(
+        n=int(len(y)),
+        mae=_mean(err),
+        rmse=float(np.sqrt(_mean(err**2))),
+        mae_parsed=_mean(err[parsed]),
+        rmse_parsed=float(np.sqrt(_mean(err[parsed] ** 2))),
+        coverage=_mean(parsed.astype(np.float64)),
+        format_rate=_mean(np.asarray(format_ok, dtype=np.float64)) if format_ok is not None else float("nan"),
+        mean_reward=_mean(np.asarray(rewards, dtype=np.float64)) if rewards is not None else float("nan"),
+        scale=scale.label,
+    )
