@@ -1,0 +1,349 @@
+"""Raw files -> cached, prepared :class:`RatingDataset`, streaming and at scale.
+
+``prepare_source`` streams a :class:`RawSource` into Arrow files in a temporary directory
+(text never lives in Python lists beyond one batch), validates records, dedupes, k-core
+filters, splits and indexes histories on numeric arrays (``recgym.data.prepare``), writes
+a manifest, and renames the directory into the cache. A cache hit memory-maps it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recgym.data.dataset import PrepareConfig, RatingDataset
+from recgym.data.prepare import dedupe_earliest, kcore_filter
+from recgym.data.readers.base import RawSource
+from recgym.data.readers.records import (
+    EMPTY_TEXT,
+    OFF_SCALE,
+    UNKNOWN_ITEM,
+    BadRecordError,
+    BadRecords,
+)
+from recgym.data.schema import ITEM_COLUMNS
+from recgym.data.store import (
+    FORMAT_VERSION,
+    MANIFEST,
+    ArrowStrings,
+    StreamTableWriter,
+    load_prepared,
+    read_table,
+    save_arrays,
+    write_table,
+)
+
+BATCH_ROWS = 65536
+
+
+def cache_root() -> Path:
+    """``$RECGYM_CACHE``, else ``$XDG_CACHE_HOME/recgym``, else ``~/.cache/recgym``."""
+    if os.environ.get("RECGYM_CACHE"):
+        return Path(os.environ["RECGYM_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "recgym"
+
+
+def source_identity(source: RawSource) -> list[dict[str, Any]]:
+    """Path, size and modification time of every raw file: a changed file changes the key."""
+    out = []
+    for path in source.files():
+        st = path.stat()
+        out.append({"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return out
+
+
+def cache_key(name: str, source: RawSource, config: PrepareConfig, skip_bad_records: bool) -> str:
+    identity = {
+        "format_version": FORMAT_VERSION,
+        "dataset": name,
+        "files": source_identity(source),
+        "reader": source.params(),
+        "config": asdict(config),
+        "scale": asdict(source.scale),
+        "skip_bad_records": bool(skip_bad_records),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def prepared_dir(name: str, source: RawSource, config: PrepareConfig, skip_bad_records: bool,
+                 cache_dir: Path | str | None = None) -> Path:
+    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
+    return root / "datasets" / name / cache_key(name, source, config, skip_bad_records)
+
+
+def prepare_source(
+    name: str,
+    source: RawSource,
+    config: PrepareConfig | None = None,
+    skip_bad_records: bool = False,
+    cache_dir: Path | str | None = None,
+    progress: bool = True,
+    rebuild: bool = False,
+) -> RatingDataset:
+    """The prepared dataset of ``source``: from the cache when its key matches, else built
+    (into a temporary directory renamed into place only when complete)."""
+    config = config or PrepareConfig()
+    final = prepared_dir(name, source, config, skip_bad_records, cache_dir)
+    if (final / MANIFEST).is_file() and not rebuild:
+        return load_prepared(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        _build(name, source, config, BadRecords(skip_bad_records), tmp, progress)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_prepared(final)
+
+
+# ---- stages ---------------------------------------------------------------------------------
+class _Stages:
+    """One rich progress bar per stage (or nothing when ``show`` is false), plus timings."""
+
+    def __init__(self, show: bool) -> None:
+        self.timings: dict[str, float] = {}
+        self._progress = None
+        if show:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("{task.description:<22}"), BarColumn(), DownloadColumn(),
+                TimeElapsedColumn(), console=Console(stderr=True),
+            )
+
+    def __enter__(self) -> _Stages:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    @contextmanager
+    def stage(self, label: str, total: int | None = None) -> Iterator[Any]:
+        """Yield a ``callback(done)`` that moves this stage's bar (in bytes when ``total``)."""
+        start = time.perf_counter()
+        task = None
+        if self._progress is not None:
+            task = self._progress.add_task(label, total=total)
+
+        def update(done: int) -> None:
+            if task is not None:
+                self._progress.update(task, completed=done)
+
+        yield update
+        if task is not None:
+            self._progress.update(task, completed=total or 1, total=total or 1)
+        self.timings[label] = round(time.perf_counter() - start, 3)
+
+
+def _read_items(source: RawSource, bad: BadRecords, path: Path, stages: _Stages) -> int:
+    """Stream the item metadata into ``path`` (Arrow); return the number of items."""
+    writer = StreamTableWriter(path, ITEM_COLUMNS)
+    buffers: list[list[str]] = [[], [], [], []]
+    total = source.item_path.stat().st_size if source.item_path else None
+    with stages.stage("read items", total) as update:
+        for item in source.items(bad, update):
+            for buffer, value in zip(buffers, item):
+                buffer.append(value)
+            if len(buffers[0]) >= BATCH_ROWS:
+                writer.write(buffers)
+                buffers = [[], [], [], []]
+        writer.write(buffers)
+        writer.close()
+    return writer.rows
+
+
+class _Interactions:
+    """Numeric and id columns of the accepted interactions, gathered batch by batch while the
+    review text goes straight to an Arrow file."""
+
+    def __init__(self, reviews_path: Path) -> None:
+        self.writer = StreamTableWriter(reviews_path, ("review_text", "review_title"))
+        self.users: list[pa.Array] = []
+        self.items: list[pa.Array] = []
+        self.ratings: list[np.ndarray] = []
+        self.timestamps: list[np.ndarray] = []
+        self.lines: list[np.ndarray] = []
+
+    def add(self, batch: list[list]) -> None:
+        users, items, ratings, timestamps, texts, titles, lines = batch
+        if not users:
+            return
+        self.writer.write((texts, titles))
+        self.users.append(pa.array(users, pa.string()))
+        self.items.append(pa.array(items, pa.string()))
+        self.ratings.append(np.asarray(ratings, dtype=np.float32))
+        self.timestamps.append(np.asarray(timestamps, dtype=np.int64))
+        self.lines.append(np.asarray(lines, dtype=np.int64))
+
+    def finish(self) -> dict[str, Any]:
+        self.writer.close()
+
+        def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+        def codes(parts: list[pa.Array]) -> tuple[np.ndarray, pa.Array]:
+            column = pa.chunked_array(parts, pa.string()).combine_chunks().dictionary_encode()
+            return column.indices.to_numpy(zero_copy_only=False).astype(np.int64), column.dictionary
+
+        users, user_ids = codes(self.users)
+        items, item_ids = codes(self.items)
+        return {
+            "users": users, "user_ids": user_ids, "items": items, "item_ids": item_ids,
+            "ratings": cat(self.ratings, np.float32), "timestamps": cat(self.timestamps, np.int64),
+            "lines": cat(self.lines, np.int64),
+        }
+
+
+def _read_interactions(source: RawSource, bad: BadRecords, path: Path, stages: _Stages) -> dict[str, Any]:
+    """Stream, validate and store the interactions; returns their coded columns."""
+    low, high, step = source.scale.low, source.scale.high, source.scale.step
+    has_text, review_path = source.has_text, source.review_path
+    sink = _Interactions(path)
+    batch: list[list] = [[] for _ in range(7)]
+    with stages.stage("read reviews", review_path.stat().st_size) as update:
+        for record in source.interactions(bad, update):
+            rating, text = record[2], record[4]
+            grid = (rating - low) / step
+            if not (low <= rating <= high) or abs(grid - round(grid)) > 1e-6:
+                bad.report(review_path, record[6], OFF_SCALE, f"rating {rating!r} not on scale {source.scale.label}")
+                continue
+            if has_text and (not text or text.isspace()):
+                bad.report(review_path, record[6], EMPTY_TEXT, "review text is empty")
+                continue
+            for column, value in zip(batch, record):
+                column.append(value)
+            if len(batch[0]) >= BATCH_ROWS:
+                sink.add(batch)
+                batch = [[] for _ in range(7)]
+        sink.add(batch)
+        return sink.finish()
+
+
+def _drop_unknown_items(source: RawSource, bad: BadRecords, cols: dict[str, Any], meta: pa.Table) -> np.ndarray:
+    """Rows whose item has metadata (all rows when there is no item file)."""
+    n = len(cols["users"])
+    if source.item_path is None:
+        return np.arange(n)
+    known = pc.is_in(cols["item_ids"], value_set=meta.column("item_id").cast(pa.string()))
+    known = known.to_numpy(zero_copy_only=False)
+    bad_rows = np.nonzero(~known[cols["items"]])[0]
+    for row in bad_rows[:1] if not bad.skip else bad_rows:
+        item = cols["item_ids"][int(cols["items"][row])].as_py()
+        bad.report(source.review_path, int(cols["lines"][row]), UNKNOWN_ITEM,
+                   f"item {item!r} is not in {source.item_path.name}")
+    return np.nonzero(known[cols["items"]])[0]
+
+
+def _compact(codes: np.ndarray, ids: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Renumber the codes still in use as 0..k-1 (in order of first id), with their ids."""
+    used, inverse = np.unique(codes, return_inverse=True)
+    return inverse.astype(np.int64), ids.take(pa.array(used))
+
+
+def _build(name: str, source: RawSource, config: PrepareConfig, bad: BadRecords, tmp: Path,
+           show: bool) -> None:
+    with _Stages(show) as stages:
+        num_meta = _read_items(source, bad, tmp / "meta_raw.arrow", stages)
+        cols = _read_interactions(source, bad, tmp / "reviews.arrow", stages)
+        with stages.stage("dedupe, k-core") as update:
+            meta = read_table(tmp / "meta_raw.arrow")
+            rows = _drop_unknown_items(source, bad, cols, meta)
+            users, items, ts = cols["users"][rows], cols["items"][rows], cols["timestamps"][rows]
+            stats: dict[str, Any] = {
+                "records_accepted": int(len(cols["users"])),
+                "raw_ratings": int(len(rows)),
+                "item_metadata_records": num_meta,
+            }
+            keep = dedupe_earliest(users, items, ts)
+            stats["duplicates_dropped"] = int(len(rows) - len(keep))
+            stats["users_before_kcore"] = int(len(np.unique(users[keep])))
+            stats["items_before_kcore"] = int(len(np.unique(items[keep])))
+            mask = kcore_filter(users[keep], items[keep], config.kcore)
+            stats["kcore_dropped"] = int((~mask).sum())
+            keep = rows[keep[mask]]
+            users, user_ids = _compact(cols["users"][keep], cols["user_ids"])
+            items, item_ids = _compact(cols["items"][keep], cols["item_ids"])
+            update(1)
+        with stages.stage("split, history index"):
+            titles, categories, descriptions = _item_text(item_ids, meta)
+            reviews = read_table(tmp / "reviews.arrow")
+            ds = RatingDataset.from_arrays(
+                name, source.scale, users, items, cols["ratings"][keep], cols["timestamps"][keep],
+                ArrowStrings(user_ids), ArrowStrings(item_ids), ArrowStrings(titles),
+                ArrowStrings(categories), ArrowStrings(descriptions),
+                ArrowStrings(reviews.column("review_text"), keep), config, stats,
+            )
+        with stages.stage("write"):
+            save_arrays(ds, tmp, keep.astype(np.int64))
+            write_table(tmp / "users.arrow", pa.table({"user_id": user_ids}))
+            write_table(tmp / "items.arrow", pa.table(
+                {"item_id": item_ids, "title": titles, "categories": categories, "description": descriptions}
+            ))
+            del meta
+            (tmp / "meta_raw.arrow").unlink()
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "dataset": name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "files": source_identity(source),
+        "reader": {**source.params(), **_generation(source)},
+        "config": asdict(config),
+        "scale": asdict(source.scale),
+        "skip_bad_records": bad.skip,
+        "bad_records": bad.summary(),
+        "counts": ds.stats,
+        "timings_s": stages.timings,
+        "size_bytes": sum(p.stat().st_size for p in tmp.iterdir()),
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
+def _generation(source: RawSource) -> dict[str, Any]:
+    generation = getattr(source, "generation", None)
+    return {"generation": generation} if generation is not None else {}
+
+
+def _item_text(item_ids: pa.Array, meta: pa.Table) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """Title, categories and description per item id (title falls back to the id)."""
+    if meta.num_rows == 0:
+        empty = pa.nulls(len(item_ids), pa.large_string())
+        return item_ids.cast(pa.large_string()), empty, empty
+    at = pc.index_in(item_ids, value_set=meta.column("item_id").cast(pa.string()))
+    title = meta.column("title").take(at)
+    title = pc.if_else(pc.or_(pc.is_null(title), pc.equal(title, "")), item_ids.cast(pa.large_string()), title)
+    return (_flat(title), _flat(meta.column("categories").take(at)), _flat(meta.column("description").take(at)))
+
+
+def _flat(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+__all__ = ["BadRecordError", "cache_key", "cache_root", "prepare_source", "prepared_dir"]
