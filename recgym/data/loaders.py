@@ -14,7 +14,14 @@ from typing import Any
 
 from recgym.data.dataset import PrepareConfig, RatingDataset
 from recgym.data.pipeline import prepare_source
-from recgym.data.readers import AmazonSource, ImdbSource, MovieLensSource, RawSource, TableSource, YelpSource
+from recgym.data.readers import (
+    AmazonSource,
+    ImdbSource,
+    MovieLensSource,
+    RawSource,
+    TableSource,
+    YelpSource,
+)
 from recgym.data.registry import register_dataset
 
 BOOK_FILES = ("Books",)

@@ -18,12 +18,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recgym.cache import cache_dir as recgym_cache_dir
 from recgym.data.dataset import PrepareConfig, RatingDataset
 from recgym.data.prepare import dedupe_earliest, kcore_filter
 from recgym.data.readers.base import RawSource
@@ -47,14 +48,6 @@ from recgym.data.store import (
 )
 
 BATCH_ROWS = 65536
-
-
-def cache_root() -> Path:
-    """``$RECGYM_CACHE``, else ``$XDG_CACHE_HOME/recgym``, else ``~/.cache/recgym``."""
-    if os.environ.get("RECGYM_CACHE"):
-        return Path(os.environ["RECGYM_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "recgym"
 
 
 def source_identity(source: RawSource) -> list[dict[str, Any]]:
@@ -81,7 +74,9 @@ def cache_key(name: str, source: RawSource, config: PrepareConfig, skip_bad_reco
 
 def prepared_dir(name: str, source: RawSource, config: PrepareConfig, skip_bad_records: bool,
                  cache_dir: Path | str | None = None) -> Path:
-    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
+    """Where the prepared dataset lives: ``<cache>/datasets/<name>/<key>`` (``cache_dir``
+    defaults to ``$RECGYM_CACHE``)."""
+    root = Path(cache_dir).expanduser() if cache_dir is not None else recgym_cache_dir(create=False)
     return root / "datasets" / name / cache_key(name, source, config, skip_bad_records)
 
 
@@ -136,7 +131,7 @@ class _Stages:
                 TimeElapsedColumn(), console=Console(stderr=True),
             )
 
-    def __enter__(self) -> _Stages:
+    def __enter__(self) -> Self:
         if self._progress is not None:
             self._progress.start()
         return self
@@ -278,14 +273,14 @@ def _build(name: str, source: RawSource, config: PrepareConfig, bad: BadRecords,
             rows = _drop_unknown_items(source, bad, cols, meta)
             users, items, ts = cols["users"][rows], cols["items"][rows], cols["timestamps"][rows]
             stats: dict[str, Any] = {
-                "records_accepted": int(len(cols["users"])),
-                "raw_ratings": int(len(rows)),
+                "records_accepted": len(cols["users"]),
+                "raw_ratings": len(rows),
                 "item_metadata_records": num_meta,
             }
             keep = dedupe_earliest(users, items, ts)
             stats["duplicates_dropped"] = int(len(rows) - len(keep))
-            stats["users_before_kcore"] = int(len(np.unique(users[keep])))
-            stats["items_before_kcore"] = int(len(np.unique(items[keep])))
+            stats["users_before_kcore"] = len(np.unique(users[keep]))
+            stats["items_before_kcore"] = len(np.unique(items[keep]))
             mask = kcore_filter(users[keep], items[keep], config.kcore)
             stats["kcore_dropped"] = int((~mask).sum())
             keep = rows[keep[mask]]
@@ -346,4 +341,4 @@ def _flat(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
-__all__ = ["BadRecordError", "cache_key", "cache_root", "prepare_source", "prepared_dir"]
+__all__ = ["BadRecordError", "cache_key", "prepare_source", "prepared_dir"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from recgym.data.readers.base import (
@@ -33,7 +33,7 @@ def parse_review_date(value: str) -> int:
     """Seconds since the epoch of an IMDb date such as ``10 February 2006`` (or ISO)."""
     for parse in (lambda v: datetime.strptime(v, "%d %B %Y"), datetime.fromisoformat):
         try:
-            return int(parse(value.strip()).replace(tzinfo=timezone.utc).timestamp())
+            return int(parse(value.strip()).replace(tzinfo=UTC).timestamp())
         except (TypeError, ValueError, AttributeError):
             continue
     raise SkipRecord(MALFORMED, f"review_date {value!r} is not like '10 February 2006'")

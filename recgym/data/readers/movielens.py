@@ -29,10 +29,7 @@ EXPECTED = (
     "  ml-latest-small: ratings.csv (userId,movieId,rating,timestamp) and movies.csv (movieId,title,genres)\n"
     "  or ml-100k:      u.data (user, item, rating, timestamp; tab-separated) and u.item"
 )
-_GENRES_100K = (
-    "unknown Action Adventure Animation Children's Comedy Crime Documentary Drama Fantasy "
-    "Film-Noir Horror Musical Mystery Romance Sci-Fi Thriller War Western"
-).split()
+_GENRES_100K = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
 
 
 def _rating(record: dict) -> tuple:

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recgym.data.readers.base import Interaction, Item, Progress, RawSource, field, mapped, number, text_of
+from recgym.data.readers.base import (
+    Interaction,
+    Item,
+    Progress,
+    RawSource,
+    field,
+    mapped,
+    number,
+    text_of,
+)
 from recgym.data.readers.records import (
     MALFORMED,
     BadRecords,
@@ -35,7 +44,7 @@ def parse_timestamp(value: Any) -> int:
     except ValueError:
         raise SkipRecord(MALFORMED, f"timestamp {value!r} is neither a number nor ISO-8601") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp())
 
 

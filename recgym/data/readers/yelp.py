@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from recgym.data.readers.base import (
@@ -31,7 +31,7 @@ EXPECTED = (
 def parse_date(value: str) -> int:
     """Seconds since the epoch of a Yelp ``YYYY-MM-DD HH:MM:SS`` date (read as UTC)."""
     try:
-        return int(datetime.fromisoformat(value).replace(tzinfo=timezone.utc).timestamp())
+        return int(datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp())
     except (TypeError, ValueError):
         raise SkipRecord(MALFORMED, f"date {value!r} is not YYYY-MM-DD[ HH:MM:SS]") from None
 
