@@ -24,7 +24,8 @@ demo: $(VENV)/stamp
 	$(BIN)/python -m recgym.demo
 
 test: $(VENV)/stamp
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	  if [ $$status -eq 5 ]; then echo 'pytest collected no tests: failing' >&2; fi; exit $$status
 
 bench: $(VENV)/stamp
 	$(BIN)/python bench/env_throughput.py

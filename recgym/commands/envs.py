@@ -1,0 +1,26 @@
+"""``recgym envs``: the registered environments, their data and scale."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def run(args) -> int:
+    import recgym  # noqa: F401  (registers everything)
+    from recgym.data.registry import DATASETS
+    from recgym.envs.registration import REGISTERED
+
+    table = Table(title="Registered recgym environments")
+    for column in ("env id", "dataset", "scale", "data it needs"):
+        table.add_column(column)
+    for env_id, dataset in sorted(REGISTERED.items()):
+        info = DATASETS.get(dataset)
+        table.add_row(env_id, dataset, info.scale_label if info else "?", info.needs if info else "?")
+    Console().print(table)
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("envs", help="list the registered environments and the data each needs")
+    parser.set_defaults(func=run)

@@ -1,0 +1,110 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import recgym
+from recgym.envs import RecRatingEnv
+from recgym.rewards import FOUR_STEP_TAGS
+
+GOOD = "".join(f"<{t}>{'3' if t == 'rate' else 'ok'}</{t}>" for t in FOUR_STEP_TAGS)
+
+
+@pytest.fixture
+def env():
+    return gym.make("RecRating-Synthetic-v0", split="valid")
+
+
+def test_registered_on_import_and_passes_check_env(env):
+    assert "RecRating-Synthetic-v0" in gym.registry
+    check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_reset_returns_prompt_and_info_without_truth(env):
+    obs, info = env.reset(seed=3)
+    assert isinstance(obs, str) and "How will this user rate" in obs
+    assert {"messages", "user_id", "item_id", "index", "scale"} <= set(info)
+    assert [m["role"] for m in info["messages"]] == ["system", "user"]
+    assert info["scale"] == recgym.RatingScale(1, 5)
+    assert "target_rating" not in info and "rating" not in info
+
+
+def test_step_reward_and_info(env):
+    env.reset(options={"index": 7})
+    target = env.unwrapped.dataset.target("valid", 7)
+    _, reward, terminated, truncated, info = env.step(GOOD)
+    assert terminated and not truncated
+    assert info["target_rating"] == target
+    assert info["parsed_rating"] == 3.0
+    assert info["abs_error"] == abs(target - 3)
+    assert reward == pytest.approx(0.5 + 1 - abs(target - 3) / 4)
+    assert info["reward_breakdown"]["total"] == reward
+    assert set(info["reward_breakdown"]) >= {"format", "accuracy", "total"}
+
+
+def test_unparseable_step_gets_no_accuracy(env):
+    env.reset(seed=0)
+    _, reward, _, _, info = env.step("I'd say around four stars")
+    assert reward == -0.5 and info["parsed_rating"] is None and info["abs_error"] is None
+
+
+def test_seeded_resets_are_reproducible():
+    a = gym.make("RecRating-Synthetic-v0")
+    b = gym.make("RecRating-Synthetic-v0")
+    seq_a = [a.reset(seed=11)[1]["index"]] + [a.reset()[1]["index"] for _ in range(5)]
+    seq_b = [b.reset(seed=11)[1]["index"]] + [b.reset()[1]["index"] for _ in range(5)]
+    assert seq_a == seq_b and len(set(seq_a)) > 1
+
+
+def test_index_option_pins_a_sample(env):
+    first = env.reset(options={"index": 5})
+    again = env.reset(seed=99, options={"index": 5})
+    assert first[0] == again[0] and first[1]["index"] == 5
+    with pytest.raises(IndexError, match="out of range"):
+        env.reset(options={"index": len(env.unwrapped)})
+
+
+def test_len_is_the_number_of_samples(env):
+    assert len(env.unwrapped) == env.unwrapped.dataset.num_samples("valid") > 0
+
+
+def test_misuse_raises_clear_errors(env):
+    env = env.unwrapped
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(GOOD)
+    env.reset(seed=0)
+    with pytest.raises(TypeError, match="completion text"):
+        env.step(3)
+    env.step(GOOD)
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(GOOD)
+    with pytest.raises(ValueError, match="split"):
+        RecRatingEnv(split="training")
+    with pytest.raises(ValueError, match="unknown dataset"):
+        RecRatingEnv(dataset="nope")
+
+
+def test_template_is_one_argument_away():
+    env = gym.make("RecRating-Synthetic-v0", template="rate_only")
+    obs, _ = env.reset(seed=0)
+    assert "<match>" not in obs
+    _, reward, _, _, info = env.step("<rate>3</rate>")
+    assert info["reward_breakdown"]["format"] == 0.5
+
+
+def test_dataset_kwargs_reach_the_world():
+    small = gym.make("RecRating-Synthetic-v0", num_users=20, seed=5)
+    assert small.unwrapped.dataset.stats["users"] == 20
+
+
+def test_unicode_actions_are_in_the_action_space(env):
+    assert env.action_space.contains("évaluation ٥ 評価 🍜")
+    assert not env.action_space.contains(b"bytes")
+    assert env.observation_space.contains(env.reset(seed=0)[0])
+
+
+def test_history_precedes_target_in_every_prompt(env):
+    ds = env.unwrapped.dataset
+    for i in np.random.default_rng(0).choice(len(env.unwrapped), 50, replace=False):
+        ctx = ds.context("valid", int(i))
+        assert all(h.timestamp < ctx.timestamp for h in ctx.user_history + ctx.item_history)
