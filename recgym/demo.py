@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import gymnasium as gym
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="valid")
     parser.add_argument("-n", type=int, default=None, help="samples to evaluate (default: the whole split)")
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)  # logs keep the table on one line per row
     start = time.perf_counter()
     from recgym.data.synthetic import generate_world
 
