@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.table import Table
 
@@ -12,12 +14,14 @@ def run(args) -> int:
     from recgym.envs.registration import REGISTERED
 
     table = Table(title="Registered recgym environments")
-    for column in ("env id", "dataset", "scale", "data it needs"):
-        table.add_column(column)
+    table.add_column("env id", no_wrap=True)
+    table.add_column("dataset", no_wrap=True)
+    table.add_column("scale")
+    table.add_column("data it needs", ratio=1)
     for env_id, dataset in sorted(REGISTERED.items()):
         info = DATASETS.get(dataset)
         table.add_row(env_id, dataset, info.scale_label if info else "?", info.needs if info else "?")
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 140).print(table)
     return 0
 
 
