@@ -24,6 +24,7 @@ from recgym.data.readers import (
 )
 from recgym.data.registry import register_dataset
 
+REAL_DATASETS = ("yelp", "amazon_book", "amazon_music", "amazon", "imdb", "movielens", "custom")
 BOOK_FILES = ("Books",)
 MUSIC_FILES = ("Digital_Music", "CDs_and_Vinyl", "Music", "CDs")
 

@@ -118,16 +118,10 @@ class _Stages:
         self._progress = None
         if show:
             from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(
-                TextColumn("{task.description:<22}"), BarColumn(), DownloadColumn(),
+                TextColumn("{task.description:<22}"), BarColumn(), TextColumn("{task.fields[note]:>20}"),
                 TimeElapsedColumn(), console=Console(stderr=True),
             )
 
@@ -146,16 +140,20 @@ class _Stages:
         start = time.perf_counter()
         task = None
         if self._progress is not None:
-            task = self._progress.add_task(label, total=total)
+            task = self._progress.add_task(label, total=total, note="")
 
         def update(done: int) -> None:
             if task is not None:
-                self._progress.update(task, completed=done)
+                self._progress.update(task, completed=done, note=_mib(done, total))
 
         yield update
         if task is not None:
-            self._progress.update(task, completed=total or 1, total=total or 1)
+            self._progress.update(task, completed=total or 1, total=total or 1, note=_mib(total, total))
         self.timings[label] = round(time.perf_counter() - start, 3)
+
+
+def _mib(done: int | None, total: int | None) -> str:
+    return f"{done / 2**20:,.1f}/{total / 2**20:,.1f} MiB" if total and done is not None else "done"
 
 
 def _read_items(source: RawSource, bad: BadRecords, path: Path, stages: _Stages) -> int:

@@ -1,0 +1,187 @@
+"""Classical reference scores: the floor every LLM result is shown against.
+
+Every baseline is fit on the *train* split's ratings only (``split_codes == train``), so no
+valid or test rating, and no rating of a sample itself outside train, informs a prediction.
+Predictions are clipped to the dataset's scale.
+
+    from recgym.baselines import run_baselines
+    scores = run_baselines(dataset)          # {"biased_mf": {"test": {"mae": .., "rmse": .., "n": ..}}, ...}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from recgym.data.dataset import RatingDataset
+from recgym.data.prepare import SPLIT_CODES
+
+BASELINES = ("global_mean", "user_mean", "item_mean", "user_item_bias", "biased_mf")
+Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class MFConfig:
+    """Biased matrix factorization, trained with Adam on mini-batches, early-stopped on valid."""
+
+    factors: int = 32
+    lr: float = 0.01
+    reg: float = 0.05
+    batch_size: int = 8192
+    max_epochs: int = 60
+    patience: int = 4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainRatings:
+    users: np.ndarray
+    items: np.ndarray
+    ratings: np.ndarray
+    num_users: int
+    num_items: int
+
+    @classmethod
+    def of(cls, ds: RatingDataset) -> TrainRatings:
+        train = np.asarray(ds.split_codes) == SPLIT_CODES["train"]
+        return cls(
+            np.asarray(ds.user_codes)[train].astype(np.int64),
+            np.asarray(ds.item_codes)[train].astype(np.int64),
+            np.asarray(ds.ratings)[train].astype(np.float64),
+            len(ds.user_ids),
+            len(ds.item_ids),
+        )
+
+    @property
+    def mean(self) -> float:
+        return float(self.ratings.mean()) if len(self.ratings) else float("nan")
+
+
+def _group_mean(keys: np.ndarray, values: np.ndarray, size: int, fallback: float) -> np.ndarray:
+    counts = np.bincount(keys, minlength=size)
+    sums = np.bincount(keys, weights=values, minlength=size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), fallback)
+
+
+def fit_biases(train: TrainRatings, reg: float = 5.0, iters: int = 10) -> tuple[float, np.ndarray, np.ndarray]:
+    """Regularized user and item biases around the train mean (alternating least squares)."""
+    mu = train.mean
+    bu, bi = np.zeros(train.num_users), np.zeros(train.num_items)
+    nu = np.bincount(train.users, minlength=train.num_users) + reg
+    ni = np.bincount(train.items, minlength=train.num_items) + reg
+    for _ in range(iters):
+        bi = np.bincount(train.items, train.ratings - mu - bu[train.users], train.num_items) / ni
+        bu = np.bincount(train.users, train.ratings - mu - bi[train.items], train.num_users) / nu
+    return mu, bu, bi
+
+
+def fit_means(train: TrainRatings) -> dict[str, Predictor]:
+    mu = train.mean
+    user_avg = _group_mean(train.users, train.ratings, train.num_users, mu)
+    item_avg = _group_mean(train.items, train.ratings, train.num_items, mu)
+    mu_b, bu, bi = fit_biases(train)
+    return {
+        "global_mean": lambda u, i: np.full(len(u), mu),
+        "user_mean": lambda u, i: user_avg[u],
+        "item_mean": lambda u, i: item_avg[i],
+        "user_item_bias": lambda u, i: mu_b + bu[u] + bi[i],
+    }
+
+
+def fit_biased_mf(
+    train: TrainRatings, valid: tuple[np.ndarray, np.ndarray, np.ndarray] | None, config: MFConfig = MFConfig()
+) -> Predictor:
+    """``mu + b_u + b_i + p_u . q_i`` fit on train; the epoch with the best valid RMSE is kept
+    (without valid samples, all ``max_epochs`` run)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(config.seed)
+    mu, bu0, bi0 = fit_biases(train)
+    k = config.factors
+    P = (0.01 * torch.randn(train.num_users, k, generator=gen, dtype=torch.float64)).requires_grad_()
+    Q = (0.01 * torch.randn(train.num_items, k, generator=gen, dtype=torch.float64)).requires_grad_()
+    bu = torch.tensor(bu0).requires_grad_()
+    bi = torch.tensor(bi0).requires_grad_()
+    params = [P, Q, bu, bi]
+    opt = torch.optim.Adam(params, lr=config.lr)
+    users, items = torch.from_numpy(train.users), torch.from_numpy(train.items)
+    ratings = torch.from_numpy(train.ratings)
+
+    def predict(u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        return mu + bu[u] + bi[i] + (P[u] * Q[i]).sum(1)
+
+    best = (float("inf"), [p.detach().clone() for p in params])
+    stale = 0
+    for _ in range(config.max_epochs):
+        order = torch.randperm(len(ratings), generator=gen)
+        for start in range(0, len(order), config.batch_size):
+            b = order[start : start + config.batch_size]
+            u, i = users[b], items[b]
+            err = predict(u, i) - ratings[b]
+            loss = (err**2).mean() + config.reg * ((P[u] ** 2).sum(1) + (Q[i] ** 2).sum(1)).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if valid is None:
+            best = (0.0, [p.detach().clone() for p in params])
+            continue
+        with torch.no_grad():
+            vu, vi, vr = (torch.from_numpy(np.asarray(a)) for a in valid)
+            rmse = float(((predict(vu, vi) - vr) ** 2).mean().sqrt())
+        if rmse < best[0] - 1e-5:
+            best, stale = (rmse, [p.detach().clone() for p in params]), 0
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    P_, Q_, bu_, bi_ = (t.numpy() for t in best[1])
+    return lambda u, i: mu + bu_[u] + bi_[i] + (P_[u] * Q_[i]).sum(1)
+
+
+def _split_arrays(ds: RatingDataset, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows = np.asarray(ds.samples[split])
+    return (
+        np.asarray(ds.user_codes)[rows].astype(np.int64),
+        np.asarray(ds.item_codes)[rows].astype(np.int64),
+        ds.targets(split),
+    )
+
+
+def error_metrics(predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    err = np.asarray(predictions, dtype=np.float64) - np.asarray(targets, dtype=np.float64)
+    if len(err) == 0:
+        return {"mae": float("nan"), "rmse": float("nan"), "n": 0}
+    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean())), "n": len(err)}
+
+
+def run_baselines(
+    dataset: RatingDataset,
+    splits: Sequence[str] = ("valid", "test"),
+    names: Sequence[str] = BASELINES,
+    mf: MFConfig = MFConfig(),
+) -> dict[str, dict[str, dict[str, float]]]:
+    """MAE, RMSE and n of each baseline on each split: ``{baseline: {split: {"mae", "rmse", "n"}}}``.
+
+    All baselines are fit on the train split only; ``biased_mf`` early-stops on valid."""
+    unknown = set(names) - set(BASELINES)
+    if unknown:
+        raise ValueError(f"unknown baselines {sorted(unknown)}; choose from {', '.join(BASELINES)}")
+    train = TrainRatings.of(dataset)
+    if len(train.ratings) == 0:
+        raise ValueError(f"dataset {dataset.name!r} has no train ratings to fit baselines on")
+    predictors = fit_means(train)
+    if "biased_mf" in names:
+        valid = _split_arrays(dataset, "valid")
+        predictors["biased_mf"] = fit_biased_mf(train, valid if len(valid[2]) else None, mf)
+    scale = dataset.scale
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for name in names:
+        results[name] = {}
+        for split in splits:
+            users, items, targets = _split_arrays(dataset, split)
+            predictions = np.clip(predictors[name](users, items), scale.low, scale.high)
+            results[name][split] = error_metrics(predictions, targets)
+    return results

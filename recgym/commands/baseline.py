@@ -1,0 +1,51 @@
+"""``recgym baseline ENV_ID``: classical reference MAE/RMSE (means, biases, biased MF)."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.table import Table
+
+from recgym.commands.data import add_dataset_options, dataset_kwargs
+
+
+def run(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+
+    import recgym.envs.real_envs  # noqa: F401  (registers the environments, real-data ids too)
+    from recgym.baselines import run_baselines
+    from recgym.data.readers import BadRecordError, MissingDataError
+    from recgym.data.registry import load_dataset
+
+    err = Console(stderr=True)
+    if args.env_id not in gym.registry:
+        err.print(f"[red]error:[/red] unknown environment {args.env_id!r} (see `recgym envs`)")
+        return 2
+    spec = gym.registry[args.env_id]
+    kwargs = {**{k: v for k, v in spec.kwargs.items() if k != "dataset"}, **dataset_kwargs(args)}
+    try:
+        dataset = load_dataset(spec.kwargs["dataset"], **kwargs)
+    except (MissingDataError, FileNotFoundError, BadRecordError, ValueError, TypeError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
+    results = run_baselines(dataset, splits=args.splits)
+    table = Table(title=f"{args.env_id}: classical baselines (scale {dataset.scale.label}, fit on train)")
+    table.add_column("baseline")
+    for split in args.splits:
+        n = next(iter(results.values()))[split]["n"]
+        table.add_column(f"{split} MAE (n={n:,})", justify="right")
+        table.add_column(f"{split} RMSE", justify="right")
+    for name, per_split in results.items():
+        cells = [f"{per_split[s][m]:.4f}" for s in args.splits for m in ("mae", "rmse")]
+        table.add_row(name, *cells)
+    Console().print(table)
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("baseline", help="MAE/RMSE of classical baselines on an environment's data")
+    parser.add_argument("env_id", help="e.g. RecRating-Yelp-v0")
+    parser.add_argument("--splits", nargs="+", default=["valid", "test"], choices=("train", "valid", "test"))
+    add_dataset_options(parser)
+    parser.set_defaults(func=run)

@@ -1,0 +1,110 @@
+"""``recgym data prepare NAME`` (raw files -> cached prepared dataset) and ``recgym data info NAME``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def add_dataset_options(parser: argparse.ArgumentParser) -> None:
+    """Where the raw data is and how to prepare it (shared by ``data prepare`` and ``baseline``)."""
+    parser.add_argument("--data-dir", help="folder with the raw files as published (default $RECGYM_DATA_DIR/<name>)")
+    parser.add_argument("--path", help="custom: the ratings file")
+    parser.add_argument("--columns", help="custom: user=COL,item=COL,rating=COL,timestamp=COL[,review=COL,...]")
+    parser.add_argument("--scale", type=float, nargs="+", metavar="X", help="custom: LOW HIGH [STEP]")
+    parser.add_argument("--kcore", type=int, help="keep users and items with at least K ratings")
+    parser.add_argument("--split-method", choices=("leave_last_out", "time"))
+    parser.add_argument("--valid-fraction", type=float, help="time split: share of ratings in valid")
+    parser.add_argument("--test-fraction", type=float, help="time split: share of ratings in test")
+    parser.add_argument("--keep-cold-samples", action="store_true", default=None,
+                        help="keep samples whose user has no prior rating")
+    parser.add_argument("--skip-bad-records", action="store_true", default=None,
+                        help="skip malformed/invalid records (counted per reason in the manifest) instead of failing")
+    parser.add_argument("--cache-dir", help="cache root (default $RECGYM_CACHE)")
+
+
+def dataset_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Loader keyword arguments for the options the user actually gave."""
+    names = ("data_dir", "path", "kcore", "split_method", "valid_fraction", "test_fraction",
+             "keep_cold_samples", "skip_bad_records", "cache_dir")
+    kwargs = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    if getattr(args, "columns", None):
+        kwargs["columns"] = dict(part.split("=", 1) for part in args.columns.split(",") if part)
+    if getattr(args, "scale", None):
+        kwargs["scale"] = tuple(args.scale)
+    return kwargs
+
+
+def _manifests(name: str, cache_dir: str | None) -> list[tuple[Path, dict]]:
+    from recgym.cache import cache_dir as recgym_cache_dir
+
+    root = Path(cache_dir).expanduser() if cache_dir else recgym_cache_dir(create=False)
+    found = sorted((root / "datasets" / name).glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
+    return [(p.parent, json.loads(p.read_text())) for p in found]
+
+
+def print_manifest(console: Console, directory: Path, manifest: dict) -> None:
+    table = Table(title=f"{manifest['dataset']}  ({directory})", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_row("scale", json.dumps(manifest["scale"]))
+    table.add_row("files", "\n".join(f"{f['path']} ({f['size']:,} B)" for f in manifest["files"]))
+    table.add_row("reader", json.dumps(manifest["reader"]))
+    table.add_row("config", json.dumps(manifest["config"]))
+    skipped = manifest["bad_records"]["skipped"]
+    table.add_row("bad records skipped", json.dumps(skipped) if skipped else "none")
+    for key, value in manifest["counts"].items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
+    table.add_row("timings (s)", json.dumps(manifest["timings_s"]))
+    table.add_row("size on disk", f"{manifest['size_bytes'] / 2**20:,.1f} MiB")
+    console.print(table)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from recgym.data import loaders
+    from recgym.data.readers import BadRecordError, MissingDataError
+
+    console = Console()
+    kwargs = dataset_kwargs(args)
+    try:
+        source = loaders.make_source(args.name, kwargs.pop("data_dir", None), path=kwargs.pop("path", None),
+                                     columns=kwargs.pop("columns", None), scale=kwargs.pop("scale", (1, 5)))
+        ds = loaders.prepare(args.name, source, rebuild=args.rebuild, **kwargs)
+    except (MissingDataError, FileNotFoundError, BadRecordError, ValueError) as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
+    directory = Path(ds.stats["cache_dir"])
+    print_manifest(console, directory, json.loads((directory / "manifest.json").read_text()))
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    console = Console()
+    found = _manifests(args.name, args.cache_dir)
+    if not found:
+        console.print(f"dataset {args.name!r} is not prepared yet: run `recgym data prepare {args.name} --data-dir DIR`")
+        return 1
+    for directory, manifest in found:
+        print_manifest(console, directory, manifest)
+    return 0
+
+
+def register(subparsers) -> None:
+    from recgym.data.loaders import REAL_DATASETS
+
+    parser = subparsers.add_parser("data", help="prepare real datasets and inspect prepared ones")
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    prepare = sub.add_parser("prepare", help="read raw files, dedupe, filter, split, index, cache")
+    prepare.add_argument("name", choices=REAL_DATASETS)
+    add_dataset_options(prepare)
+    prepare.add_argument("--rebuild", action="store_true", help="prepare again even when cached")
+    prepare.set_defaults(func=run_prepare)
+    info = sub.add_parser("info", help="print the manifest(s) of a prepared dataset")
+    info.add_argument("name", choices=REAL_DATASETS)
+    info.add_argument("--cache-dir", help="cache root (default $RECGYM_CACHE)")
+    info.set_defaults(func=run_info)
