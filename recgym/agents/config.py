@@ -1,0 +1,230 @@
+"""Training configuration: one dataclass, every knob named, typed, defaulted and documented.
+
+Load it from YAML (``GRPOConfig.from_yaml(path)``), build it in Python (``GRPOConfig(max_steps=3)``)
+and override any field from the command line (``config.with_overrides(["--max_steps", "3"])``).
+Values on the command line are parsed as YAML scalars/collections, so ``--env_kwargs
+'{num_users: 40}'`` and ``--report_to '[tensorboard]'`` work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigMixin:
+    """YAML loading, command-line overrides and validation for the training config dataclasses."""
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: _coerce(v, hints[k], k) for k, v in values.items()})  # type: ignore[call-arg]
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None):
+        """Read a YAML mapping of field -> value, then apply ``--field value`` overrides."""
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(values, dict):
+            raise TypeError(f"{path}: expected a mapping of config fields, got {type(values).__name__}")
+        return cls.from_dict(values).with_overrides(overrides or [])
+
+    def with_overrides(self, args: list[str]):
+        """Return a copy with ``--field value`` / ``--field=value`` pairs applied."""
+        values = self.to_dict()
+        values.update(parse_overrides(args, self.field_names()))
+        return type(self).from_dict(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def parse_overrides(args: list[str], names: list[str]) -> dict[str, Any]:
+    """``["--max_steps", "3", "--policy=hf"]`` -> ``{"max_steps": 3, "policy": "hf"}`` (YAML-typed)."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ValueError(f"expected --field value, got {arg!r}")
+        key, eq, value = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        if key not in names:
+            raise ValueError(f"unknown config field --{key}; fields: {', '.join(names)}")
+        if not eq:
+            if i + 1 >= len(args):
+                raise ValueError(f"--{key} needs a value")
+            value = args[i + 1]
+            i += 1
+        out[key] = yaml.safe_load(value) if value != "" else ""
+        i += 1
+    return out
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """Check/convert a YAML value to the field's annotated type (int -> float allowed)."""
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, name)
+            except (TypeError, ValueError):
+                continue
+        raise TypeError(f"{name}: {value!r} does not fit {hint}")
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # YAML reads "1e-5" (no dot) as a string
+        return float(value)
+    if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if hint is str and isinstance(value, str):
+        return value
+    if hint in (int, bool) and type(value) is hint:
+        return value
+    if origin is list and isinstance(value, list | tuple):
+        return list(value)
+    if origin is list and isinstance(value, str):  # "--report_to tensorboard"
+        return [value]
+    if origin is dict and isinstance(value, dict):
+        return dict(value)
+    if hint is Any:
+        return value
+    raise TypeError(f"{name}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+@dataclass
+class GRPOConfig(ConfigMixin):
+    """Everything a GRPO-family training run needs. Defaults fit a small CPU run on the synthetic world."""
+
+    # ---- environment ----
+    env_id: str = "RecRating-Synthetic-v0"
+    """A registered RecRating environment id."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for ``gym.make`` (both splits), e.g. ``{num_users: 60, template: rate_only}``."""
+    train_split: str = "train"
+    eval_split: str = "valid"
+    """The split evaluated every ``eval_interval`` steps (greedy decoding)."""
+
+    # ---- model and policy ----
+    model: str = "smollm2-135m-instruct"
+    """A recgym model name, a Hugging Face id, or a local checkpoint path (e.g. an SFT output)."""
+    policy: str = "hf"
+    """Generation backend: ``hf`` (shares the learner's weights) or ``vllm`` (weights pushed each step)."""
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for the policy (e.g. vLLM's ``gpu_memory_utilization``)."""
+    dtype: str = "float32"
+    """Learner dtype: float32 (CPU), bfloat16 or float16 (GPU)."""
+    gradient_checkpointing: bool = False
+
+    # ---- algorithm ----
+    algorithm: str = "grpo"
+    """A registered algorithm name (``recgym algorithms`` lists them)."""
+    algorithm_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra constructor arguments for algorithms beyond the named ones below."""
+    group_size: int = 4
+    """G: completions sampled per prompt; advantages are relative within a group."""
+    prompts_per_step: int = 4
+    """Prompts per training step; a step's batch holds ``prompts_per_step * group_size`` completions."""
+    clip_epsilon: float = 0.2
+    """PPO ratio clipping."""
+    beta: float = 0.0
+    """KL penalty weight to the reference (initial) model; 0 disables it and the reference model."""
+    kl_estimator: str = "k3"
+    """KL estimator: k1, k2 or k3 (GRPO's)."""
+    loss_aggregation: str = "sequence"
+    """``sequence``: mean of each completion's token mean (GRPO); ``token``: mean over all tokens."""
+    scale_rewards: bool = True
+    """GRPO divides group-centered rewards by the group's std."""
+    advantage_epsilon: float = 1e-4
+
+    # ---- sampling ----
+    max_steps: int = 20
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    eval_max_new_tokens: int | None = None
+    """Generation cap for evaluation; None uses ``max_new_tokens``."""
+
+    # ---- optimization ----
+    learning_rate: float = 1e-6
+    lr_scheduler_type: str = "constant"
+    """Any ``transformers.get_scheduler`` name: constant, linear, cosine, constant_with_warmup, ..."""
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    num_inner_epochs: int = 1
+    """Passes over each rollout batch (>1 makes later passes off-policy: the ratio clipping matters)."""
+    micro_batch_size: int = 4
+    """Completions per forward/backward pass."""
+    gradient_accumulation_steps: int = 0
+    """Micro-batches per optimizer update; 0 means one update per pass over the whole rollout batch."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clipping; 0 disables it."""
+
+    # ---- LoRA (peft) ----
+    use_lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+    # ---- evaluation, checkpoints, logging ----
+    eval_interval: int = 10
+    """Evaluate every this many steps (and always before the first and after the last); 0: only those."""
+    eval_size: int = 32
+    """Validation samples per evaluation (the same first ``eval_size`` every time)."""
+    save_interval: int = 10
+    """Checkpoint every this many steps (and at the end); 0: only at the end."""
+    save_total_limit: int = 2
+    """Checkpoints kept on disk (the newest)."""
+    output_dir: str = "runs/grpo"
+    report_to: list[str] = field(default_factory=list)
+    """Extra trackers: ``tensorboard``, ``wandb``, ``trackio`` (metrics.jsonl is always written)."""
+    log_completions: int = 2
+    """Completions printed and logged per evaluation (to ``completions.jsonl``)."""
+    live_display: bool = True
+    """A rich live table in the terminal; off for logs and tests."""
+    plot: bool = True
+    """Write ``curves.png`` at the end (needs matplotlib)."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("group_size", "prompts_per_step", "max_new_tokens", "micro_batch_size",
+                     "num_inner_epochs", "eval_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps", "eval_interval", "save_interval", "gradient_accumulation_steps",
+                     "warmup_steps", "save_total_limit", "log_completions"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.policy not in ("hf", "vllm"):
+            raise ValueError(f"policy must be 'hf' or 'vllm', got {self.policy!r}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.kl_estimator not in ("k1", "k2", "k3"):
+            raise ValueError(f"kl_estimator must be k1, k2 or k3, got {self.kl_estimator!r}")
+        if self.loss_aggregation not in ("sequence", "token"):
+            raise ValueError(f"loss_aggregation must be sequence or token, got {self.loss_aggregation!r}")

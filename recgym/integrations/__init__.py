@@ -1,0 +1,1 @@
+"""Bridges from recgym environments to other training libraries (``recgym.integrations.trl``)."""

@@ -1,0 +1,62 @@
+"""recgym environments through TRL's GRPOTrainer (one real step with a tiny model on CPU)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from tiny_lm import tiny_model, tiny_tokenizer
+
+from recgym.integrations.trl import REWARD_COLUMNS, env_to_dataset, reward_functions
+
+ENV = "RecRating-Synthetic-v0"
+GOOD = "<analyze user>likes it</analyze user><analyze item>fine</analyze item><match>ok</match><rate>4</rate>"
+
+
+def test_dataset_has_prompt_and_reward_columns_matching_the_env():
+    import gymnasium as gym
+
+    ds = env_to_dataset(ENV, split="valid", num_samples=6, seed=3)
+    assert len(ds) == 6 and {"prompt", *REWARD_COLUMNS} <= set(ds.column_names)
+    env = gym.make(ENV, split="valid")
+    for row in ds:
+        _, info = env.reset(options={"index": row["index"]})
+        assert row["prompt"] == info["messages"]
+        _, reward, _, _, step_info = env.step(GOOD)
+        assert row["target_rating"] == step_info["target_rating"]
+        # the two reward columns sum to the environment's reward for the same completion
+        parts = [f([GOOD], **{k: [row[k]] for k in REWARD_COLUMNS})[0] for f in reward_functions(ENV)]
+        assert sum(parts) == pytest.approx(reward)
+
+
+def test_reward_functions_accept_chat_completions_and_pickle():
+    fmt, acc = reward_functions()
+    kw = {"target_rating": [2.0, 2.0], "scale_low": [1.0] * 2, "scale_high": [5.0] * 2, "scale_step": [1.0] * 2}
+    completions = [[{"role": "assistant", "content": GOOD}], "no tags at all"]
+    assert fmt(completions, **kw) == [0.5, -0.5]
+    assert acc(completions, **kw) == [pytest.approx(1 - 2 / 4), 0.0]
+    assert [f.__name__ for f in (fmt, acc)] == ["format_reward", "accuracy_reward"]
+    assert pickle.loads(pickle.dumps(acc))(completions, **kw) == acc(completions, **kw)
+
+
+def test_one_trl_grpo_step_on_cpu_with_a_tiny_model(tmp_path):
+    from trl import GRPOConfig, GRPOTrainer
+
+    dataset = env_to_dataset(ENV, split="train", num_samples=4, seed=0)
+    args = GRPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2,
+        max_completion_length=8, max_steps=1, learning_rate=1e-3, use_cpu=True, report_to=[],
+        logging_steps=1, save_strategy="no", seed=0, bf16=False,
+    )
+    trainer = GRPOTrainer(
+        model=tiny_model(), reward_funcs=reward_functions(ENV), args=args,
+        train_dataset=dataset, processing_class=tiny_tokenizer(),
+    )
+    trainer.train()
+    assert trainer.state.global_step == 1
+    logged = {k: v for entry in trainer.state.log_history for k, v in entry.items()}
+    # a random tiny model writes no tags: every completion gets the format penalty and no accuracy
+    assert logged["rewards/format_reward/mean"] == pytest.approx(-0.5)
+    assert logged["rewards/accuracy_reward/mean"] == pytest.approx(0.0)
+    assert np.isfinite(logged["loss"])

@@ -1,0 +1,31 @@
+"""Tiny randomly-initialized causal LMs for plumbing tests (no download, seconds to build).
+
+The tokenizer is the embedded SmolLM2's (its chat template included); the model is a 2-layer
+Llama with a hidden size of 32, built from a config here.
+"""
+
+from __future__ import annotations
+
+import functools
+
+
+@functools.cache
+def tiny_tokenizer():
+    from recgym.agents.models import load_tokenizer
+
+    return load_tokenizer("smollm2-135m-instruct")
+
+
+def tiny_model(seed: int = 0, hidden_size: int = 32, layers: int = 2):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1,
+        max_position_embeddings=4096, tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config).eval()
