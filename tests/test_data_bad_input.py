@@ -1,0 +1,120 @@
+"""Bad raw input: a clear error naming file and line by default; skipped and counted on request;
+nothing half-written left in the cache either way."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import raw_fixtures as fx
+
+from recgym.data import loaders
+from recgym.data.readers import BadRecordError, MissingDataError
+
+GOOD = {"review_id": "r", "user_id": "U1", "business_id": "B1", "stars": 4.0, "text": "ok",
+        "date": "2019-01-01 00:00:00"}
+
+
+def yelp_with(tmp_path: Path, bad_line: str | bytes) -> Path:
+    """A Yelp folder whose review file has the bad line as line 2 of 3."""
+    root = fx.yelp(tmp_path / "yelp")
+    good = [json.dumps({**GOOD, "user_id": f"U{k}", "date": f"2019-01-0{k} 00:00:00"}).encode() for k in (1, 2)]
+    bad = bad_line if isinstance(bad_line, bytes) else bad_line.encode()
+    (root / "yelp_academic_dataset_review.json").write_bytes(b"\n".join([good[0], bad, good[1]]) + b"\n")
+    return root
+
+
+def load(root: Path, tmp_path: Path, **kwargs):
+    return loaders.load_yelp(root, cache_dir=tmp_path / "cache", progress=False, keep_cold_samples=True, **kwargs)
+
+
+def manifest(ds) -> dict:
+    return json.loads((Path(ds.stats["cache_dir"]) / "manifest.json").read_text())
+
+
+def cache_entries(tmp_path: Path) -> list[Path]:
+    root = tmp_path / "cache" / "datasets"
+    return [p for p in root.glob("*/*")] if root.exists() else []
+
+
+CASES = {
+    "malformed_record": '{"user_id": "U9", "business_id": ',
+    "missing_field": json.dumps({k: v for k, v in GOOD.items() if k != "stars"}),
+    "rating_off_scale": json.dumps({**GOOD, "stars": 7.0}),
+    "empty_text": json.dumps({**GOOD, "text": "   "}),
+    "non_utf8": b'{"user_id": "U9", "business_id": "B1", "stars": 3.0, "text": "caf\xe9", "date": "2019-01-01"}',
+    "unknown_item": json.dumps({**GOOD, "business_id": "NOPE"}),
+}
+
+
+@pytest.mark.parametrize("reason", CASES)
+def test_bad_record_raises_with_file_and_line(tmp_path, reason):
+    root = yelp_with(tmp_path, CASES[reason])
+    with pytest.raises(BadRecordError) as info:
+        load(root, tmp_path)
+    assert info.value.reason == reason
+    assert info.value.line == 2
+    assert f"yelp_academic_dataset_review.json:2: {reason}" in str(info.value)
+    assert cache_entries(tmp_path) == []  # no half-written directory, no temp directory
+
+
+@pytest.mark.parametrize("reason", CASES)
+def test_bad_record_skipped_and_counted(tmp_path, reason):
+    ds = load(yelp_with(tmp_path, CASES[reason]), tmp_path, skip_bad_records=True)
+    assert ds.stats["ratings"] == 2
+    assert manifest(ds)["bad_records"]["skipped"] == {reason: 1}
+
+
+def test_off_grid_half_star_is_off_scale(tmp_path):
+    with pytest.raises(BadRecordError, match="rating_off_scale"):
+        load(yelp_with(tmp_path, json.dumps({**GOOD, "stars": 3.5})), tmp_path)
+
+
+def test_truncated_gz(tmp_path):
+    root = fx.yelp(tmp_path / "yelp", compress=True)
+    path = root / "yelp_academic_dataset_review.json.gz"
+    lines = [json.dumps({**GOOD, "user_id": f"U{k}", "text": "x" * 200}) for k in range(200)]
+    data = gzip.compress("\n".join(lines).encode())
+    path.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(BadRecordError, match="truncated_file"):
+        load(root, tmp_path)
+    assert cache_entries(tmp_path) == []
+    ds = load(root, tmp_path, skip_bad_records=True)
+    skipped = manifest(ds)["bad_records"]["skipped"]
+    assert skipped["truncated_file"] == 1
+    assert 0 < ds.stats["records_accepted"] < 200
+
+
+def test_interrupt_leaves_no_partial_cache(tmp_path, monkeypatch):
+    root = fx.yelp(tmp_path / "yelp")
+    from recgym.data import pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "save_arrays", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load(root, tmp_path)
+    assert cache_entries(tmp_path) == []
+
+
+def test_missing_data_dir_lists_expected_files(tmp_path, monkeypatch):
+    monkeypatch.delenv("RECGYM_DATA_DIR", raising=False)
+    with pytest.raises(MissingDataError) as info:
+        loaders.load_yelp(None, cache_dir=tmp_path)
+    message = str(info.value)
+    assert "yelp_academic_dataset_review.json" in message and "https://www.yelp.com/dataset" in message
+    with pytest.raises(MissingDataError, match="IMDB_reviews.json"):
+        loaders.load_imdb(tmp_path / "nowhere", cache_dir=tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MissingDataError, match="(?s)ratings.csv.*u.data.*grouplens"):
+        loaders.load_movielens(tmp_path / "empty", cache_dir=tmp_path)
+
+
+def test_data_dir_defaults_to_recgym_data_dir(tmp_path, monkeypatch):
+    fx.movielens_latest(tmp_path / "data" / "movielens")
+    monkeypatch.setenv("RECGYM_DATA_DIR", str(tmp_path / "data"))
+    ds = loaders.load_movielens(cache_dir=tmp_path / "cache", progress=False)
+    assert ds.stats["ratings"] == 4
