@@ -157,6 +157,29 @@ def error_metrics(predictions: np.ndarray, targets: np.ndarray) -> dict[str, flo
     return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean())), "n": len(err)}
 
 
+def fit_baselines(
+    dataset: RatingDataset, names: Sequence[str] = BASELINES, mf: MFConfig = MFConfig()
+) -> dict[str, Predictor]:
+    """Fit the named baselines on the train split; each maps ``(user_codes, item_codes)`` to
+    predictions clipped to the dataset's scale."""
+    unknown = set(names) - set(BASELINES)
+    if unknown:
+        raise ValueError(f"unknown baselines {sorted(unknown)}; choose from {', '.join(BASELINES)}")
+    train = TrainRatings.of(dataset)
+    if len(train.ratings) == 0:
+        raise ValueError(f"dataset {dataset.name!r} has no train ratings to fit baselines on")
+    fitted = fit_means(train)
+    if "biased_mf" in names:
+        valid = _split_arrays(dataset, "valid")
+        fitted["biased_mf"] = fit_biased_mf(train, valid if len(valid[2]) else None, mf)
+    low, high = dataset.scale.low, dataset.scale.high
+
+    def clipped(predict: Predictor) -> Predictor:
+        return lambda u, i: np.clip(predict(u, i), low, high)
+
+    return {name: clipped(fitted[name]) for name in names}
+
+
 def run_baselines(
     dataset: RatingDataset,
     splits: Sequence[str] = ("valid", "test"),
@@ -166,22 +189,11 @@ def run_baselines(
     """MAE, RMSE and n of each baseline on each split: ``{baseline: {split: {"mae", "rmse", "n"}}}``.
 
     All baselines are fit on the train split only; ``biased_mf`` early-stops on valid."""
-    unknown = set(names) - set(BASELINES)
-    if unknown:
-        raise ValueError(f"unknown baselines {sorted(unknown)}; choose from {', '.join(BASELINES)}")
-    train = TrainRatings.of(dataset)
-    if len(train.ratings) == 0:
-        raise ValueError(f"dataset {dataset.name!r} has no train ratings to fit baselines on")
-    predictors = fit_means(train)
-    if "biased_mf" in names:
-        valid = _split_arrays(dataset, "valid")
-        predictors["biased_mf"] = fit_biased_mf(train, valid if len(valid[2]) else None, mf)
-    scale = dataset.scale
+    predictors = fit_baselines(dataset, names, mf)
     results: dict[str, dict[str, dict[str, float]]] = {}
-    for name in names:
+    for name, predict in predictors.items():
         results[name] = {}
         for split in splits:
             users, items, targets = _split_arrays(dataset, split)
-            predictions = np.clip(predictors[name](users, items), scale.low, scale.high)
-            results[name][split] = error_metrics(predictions, targets)
+            results[name][split] = error_metrics(predict(users, items), targets)
     return results

@@ -1,0 +1,81 @@
+"""The prepared-dataset cache: reused instantly, rebuilt when a parameter or a source file changes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+import raw_fixtures as fx
+
+import recgym.envs.real_envs  # noqa: F401
+from recgym.data import loaders, pipeline
+from recgym.data.registry import _LOADED
+
+
+def load(root, tmp_path, **kwargs):
+    return loaders.load_movielens(root, cache_dir=tmp_path / "cache", progress=False, **kwargs)
+
+
+def never_build(*args, **kwargs):
+    raise AssertionError("rebuilt although the cache was valid")
+
+
+def test_second_load_reuses_cache(tmp_path, monkeypatch):
+    root = fx.movielens_latest(tmp_path / "ml")
+    first = load(root, tmp_path)
+    monkeypatch.setattr(pipeline, "_build", never_build)
+    start = time.perf_counter()
+    second = load(root, tmp_path)
+    assert time.perf_counter() - start < 0.5
+    assert second.stats["cache_dir"] == first.stats["cache_dir"]
+    assert list(second.ratings) == list(first.ratings)
+
+
+def test_changed_parameter_or_file_rebuilds(tmp_path):
+    root = fx.movielens_latest(tmp_path / "ml")
+    base = Path(load(root, tmp_path).stats["cache_dir"])
+    assert Path(load(root, tmp_path, kcore=2).stats["cache_dir"]) != base
+    assert Path(load(root, tmp_path, split_method="time").stats["cache_dir"]) != base
+    assert Path(load(root, tmp_path, skip_bad_records=True).stats["cache_dir"]) != base
+    with open(root / "ratings.csv", "a") as f:
+        f.write("3,30,2.0,400\n")
+    changed = load(root, tmp_path)
+    assert Path(changed.stats["cache_dir"]) != base
+    assert changed.stats["ratings"] == 5
+    # same size, new mtime: still a different source identity
+    stat = (root / "ratings.csv").stat()
+    os.utime(root / "ratings.csv", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert Path(load(root, tmp_path).stats["cache_dir"]) != Path(changed.stats["cache_dir"])
+
+
+def test_rebuild_flag_and_no_leftover_temp_dirs(tmp_path):
+    root = fx.movielens_latest(tmp_path / "ml")
+    directory = Path(load(root, tmp_path).stats["cache_dir"])
+    before = (directory / "manifest.json").stat().st_mtime_ns
+    time.sleep(0.01)
+    load(root, tmp_path, rebuild=True)
+    assert (directory / "manifest.json").stat().st_mtime_ns != before
+    assert [p.name for p in directory.parent.iterdir()] == [directory.name]
+
+
+def test_second_gym_make_reuses_prepared_dataset(tmp_path, monkeypatch):
+    root = fx.movielens_latest(tmp_path / "ml")
+    kwargs = {"data_dir": str(root), "cache_dir": str(tmp_path / "cache"), "progress": False,
+              "keep_cold_samples": True}
+    env = gym.make("RecRating-MovieLens-v0", split="train", **kwargs)
+    obs, _ = env.reset(seed=0)
+    assert "Ratings are on a scale from 0.5" in obs
+    _LOADED.clear()  # not the in-process memo: the on-disk cache
+    monkeypatch.setattr(pipeline, "_build", never_build)
+    env2 = gym.make("RecRating-MovieLens-v0", split="train", **kwargs)
+    assert env2.reset(seed=0)[0] == obs
+
+
+@pytest.mark.parametrize("env_id", ["RecRating-Yelp-v0", "RecRating-IMDb-v0", "RecRating-AmazonBook-v0"])
+def test_env_without_data_explains_what_to_download(env_id, tmp_path, monkeypatch):
+    monkeypatch.delenv("RECGYM_DATA_DIR", raising=False)
+    with pytest.raises(FileNotFoundError, match="Published at"):
+        gym.make(env_id, data_dir=str(tmp_path / "absent"), cache_dir=str(tmp_path))
