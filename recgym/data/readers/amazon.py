@@ -115,10 +115,10 @@ class AmazonSource(RawSource):
         )
         metas = [p for p in candidates if p.name.lower().startswith("meta")]
         reviews = [p for p in candidates if p not in metas]
-        self._reviews = self._pick(root, reviews_file, reviews, category_hint)
-        if self._reviews is None:
+        self.review_path = self._pick(root, reviews_file, reviews, category_hint)
+        if self.review_path is None:
             raise missing_file(dataset, root, expected, PUBLISHED)
-        self._meta = self._pick(root, meta_file, metas, category_hint)
+        self.item_path = self._pick(root, meta_file, metas, category_hint)
         self._generation: int | None = None
 
     @staticmethod
@@ -141,13 +141,7 @@ class AmazonSource(RawSource):
         pool = preferred or found
         return pool[0] if pool else None
 
-    @property
-    def review_path(self) -> Path:
-        return self._reviews
 
-    @property
-    def item_path(self) -> Path | None:
-        return self._meta
 
     @property
     def generation(self) -> int | None:
@@ -158,19 +152,19 @@ class AmazonSource(RawSource):
         return {"reader": "AmazonSource"}
 
     def interactions(self, bad: BadRecords, progress: Progress | None = None) -> Iterator[Interaction]:
-        records = _records(self._reviews, bad, progress)
+        records = _records(self.review_path, bad, progress)
         first = next(records, None)
         if first is None:
             return iter(())
         self._generation = detect_generation(first[1])
         mapper = _review_2023 if self._generation == 2023 else _review_2014
-        return mapped(_chain(first, records), self._reviews, bad, mapper)
+        return mapped(_chain(first, records), self.review_path, bad, mapper)
 
     def items(self, bad: BadRecords, progress: Progress | None = None) -> Iterator[Item]:
-        if self._meta is None:
+        if self.item_path is None:
             return iter(())
-        records = _records(self._meta, bad, progress, literals=True)
-        return (item[:4] for item in mapped(records, self._meta, bad, _meta))
+        records = _records(self.item_path, bad, progress, literals=True)
+        return (item[:4] for item in mapped(records, self.item_path, bad, _meta))
 
 
 def _chain(first: tuple, rest: Iterator) -> Iterator:

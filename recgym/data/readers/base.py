@@ -8,7 +8,13 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from recgym.data.readers.records import MALFORMED, MISSING_FIELD, BadRecords, SkipRecord
+from recgym.data.readers.records import (
+    MALFORMED,
+    MISSING_FIELD,
+    BadRecords,
+    SkipRecord,
+    iter_json_records,
+)
 from recgym.data.schema import RatingScale
 
 #: ``(user_id, item_id, rating, timestamp_seconds, review_text, review_title, line_number)``
@@ -28,16 +34,10 @@ class RawSource(ABC):
     #: Whether reviews carry text (an empty text is then a bad record).
     has_text: bool = True
     scale: RatingScale = RatingScale(1, 5)
-
-    @property
-    @abstractmethod
-    def review_path(self) -> Path:
-        """The file the interactions come from (named in errors)."""
-
-    @property
-    def item_path(self) -> Path | None:
-        """The item-metadata file, if any."""
-        return None
+    #: The file the interactions come from (named in errors); set by ``__init__``.
+    review_path: Path
+    #: The item-metadata file, if any.
+    item_path: Path | None = None
 
     def files(self) -> list[Path]:
         return [p for p in (self.review_path, self.item_path) if p is not None]
@@ -133,3 +133,42 @@ def _missing_message(dataset: str, data_dir: Path | None, expected: str, publish
         f"Expected files (plain or .gz):\n{expected}\n"
         f"Published at: {published}"
     )
+
+
+class JsonFilesSource(RawSource):
+    """A review file and an optional item file, both JSON lines, found by glob patterns in
+    ``data_dir``; subclasses name the patterns and map one record of each."""
+
+    dataset: str
+    review_patterns: tuple[str, ...]
+    item_patterns: tuple[str, ...]
+    expected: str
+    published: str
+
+    def __init__(self, data_dir: Path | str | None) -> None:
+        root = require_dir(data_dir, self.dataset, self.expected, self.published)
+        reviews = find_file(root, self.review_patterns)
+        if reviews is None:
+            raise missing_file(self.dataset, root, self.expected, self.published)
+        self.review_path = reviews
+        self.item_path = find_file(root, self.item_patterns)
+
+    @staticmethod
+    def review_record(record: dict) -> tuple:
+        """``(user, item, rating, timestamp, text, title)`` of one review record."""
+        raise NotImplementedError
+
+    @staticmethod
+    def item_record(record: dict) -> tuple:
+        """``(item, title, categories, description)`` of one item record."""
+        raise NotImplementedError
+
+    def interactions(self, bad: BadRecords, progress: Progress | None = None) -> Iterator[Interaction]:
+        records = iter_json_records(self.review_path, bad, progress=progress)
+        return mapped(records, self.review_path, bad, self.review_record)
+
+    def items(self, bad: BadRecords, progress: Progress | None = None) -> Iterator[Item]:
+        if self.item_path is None:
+            return iter(())
+        records = iter_json_records(self.item_path, bad, progress=progress)
+        return (item[:4] for item in mapped(records, self.item_path, bad, self.item_record))

@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
-from recgym.data.readers.base import (
-    Interaction,
-    Item,
-    Progress,
-    RawSource,
-    field,
-    find_file,
-    mapped,
-    missing_file,
-    number,
-    require_dir,
-    text_of,
-)
-from recgym.data.readers.records import MALFORMED, BadRecords, SkipRecord, iter_json_records
+from recgym.data.readers.base import JsonFilesSource, field, number, text_of
+from recgym.data.readers.records import MALFORMED, SkipRecord
 from recgym.data.schema import RatingScale
 
 PUBLISHED = "https://www.kaggle.com/datasets/rmisra/imdb-spoiler-dataset (Misra, 2019)"
@@ -59,31 +45,13 @@ def _movie(record: dict) -> tuple:
     )
 
 
-class ImdbSource(RawSource):
+class ImdbSource(JsonFilesSource):
     """IMDb user reviews, rated 1-10 (kept on that scale)."""
 
     scale = RatingScale(1, 10)
-
-    def __init__(self, data_dir: Path | str | None) -> None:
-        root = require_dir(data_dir, "imdb", EXPECTED, PUBLISHED)
-        self._reviews = find_file(root, ["IMDB_reviews*.json*", "*reviews*.json*"])
-        if self._reviews is None:
-            raise missing_file("imdb", root, EXPECTED, PUBLISHED)
-        self._movies = find_file(root, ["IMDB_movie_details*.json*", "*movie_details*.json*"])
-
-    @property
-    def review_path(self) -> Path:
-        return self._reviews
-
-    @property
-    def item_path(self) -> Path | None:
-        return self._movies
-
-    def interactions(self, bad: BadRecords, progress: Progress | None = None) -> Iterator[Interaction]:
-        return mapped(iter_json_records(self._reviews, bad, progress=progress), self._reviews, bad, _review)
-
-    def items(self, bad: BadRecords, progress: Progress | None = None) -> Iterator[Item]:
-        if self._movies is None:
-            return iter(())
-        records = iter_json_records(self._movies, bad, progress=progress)
-        return (item[:4] for item in mapped(records, self._movies, bad, _movie))
+    dataset = "imdb"
+    review_patterns = ("IMDB_reviews*.json*", "*reviews*.json*")
+    item_patterns = ("IMDB_movie_details*.json*", "*movie_details*.json*")
+    expected, published = EXPECTED, PUBLISHED
+    review_record = staticmethod(_review)
+    item_record = staticmethod(_movie)

@@ -62,42 +62,36 @@ class MovieLensSource(RawSource):
 
     def __init__(self, data_dir: Path | str | None) -> None:
         root = require_dir(data_dir, "movielens", EXPECTED, PUBLISHED)
-        self._ratings = find_file(root, ["ratings.csv*"])
+        self.review_path = find_file(root, ["ratings.csv*"])
         self.variant = "ml-latest"
-        if self._ratings is None:
-            self._ratings = find_file(root, ["u.data*"])
+        if self.review_path is None:
+            self.review_path = find_file(root, ["u.data*"])
             self.variant = "ml-100k"
-        if self._ratings is None:
+        if self.review_path is None:
             raise missing_file("movielens", root, EXPECTED, PUBLISHED)
-        self._movies = find_file(root, ["movies.csv*"] if self.variant == "ml-latest" else ["u.item*"])
+        self.item_path = find_file(root, ["movies.csv*"] if self.variant == "ml-latest" else ["u.item*"])
         self.scale = RatingScale(0.5, 5, 0.5) if self.variant == "ml-latest" else RatingScale(1, 5)
 
-    @property
-    def review_path(self) -> Path:
-        return self._ratings
 
-    @property
-    def item_path(self) -> Path | None:
-        return self._movies
 
     def params(self) -> dict[str, Any]:
         return {"reader": "MovieLensSource", "variant": self.variant}
 
     def interactions(self, bad: BadRecords, progress: Progress | None = None) -> Iterator[Interaction]:
         if self.variant == "ml-latest":
-            rows = iter_delimited_records(self._ratings, bad, progress=progress)
+            rows = iter_delimited_records(self.review_path, bad, progress=progress)
         else:
             names = ["userId", "movieId", "rating", "timestamp"]
-            rows = iter_delimited_records(self._ratings, bad, "\t", names, progress=progress)
-        return mapped(rows, self._ratings, bad, _rating)
+            rows = iter_delimited_records(self.review_path, bad, "\t", names, progress=progress)
+        return mapped(rows, self.review_path, bad, _rating)
 
     def items(self, bad: BadRecords, progress: Progress | None = None) -> Iterator[Item]:
-        if self._movies is None:
+        if self.item_path is None:
             return iter(())
         if self.variant == "ml-latest":
-            rows = iter_delimited_records(self._movies, bad, progress=progress)
+            rows = iter_delimited_records(self.item_path, bad, progress=progress)
         else:
             names = ["movieId", "title", "release", "video_release", "url"]
             names += [f"g{i}" for i in range(len(_GENRES_100K))]
-            rows = iter_delimited_records(self._movies, bad, "|", names, "latin-1", progress)
-        return (item[:4] for item in mapped(rows, self._movies, bad, _movie))
+            rows = iter_delimited_records(self.item_path, bad, "|", names, "latin-1", progress)
+        return (item[:4] for item in mapped(rows, self.item_path, bad, _movie))

@@ -72,9 +72,9 @@ class TableSource(RawSource):
             raise FileNotFoundError(
                 "dataset 'custom' needs path=<ratings file (.csv, .tsv, .jsonl, .parquet, optionally .gz)>"
             )
-        self._path = Path(path).expanduser()
-        if not self._path.is_file():
-            raise FileNotFoundError(f"dataset 'custom': ratings file {self._path} does not exist")
+        self.review_path = Path(path).expanduser()
+        if not self.review_path.is_file():
+            raise FileNotFoundError(f"dataset 'custom': ratings file {self.review_path} does not exist")
         columns = dict(columns or {})
         unknown = set(columns) - set(REQUIRED_COLUMNS) - set(OPTIONAL_COLUMNS)
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -87,21 +87,18 @@ class TableSource(RawSource):
         self.scale = RatingScale.coerce(scale)
         self.has_text = "review" in columns
 
-    @property
-    def review_path(self) -> Path:
-        return self._path
 
     def params(self) -> dict[str, Any]:
         return {"reader": "TableSource", "columns": dict(sorted(self.columns.items()))}
 
     def _records(self, bad: BadRecords, progress: Progress | None) -> Iterator[tuple[int, dict]]:
-        name = self._path.name.lower().removesuffix(".gz")
+        name = self.review_path.name.lower().removesuffix(".gz")
         if name.endswith(".parquet"):
-            return iter_parquet_records(self._path, progress)
+            return iter_parquet_records(self.review_path, progress)
         if name.endswith((".jsonl", ".json", ".ndjson")):
-            return iter_json_records(self._path, bad, progress=progress)
+            return iter_json_records(self.review_path, bad, progress=progress)
         return iter_delimited_records(
-            self._path, bad, "\t" if name.endswith(".tsv") else ",", progress=progress
+            self.review_path, bad, "\t" if name.endswith(".tsv") else ",", progress=progress
         )
 
     def interactions(self, bad: BadRecords, progress: Progress | None = None) -> Iterator[Interaction]:
@@ -117,7 +114,7 @@ class TableSource(RawSource):
                 text_of(record.get(c["review_title"])) if "review_title" in c else "",
             )
 
-        return mapped(self._records(bad, progress), self._path, bad, row)
+        return mapped(self._records(bad, progress), self.review_path, bad, row)
 
     def items(self, bad: BadRecords, progress: Progress | None = None) -> Iterator[Item]:
         c = self.columns
@@ -133,4 +130,4 @@ class TableSource(RawSource):
             )
 
         quiet = BadRecords(skip=True)  # rows are validated by interactions(); don't count twice
-        return (i[:4] for i in mapped(self._records(quiet, None), self._path, quiet, item))
+        return (i[:4] for i in mapped(self._records(quiet, None), self.review_path, quiet, item))

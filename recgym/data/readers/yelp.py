@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
-from recgym.data.readers.base import (
-    Interaction,
-    Item,
-    Progress,
-    RawSource,
-    field,
-    find_file,
-    mapped,
-    missing_file,
-    number,
-    require_dir,
-    text_of,
-)
-from recgym.data.readers.records import MALFORMED, BadRecords, SkipRecord, iter_json_records
+from recgym.data.readers.base import JsonFilesSource, field, number, text_of
+from recgym.data.readers.records import MALFORMED, SkipRecord
 
 PUBLISHED = "https://www.yelp.com/dataset (Yelp Open Dataset, JSON download)"
 EXPECTED = (
@@ -57,31 +43,12 @@ def _business(record: dict) -> tuple:
     )
 
 
-class YelpSource(RawSource):
+class YelpSource(JsonFilesSource):
     """Reviews (scale 1-5) and businesses of the Yelp Open Dataset (any sample of it)."""
 
-    def __init__(self, data_dir: Path | str | None) -> None:
-        root = require_dir(data_dir, "yelp", EXPECTED, PUBLISHED)
-        reviews = find_file(root, ["yelp_academic_dataset_review*.json*", "*review*.json*"])
-        if reviews is None:
-            raise missing_file("yelp", root, EXPECTED, PUBLISHED)
-        self._reviews = reviews
-        self._business = find_file(root, ["yelp_academic_dataset_business*.json*", "*business*.json*"])
-
-    @property
-    def review_path(self) -> Path:
-        return self._reviews
-
-    @property
-    def item_path(self) -> Path | None:
-        return self._business
-
-    def interactions(self, bad: BadRecords, progress: Progress | None = None) -> Iterator[Interaction]:
-        records = iter_json_records(self._reviews, bad, progress=progress)
-        return mapped(records, self._reviews, bad, _review)
-
-    def items(self, bad: BadRecords, progress: Progress | None = None) -> Iterator[Item]:
-        if self._business is None:
-            return iter(())
-        records = iter_json_records(self._business, bad, progress=progress)
-        return (item[:4] for item in mapped(records, self._business, bad, _business))
+    dataset = "yelp"
+    review_patterns = ("yelp_academic_dataset_review*.json*", "*review*.json*")
+    item_patterns = ("yelp_academic_dataset_business*.json*", "*business*.json*")
+    expected, published = EXPECTED, PUBLISHED
+    review_record = staticmethod(_review)
+    item_record = staticmethod(_business)
