@@ -20,13 +20,13 @@ def hand_made(tmp_path):
         user, item = f"user{rng.integers(0, 8)}", f"item{rng.integers(0, 10)}"
         records.append({"u": user, "i": item, "r": int(rng.integers(1, 6)), "t": int(rng.integers(0, 15)),
                         "text": f"REVIEW-{k:03d} by {user}", "name": f"Title of {item}"})
-    return fx.jsonl(tmp_path / "ratings.jsonl", records), records
+    return fx.jsonl(tmp_path / "ratings.jsonl", records)
 
 
 @pytest.mark.parametrize("split_method", ["leave_last_out", "time"])
 @pytest.mark.parametrize("keep_cold", [False, True])
 def test_histories_strictly_before_target(tmp_path, split_method, keep_cold):
-    path, records = hand_made(tmp_path)
+    path = hand_made(tmp_path)
     ds = loaders.load_custom(path, COLUMNS, (1, 5), cache_dir=tmp_path / "c", progress=False,
                              split_method=split_method, keep_cold_samples=keep_cold)
     users = np.asarray(ds.user_codes)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,7 @@ def test_yelp(tmp_path, compress):
     ds = prepare("yelp", tmp_path, data_dir=fx.yelp(tmp_path / "yelp", compress))
     table = rows(ds)
     assert len(table) == 5
-    stamp = int(datetime(2018, 2, 1, 10, tzinfo=timezone.utc).timestamp())
+    stamp = int(datetime(2018, 2, 1, 10, tzinfo=UTC).timestamp())
     assert table[("U1", "B2")] == (2.0, stamp, "slow service")
     assert titles(ds)["B1"] == "Place 1"
     item = list(ds.item_ids).index("B1")
@@ -128,7 +128,7 @@ def test_imdb_keeps_ten_point_scale(tmp_path):
     ds = prepare("imdb", tmp_path, data_dir=fx.imdb(tmp_path / "imdb"))
     assert ds.scale == RatingScale(1, 10)
     table = rows(ds)
-    stamp = int(datetime(2006, 2, 10, tzinfo=timezone.utc).timestamp())
+    stamp = int(datetime(2006, 2, 10, tzinfo=UTC).timestamp())
     assert table[("ur1", "tt1")] == (10.0, stamp, "Brilliant prison drama")
     tt2 = list(ds.item_ids).index("tt2")
     assert ds.item_categories[tt2] == "Drama, War" and ds.item_descriptions[tt2] == "A long film."
@@ -172,7 +172,7 @@ def test_custom_table(tmp_path, fmt):
                        compress=fmt.endswith(".gz"))
     ds = prepare("custom", tmp_path, path=path, columns=COLUMNS, scale=(1, 5))
     table = rows(ds)
-    assert table[("u1", "i2")] == (2.0, int(datetime(2020, 1, 2, tzinfo=timezone.utc).timestamp()), "second")
+    assert table[("u1", "i2")] == (2.0, int(datetime(2020, 1, 2, tzinfo=UTC).timestamp()), "second")
     assert titles(ds) == {"i1": "Item One", "i2": "Item Two"}
 
 

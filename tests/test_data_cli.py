@@ -1,0 +1,47 @@
+"""``recgym data prepare|info`` and ``recgym baseline`` end to end on tiny raw files."""
+
+from __future__ import annotations
+
+import raw_fixtures as fx
+
+from recgym.cli import main
+
+
+def test_prepare_then_info(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RECGYM_CACHE", str(tmp_path / "cache"))
+    root = fx.yelp(tmp_path / "yelp")
+    assert main(["data", "info", "yelp"]) == 1
+    assert "not prepared yet" in capsys.readouterr().out
+    assert main(["data", "prepare", "yelp", "--data-dir", str(root), "--kcore", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "kcore_dropped" in out and "users_before_kcore" in out
+    assert main(["data", "info", "yelp"]) == 0
+    assert '"kcore": 2' in capsys.readouterr().out
+
+
+def test_prepare_reports_bad_records(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RECGYM_CACHE", str(tmp_path / "cache"))
+    root = fx.yelp(tmp_path / "yelp")
+    with open(root / "yelp_academic_dataset_review.json", "a") as f:
+        f.write("{not json\n")
+    assert main(["data", "prepare", "yelp", "--data-dir", str(root)]) == 2
+    assert "yelp_academic_dataset_review.json:6: malformed_record" in capsys.readouterr().err.replace("\n", "")
+    assert main(["data", "prepare", "yelp", "--data-dir", str(root), "--skip-bad-records"]) == 0
+    assert '{"malformed_record": 1}' in capsys.readouterr().out
+
+
+def test_missing_data_dir_exit_code(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("RECGYM_DATA_DIR", raising=False)
+    assert main(["data", "prepare", "imdb", "--cache-dir", str(tmp_path)]) == 2
+    assert "IMDB_reviews.json" in capsys.readouterr().err
+
+
+def test_baseline_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RECGYM_CACHE", str(tmp_path / "cache"))
+    root = fx.movielens_latest(tmp_path / "ml")
+    code = main(["baseline", "RecRating-MovieLens-v0", "--data-dir", str(root), "--keep-cold-samples"])
+    assert code == 0
+    out = capsys.readouterr().out
+    for name in ("global_mean", "user_mean", "item_mean", "user_item_bias", "biased_mf"):
+        assert name in out
+    assert main(["baseline", "RecRating-Nope-v0"]) == 2
