@@ -79,3 +79,17 @@ def test_env_without_data_explains_what_to_download(env_id, tmp_path, monkeypatc
     monkeypatch.delenv("RECGYM_DATA_DIR", raising=False)
     with pytest.raises(FileNotFoundError, match="Published at"):
         gym.make(env_id, data_dir=str(tmp_path / "absent"), cache_dir=str(tmp_path))
+
+
+def test_orphaned_temp_dir_of_dead_process_is_removed(tmp_path):
+    import subprocess
+
+    root = fx.movielens_latest(tmp_path / "ml")
+    directory = Path(load(root, tmp_path).stats["cache_dir"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = directory.parent / f".tmp-{directory.name}-{dead.pid}-abcd1234"
+    orphan.mkdir()
+    (orphan / "reviews.arrow").write_bytes(b"half")
+    load(root, tmp_path, kcore=2)
+    assert not orphan.exists()

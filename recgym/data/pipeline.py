@@ -96,17 +96,36 @@ def prepare_source(
     if (final / MANIFEST).is_file() and not rebuild:
         return load_prepared(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(final.parent)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         _build(name, source, config, BadRecords(skip_bad_records), tmp, progress)
-        if final.exists():
+        if rebuild and final.exists():
             shutil.rmtree(final)
-        os.rename(tmp, final)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / MANIFEST).is_file():
+                raise
+            shutil.rmtree(tmp)  # another process finished the same preparation first
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return load_prepared(final)
+
+
+def _remove_orphans(directory: Path) -> None:
+    """Delete temporary directories left by preparations whose process no longer exists
+    (killed too hard to clean up after itself)."""
+    for tmp in directory.glob(".tmp-*"):
+        try:
+            pid = int(tmp.name.split("-")[-2])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (ValueError, IndexError, PermissionError):
+            continue
 
 
 # ---- stages ---------------------------------------------------------------------------------
