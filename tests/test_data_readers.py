@@ -200,3 +200,17 @@ def test_bad_records_counter_defaults_to_raising():
     skipping.report("f.json", 3, "empty_text")
     skipping.report("f.json", 4, "empty_text")
     assert skipping.summary()["skipped"] == {"empty_text": 2}
+
+
+def test_imdb_env_on_ten_point_scale(tmp_path):
+    import gymnasium as gym
+    from gymnasium.utils.env_checker import check_env
+
+    import recgym.envs.real_envs  # noqa: F401
+
+    env = gym.make("RecRating-IMDb-v0", data_dir=str(fx.imdb(tmp_path / "imdb")), split="train",
+                   cache_dir=str(tmp_path / "cache"), progress=False, keep_cold_samples=True)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    assert "from 1 (worst) to 10 (best)" in obs
+    assert env.unwrapped.scale == RatingScale(1, 10)

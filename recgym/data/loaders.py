@@ -116,32 +116,31 @@ def load_custom(
     return prepare("custom", make_source("custom", path=path, columns=columns, scale=scale), **options)
 
 
-_OPTIONS = "optional: skip_bad_records, kcore, split_method, keep_cold_samples"
 register_dataset(
     "yelp", load_yelp, "1-5",
-    f"data_dir with yelp_academic_dataset_review.json (+ _business.json); {_OPTIONS}",
+    "data_dir with yelp_academic_dataset_review.json (+ _business.json)",
 )
 register_dataset(
     "amazon_book", load_amazon_book, "1-5",
-    f"data_dir with an Amazon Books review file (2014/2018/2023) (+ meta_Books); {_OPTIONS}",
+    "data_dir with an Amazon Books review file (2014/2018/2023) (+ meta_Books)",
 )
 register_dataset(
     "amazon_music", load_amazon_music, "1-5",
-    f"data_dir with an Amazon Digital_Music or CDs_and_Vinyl review file (+ meta_*); {_OPTIONS}",
+    "data_dir with an Amazon Digital_Music or CDs_and_Vinyl review file (+ meta_*)",
 )
 register_dataset(
     "amazon", load_amazon, "1-5",
-    f"data_dir with one Amazon review file of any category (+ meta_*); {_OPTIONS}",
+    "data_dir with one Amazon review file of any category (+ meta_*)",
 )
 register_dataset(
     "imdb", load_imdb, "1-10",
-    f"data_dir with IMDB_reviews.json (+ IMDB_movie_details.json); {_OPTIONS}",
+    "data_dir with IMDB_reviews.json (+ IMDB_movie_details.json)",
 )
 register_dataset(
     "movielens", load_movielens, "0.5-5 step 0.5 (ml-latest) / 1-5 (ml-100k)",
-    f"data_dir with ratings.csv + movies.csv (ml-latest-small) or u.data + u.item (ml-100k); {_OPTIONS}",
+    "data_dir with ratings.csv + movies.csv (ml-latest-small) or u.data + u.item (ml-100k)",
 )
 register_dataset(
     "custom", load_custom, "given by scale=(low, high[, step])",
-    f"path to a CSV/TSV/JSONL/Parquet file, columns={{user, item, rating, timestamp, ...}}, scale; {_OPTIONS}",
+    "path to a CSV/TSV/JSONL/Parquet file, columns={user, item, rating, timestamp, ...}, scale",
 )
