@@ -1,0 +1,111 @@
+"""RecOne cold start: trace selection with provenance, and completion-only SFT with TRL."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from tiny_lm import tiny_model, tiny_tokenizer
+
+import recgym  # noqa: F401
+from recgym.agents.sft import (
+    ColdStartConfig,
+    SFTTrainConfig,
+    build_sft_trainer,
+    make_cold_start_data,
+    train_sft,
+)
+from recgym.agents.types import Completion, SamplingParams
+
+ENV = "RecRating-Synthetic-v0"
+
+
+def trace(rating: float) -> str:
+    return f"<analyze user>u</analyze user><analyze item>i</analyze item><match>m</match><rate>{rating:g}</rate>"
+
+
+class ScriptedTeacher:
+    """A deterministic teacher (a real Policy, no model): rates 3 unless hinted; hinted, it repeats
+    the hint, except for prompts mentioning a user average below 2, where it breaks the format."""
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, prompts, n=1, sampling=None):
+        self.calls.append(prompts)
+        out = []
+        for messages in prompts:
+            text = messages[-1]["content"]
+            hint = re.search(r"actual rating was ([0-9.]+)", text)
+            low = re.search(r"average rating so far: ([0-9.]+)", text)
+            if hint and low and float(low.group(1)) < 2:
+                answer = "no tags"
+            else:
+                answer = trace(float(hint.group(1)) if hint else 3.0)
+            out.append([Completion(answer, [1], [2], [0.0], "stop") for _ in range(n)])
+        return out
+
+
+def test_cold_start_keeps_rationalizes_and_drops_with_a_scripted_teacher(tmp_path):
+    env = gym.make(ENV, split="train")
+    indices = list(range(40))
+    targets = np.asarray(env.unwrapped.dataset.targets("train"))[indices]
+    report = make_cold_start_data(env, ScriptedTeacher(), indices, tmp_path / "d.jsonl", samples_per_prompt=2,
+                                  tolerance=0.5, provenance={"teacher": "scripted"}, batch_size=16)
+    rows = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]
+    assert report.kept == int((targets == 3).sum())  # rating 3 is within 0.5 only of a 3
+    assert report.total == 40 and len(rows) == report.kept + report.rationalized
+    assert report.rationalized > 0
+    for row in rows:
+        assert "Hint" not in json.dumps(row["prompt"])  # the hint never reaches the stored prompt
+        assert row["teacher"] == "scripted" and row["provenance"] in ("kept", "rationalized")
+        assert abs(row["parsed_rating"] - row["target_rating"]) <= 0.5
+        _, info = env.reset(options={"index": row["index"]})
+        assert row["prompt"] == info["messages"]
+    assert "kept" in report.summary()
+
+
+def test_no_rationalization_drops_the_rest(tmp_path):
+    env = gym.make(ENV, split="train")
+    teacher = ScriptedTeacher()
+    report = make_cold_start_data(env, teacher, list(range(10)), tmp_path / "d.jsonl", rationalize=False,
+                                  sampling=SamplingParams(max_new_tokens=8))
+    assert report.rationalized == 0 and report.kept + report.dropped == 10
+    assert len(teacher.calls) == 2  # one batch of 8, one of 2; no hinted retries
+
+
+def test_sft_loss_on_completion_only_and_output_is_a_loadable_checkpoint(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    data = tmp_path / "d.jsonl"
+    with data.open("w") as f:  # short prompts keep this fast; the env's prompts are tested above
+        for i in range(4):
+            prompt = [{"role": "user", "content": f"How will user {i} rate item {i}?"}]
+            f.write(json.dumps({"prompt": prompt, "completion": [{"role": "assistant", "content": trace(4)}]}) + "\n")
+    config = SFTTrainConfig(data=str(data), output_dir=str(tmp_path / "sft"), max_steps=15, learning_rate=1e-2,
+                            per_device_train_batch_size=4, max_length=256, lr_scheduler_type="constant")
+    trainer = build_sft_trainer(config, tiny_model(), tiny_tokenizer())
+    row = trainer.train_dataset[0]
+    labels = np.asarray(row["labels"])
+    completion_tokens = len(tiny_tokenizer()(trace(4), add_special_tokens=False)["input_ids"])
+    # the prompt's tokens carry no loss (-100); the completion's (and its end-of-turn) do
+    assert (labels[:-completion_tokens] == -100).mean() > 0.95
+    assert completion_tokens <= (labels != -100).sum() <= completion_tokens + 3
+    out = train_sft(config, tiny_model(), tiny_tokenizer())
+    log = json.loads((out / "sft_log.json").read_text())
+    losses = [e["loss"] for e in log if "loss" in e]
+    assert losses[-1] < 0.5 * losses[0]  # it memorizes the one trace
+    reloaded = AutoModelForCausalLM.from_pretrained(out)
+    assert reloaded.config.hidden_size == 32
+
+
+def test_cold_start_config_round_trips_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    ColdStartConfig(num_samples=7, tolerance=1.0).to_yaml(path)
+    loaded = ColdStartConfig.from_yaml(path, ["--teacher_policy", "openai"])
+    assert (loaded.num_samples, loaded.tolerance, loaded.teacher_policy) == (7, 1.0, "openai")
+    with pytest.raises(ValueError):
+        ColdStartConfig.from_yaml(path, ["--nope", "1"])
