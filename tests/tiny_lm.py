@@ -29,3 +29,21 @@ def tiny_model(seed: int = 0, hidden_size: int = 32, layers: int = 2):
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config).eval()
+
+
+class SpaceReward:
+    """Rewards the share of spaces in a completion: a behaviour a tiny random model can learn in a
+    few steps (whitespace tokens exist in the vocabulary), unlike the rating format."""
+
+    tags = ("rate",)
+
+    def __call__(self, completion: str, target: float, scale=None):
+        from recgym.rewards import RewardBreakdown
+
+        share = completion.count(" ") / max(len(completion), 1)
+        return RewardBreakdown(format=0.0, accuracy=share, total=share, parsed_rating=None,
+                               abs_error=None, format_ok=False)
+
+
+#: Short prompts keep tiny-model steps fast.
+SHORT_PROMPTS = {"max_user_history": 2, "max_item_history": 1}

@@ -51,7 +51,19 @@ class ConfigMixin:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """Write the config; values YAML cannot hold (Python objects in ``env_kwargs``) become their repr."""
+        Path(path).write_text(yaml.safe_dump(plain_values(self.to_dict()), sort_keys=False))
+
+
+def plain_values(value: Any) -> Any:
+    """``value`` with anything YAML/JSON cannot hold replaced by its repr."""
+    if isinstance(value, dict):
+        return {str(k): plain_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_values(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)
 
 
 def parse_overrides(args: list[str], names: list[str]) -> dict[str, Any]:

@@ -1,0 +1,233 @@
+"""The GRPO trainer with tiny randomly-initialized models: logprobs, the loop's outputs, LoRA,
+atomic checkpoints, resume equivalence after a kill, and (slow) learning beyond noise."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_lm import SHORT_PROMPTS, SpaceReward, tiny_model, tiny_tokenizer
+
+from recgym.agents.config import GRPOConfig
+from recgym.agents.trainer import GRPOTrainer, PromptSampler, completion_logprobs, list_checkpoints
+from recgym.agents.types import SamplingParams
+
+TESTS = Path(__file__).parent
+
+
+def tiny_config(tmp_path, **overrides) -> GRPOConfig:
+    values = {
+        "env_kwargs": {"reward": SpaceReward(), **SHORT_PROMPTS}, "max_steps": 2, "group_size": 4, "prompts_per_step": 2,
+        "max_new_tokens": 8, "eval_size": 2, "eval_max_new_tokens": 4, "eval_interval": 0, "save_interval": 2,
+        "live_display": False, "plot": True, "output_dir": str(tmp_path / "run"), "learning_rate": 1e-2, "seed": 0,
+    }
+    values.update(overrides)
+    return GRPOConfig(**values)
+
+
+def read_metrics(path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_config_yaml_round_trip_and_cli_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("max_steps: 7\nenv_kwargs: {num_users: 40}\nlearning_rate: 1e-5\n")
+    cfg = GRPOConfig.from_yaml(path, ["--max_steps", "3", "--policy=vllm", "--report_to", "tensorboard"])
+    assert (cfg.max_steps, cfg.env_kwargs, cfg.learning_rate, cfg.policy, cfg.report_to) == (
+        3, {"num_users": 40}, 1e-5, "vllm", ["tensorboard"])
+    cfg.to_yaml(tmp_path / "out.yaml")
+    assert GRPOConfig.from_yaml(tmp_path / "out.yaml") == cfg
+    for bad in (["--max_steps", "x"], ["--nope", "1"], ["--group_size", "0"], ["--policy", "tf"], ["--max_steps"]):
+        with pytest.raises((TypeError, ValueError)):
+            GRPOConfig().with_overrides(bad)
+
+
+def test_cli_parses_config_and_overrides(tmp_path):
+    from recgym.cli import build_parser
+    from recgym.commands.train import config_from_args
+
+    path = tmp_path / "c.yaml"
+    path.write_text("max_steps: 7\nalgorithm: rloo\n")
+    args = build_parser().parse_args(["train", "grpo", "--config", str(path), "--max_steps", "3", "--resume"])
+    cfg = config_from_args(args, GRPOConfig)
+    assert (cfg.max_steps, cfg.algorithm, args.resume) == (3, "rloo", True)
+
+
+def test_prompt_sampler_covers_each_epoch_once_and_resumes():
+    a = PromptSampler(10, seed=1)
+    first = a.take(10)
+    assert sorted(first) == list(range(10))
+    b = PromptSampler(10, seed=1, position=4)
+    assert b.take(8) == first[4:] + PromptSampler(10, seed=1, position=10).take(2)
+
+
+def test_learner_logprobs_equal_the_hf_policys_sampling_logprobs():
+    from recgym.agents.policies import make_policy
+
+    model, tok = tiny_model(seed=3), tiny_tokenizer()
+    policy = make_policy("hf", model=model, tokenizer=tok)
+    prompts = [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "a much longer prompt here"}]]
+    groups = policy.generate(prompts, n=2, sampling=SamplingParams(temperature=1.0, max_new_tokens=6, seed=0))
+    from recgym.agents.rollout import pack_batch
+
+    flat = [c for g in groups for c in g]
+    batch = pack_batch(flat, [0.0] * 4, [{}] * 4, 2, tok.pad_token_id)
+    with torch.no_grad():
+        lp = completion_logprobs(model, *(torch.as_tensor(x) for x in (
+            batch.prompt_ids, batch.prompt_mask, batch.completion_ids, batch.completion_mask)))
+    # left-padded prompts, right-padded completions: the same numbers generation saw
+    np.testing.assert_allclose(lp.numpy(), batch.old_logprobs, atol=2e-4)
+
+
+def test_train_writes_metrics_plot_checkpoints_and_changes_weights(tmp_path):
+    cfg = tiny_config(tmp_path, max_steps=2, eval_interval=1, log_completions=1)
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = GRPOTrainer(cfg, model=model, tokenizer=tiny_tokenizer()).train()
+    out = Path(cfg.output_dir)
+    records = read_metrics(out / "metrics.jsonl")
+    train_rows = [r for r in records if "reward" in r]
+    assert [r["step"] for r in train_rows] == [1, 2]
+    assert [r["step"] for r in records if "eval/mae" in r] == [0, 1, 2]
+    for key in ("reward/format", "reward/accuracy", "loss", "grad_norm", "time/generation", "time/learning",
+                "tokens_per_second", "data_position"):
+        assert key in train_rows[0], key
+    assert train_rows[1]["data_position"] == 2 * cfg.prompts_per_step
+    assert (out / "curves.png").stat().st_size > 10_000
+    assert [p.name for p in list_checkpoints(out)] == ["step-000002"]
+    assert len((out / "completions.jsonl").read_text().splitlines()) == 3
+    assert result.steps == 2 and "eval/baseline/user_mean_mae" in result.evals[0]
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed, "rewards with spread must move the weights"
+
+
+def test_zero_advantage_batches_leave_weights_unchanged(tmp_path):
+    cfg = tiny_config(tmp_path, env_kwargs=SHORT_PROMPTS, max_steps=1, weight_decay=0.0)
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    GRPOTrainer(cfg, model=model, tokenizer=tiny_tokenizer()).train()
+    # a random model never writes the format: every reward is -0.5, every advantage 0
+    row = next(r for r in read_metrics(Path(cfg.output_dir) / "metrics.jsonl") if "reward" in r)
+    assert row["reward"] == -0.5 and row["advantage_abs"] == 0.0
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_lora_trains_only_the_adapter_with_kl_to_the_base(tmp_path):
+    cfg = tiny_config(tmp_path, max_steps=1, use_lora=True, lora_r=4, beta=0.1, num_inner_epochs=2,
+                      micro_batch_size=3, gradient_accumulation_steps=2)
+    trainer = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+    base = {k: v.clone() for k, v in trainer.unwrapped_model.named_parameters() if "lora_" not in k}
+    trainer.train()
+    row = next(r for r in read_metrics(Path(cfg.output_dir) / "metrics.jsonl") if "reward" in r)
+    assert "kl" in row and row["kl"] >= 0
+    for name, p in trainer.unwrapped_model.named_parameters():
+        if "lora_" not in name:
+            assert torch.equal(p, base[name]), name
+    ckpt = list_checkpoints(cfg.output_dir)[-1] / "model"
+    assert (ckpt / "adapter_model.safetensors").exists()
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    cfg = tiny_config(tmp_path, max_steps=1)
+    trainer = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+    trainer.train()
+    good = list_checkpoints(cfg.output_dir)
+    assert [p.name for p in good] == ["step-000001"]
+    trainer.step = 2
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full (simulated crash mid-write)")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError):
+        trainer.save_checkpoint()
+    assert list_checkpoints(cfg.output_dir) == good  # the half-written one is not a checkpoint
+    monkeypatch.undo()
+    fresh = GRPOTrainer(cfg, model=tiny_model(seed=9), tokenizer=tiny_tokenizer())
+    assert fresh.load_checkpoint() and fresh.step == 1
+
+
+RUN_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from tiny_lm import SHORT_PROMPTS, SpaceReward, tiny_model, tiny_tokenizer
+from recgym.agents.config import GRPOConfig
+from recgym.agents.trainer import GRPOTrainer
+
+cfg = GRPOConfig(env_kwargs={{"reward": SpaceReward(), **SHORT_PROMPTS}}, max_steps=4, group_size=4,
+                 prompts_per_step=2, max_new_tokens=8, eval_size=2, eval_max_new_tokens=4, eval_interval=2,
+                 save_interval=2, live_display=False, plot=False, output_dir=sys.argv[1], learning_rate=1e-2,
+                 lr_scheduler_type="linear", seed=0, num_inner_epochs=2)
+trainer = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+kill_in_step = int(sys.argv[2])
+if kill_in_step:
+    learn = trainer.learn
+    def learn_then_die(batch, advantages):
+        out = learn(batch, advantages)
+        if trainer.step + 1 == kill_in_step:  # mid-step: weights updated, nothing saved
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+    trainer.learn = learn_then_die
+trainer.train(resume=sys.argv[3] == "resume")
+"""
+
+
+def test_resume_after_kill_reaches_the_uninterrupted_state(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(RUN_SCRIPT.format(tests=str(TESTS))))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # identical float reductions in every process
+
+    def run(out, kill, mode):
+        return subprocess.run([sys.executable, str(script), str(out), str(kill), mode], check=False, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    assert run(full, 0, "fresh").returncode == 0
+    first = run(killed, 3, "fresh")
+    assert first.returncode == -9, first.stderr[-2000:]  # SIGKILLed during step 3
+    assert [p.name for p in list_checkpoints(killed)] == ["step-000002"]
+    second = run(killed, 0, "resume")
+    assert second.returncode == 0, second.stderr[-2000:]
+
+    drop = ("time/", "tokens_per_second", "eval/seconds")
+    strip = [{k: v for k, v in r.items() if not k.startswith(drop)} for r in read_metrics(full / "metrics.jsonl")]
+    resumed = [{k: v for k, v in r.items() if not k.startswith(drop)} for r in read_metrics(killed / "metrics.jsonl")]
+    assert [r["step"] for r in resumed] == [r["step"] for r in strip]
+    for a, b in zip(strip, resumed):
+        assert a.keys() == b.keys()
+        for k in a:
+            if a[k] is None or b[k] is None:  # NaN is written as null
+                assert a[k] is b[k], (a["step"], k)
+            else:
+                assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (a["step"], k)
+    w_full = load_file(str(full / "checkpoints/step-000004/model/model.safetensors"))
+    w_resumed = load_file(str(killed / "checkpoints/step-000004/model/model.safetensors"))
+    for k in w_full:
+        torch.testing.assert_close(w_full[k], w_resumed[k], atol=1e-6, rtol=1e-5)
+    s_full = torch.load(full / "checkpoints/step-000004/training_state.pt", weights_only=False)
+    s_res = torch.load(killed / "checkpoints/step-000004/training_state.pt", weights_only=False)
+    assert s_full["scheduler"] == s_res["scheduler"]
+
+
+@pytest.mark.slow
+def test_tiny_model_learns_a_rewarded_behaviour_beyond_noise(tmp_path):
+    """GRPO raises the mean reward of a rewarded behaviour (spaces in the text) well past the spread
+    expected from sampling noise alone."""
+    cfg = tiny_config(tmp_path, max_steps=24, group_size=8, prompts_per_step=2, max_new_tokens=12,
+                      learning_rate=3e-3, save_interval=0, plot=False, eval_size=1, eval_max_new_tokens=2)
+    GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer()).train()
+    rows = [r for r in read_metrics(Path(cfg.output_dir) / "metrics.jsonl") if "reward" in r]
+    first, last = rows[:4], rows[-4:]
+    n = 4 * cfg.group_size * cfg.prompts_per_step  # completions per window
+    # noise: the standard error of a window's mean reward, from the per-completion std at the start
+    noise = float(np.mean([r["reward_std"] for r in first])) / np.sqrt(n)
+    gain = np.mean([r["reward"] for r in last]) - np.mean([r["reward"] for r in first])
+    assert gain > 4 * noise * np.sqrt(2), (gain, noise, [round(r["reward"], 3) for r in rows])
