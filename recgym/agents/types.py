@@ -50,8 +50,12 @@ class Completion:
     """Log-probability of each sampled completion token (same length as completion_token_ids)."""
     finish_reason: str
     """``"stop"`` (EOS or a stop string) or ``"length"`` (hit max_new_tokens)."""
-    top_logprobs: list[dict[int, float]] | None = None
-    """Per token, the top alternatives' logprobs, when ``SamplingParams.logprobs > 0``."""
+    top_logprobs: list[dict[int | str, float]] | None = None
+    """Per token, the top alternatives' logprobs, when ``SamplingParams.logprobs > 0``. Keys are
+    token ids, or token strings where the backend gives no ids (OpenAI-compatible servers)."""
+    tokens: list[str] | None = None
+    """The sampled tokens as text, where the backend gives text but no token ids (OpenAI-compatible
+    servers); None where ``completion_token_ids`` are known."""
 
     @property
     def truncated(self) -> bool:

@@ -1,0 +1,154 @@
+"""``HFPolicy``: transformers ``generate``, batched with left padding.
+
+The policy holds the very ``torch.nn.Module`` it samples from (``policy.model``), so a learner
+that trains that module always samples from its current weights: there is nothing to sync.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from recgym.agents.models import load_model
+from recgym.agents.policies.base import BasePolicy, PromptEncoder, cut_at_stop
+from recgym.agents.types import Completion, Prompt, SamplingParams
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
+    return {int(i) for i in ids if i is not None}
+
+
+class HFPolicy(BasePolicy):
+    """Sample with ``model.generate``.
+
+    Args:
+        model: a model name (see :func:`recgym.agents.models.load_model`) or a loaded causal LM.
+        tokenizer: needed when ``model`` is a module; loaded with the model otherwise.
+        dtype, device: used when ``model`` is a name.
+        batch_size: rows (prompts x n) per ``generate`` call.
+        max_context: the model's context length (default: its ``max_position_embeddings``);
+            a prompt longer than ``max_context - max_new_tokens`` loses history lines.
+
+    Logprobs are those of the distribution actually sampled from (after temperature and top-p;
+    raw for greedy), like vLLM's ``processed_logprobs`` that :class:`VLLMPolicy` returns.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        *,
+        dtype: Any = "float32",
+        device: str = "cpu",
+        batch_size: int = 16,
+        max_context: int | None = None,
+    ) -> None:
+        if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+            model, loaded_tokenizer = load_model(model, dtype=dtype, device=device)
+            tokenizer = tokenizer or loaded_tokenizer
+        if tokenizer is None:
+            raise ValueError("HFPolicy needs a tokenizer when given a loaded model")
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = max(1, int(batch_size))
+        self.max_context = int(max_context or getattr(model.config, "max_position_embeddings", 0) or 2048)
+        self.encoder = PromptEncoder(tokenizer)
+        self.eos_ids = _eos_ids(model, tokenizer)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _generate(self, prompts: list[Prompt], n: int, sampling: SamplingParams) -> list[list[Completion]]:
+        self.encoder.max_prompt_tokens = max(1, self.max_context - sampling.max_new_tokens)
+        prompt_ids = self.encoder.encode_all(prompts)
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        results: list[list[Completion]] = []
+        per_call = max(1, self.batch_size // n)
+        for start in range(0, len(prompt_ids), per_call):
+            chunk = prompt_ids[start : start + per_call]
+            rows = self._generate_chunk(chunk, n, sampling)
+            results.extend(rows[i * n : (i + 1) * n] for i in range(len(chunk)))
+        return results
+
+    @torch.no_grad()
+    def _generate_chunk(self, chunk: list[list[int]], n: int, sampling: SamplingParams) -> list[Completion]:
+        pad = int(self.tokenizer.pad_token_id)
+        rows = [ids for ids in chunk for _ in range(n)]  # (greedy generate refuses num_return_sequences > 1)
+        width = max(len(ids) for ids in rows)
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in rows], device=self.device)
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rows], device=self.device)
+        greedy = sampling.temperature == 0
+        kwargs: dict[str, Any] = {
+            "do_sample": not greedy,
+            "max_new_tokens": sampling.max_new_tokens,
+            "return_dict_in_generate": True,
+            "output_scores": True,
+            "pad_token_id": pad,
+            "eos_token_id": sorted(self.eos_ids),
+        }
+        if not greedy:
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if sampling.stop:
+            kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+        finally:
+            self.model.train(was_training)
+        new_tokens = out.sequences[:, width:]
+        # [steps, rows, vocab] -> per-row logprobs of the sampled tokens (and the top-k when asked)
+        steps = len(out.scores)
+        logprobs = torch.empty(new_tokens.shape[0], steps, dtype=torch.float32)
+        top: list[list[dict[int | str, float]]] = [[] for _ in range(new_tokens.shape[0])]
+        for t, scores in enumerate(out.scores):
+            lp = torch.log_softmax(scores.float(), dim=-1)
+            logprobs[:, t] = lp.gather(1, new_tokens[:, t : t + 1]).squeeze(1).cpu()
+            if sampling.logprobs > 0:
+                values, indices = lp.topk(sampling.logprobs, dim=-1)
+                for r in range(lp.shape[0]):
+                    top[r].append(dict(zip(indices[r].tolist(), values[r].tolist())))
+        completions = []
+        for r in range(new_tokens.shape[0]):
+            completions.append(self._completion(rows[r], new_tokens[r].tolist(), logprobs[r], top[r], sampling))
+        return completions
+
+    def _completion(
+        self, prompt: list[int], tokens: list[int], logprobs: torch.Tensor, top: list, sampling: SamplingParams
+    ) -> Completion:
+        pad = self.tokenizer.pad_token_id
+        length, finish = len(tokens), "length"
+        for i, token in enumerate(tokens):
+            if token in self.eos_ids:
+                length, finish = i + 1, "stop"
+                break
+        if finish == "length":  # a row halted early by a stop string is padded to the batch's length
+            while length > 0 and tokens[length - 1] == pad:
+                length -= 1
+            if length < sampling.max_new_tokens:
+                finish = "stop"
+        ids = tokens[:length]
+        text_ids = ids[:-1] if ids and ids[-1] in self.eos_ids else ids
+        text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
+        if sampling.stop:
+            text, stopped = cut_at_stop(text, sampling.stop)
+            finish = "stop" if stopped else finish
+        return Completion(
+            text=text,
+            prompt_token_ids=list(prompt),
+            completion_token_ids=ids,
+            logprobs=logprobs[:length].tolist(),
+            finish_reason=finish,
+            top_logprobs=top[:length] if sampling.logprobs > 0 else None,
+        )

