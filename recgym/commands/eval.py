@@ -1,0 +1,138 @@
+"""``recgym eval ENV_ID --model M --policy vllm --split test -n 500 --out results.jsonl``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _policy_kwargs(args) -> dict:
+    if args.policy == "openai":
+        kwargs = {"timeout": args.timeout, "max_concurrency": args.concurrency}
+        if args.base_url:
+            kwargs["base_url"] = args.base_url
+        return kwargs
+    kwargs = {"dtype": args.dtype} if args.dtype else {}
+    if args.policy == "hf":
+        kwargs["batch_size"] = args.batch_size * args.samples
+    else:
+        kwargs["max_model_len"] = args.max_model_len
+    return kwargs
+
+
+def results_table(result, title: str) -> Table:
+    m = result.metrics
+    table = Table(title=title)
+    for column in ("predictor", "n", "MAE", "RMSE", "MAE parsed", "coverage", "format rate", "mean reward"):
+        table.add_column(column, justify="left" if column == "predictor" else "right", no_wrap=True)
+    table.add_row(
+        "LLM", str(m.n), _fmt(m.mae), _fmt(m.rmse), _fmt(m.mae_parsed),
+        _fmt(m.coverage, 2), _fmt(m.format_rate, 2), _fmt(m.mean_reward),
+    )
+    for name, scores in result.baselines.items():
+        table.add_row(name, str(scores["n"]), _fmt(scores["mae"]), _fmt(scores["rmse"]), "-", "1.00", "-", "-")
+    table.caption = (
+        f"scale {m.scale}; MAE/RMSE use the fallback ({m.fallback}) for unparsed predictions"
+        + (f"; {result.baselines_note}" if result.baselines_note else "")
+    )
+    return table
+
+
+def run(args) -> int:
+    import gymnasium as gym
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    import recgym  # noqa: F401  (registers the environments)
+    from recgym.agents.policies import make_policy
+    from recgym.agents.types import SamplingParams
+    from recgym.evaluation import evaluate
+
+    console = Console(stderr=True)
+    env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else {}
+    if args.template:
+        env_kwargs["template"] = args.template
+    try:
+        env = gym.make(args.env_id, split=args.split, **env_kwargs)
+    except gym.error.Error as exc:
+        console.print(f"[red]cannot make {args.env_id}: {exc}[/red] (see `recgym envs`)")
+        return 2
+    sampling = SamplingParams(
+        temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed
+    )
+    policy = make_policy(args.policy, args.model, **_policy_kwargs(args))
+    header = {"env_id": args.env_id, "model": args.model, "policy": args.policy}
+    total = len(env.unwrapped) if args.n is None else min(args.n, len(env.unwrapped))
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("MAE {task.fields[mae]}  coverage {task.fields[coverage]}"), TimeElapsedColumn(),
+        console=console, disable=args.quiet,
+    ) as progress:
+        task = progress.add_task(f"eval {args.split}", total=total, mae="-", coverage="-")
+
+        def on_record(record, running):
+            progress.update(task, completed=running["done"], mae=_fmt(running["mae"]), coverage=_fmt(running["coverage"], 2))
+
+        try:
+            result = evaluate(
+                env, policy, n=args.n, out=args.out, resume=not args.no_resume, sampling=sampling,
+                samples_per_prompt=args.samples, batch_size=args.batch_size,
+                rating_from_probs=args.rating_from_probs, baselines=not args.no_baselines,
+                header=header, on_record=on_record,
+            )
+        finally:
+            policy.close()
+    if result.skipped:
+        console.print(f"resumed: {result.skipped} samples were already in {args.out}")
+    Console(width=None if sys.stdout.isatty() else 120).print(
+        results_table(result, f"{args.env_id} {args.split}: {args.model} ({args.policy})")
+    )
+    stats = getattr(policy, "stats", {})
+    if stats.get("truncated_prompts"):
+        console.print(f"{stats['truncated_prompts']} prompts lost {stats['history_lines_dropped']} history lines to fit the context")
+    if args.metrics_json:
+        payload = {"metrics": result.metrics.as_dict(), "baselines": result.baselines, "seconds": result.seconds, **header}
+        with open(args.metrics_json, "w") as f:
+            json.dump(payload, f, indent=2)
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="score an LLM policy on a split: MAE, RMSE, coverage, format rate, next to baselines",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("env_id", help="e.g. RecRating-Synthetic-v0 (see `recgym envs`)")
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="model name, local path or hub id")
+    parser.add_argument("--policy", choices=("hf", "vllm", "openai"), default="vllm")
+    parser.add_argument("--split", choices=("train", "valid", "test"), default="test")
+    parser.add_argument("-n", type=int, default=None, help="evaluate the first n samples (default: all)")
+    parser.add_argument("--out", default=None, help="JSONL file of per-sample records (resumed if it exists)")
+    parser.add_argument("--no-resume", action="store_true", help="overwrite --out instead of resuming")
+    parser.add_argument("--samples", type=int, default=1, help="completions per sample; the prediction is their mean")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=16, help="samples per policy call")
+    parser.add_argument("--rating-from-probs", action="store_true",
+                        help="predict the expected rating over the scale's digit-token probabilities")
+    parser.add_argument("--template", default=None, help="prompt template: think (default) or rate_only")
+    parser.add_argument("--env-kwargs", default=None, help='JSON, e.g. \'{"data_dir": "~/yelp"}\'')
+    parser.add_argument("--dtype", default=None, help="model dtype (default float32 on CPU)")
+    parser.add_argument("--max-model-len", type=int, default=4096, help="vLLM context length")
+    parser.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (openai policy)")
+    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (openai policy)")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the classical baselines")
+    parser.add_argument("--metrics-json", default=None, help="also write the final figures to this JSON file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)

@@ -1,0 +1,131 @@
+"""Evaluation: streaming JSONL, resume, honest metrics, rating-from-probabilities, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import gymnasium as gym
+import pytest
+from tiny_lm import tiny_model, tiny_tokenizer
+
+import recgym  # noqa: F401
+from recgym.agents.types import Completion
+from recgym.data.schema import RatingScale
+from recgym.evaluation import evaluate, expected_rating, read_records
+
+ENV = "RecRating-Synthetic-v0"
+GOOD = "<analyze user>a</analyze user><analyze item>b</analyze item><match>c</match><rate>{}</rate>"
+
+
+class ScriptedPolicy:
+    """Answers ``GOOD`` with a rating of 4 for even sample calls, garbage otherwise (a stand-in LLM)."""
+
+    def __init__(self):
+        self.prompts_seen = 0
+
+    def generate(self, prompts, n=1, sampling=None):
+        out = []
+        for _ in prompts:
+            text = GOOD.format(4) if self.prompts_seen % 2 == 0 else "I cannot rate this."
+            self.prompts_seen += 1
+            out.append([Completion(text, [1], [2], [-0.1], "stop") for _ in range(n)])
+        return out
+
+
+def test_evaluate_streams_resumes_and_scores(tmp_path):
+    env = gym.make(ENV, split="test")
+    out = tmp_path / "results.jsonl"
+    seen = []
+    first = evaluate(env, ScriptedPolicy(), n=4, out=out, batch_size=3, header={"model": "scripted"},
+                     on_record=lambda r, running: seen.append(running["done"]))
+    assert seen == [1, 2, 3, 4]
+    records = read_records(out)
+    assert [r["index"] for r in records] == [0, 1, 2, 3]
+    r0 = records[0]
+    for key in ("user_id", "item_id", "prompt_sha1", "completions", "parsed_ratings", "target", "reward_breakdowns"):
+        assert key in r0
+    assert r0["prediction"] == 4.0 and records[1]["prediction"] is None
+    m = first.metrics
+    assert m.n == 4 and m.coverage == 0.5 and m.format_rate == 0.5
+    assert m.mae_parsed == pytest.approx(sum(abs(4 - r["target"]) for r in records[::2]) / 2)
+    assert m.mae == pytest.approx(sum(abs(r["prediction_or_fallback"] - r["target"]) for r in records) / 4)
+    assert m.scale == "1-5"
+    # a torn last line (an interrupted run) is dropped, and resuming redoes only missing samples
+    text = out.read_text().splitlines()
+    out.write_text("\n".join(text[:3]) + "\n" + text[3][:20])
+    policy = ScriptedPolicy()
+    second = evaluate(env, policy, n=6, out=out, header={"model": "scripted"})
+    assert second.skipped == 3 and policy.prompts_seen == 3
+    assert [r["index"] for r in read_records(out)] == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="model"):
+        evaluate(env, ScriptedPolicy(), n=6, out=out, header={"model": "another"})
+
+
+def test_evaluate_baselines_on_same_samples():
+    env = gym.make(ENV, split="test")
+    result = evaluate(env, ScriptedPolicy(), n=5)
+    if result.baselines_note:
+        pytest.skip(result.baselines_note)
+    assert {"global_mean", "biased_mf"} <= set(result.baselines)
+    assert all(scores["n"] == 5 for scores in result.baselines.values())
+
+
+def test_evaluate_mean_of_k_samples():
+    class Alternating:
+        tokenizer = None
+
+        def generate(self, prompts, n=1, sampling=None):
+            return [[Completion(GOOD.format(2 + 2 * (j % 2)), [1], [2], [-0.1], "stop") for j in range(n)] for _ in prompts]
+
+    result = evaluate(gym.make(ENV, split="valid"), Alternating(), n=2, samples_per_prompt=4)
+    assert all(r["prediction"] == 3.0 and len(r["completions"]) == 4 for r in result.records)
+
+
+def test_expected_rating_from_top_logprobs():
+    scale = RatingScale(1, 5)
+    pieces = ["<", "rate", ">", "4", "</", "rate", ">"]
+    top = [{} for _ in pieces]
+    top[3] = {"4": math.log(0.6), "5": math.log(0.2), "x": math.log(0.2)}
+    c = Completion("<rate>4</rate>", [], [], [-0.1] * len(pieces), "stop", top_logprobs=top, tokens=pieces)
+    assert expected_rating(c, scale) == pytest.approx((4 * 0.6 + 5 * 0.2) / 0.8)
+    assert expected_rating(c, RatingScale(1, 10)) is None  # "10" is not one digit token
+    no_tag = Completion("4", [], [], [-0.1], "stop", top_logprobs=[{"4": 0.0}], tokens=["4"])
+    assert expected_rating(no_tag, scale) is None
+    # with token ids, decoded by a real tokenizer
+    tok = tiny_tokenizer()
+    ids = tok.encode(" <rate>3</rate>", add_special_tokens=False)
+    pos = [tok.decode([i]) for i in ids].index("3")
+    top_ids = [{} for _ in ids]
+    top_ids[pos] = {tok.convert_tokens_to_ids("3"): math.log(0.5), tok.convert_tokens_to_ids("2"): math.log(0.5)}
+    c2 = Completion(" <rate>3</rate>", [], ids, [-0.1] * len(ids), "stop", top_logprobs=top_ids)
+    assert expected_rating(c2, scale, tok.decode) == pytest.approx(2.5)
+
+
+def test_evaluate_rating_from_probs_with_tiny_hf_policy(tmp_path):
+    from recgym.agents.policies.hf import HFPolicy
+    from recgym.agents.types import SamplingParams
+
+    policy = HFPolicy(tiny_model(), tiny_tokenizer())
+    result = evaluate(gym.make(ENV, split="valid"), policy, n=2, rating_from_probs=True,
+                      sampling=SamplingParams(temperature=0, max_new_tokens=6))
+    assert len(result.records) == 2 and all(r["prob_ratings"] == [None] for r in result.records)
+    assert result.metrics.coverage == 0.0 and math.isfinite(result.metrics.mae)  # all fallback
+
+
+def test_cli_eval_with_hf_policy(tmp_path, capsys, monkeypatch):
+    from recgym.cli import main
+
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "tiny")
+    tiny_tokenizer().save_pretrained(tmp_path / "tiny")
+    out = tmp_path / "r.jsonl"
+    metrics = tmp_path / "m.json"
+    code = main(["eval", ENV, "--model", str(tmp_path / "tiny"), "--policy", "hf", "--split", "valid", "-n", "3",
+                 "--max-new-tokens", "4", "--out", str(out), "--metrics-json", str(metrics), "--quiet"])
+    assert code == 0
+    assert len(read_records(out)) == 3
+    printed = capsys.readouterr().out
+    assert "MAE" in printed and "coverage" in printed
+    payload = json.loads(metrics.read_text())
+    assert payload["metrics"]["n"] == 3 and payload["model"] == str(tmp_path / "tiny")
