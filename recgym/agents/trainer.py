@@ -533,12 +533,7 @@ class GRPOTrainer:
         self.model.eval()
         sampling = SamplingParams(temperature=0.0, max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens)
         result = evaluate(self.eval_env, self.policy, n=cfg.eval_size, sampling=sampling, baselines=baselines)
-        record = {
-            "step": self.step,
-            **{f"eval/{k}": v for k, v in result.metrics.as_dict().items() if isinstance(v, int | float)},
-            "eval/seconds": result.seconds,
-            **{f"eval/baseline/{name}_mae": m["mae"] for name, m in result.baselines.items()},
-        }
+        record = eval_record(result, self.step)
         if logger is not None:
             logger.log(record)
             with (Path(cfg.output_dir) / "completions.jsonl").open("a") as f:
@@ -675,6 +670,16 @@ def build_policy(cfg: GRPOConfig, model: torch.nn.Module, tokenizer: Any):
 def train(config: GRPOConfig, resume: bool = False, **kwargs: Any) -> TrainResult:
     """``GRPOTrainer(config, **kwargs).train(resume)``."""
     return GRPOTrainer(config, **kwargs).train(resume=resume)
+
+
+def eval_record(result: Any, step: int) -> dict[str, Any]:
+    """A flat ``eval/*`` record from a :class:`recgym.evaluation.EvalResult`."""
+    return {
+        "step": step,
+        **{f"eval/{k}": v for k, v in result.metrics.as_dict().items() if isinstance(v, int | float)},
+        "eval/seconds": result.seconds,
+        **{f"eval/baseline/{name}_mae": m["mae"] for name, m in result.baselines.items()},
+    }
 
 
 def comparison_table(rows: dict[str, dict[str, Any]], title: str = "validation, greedy decoding"):
