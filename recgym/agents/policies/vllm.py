@@ -40,7 +40,10 @@ class VLLMPolicy(BasePolicy):
         model: a model name or path (see :func:`recgym.agents.models.model_path`).
         dtype: default ``"float32"`` on CPU (bfloat16 is very slow on AVX2-only CPUs), ``"auto"`` on GPU.
         max_model_len: the context length the engine reserves KV cache for.
-        gpu_memory_utilization: on CPU, the fraction of RAM for the engine (default 0.5 on CPU, 0.85 on GPU).
+        gpu_memory_utilization: the fraction of device memory for the engine (default 0.85 on GPU;
+            on CPU it is the fraction of RAM, used only when ``kv_cache_gib`` is None).
+        kv_cache_gib: KV cache size in GiB (default 4 on CPU, where a RAM fraction would claim
+            gigabytes a small model never uses; None on GPU: ``gpu_memory_utilization`` decides).
         enforce_eager: default True on CPU (torch.compile warm-up costs minutes there).
         enable_prefix_caching: share KV cache of common prompt prefixes (default True).
         seed: the engine's seed.
@@ -59,6 +62,7 @@ class VLLMPolicy(BasePolicy):
         enforce_eager: bool | None = None,
         enable_prefix_caching: bool = True,
         seed: int = 0,
+        kv_cache_gib: float | None = None,
         **llm_kwargs: Any,
     ) -> None:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -75,6 +79,10 @@ class VLLMPolicy(BasePolicy):
         self.tokenizer = load_tokenizer(path)
         self.max_model_len = int(max_model_len)
         self.encoder = PromptEncoder(self.tokenizer)
+        if kv_cache_gib is None and cpu and gpu_memory_utilization is None:
+            kv_cache_gib = 4.0
+        if kv_cache_gib is not None:
+            llm_kwargs.setdefault("kv_cache_memory_bytes", int(kv_cache_gib * 2**30))
         self.llm = LLM(
             model=str(path),
             dtype=dtype or ("float32" if cpu else "auto"),
