@@ -425,9 +425,10 @@ class GRPOTrainer:
         # 3. learning
         t1 = time.perf_counter()
         learn_stats = self.learn(batch, advantages)
+        t_learn = time.perf_counter() - t1
         # 4. new weights to the policy
         sync_policy(self.policy, self.unwrapped_model)
-        t_learn = time.perf_counter() - t1
+        t_sync = time.perf_counter() - t1 - t_learn
         self.step += 1
 
         components = batch.reward_components
@@ -447,6 +448,7 @@ class GRPOTrainer:
             "time/generation": rollout["gen_seconds"],
             "time/reward": rollout["env_seconds"],
             "time/learning": t_learn,
+            "time/weight_sync": t_sync,
             "time/step": time.perf_counter() - t0,
             "tokens_per_second": rollout["gen_tokens_per_second"],
             "data_position": self.sampler.position,

@@ -1,0 +1,85 @@
+"""Seconds per GRPO training step, split into generation / reward / learning / weight sync, and
+generation tokens per second, for the HF and vLLM policies (the embedded SmolLM2-135M, float32).
+
+Fixed config: RecRating-Synthetic-v0 with short histories (~300-token prompts), 2 prompts x G=4,
+64 new tokens at temperature 1, micro-batch 4, one optimizer update per step. The first step of
+each backend is a warm-up and not counted.
+
+    python bench/train_step.py                 # both backends, 3 timed steps each
+    python bench/train_step.py --policies hf --steps 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+KEYS = ("time/step", "time/generation", "time/reward", "time/learning", "time/weight_sync")
+
+
+def bench(policy: str, steps: int, max_new_tokens: int) -> dict:
+    from recgym.agents.config import GRPOConfig
+    from recgym.agents.trainer import GRPOTrainer
+
+    out = tempfile.mkdtemp(prefix=f"bench_{policy}_")
+    config = GRPOConfig(
+        env_kwargs={"max_user_history": 4, "max_item_history": 2}, policy=policy,
+        policy_kwargs={"max_model_len": 2048} if policy == "vllm" else {},
+        group_size=4, prompts_per_step=2, max_steps=steps + 1, max_new_tokens=max_new_tokens,
+        temperature=1.0, learning_rate=1e-6, micro_batch_size=4, eval_interval=0, eval_size=1,
+        eval_max_new_tokens=1, save_interval=0, plot=False, live_display=False, output_dir=out,
+    )
+    GRPOTrainer(config).train()
+    rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "reward" in r][1:]  # drop the warm-up step
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in (*KEYS, "tokens_per_second", "completion_tokens")}
+    return {"policy": policy, "steps": len(rows), **mean}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policies", nargs="+", default=["hf", "vllm"])
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--max_new_tokens", type=int, default=64)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    results = []
+    for policy in args.policies:
+        try:
+            results.append(bench(policy, args.steps, args.max_new_tokens))
+        except Exception as exc:  # noqa: BLE001 - report a backend that cannot run here, keep the others
+            results.append({"policy": policy, "error": f"{type(exc).__name__}: {exc}"[:300]})
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or 'cpu'}"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            machine += f", GPU {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    table = Table(title=f"GRPO step, SmolLM2-135M float32, 8 completions x {args.max_new_tokens} tokens max ({machine})")
+    for col in ("policy", "s/step", "generation s", "reward s", "learning s", "weight sync s",
+                "gen tokens/s", "tokens/completion"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    for r in results:
+        if "error" in r:
+            table.add_row(r["policy"], "[red]failed[/]", r["error"], "", "", "", "", "")
+            continue
+        table.add_row(r["policy"], *(f"{r[k]:.2f}" for k in KEYS), f"{r['tokens_per_second']:.1f}",
+                      f"{r['completion_tokens']:.1f}")
+    Console().print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":  # vLLM spawns processes: keep the guard
+    raise SystemExit(main())
