@@ -129,3 +129,10 @@ def test_cli_eval_with_hf_policy(tmp_path, capsys, monkeypatch):
     assert "MAE" in printed and "coverage" in printed
     payload = json.loads(metrics.read_text())
     assert payload["metrics"]["n"] == 3 and payload["model"] == str(tmp_path / "tiny")
+
+
+def test_cli_eval_missing_model_is_a_clear_error(tmp_path, capsys):
+    from recgym.cli import main
+
+    assert main(["eval", ENV, "--model", str(tmp_path / "nope.gguf"), "--policy", "hf", "-n", "1", "--quiet"]) == 2
+    assert "does not exist" in " ".join(capsys.readouterr().err.split())

@@ -68,7 +68,13 @@ def run(args) -> int:
     sampling = SamplingParams(
         temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed
     )
-    policy = make_policy(args.policy, args.model, **_policy_kwargs(args))
+    from recgym.agents.models import ModelNotFoundError
+
+    try:
+        policy = make_policy(args.policy, args.model, **_policy_kwargs(args))
+    except (ModelNotFoundError, ImportError) as exc:
+        console.print(f"[red]cannot load {args.model!r} for --policy {args.policy}:[/red] {exc}")
+        return 2
     header = {"env_id": args.env_id, "model": args.model, "policy": args.policy}
     total = len(env.unwrapped) if args.n is None else min(args.n, len(env.unwrapped))
     with Progress(
@@ -81,6 +87,8 @@ def run(args) -> int:
         def on_record(record, running):
             progress.update(task, completed=running["done"], mae=_fmt(running["mae"]), coverage=_fmt(running["coverage"], 2))
 
+        from recgym.agents.policies.base import PromptTooLongError
+
         try:
             result = evaluate(
                 env, policy, n=args.n, out=args.out, resume=not args.no_resume, sampling=sampling,
@@ -88,6 +96,10 @@ def run(args) -> int:
                 rating_from_probs=args.rating_from_probs, baselines=not args.no_baselines,
                 header=header, on_record=on_record,
             )
+        except (PromptTooLongError, ValueError, RuntimeError) as exc:
+            console.print(f"[red]eval stopped:[/red] {exc}")
+            console.print(f"finished samples are kept in {args.out}; rerun to resume" if args.out else "")
+            return 1
         finally:
             policy.close()
     if result.skipped:
