@@ -78,7 +78,7 @@ def run_demo(
     )
     console.print(f"cold start: {report.summary()}")
     sft_dir = train_sft(SFTTrainConfig(
-        data=report.path, output_dir=str(out / "sft"), num_train_epochs=2, learning_rate=1e-4,
+        data=report.path, output_dir=str(out / "sft"), num_train_epochs=1, learning_rate=1e-4,
         per_device_train_batch_size=4, max_length=1024, lr_scheduler_type="constant", seed=seed,
     ))
     console.print(f"SFT checkpoint {sft_dir} ({time.perf_counter() - start:.0f}s)")
