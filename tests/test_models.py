@@ -56,7 +56,7 @@ def test_embedded_smollm2_converts_once_then_loads_fast(tmp_path, monkeypatch):
     start = time.perf_counter()
     model, tokenizer = load_model("smollm2-135m-instruct")
     cached = time.perf_counter() - start
-    assert cached < 5 < first + 5  # cached load well under the 5 s target
+    assert cached < 5, f"cached load took {cached:.1f} s (first conversion {first:.1f} s)"
     ids = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True)
     assert "<|im_start|>assistant" in tokenizer.decode(ids["input_ids"] if hasattr(ids, "keys") else ids)
     assert model.config.model_type == "llama" and model.dtype.is_floating_point
