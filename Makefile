@@ -21,7 +21,7 @@ $(VENV)/stamp: pyproject.toml Makefile
 install: $(VENV)/stamp
 
 demo: $(VENV)/stamp
-	$(BIN)/python -m recgym.demo
+	$(BIN)/python -m recgym.train_demo
 
 test: $(VENV)/stamp
 	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \

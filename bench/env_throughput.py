@@ -32,7 +32,7 @@ def rate(fn, n: int) -> float:
 
 def main() -> None:
     if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
     env = gym.make("RecRating-Synthetic-v0").unwrapped
     env.reset(seed=0)
     completion = (

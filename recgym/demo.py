@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import gymnasium as gym
 import numpy as np
-from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
 import recgym  # noqa: F401  (registers the environments)
 from recgym.agents.scripted import FormatBreakingPolicy, UserAveragePolicy
+from recgym.console import make_console
 from recgym.metrics import RatingMetrics, fallback_predictions, rating_metrics
 
 
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="valid")
     parser.add_argument("-n", type=int, default=None, help="samples to evaluate (default: the whole split)")
     args = parser.parse_args(argv)
-    console = Console(width=None if sys.stdout.isatty() else 120)  # logs keep the table on one line per row
+    console = make_console()
     start = time.perf_counter()
     from recgym.data.synthetic import generate_world
 

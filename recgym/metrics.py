@@ -71,7 +71,7 @@ def rating_metrics(
         return float(values.mean()) if len(values) else float("nan")
 
     return RatingMetrics(
-        n=int(len(y)),
+        n=len(y),
         mae=_mean(err),
         rmse=float(np.sqrt(_mean(err**2))),
         mae_parsed=_mean(err[parsed]),

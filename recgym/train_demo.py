@@ -35,7 +35,6 @@ def run_demo(
 ) -> dict:
     """Run the three stages; returns ``{"rows": {name: eval record}, "cold_start": report, ...}``."""
     import gymnasium as gym
-    from rich.console import Console
 
     import recgym  # noqa: F401  (registers the environments)
     from recgym.agents.config import GRPOConfig
@@ -51,9 +50,10 @@ def run_demo(
     )
     from recgym.agents.trainer import GRPOTrainer, comparison_table, eval_record
     from recgym.agents.types import SamplingParams
+    from recgym.console import make_console
     from recgym.evaluation import evaluate
 
-    console = Console()
+    console = make_console()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -27,6 +27,7 @@ import random
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -503,7 +504,7 @@ class GRPOTrainer:
                     )
                     loss, stats = self.algorithm.loss(inputs)
                     sync = k == len(group) - 1
-                    with self.accelerator.no_sync(self.model) if not sync else _nullcontext():
+                    with self.accelerator.no_sync(self.model) if not sync else nullcontext():
                         self.accelerator.backward(loss * scale)
                     for key, value in stats.items():
                         sums[key] = sums.get(key, 0.0) + value / cfg.num_inner_epochs
@@ -587,14 +588,6 @@ class GRPOTrainer:
         self.sampler.position = int(state["data_position"])
         sync_policy(self.policy, self.unwrapped_model)
         return True
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,15 +9,15 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from recgym.agents.algorithms import list_algorithms
+    from recgym.console import make_console
 
     table = Table(title="registered algorithms (use as `algorithm:` in a training config)")
     table.add_column("name")
     table.add_column("what it does")
     for name, doc in list_algorithms().items():
         table.add_row(name, doc)
-    Console().print(table)
+    make_console().print(table)
     return 0

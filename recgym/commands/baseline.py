@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
 from rich.table import Table
 
 from recgym.commands.data import add_dataset_options, dataset_kwargs
+from recgym.console import make_console
 
 
 def run(args: argparse.Namespace) -> int:
@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     from recgym.data.readers import BadRecordError, MissingDataError
     from recgym.data.registry import load_dataset
 
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     if args.env_id not in gym.registry:
         err.print(f"[red]error:[/red] unknown environment {args.env_id!r} (see `recgym envs`)")
         return 2
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     for name, per_split in results.items():
         cells = [f"{per_split[s][m]:.4f}" for s in args.splits for m in ("mae", "rmse")]
         table.add_row(name, *cells)
-    Console().print(table)
+    make_console().print(table)
     return 0
 
 

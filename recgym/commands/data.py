@@ -10,6 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from recgym.console import make_console
+
 
 def add_dataset_options(parser: argparse.ArgumentParser) -> None:
     """Where the raw data is and how to prepare it (shared by ``data prepare`` and ``baseline``)."""
@@ -69,14 +71,14 @@ def run_prepare(args: argparse.Namespace) -> int:
     from recgym.data import loaders
     from recgym.data.readers import BadRecordError, MissingDataError
 
-    console = Console()
+    console = make_console()
     kwargs = dataset_kwargs(args)
     try:
         source = loaders.make_source(args.name, kwargs.pop("data_dir", None), path=kwargs.pop("path", None),
                                      columns=kwargs.pop("columns", None), scale=kwargs.pop("scale", (1, 5)))
         ds = loaders.prepare(args.name, source, rebuild=args.rebuild, **kwargs)
     except (MissingDataError, FileNotFoundError, BadRecordError, ValueError) as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        make_console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
         return 2
     directory = Path(ds.stats["cache_dir"])
     print_manifest(console, directory, json.loads((directory / "manifest.json").read_text()))
@@ -84,7 +86,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    console = Console()
+    console = make_console()
     found = _manifests(args.name, args.cache_dir)
     if not found:
         console.print(f"dataset {args.name!r} is not prepared yet: run `recgym data prepare {args.name} --data-dir DIR`")

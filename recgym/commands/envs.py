@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
-from rich.console import Console
 from rich.table import Table
+
+from recgym.console import make_console
 
 
 def run(args) -> int:
@@ -21,7 +20,7 @@ def run(args) -> int:
     for env_id, dataset in sorted(REGISTERED.items()):
         info = DATASETS.get(dataset)
         table.add_row(env_id, dataset, info.scale_label if info else "?", info.needs if info else "?")
-    Console(width=None if sys.stdout.isatty() else 140).print(table)
+    make_console().print(table)
     return 0
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 
-from rich.console import Console
 from rich.table import Table
+
+from recgym.console import make_console
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -56,7 +56,7 @@ def run(args) -> int:
     from recgym.agents.types import SamplingParams
     from recgym.evaluation import evaluate
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else {}
     if args.template:
         env_kwargs["template"] = args.template
@@ -104,7 +104,7 @@ def run(args) -> int:
             policy.close()
     if result.skipped:
         console.print(f"resumed: {result.skipped} samples were already in {args.out}")
-    Console(width=None if sys.stdout.isatty() else 120).print(
+    make_console().print(
         results_table(result, f"{args.env_id} {args.split}: {args.model} ({args.policy})")
     )
     stats = getattr(policy, "stats", {})

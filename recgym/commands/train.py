@@ -43,10 +43,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from rich.console import Console
-
     from recgym.agents.config import GRPOConfig
     from recgym.agents.trainer import comparison_table, train
+    from recgym.console import make_console
 
     config = config_from_args(args, GRPOConfig)
     result = train(config, resume=args.resume)
@@ -54,6 +53,6 @@ def run(args) -> int:
         rows = {f"step {result.evals[0]['step']}": result.evals[0]}
         if len(result.evals) > 1:
             rows[f"step {result.evals[-1]['step']}"] = result.evals[-1]
-        Console().print(comparison_table(rows))
+        make_console().print(comparison_table(rows))
     print(f"metrics: {config.output_dir}/metrics.jsonl, plot: {config.output_dir}/curves.png")
     return 0

@@ -9,7 +9,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from recgym.data.prepare import SPLIT_CODES, HistoryIndex, chronological_split, dedupe_earliest, kcore_filter
+from recgym.data.prepare import (
+    SPLIT_CODES,
+    HistoryIndex,
+    chronological_split,
+    dedupe_earliest,
+    kcore_filter,
+)
 from recgym.data.schema import SPLITS, HistoryEntry, RatingContext, RatingScale
 
 
@@ -80,7 +86,7 @@ class RatingDataset:
         ratings = np.asarray(interactions["rating"], dtype=np.float32)
         timestamps = np.asarray(interactions["timestamp"], dtype=np.int64)
         reviews = list(interactions.get("review_text") or [""] * len(ratings))
-        stats: dict[str, Any] = {"raw_ratings": int(len(ratings))}
+        stats: dict[str, Any] = {"raw_ratings": len(ratings)}
 
         keep = dedupe_earliest(users, items_c, timestamps)
         stats["duplicates_dropped"] = int(len(ratings) - len(keep))
@@ -121,7 +127,7 @@ class RatingDataset:
         )
         history = HistoryIndex.build(users, items, ratings, timestamps)
         samples, stats = cls._select_samples(split, history, config, dict(stats or {}))
-        stats.update(ratings=int(len(ratings)), users=len(user_ids), items=len(item_ids))
+        stats.update(ratings=len(ratings), users=len(user_ids), items=len(item_ids))
         return cls(
             name, scale, users, items, ratings, timestamps, split, history, user_ids, item_ids,
             item_titles, item_categories, item_descriptions, review_texts, samples, stats,
@@ -158,13 +164,13 @@ class RatingDataset:
             if not config.keep_cold_samples:
                 rows = rows[~cold[rows]]
             samples[name] = rows
-            stats[f"{name}_samples"] = int(len(rows))
+            stats[f"{name}_samples"] = len(rows)
         stats["cold_samples_kept"] = bool(config.keep_cold_samples)
         return samples, stats
 
     # ---- access -------------------------------------------------------------------------
     def num_samples(self, split: str) -> int:
-        return int(len(self._rows(split)))
+        return len(self._rows(split))
 
     def _rows(self, split: str) -> np.ndarray:
         if split not in self.samples:

@@ -75,7 +75,7 @@ class RatingScale:
 
     def values(self) -> np.ndarray:
         """Every rating on the scale's grid, e.g. ``[1, 2, 3, 4, 5]``."""
-        n = int(round((self.high - self.low) / self.step))
+        n = round((self.high - self.low) / self.step)
         return self.low + self.step * np.arange(n + 1, dtype=np.float64)
 
 

@@ -5,4 +5,4 @@ from recgym.envs.rec_rating import RecRatingEnv
 from recgym.envs.registration import REGISTERED, register_rating_env
 from recgym.envs.vector import GroupedRatingVecEnv, make_group_vec
 
-__all__ = ["RecRatingEnv", "GroupedRatingVecEnv", "make_group_vec", "register_rating_env", "REGISTERED"]
+__all__ = ["REGISTERED", "GroupedRatingVecEnv", "RecRatingEnv", "make_group_vec", "register_rating_env"]

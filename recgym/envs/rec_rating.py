@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 
@@ -55,7 +55,7 @@ class RecRatingEnv(gym.Env[str, str]):
     ``reward_breakdown``, ``target_rating``, ``parsed_rating`` (None if none parsed), ``abs_error``.
     """
 
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(
         self,
