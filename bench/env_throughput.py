@@ -13,10 +13,10 @@ import platform
 import time
 
 import gymnasium as gym
-from rich.console import Console
 from rich.table import Table
 
 import recgym  # noqa: F401
+from recgym.console import make_console
 from recgym.data.schema import RatingScale
 from recgym.rewards import FOUR_STEP_TAGS, RatingReward
 
@@ -66,7 +66,7 @@ def main() -> None:
     for name, value in results.items():
         target = TARGETS.get(name)
         table.add_row(name, f"{value:,.0f}", f"{target:,}" if target else "-", f"{value / target:.1f}x" if target else "-")
-    Console().print(table)
+    make_console().print(table)
     print(f"completion length: {len(completion)} characters; prompt length: {len(env.reset()[0])} characters")
 
 

@@ -68,11 +68,11 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="write the results here too")
     args = parser.parse_args()
 
-    from rich.console import Console
     from rich.table import Table
 
     from recgym.agents.policies import make_policy
     from recgym.agents.types import SamplingParams
+    from recgym.console import make_console
 
     *prompts, warmup_prompt = synthetic_prompts(args.prompts + 1)
     sampling = SamplingParams(temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=0)
@@ -95,7 +95,7 @@ def main() -> None:
         rows.append({"group_size": h["group_size"], "hf": h, "vllm": v, "ratio": ratio})
         table.add_row(str(h["group_size"]), f"{h['tokens_per_s']:.1f}", f"{v['tokens_per_s']:.1f}", f"{ratio:.2f}x")
     table.caption = f"machine: {machine()}"
-    Console().print(table)
+    make_console().print(table)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine(), "args": vars(args), "rows": rows}, f, indent=2)

@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
-    from rich.console import Console
     from rich.table import Table
+
+    from recgym.console import make_console
 
     results = []
     for policy in args.policies:
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         table.add_row(r["policy"], *(f"{r[k]:.2f}" for k in KEYS), f"{r['tokens_per_second']:.1f}",
                       f"{r['completion_tokens']:.1f}")
-    Console().print(table)
+    make_console().print(table)
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine, "results": results}, indent=1))
     return 0
