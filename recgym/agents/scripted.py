@@ -49,3 +49,53 @@ class FormatBreakingPolicy:
 
     def act(self, observation: str) -> str:
         return f"I think the rating is <rate>{average_from_prompt(observation):.2f}</rate>"
+
+
+_LIKED = re.compile(r"I liked the (.+?)\.")
+_DISLIKED = re.compile(r"I did not like the (.+?)\.")
+_RESTAURANT = re.compile(r"Description: An? (\w+) (\w+) restaurant with an? (.+?) atmosphere")
+
+
+class SyntheticReasonerPolicy:
+    """Reasons over the synthetic world's text, in the four tags, the way a reader could.
+
+    It collects what the user's reviews say they liked and disliked, reads the target
+    restaurant's cuisine, price and atmosphere from its description, and moves the user's
+    average up or down for each match, then by how others rate the restaurant. A teacher for the
+    RecOne cold start whose traces differ from prompt to prompt and reason from the text.
+    """
+
+    name = "synthetic reasoner, tagged"
+
+    def act(self, observation: str) -> str:
+        user_part, _, item_part = observation.partition("The target item:")
+        liked = {p for m in _LIKED.findall(user_part) for p in m.split(" and the ")}
+        disliked = {p for m in _DISLIKED.findall(user_part) for p in m.split(" or the ")}
+        user_avg = _USER_AVG.search(observation)
+        item_avg = _ITEM_AVG.search(observation)
+        rating = float(user_avg.group(1)) if user_avg else average_from_prompt(observation)
+        restaurant = _RESTAURANT.search(item_part)
+        notes = []
+        if restaurant:
+            price, cuisine, atmosphere = restaurant.groups()
+            for trait, weight in ((f"{cuisine} food", 0.8), (f"{price} prices", 0.5), (f"{atmosphere} atmosphere", 0.4)):
+                if trait in liked:
+                    rating += weight
+                    notes.append(f"{trait}: liked")
+                elif trait in disliked:
+                    rating -= weight
+                    notes.append(f"{trait}: disliked")
+            item = f"{price} {cuisine} place, {atmosphere} atmosphere"
+        else:
+            item = "no clear traits in the description"
+        if item_avg:
+            rating += 0.5 * (float(item_avg.group(1)) - 3.0)
+            item += f"; others rate it {float(item_avg.group(1)):.1f}"
+        rating = min(5.0, max(1.0, round(rating * 2) / 2))
+        steps = [
+            f"Likes {', '.join(sorted(liked)) or 'nothing stated'}; dislikes {', '.join(sorted(disliked)) or 'nothing stated'}.",
+            item + ".",
+            ("; ".join(notes) or "no trait the user mentioned") + ".",
+            f"{rating:g}",
+        ]
+        return "".join(f"<{tag}>{text}</{tag}>" for tag, text in zip(FOUR_STEP_TAGS, steps))
