@@ -17,7 +17,6 @@ from pathlib import Path
 from recgym.agents.config import GRPOConfig
 from recgym.agents.sft import (
     ColdStartConfig,
-    ScriptedTeacher,
     SFTTrainConfig,
     run_cold_start,
     train_sft,
@@ -47,7 +46,7 @@ def main(argv: list[str] | None = None) -> TrainResult:
     if args.teacher == "scripted":
         from recgym.agents.scripted import UserAveragePolicy
 
-        teacher = ScriptedTeacher(UserAveragePolicy())
+        teacher = UserAveragePolicy()
     report = run_cold_start(ColdStartConfig(
         env_id=grpo.env_id, env_kwargs=grpo.env_kwargs, num_samples=args.num_samples, teacher=args.teacher,
         teacher_policy="scripted" if teacher else args.teacher_policy, teacher_kwargs=kwargs,

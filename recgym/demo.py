@@ -7,31 +7,13 @@ import time
 
 import gymnasium as gym
 import numpy as np
-from rich.progress import track
 from rich.table import Table
 
 import recgym  # noqa: F401  (registers the environments)
 from recgym.agents.scripted import FormatBreakingPolicy, UserAveragePolicy
 from recgym.console import make_console
-from recgym.metrics import RatingMetrics, fallback_predictions, rating_metrics
-
-
-def evaluate_scripted(policy, env_id: str = "RecRating-Synthetic-v0", split: str = "valid", n: int | None = None, **env_kwargs) -> RatingMetrics:
-    """Step ``policy`` through every sample (or the first ``n``) of ``split``."""
-    env = gym.make(env_id, split=split, **env_kwargs)
-    core = env.unwrapped
-    count = len(core) if n is None else min(n, len(core))
-    predictions, targets, formats, rewards = [], [], [], []
-    for index in track(range(count), description=policy.name[:40], transient=True):
-        obs, _ = env.reset(options={"index": index})
-        _, reward, _, _, info = env.step(policy.act(obs))
-        predictions.append(info["parsed_rating"])
-        targets.append(info["target_rating"])
-        formats.append(info["reward_breakdown"]["format_ok"])
-        rewards.append(reward)
-    user_avg, item_avg = core.dataset.prior_averages(split)
-    fallbacks = fallback_predictions(user_avg[:count], item_avg[:count], core.dataset.train_mean())
-    return rating_metrics(targets, predictions, fallbacks, core.scale, formats, rewards)
+from recgym.evaluation import evaluate
+from recgym.metrics import RatingMetrics
 
 
 def metrics_table(title: str, rows: dict[str, RatingMetrics]) -> Table:
@@ -65,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         f"Oracle MAE {np.abs(world.oracle_for(args.split) - y).mean():.3f} "
         f"(the noise-free rating: a floor no policy can beat by much)."
     )
-    rows = {p.name: evaluate_scripted(p, split=args.split, n=args.n) for p in (UserAveragePolicy(), FormatBreakingPolicy())}
+    env = gym.make("RecRating-Synthetic-v0", split=args.split)
+    rows = {
+        p.name: evaluate(env, p, n=args.n, baselines=False).metrics
+        for p in (UserAveragePolicy(), FormatBreakingPolicy())
+    }
     console.print(metrics_table(f"Scripted reference policies on the {args.split} split", rows))
     console.print(f"done in {time.perf_counter() - start:.1f}s")
     return 0

@@ -43,7 +43,6 @@ def run_demo(
     from recgym.agents.scripted import UserAveragePolicy
     from recgym.agents.sft import (
         ColdStartConfig,
-        ScriptedTeacher,
         SFTTrainConfig,
         run_cold_start,
         train_sft,
@@ -74,7 +73,7 @@ def run_demo(
         ColdStartConfig(env_id=ENV_ID, env_kwargs=ENV_KWARGS, num_samples=cold_start_samples,
                         samples_per_prompt=1, rationalize=False, output=str(out / "cold_start.jsonl"),
                         teacher="scripted user-average", teacher_policy="scripted", seed=seed),
-        teacher=ScriptedTeacher(UserAveragePolicy()),
+        teacher=UserAveragePolicy(),
     )
     console.print(f"cold start: {report.summary()}")
     sft_dir = train_sft(SFTTrainConfig(

@@ -2,13 +2,17 @@
 
 They bound what a learned policy should reach: ``UserAveragePolicy`` reads the user's average
 from the prompt and answers it in the right format; ``FormatBreakingPolicy`` answers the same
-number without the reasoning tags.
+number without the reasoning tags. Each is a :class:`~recgym.agents.types.Policy`, so it plugs in
+wherever a model does: evaluation, or as the offline teacher of the RecOne cold start.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
+from recgym.agents.types import Completion, Prompt, SamplingParams
+from recgym.prompts import messages_to_text
 from recgym.rewards import FOUR_STEP_TAGS
 
 _USER_AVG = re.compile(r"The user's average rating so far: ([0-9.]+)")
@@ -26,7 +30,26 @@ def average_from_prompt(observation: str) -> float:
     return (float(match.group(1)) + float(match.group(2))) / 2 if match else 3.0
 
 
-class UserAveragePolicy:
+class ScriptedPolicy:
+    """A Policy whose completion is ``act(observation_text)``; completions carry text only (no
+    token ids or logprobs), so they serve evaluation and cold-start data, not RL updates."""
+
+    name = "scripted"
+
+    def act(self, observation: str) -> str:
+        raise NotImplementedError
+
+    def generate(
+        self, prompts: Sequence[Prompt], n: int = 1, sampling: SamplingParams | None = None
+    ) -> list[list[Completion]]:
+        out = []
+        for prompt in prompts:
+            text = self.act(prompt if isinstance(prompt, str) else messages_to_text(prompt))
+            out.append([Completion(text, [], [], [], "stop") for _ in range(n)])
+        return out
+
+
+class UserAveragePolicy(ScriptedPolicy):
     """Answers the user's average rating, inside the four tags."""
 
     name = "user-avg, tagged"
@@ -42,7 +65,7 @@ class UserAveragePolicy:
         return "".join(f"<{tag}>{text}</{tag}>" for tag, text in zip(FOUR_STEP_TAGS, steps))
 
 
-class FormatBreakingPolicy:
+class FormatBreakingPolicy(ScriptedPolicy):
     """Answers the same number as ``UserAveragePolicy`` but skips the reasoning tags."""
 
     name = "user-avg, untagged"
@@ -56,7 +79,7 @@ _DISLIKED = re.compile(r"I did not like the (.+?)\.")
 _RESTAURANT = re.compile(r"Description: An? (\w+) (\w+) restaurant with an? (.+?) atmosphere")
 
 
-class SyntheticReasonerPolicy:
+class SyntheticReasonerPolicy(ScriptedPolicy):
     """Reasons over the synthetic world's text, in the four tags, the way a reader could.
 
     It collects what the user's reviews say they liked and disliked, reads the target

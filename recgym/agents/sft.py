@@ -79,26 +79,6 @@ class ColdStartReport:
         )
 
 
-class ScriptedTeacher:
-    """A :class:`Policy` around a scripted agent (``agent.act(observation_text) -> completion``),
-    e.g. ``recgym.agents.scripted.UserAveragePolicy``: an offline teacher that needs no model.
-    Its completions carry text only (no token ids), which is all the cold start reads."""
-
-    def __init__(self, agent: Any) -> None:
-        self.agent = agent
-        self.name = getattr(agent, "name", type(agent).__name__)
-
-    def generate(self, prompts: list, n: int = 1, sampling: SamplingParams | None = None) -> list:
-        from recgym.agents.types import Completion
-        from recgym.prompts import messages_to_text
-
-        out = []
-        for prompt in prompts:
-            text = self.agent.act(prompt if isinstance(prompt, str) else messages_to_text(prompt))
-            out.append([Completion(text, [], [], [], "stop") for _ in range(n)])
-        return out
-
-
 def with_hint(messages: list[dict[str, str]], rating: float, tag: str) -> list[dict[str, str]]:
     """The prompt with the true rating appended to the last user message."""
     out = [dict(m) for m in messages]
