@@ -7,26 +7,11 @@ import time
 
 import gymnasium as gym
 import numpy as np
-from rich.table import Table
 
 import recgym  # noqa: F401  (registers the environments)
 from recgym.agents.scripted import FormatBreakingPolicy, UserAveragePolicy
-from recgym.console import make_console
+from recgym.console import make_console, metrics_table
 from recgym.evaluation import evaluate
-from recgym.metrics import RatingMetrics
-
-
-def metrics_table(title: str, rows: dict[str, RatingMetrics]) -> Table:
-    table = Table(title=title)
-    for column in ("policy", "mean reward", "MAE", "RMSE", "MAE (parsed only)", "coverage", "format rate", "n"):
-        table.add_column(column, justify="left" if column == "policy" else "right")
-    for name, m in rows.items():
-        table.add_row(
-            name, f"{m.mean_reward:.3f}", f"{m.mae:.3f}", f"{m.rmse:.3f}", f"{m.mae_parsed:.3f}",
-            f"{m.coverage:.1%}", f"{m.format_rate:.1%}", str(m.n),
-        )
-    table.caption = f"scale {next(iter(rows.values())).scale}; MAE/RMSE over all samples use the fallback: {next(iter(rows.values())).fallback}"
-    return table
 
 
 def main(argv: list[str] | None = None) -> int:

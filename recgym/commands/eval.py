@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
-from rich.table import Table
-
-from recgym.console import make_console
-
-
-def _fmt(value: float, digits: int = 3) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+from recgym.console import fmt, make_console, metrics_table
 
 
 def _policy_kwargs(args) -> dict:
@@ -27,24 +20,6 @@ def _policy_kwargs(args) -> dict:
     else:
         kwargs["max_model_len"] = args.max_model_len
     return kwargs
-
-
-def results_table(result, title: str) -> Table:
-    m = result.metrics
-    table = Table(title=title)
-    for column in ("predictor", "n", "MAE", "RMSE", "MAE parsed", "coverage", "format rate", "mean reward"):
-        table.add_column(column, justify="left" if column == "predictor" else "right", no_wrap=True)
-    table.add_row(
-        "LLM", str(m.n), _fmt(m.mae), _fmt(m.rmse), _fmt(m.mae_parsed),
-        _fmt(m.coverage, 2), _fmt(m.format_rate, 2), _fmt(m.mean_reward),
-    )
-    for name, scores in result.baselines.items():
-        table.add_row(name, str(scores["n"]), _fmt(scores["mae"]), _fmt(scores["rmse"]), "-", "1.00", "-", "-")
-    table.caption = (
-        f"scale {m.scale}; MAE/RMSE use the fallback ({m.fallback}) for unparsed predictions"
-        + (f"; {result.baselines_note}" if result.baselines_note else "")
-    )
-    return table
 
 
 def run(args) -> int:
@@ -85,7 +60,7 @@ def run(args) -> int:
         task = progress.add_task(f"eval {args.split}", total=total, mae="-", coverage="-")
 
         def on_record(record, running):
-            progress.update(task, completed=running["done"], mae=_fmt(running["mae"]), coverage=_fmt(running["coverage"], 2))
+            progress.update(task, completed=running["done"], mae=fmt(running["mae"]), coverage=fmt(running["coverage"], ".2f"))
 
         from recgym.agents.policies.base import PromptTooLongError
 
@@ -105,7 +80,10 @@ def run(args) -> int:
     if result.skipped:
         console.print(f"resumed: {result.skipped} samples were already in {args.out}")
     make_console().print(
-        results_table(result, f"{args.env_id} {args.split}: {args.model} ({args.policy})")
+        metrics_table(
+            f"{args.env_id} {args.split}: {args.model} ({args.policy})",
+            {"LLM": result.metrics}, result.baselines, result.baselines_note,
+        )
     )
     stats = getattr(policy, "stats", {})
     if stats.get("truncated_prompts"):
