@@ -18,13 +18,12 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recgym.cache import cache_dir
+from recgym.cache import atomic_directory, cache_dir
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -110,21 +109,11 @@ def _convert_gguf(gguf: Path, target: Path, source: dict[str, Any]) -> Path:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_directory(target) as tmp:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         source = {**source, "conversion_seconds": round(time.perf_counter() - start, 2)}
         (tmp / _SOURCE_FILE).write_text(json.dumps(source, indent=2))
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not _is_checkpoint(target):  # not a lost race with another converter
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

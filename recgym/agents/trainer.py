@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
 import shutil
 import time
@@ -38,6 +37,7 @@ import torch
 from recgym.agents.algorithms import LossInputs, get_algorithm
 from recgym.agents.config import GRPOConfig, plain_values
 from recgym.agents.types import RolloutBatch, SamplingParams
+from recgym.cache import atomic_directory
 
 CHECKPOINT_PREFIX = "step-"
 
@@ -549,23 +549,17 @@ class GRPOTrainer:
     def save_checkpoint(self) -> Path:
         cfg = self.config
         root = Path(cfg.output_dir) / "checkpoints"
-        root.mkdir(parents=True, exist_ok=True)
         final = root / f"{CHECKPOINT_PREFIX}{self.step:06d}"
-        tmp = root / f".tmp-{final.name}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        self.unwrapped_model.save_pretrained(tmp / "model", safe_serialization=True)
-        self.tokenizer.save_pretrained(tmp / "model")
-        torch.save(
-            {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-             "rng": rng_state()},
-            tmp / "training_state.pt",
-        )
-        state = {"step": self.step, "data_position": self.sampler.position, "config": plain_values(cfg.to_dict())}
-        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)  # a crash before this line leaves the previous checkpoint intact
+        with atomic_directory(final, replace=True) as tmp:  # a crash inside keeps the previous checkpoint
+            self.unwrapped_model.save_pretrained(tmp / "model", safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp / "model")
+            torch.save(
+                {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "rng": rng_state()},
+                tmp / "training_state.pt",
+            )
+            state = {"step": self.step, "data_position": self.sampler.position, "config": plain_values(cfg.to_dict())}
+            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
         for old in list_checkpoints(cfg.output_dir)[: -cfg.save_total_limit or None]:
             shutil.rmtree(old, ignore_errors=True)
         return final

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -24,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recgym.cache import atomic_directory
 from recgym.cache import cache_dir as recgym_cache_dir
 from recgym.data.dataset import PrepareConfig, RatingDataset
 from recgym.data.prepare import dedupe_earliest, kcore_filter
@@ -95,37 +93,9 @@ def prepare_source(
     final = prepared_dir(name, source, config, skip_bad_records, cache_dir)
     if (final / MANIFEST).is_file() and not rebuild:
         return load_prepared(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    _remove_orphans(final.parent)
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_directory(final, replace=rebuild) as tmp:
         _build(name, source, config, BadRecords(skip_bad_records), tmp, progress)
-        if rebuild and final.exists():
-            shutil.rmtree(final)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / MANIFEST).is_file():
-                raise
-            shutil.rmtree(tmp)  # another process finished the same preparation first
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return load_prepared(final)
-
-
-def _remove_orphans(directory: Path) -> None:
-    """Delete temporary directories left by preparations whose process no longer exists
-    (killed too hard to clean up after itself)."""
-    for tmp in directory.glob(".tmp-*"):
-        try:
-            pid = int(tmp.name.split("-")[-2])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(tmp, ignore_errors=True)
-        except (ValueError, IndexError, PermissionError):
-            continue
 
 
 # ---- stages ---------------------------------------------------------------------------------
