@@ -141,12 +141,18 @@ def fit_biased_mf(
     return lambda u, i: mu + bu_[u] + bi_[i] + (P_[u] * Q_[i]).sum(1)
 
 
-def _split_arrays(ds: RatingDataset, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_arrays(
+    ds: RatingDataset, split: str, indices: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """User codes, item codes and target ratings of the samples of ``split`` (or of the samples at
+    ``indices`` within it): what a predictor needs to be scored."""
     rows = np.asarray(ds.samples[split])
+    if indices is not None:
+        rows = rows[np.asarray(indices, dtype=np.int64)]
     return (
         np.asarray(ds.user_codes)[rows].astype(np.int64),
         np.asarray(ds.item_codes)[rows].astype(np.int64),
-        ds.targets(split),
+        np.asarray(ds.ratings)[rows].astype(np.float64),
     )
 
 
@@ -170,7 +176,7 @@ def fit_baselines(
         raise ValueError(f"dataset {dataset.name!r} has no train ratings to fit baselines on")
     fitted = fit_means(train)
     if "biased_mf" in names:
-        valid = _split_arrays(dataset, "valid")
+        valid = split_arrays(dataset, "valid")
         fitted["biased_mf"] = fit_biased_mf(train, valid if len(valid[2]) else None, mf)
     low, high = dataset.scale.low, dataset.scale.high
 
@@ -194,6 +200,6 @@ def run_baselines(
     for name, predict in predictors.items():
         results[name] = {}
         for split in splits:
-            users, items, targets = _split_arrays(dataset, split)
+            users, items, targets = split_arrays(dataset, split)
             results[name][split] = error_metrics(predict(users, items), targets)
     return results

@@ -129,17 +129,14 @@ def _check_resumable(records: list[dict[str, Any]], header: dict[str, Any], path
 def baseline_scores(dataset: Any, split: str, indices: Sequence[int]) -> tuple[dict[str, dict[str, float]], str]:
     """Classical baselines (``recgym.baselines``) on exactly these samples, or ``({}, why not)``."""
     try:
-        from recgym.baselines import error_metrics, fit_baselines
+        from recgym.baselines import error_metrics, fit_baselines, split_arrays
     except ImportError as exc:
         return {}, f"baselines unavailable ({exc})"
     try:
         predictors = fit_baselines(dataset)
     except ValueError as exc:
         return {}, f"baselines unavailable ({exc})"
-    rows = np.asarray(dataset.samples[split])[np.asarray(indices, dtype=np.int64)]
-    users = np.asarray(dataset.user_codes)[rows].astype(np.int64)
-    items = np.asarray(dataset.item_codes)[rows].astype(np.int64)
-    targets = np.asarray(dataset.ratings)[rows].astype(np.float64)
+    users, items, targets = split_arrays(dataset, split, indices)
     return {name: error_metrics(predict(users, items), targets) for name, predict in predictors.items()}, ""
 
 
