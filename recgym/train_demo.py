@@ -40,6 +40,7 @@ def run_demo(
     from recgym.agents.config import GRPOConfig
     from recgym.agents.models import load_model
     from recgym.agents.policies import make_policy
+    from recgym.agents.run_log import comparison_table, eval_record
     from recgym.agents.scripted import UserAveragePolicy
     from recgym.agents.sft import (
         ColdStartConfig,
@@ -47,7 +48,7 @@ def run_demo(
         run_cold_start,
         train_sft,
     )
-    from recgym.agents.trainer import GRPOTrainer, comparison_table, eval_record
+    from recgym.agents.trainer import GRPOTrainer
     from recgym.agents.types import SamplingParams
     from recgym.console import make_console
     from recgym.evaluation import evaluate

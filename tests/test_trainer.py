@@ -16,8 +16,11 @@ import torch
 from safetensors.torch import load_file
 from tiny_lm import SHORT_PROMPTS, SpaceReward, tiny_model, tiny_tokenizer
 
+from recgym.agents.checkpoints import list_checkpoints
 from recgym.agents.config import GRPOConfig
-from recgym.agents.trainer import GRPOTrainer, PromptSampler, completion_logprobs, list_checkpoints
+from recgym.agents.logprobs import completion_logprobs
+from recgym.agents.prompt_sampler import PromptSampler
+from recgym.agents.trainer import GRPOTrainer
 from recgym.agents.types import SamplingParams
 
 TESTS = Path(__file__).parent
@@ -124,11 +127,11 @@ def test_lora_trains_only_the_adapter_with_kl_to_the_base(tmp_path):
     cfg = tiny_config(tmp_path, max_steps=1, use_lora=True, lora_r=4, beta=0.1, num_inner_epochs=2,
                       micro_batch_size=3, gradient_accumulation_steps=2)
     trainer = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
-    base = {k: v.clone() for k, v in trainer.unwrapped_model.named_parameters() if "lora_" not in k}
+    base = {k: v.clone() for k, v in trainer.model.named_parameters() if "lora_" not in k}
     trainer.train()
     row = next(r for r in read_metrics(Path(cfg.output_dir) / "metrics.jsonl") if "reward" in r)
     assert "kl" in row and row["kl"] >= 0
-    for name, p in trainer.unwrapped_model.named_parameters():
+    for name, p in trainer.model.named_parameters():
         if "lora_" not in name:
             assert torch.equal(p, base[name]), name
     ckpt = list_checkpoints(cfg.output_dir)[-1] / "model"
@@ -197,11 +200,16 @@ def test_resume_after_kill_reaches_the_uninterrupted_state(tmp_path):
     second = run(killed, 0, "resume")
     assert second.returncode == 0, second.stderr[-2000:]
 
+    assert_same_run(full, killed)
+
+
+def assert_same_run(full: Path, resumed: Path) -> None:
+    """Two runs wrote the same metrics (timings aside), final weights and scheduler state."""
     drop = ("time/", "tokens_per_second", "eval/seconds")
     strip = [{k: v for k, v in r.items() if not k.startswith(drop)} for r in read_metrics(full / "metrics.jsonl")]
-    resumed = [{k: v for k, v in r.items() if not k.startswith(drop)} for r in read_metrics(killed / "metrics.jsonl")]
-    assert [r["step"] for r in resumed] == [r["step"] for r in strip]
-    for a, b in zip(strip, resumed):
+    again = [{k: v for k, v in r.items() if not k.startswith(drop)} for r in read_metrics(resumed / "metrics.jsonl")]
+    assert [r["step"] for r in again] == [r["step"] for r in strip]
+    for a, b in zip(strip, again):
         assert a.keys() == b.keys()
         for k in a:
             if a[k] is None or b[k] is None:  # NaN is written as null
@@ -209,11 +217,11 @@ def test_resume_after_kill_reaches_the_uninterrupted_state(tmp_path):
             else:
                 assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (a["step"], k)
     w_full = load_file(str(full / "checkpoints/step-000004/model/model.safetensors"))
-    w_resumed = load_file(str(killed / "checkpoints/step-000004/model/model.safetensors"))
+    w_resumed = load_file(str(resumed / "checkpoints/step-000004/model/model.safetensors"))
     for k in w_full:
         torch.testing.assert_close(w_full[k], w_resumed[k], atol=1e-6, rtol=1e-5)
     s_full = torch.load(full / "checkpoints/step-000004/training_state.pt", weights_only=False)
-    s_res = torch.load(killed / "checkpoints/step-000004/training_state.pt", weights_only=False)
+    s_res = torch.load(resumed / "checkpoints/step-000004/training_state.pt", weights_only=False)
     assert s_full["scheduler"] == s_res["scheduler"]
 
 

@@ -145,8 +145,16 @@ class GRPOConfig(ConfigMixin):
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for the policy (e.g. vLLM's ``gpu_memory_utilization``)."""
     dtype: str = "float32"
-    """Learner dtype: float32 (CPU), bfloat16 or float16 (GPU)."""
+    """Compute dtype of the learner: float32, or bfloat16 / float16 as mixed precision (trainable
+    weights and optimizer state stay float32; forward and backward run under autocast). float16
+    needs a CUDA GPU (loss scaling)."""
     gradient_checkpointing: bool = False
+    shared_prompt: bool = True
+    """Compute each group's prompt once per micro-batch and reuse it for its completions (same
+    logprobs and gradients as running every row on its own, fewer FLOPs); False runs every row."""
+    gpu_memory_gib: float | None = None
+    """Memory of one GPU the run is planned for; ``--estimate-memory`` checks the config against it,
+    and the trainer refuses on a GPU a config whose estimate exceeds it. None: the device's own."""
 
     # ---- algorithm ----
     algorithm: str = "grpo"
@@ -162,9 +170,11 @@ class GRPOConfig(ConfigMixin):
     beta: float = 0.0
     """KL penalty weight to the reference (initial) model; 0 disables it and the reference model."""
     kl_estimator: str = "k3"
-    """KL estimator: k1, k2 or k3 (GRPO's)."""
-    loss_aggregation: str = "sequence"
-    """``sequence``: mean of each completion's token mean (GRPO); ``token``: mean over all tokens."""
+    """KL estimator: k2 or k3 (GRPO's); k1 only with ``beta: 0`` (as a loss its expected gradient is zero)."""
+    loss_aggregation: str | None = None
+    """None: the algorithm's own (its paper's); ``sequence``: mean of each completion's token mean
+    (GRPO); ``token``: mean over all tokens of the batch; ``sequence_sum``: each completion's token
+    sum, averaged over completions (RLOO, REINFORCE)."""
     scale_rewards: bool = True
     """GRPO divides group-centered rewards by the group's std."""
     advantage_epsilon: float = 1e-4
@@ -238,5 +248,9 @@ class GRPOConfig(ConfigMixin):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         if self.kl_estimator not in ("k1", "k2", "k3"):
             raise ValueError(f"kl_estimator must be k1, k2 or k3, got {self.kl_estimator!r}")
-        if self.loss_aggregation not in ("sequence", "token"):
-            raise ValueError(f"loss_aggregation must be sequence or token, got {self.loss_aggregation!r}")
+        if self.loss_aggregation not in (None, "sequence", "token", "sequence_sum"):
+            raise ValueError(
+                f"loss_aggregation must be null, sequence, token or sequence_sum, got {self.loss_aggregation!r}")
+        if self.dtype == "float16":
+            raise ValueError("dtype float16 is refused for training: it needs loss scaling, which recgym does "
+                             "not do; use bfloat16 (same memory, float32's range) or float32")

@@ -1,0 +1,106 @@
+"""Training checkpoints: written to a temporary folder, then renamed (atomic on one filesystem).
+
+A checkpoint ``<output_dir>/checkpoints/step-XXXXXX/`` holds ``model/`` (full weights or the LoRA
+adapter, with the tokenizer), ``training_state.pt`` (optimizer and scheduler), one
+``rng_state_<rank>.pt`` per process (each rank samples with its own random streams) and
+``trainer_state.json`` (step, data position, number of processes, config), written last: a folder
+without it is not a checkpoint. Only the main process writes; every process reads.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recgym.cache import atomic_directory
+
+CHECKPOINT_PREFIX = "step-"
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    root = Path(output_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    done = [p for p in root.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "trainer_state.json").exists()]
+    return sorted(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
+def rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def save_checkpoint(
+    output_dir: str | Path,
+    step: int,
+    *,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    training_state: dict[str, Any],
+    trainer_state: dict[str, Any],
+    rng_states: list[dict[str, Any]],
+    keep: int,
+) -> Path:
+    """Write checkpoint ``step`` (every rank's RNG state in ``rng_states``) and keep the newest ``keep``."""
+    final = Path(output_dir) / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:06d}"
+    with atomic_directory(final, replace=True) as tmp:  # a crash inside keeps the previous checkpoint
+        model.save_pretrained(tmp / "model", safe_serialization=True)
+        tokenizer.save_pretrained(tmp / "model")
+        torch.save(training_state, tmp / "training_state.pt")
+        for rank, state in enumerate(rng_states):
+            torch.save(state, tmp / f"rng_state_{rank}.pt")
+        state = {"step": step, "num_processes": len(rng_states), **trainer_state}
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+    for old in list_checkpoints(output_dir)[: -keep or None]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_checkpoint(path: Path, model: torch.nn.Module, rank: int, num_processes: int) -> tuple[dict, dict, dict]:
+    """Load the weights into ``model``; return ``(trainer_state, training_state, this rank's RNG state)``."""
+    state = json.loads((path / "trainer_state.json").read_text())
+    saved = int(state.get("num_processes", 1))
+    if saved != num_processes:
+        raise ValueError(
+            f"{path} was written by {saved} process(es) and this run has {num_processes}; resume with "
+            f"{saved} (each process's sampling stream is in the checkpoint)"
+        )
+    load_weights(model, path / "model")
+    training = torch.load(path / "training_state.pt", weights_only=False)
+    rng = torch.load(path / f"rng_state_{rank}.pt", weights_only=False)
+    return state, training, rng
+
+
+def load_weights(model: torch.nn.Module, directory: Path) -> None:
+    """Load a checkpoint's weights (full model or LoRA adapter) into ``model`` in place."""
+    from safetensors.torch import load_file
+
+    if (directory / "adapter_model.safetensors").exists():
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(str(directory / "adapter_model.safetensors")))
+        return
+    state: dict[str, torch.Tensor] = {}
+    for file in sorted(directory.glob("*.safetensors")):
+        state.update(load_file(str(file)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if "lm_head" not in k]  # tied embeddings are saved once
+    if missing or unexpected:
+        raise RuntimeError(f"checkpoint {directory} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")

@@ -1,0 +1,71 @@
+"""Several processes are data parallel: launched by ``torchrun`` on CPU (gloo), each rank draws its
+own prompts, only the main process writes, the learning-rate schedule is a one-process run's, and
+a killed run resumes to the uninterrupted one's metrics and weights."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from test_trainer import RUN_SCRIPT, assert_same_run, read_metrics
+from tiny_lm import tiny_model, tiny_tokenizer
+
+from recgym.agents.checkpoints import list_checkpoints
+
+TESTS = Path(__file__).parent
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # identical float reductions in every run
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV, check=False, **kwargs)
+
+
+@pytest.mark.slow
+def test_two_process_cli_run_shards_prompts_and_writes_once(tmp_path):
+    model = tmp_path / "model"
+    tiny_model().save_pretrained(model)
+    tiny_tokenizer().save_pretrained(model)
+    args = ["-m", "recgym.cli", "train", "grpo", "--model", str(model), "--max_steps", "2", "--group_size", "2",
+            "--prompts_per_step", "2", "--max_new_tokens", "6", "--eval_size", "2", "--eval_max_new_tokens", "2",
+            "--live_display", "false", "--plot", "false", "--lr_scheduler_type", "linear",
+            "--env_kwargs", "{max_user_history: 2, max_item_history: 1}"]
+    two = run([*TORCHRUN, *args, "--output_dir", str(tmp_path / "two")])
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run([sys.executable, *args, "--output_dir", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr[-3000:]
+
+    rows = [r for r in read_metrics(tmp_path / "two" / "metrics.jsonl") if "reward" in r]
+    assert [r["step"] for r in rows] == [1, 2]  # one line per step, not one per process
+    for r in rows:
+        assert r["prompts"] == 4 and len(r["sample_indices"]) == 4
+        rank0, rank1 = r["sample_indices"][:2], r["sample_indices"][2:]
+        assert not set(rank0) & set(rank1), r["sample_indices"]
+    assert rows[1]["data_position"] == 8
+    single = [r for r in read_metrics(tmp_path / "one" / "metrics.jsonl") if "reward" in r]
+    assert [r["learning_rate"] for r in rows] == [r["learning_rate"] for r in single]
+    assert [p.name for p in list_checkpoints(tmp_path / "two")] == ["step-000002"]
+    saved = sorted(p.name for p in (list_checkpoints(tmp_path / "two")[0]).iterdir())
+    assert "rng_state_0.pt" in saved and "rng_state_1.pt" in saved
+    assert len([r for r in read_metrics(tmp_path / "two" / "metrics.jsonl") if "eval/mae" in r]) == 2
+
+
+@pytest.mark.slow
+def test_killed_two_process_run_resumes_to_the_uninterrupted_state(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(RUN_SCRIPT.format(tests=str(TESTS))))
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    done = run([*TORCHRUN, str(script), str(full), "0", "fresh"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    first = run([*TORCHRUN, str(script), str(killed), "3", "fresh"])
+    assert first.returncode != 0  # SIGKILLed during step 3
+    assert [p.name for p in list_checkpoints(killed)] == ["step-000002"]
+    second = run([*TORCHRUN, str(script), str(killed), "0", "resume"])
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert_same_run(full, killed)
+    rows = [r for r in read_metrics(full / "metrics.jsonl") if "reward" in r]
+    assert all(len(set(r["sample_indices"])) == 4 for r in rows)

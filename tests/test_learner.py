@@ -1,0 +1,193 @@
+"""The learner's mechanics on the paths a GPU run takes, tested on CPU with tiny models: LoRA
+weights reaching a policy, bfloat16 mixed precision, off-policy updates, float16 refused, and a
+given model's weights pushed to a separate policy before the first rollout."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_lm import SHORT_PROMPTS, SpaceReward, tiny_model, tiny_tokenizer
+
+from recgym.agents.config import GRPOConfig
+from recgym.agents.learner import add_lora, policy_weights
+from recgym.agents.policies.hf import HFPolicy
+from recgym.agents.trainer import GRPOTrainer
+
+TESTS = Path(__file__).parent
+
+
+def tiny_config(tmp_path, **overrides) -> GRPOConfig:
+    values = {
+        "env_kwargs": {"reward": SpaceReward(), **SHORT_PROMPTS}, "max_steps": 1, "group_size": 4,
+        "prompts_per_step": 2, "max_new_tokens": 8, "eval_size": 1, "eval_max_new_tokens": 2, "eval_interval": 0,
+        "save_interval": 0, "live_display": False, "plot": False, "output_dir": str(tmp_path / "run"),
+        "learning_rate": 1e-2, "seed": 0,
+    }
+    values.update(overrides)
+    return GRPOConfig(**values)
+
+
+def lora_model(dtype=torch.float32):
+    model = add_lora(tiny_model().to(dtype), GRPOConfig(use_lora=True, lora_r=4))
+    with torch.no_grad():  # a trained adapter: B is zero at init, which would hide a missing delta
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.5)
+    return model
+
+
+def test_lora_policy_weights_carry_the_adapter_and_leave_the_base_bit_identical():
+    model = lora_model()
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+    pushed = list(policy_weights(model))  # exhausted before use, as a policy's update_weights may do
+    expected = copy.deepcopy(model).merge_and_unload().state_dict()
+    assert {name for name, _ in pushed} == set(expected)
+    moved = 0
+    for name, tensor in pushed:
+        torch.testing.assert_close(tensor, expected[name], rtol=0, atol=1e-6)
+        original = base.get("base_model.model." + name.replace("proj.weight", "proj.base_layer.weight"))
+        moved += original is not None and not torch.equal(tensor, original)
+    assert moved > 0, "the adapter's delta must reach the pushed weights"
+    for n, p in model.named_parameters():
+        if "lora_" not in n:
+            assert torch.equal(p, base[n]), n
+
+
+def test_bfloat16_lora_base_does_not_drift_over_many_weight_exports():
+    model = lora_model(torch.bfloat16)
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+    assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if "lora_" in n)
+    for _ in range(5):
+        for _ in policy_weights(model):
+            pass
+    assert all(torch.equal(p, base[n]) for n, p in model.named_parameters() if "lora_" not in n)
+
+
+def test_float16_is_refused_with_what_to_use_instead(tmp_path):
+    with pytest.raises(ValueError, match="bfloat16"):
+        GRPOTrainer(tiny_config(tmp_path, dtype="float16"), model=tiny_model(), tokenizer=tiny_tokenizer())
+
+
+def _fraction_changed(tmp_path, dtype: str) -> float:
+    model_dir = tmp_path / "model"
+    if not model_dir.exists():
+        tiny_model().save_pretrained(model_dir)
+        tiny_tokenizer().save_pretrained(model_dir)
+    cfg = tiny_config(tmp_path / dtype, model=str(model_dir), dtype=dtype, max_steps=3, learning_rate=1e-6,
+                      max_grad_norm=0.0)
+    trainer = GRPOTrainer(cfg)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    changed = sum(int((p.detach() != b).sum()) for p, b in zip(trainer.model.parameters(), before))
+    return changed / sum(b.numel() for b in before)
+
+
+def test_bfloat16_keeps_float32_master_weights_so_small_updates_count(tmp_path):
+    """10 AdamW steps at lr 1e-6 changed ~2% of pure-bfloat16 weights and ~100% of float32 ones."""
+    f32 = _fraction_changed(tmp_path, "float32")
+    bf16 = _fraction_changed(tmp_path, "bfloat16")
+    assert f32 > 0.5, f32
+    assert bf16 > 0.9 * f32, (bf16, f32)
+
+
+def test_every_update_after_the_first_sees_its_own_old_logprobs(tmp_path):
+    """Two updates per rollout batch (gradient_accumulation_steps 1, two micro-batches): the second
+    is off-policy, so its ratio differs from 1 and clipping can act."""
+    cfg = tiny_config(tmp_path, micro_batch_size=4, gradient_accumulation_steps=1, learning_rate=5e-2)
+    trainer = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+    assert trainer.updates_per_step == 2
+    seen = []
+    loss = trainer.algorithm.loss
+
+    def spy(inputs):
+        out = loss(inputs)
+        seen.append((inputs.logprobs.detach(), inputs.old_logprobs, inputs.mask, out[1]["clip_fraction"]))
+        return out
+
+    trainer.algorithm.loss = spy
+    trainer.train()
+    (new1, old1, mask1, _), (new2, old2, mask2, clip2) = seen
+    torch.testing.assert_close(new1 * mask1, old1 * mask1, atol=1e-5, rtol=0)  # the first update is on-policy
+    ratio = torch.exp(new2 - old2)[mask2 > 0]
+    assert (ratio - 1).abs().max() > 1e-3, "the second update must see the weights moved by the first"
+    assert clip2 > 0
+
+
+class WeightReceivingHFPolicy(HFPolicy):
+    """Stand-in for the vLLM engine (which holds its own copy of the weights): an HF policy over a
+    separate module that takes weights through ``update_weights`` like VLLMPolicy."""
+
+    def update_weights(self, named_tensors) -> None:
+        self.model.load_state_dict(dict(named_tensors), strict=False)
+
+
+def test_a_given_model_reaches_a_separate_policy_before_the_first_rollout_stand_in_for_vllm(tmp_path):
+    model = tiny_model(seed=1)
+    policy = WeightReceivingHFPolicy(tiny_model(seed=2), tiny_tokenizer())
+    GRPOTrainer(tiny_config(tmp_path), model=model, tokenizer=tiny_tokenizer(), policy=policy)
+    for (name, a), b in zip(model.state_dict().items(), policy.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+VLLM_LORA_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import torch
+from tiny_lm import SHORT_PROMPTS, SpaceReward, tiny_model, tiny_tokenizer
+from recgym.agents.config import GRPOConfig
+from recgym.agents.logprobs import completion_logprobs
+from recgym.agents.trainer import GRPOTrainer
+from recgym.agents.types import SamplingParams
+
+if __name__ == "__main__":
+    model_dir = sys.argv[1]
+    tiny_model(hidden_size=64).save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    cfg = GRPOConfig(model=model_dir, policy="vllm", policy_kwargs={{"max_model_len": 512, "kv_cache_gib": 0.5}},
+                     use_lora=True, lora_r=4, env_kwargs={{"reward": SpaceReward(), **SHORT_PROMPTS}}, max_steps=1,
+                     group_size=4, prompts_per_step=2, max_new_tokens=8, eval_size=1, eval_max_new_tokens=2,
+                     eval_interval=0, save_interval=0, live_display=False, plot=False, output_dir=sys.argv[2],
+                     learning_rate=5e-2)
+    trainer = GRPOTrainer(cfg)
+    base = {{n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" not in n}}
+    trainer.train()
+    prompt = [[{{"role": "user", "content": "Rate this item, please."}}]]
+    c = trainer.policy.generate(prompt, n=1, sampling=SamplingParams(temperature=0.0, max_new_tokens=6))[0][0]
+    ids = lambda xs: torch.tensor([xs])
+    with torch.no_grad():
+        learner = completion_logprobs(trainer.model, ids(c.prompt_token_ids), torch.ones(1, len(c.prompt_token_ids)),
+                                      ids(c.completion_token_ids), torch.ones(1, len(c.completion_token_ids)))[0]
+        with trainer.model.disable_adapter():
+            base_lp = completion_logprobs(trainer.model, ids(c.prompt_token_ids), torch.ones(1, len(c.prompt_token_ids)),
+                                          ids(c.completion_token_ids), torch.ones(1, len(c.completion_token_ids)))[0]
+    same = all(torch.equal(p, base[n]) for n, p in trainer.model.named_parameters() if "lora_" not in n)
+    print("RESULT", {{"vllm": c.logprobs, "learner": learner.tolist(), "base": base_lp.tolist(), "base_same": same}})
+"""
+
+
+@pytest.mark.slow
+def test_lora_step_reaches_the_vllm_engine(tmp_path):
+    """After a LoRA step with non-zero advantages, vLLM's greedy logprobs equal the learner's
+    (adapter on) and not the base model's; the base weights are bit-identical to before."""
+    pytest.importorskip("vllm")
+    script = tmp_path / "lora_vllm.py"
+    script.write_text(textwrap.dedent(VLLM_LORA_SCRIPT.format(tests=str(TESTS))))
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "model"), str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = eval(next(line for line in run.stdout.splitlines() if line.startswith("RESULT"))[7:])
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert next(r for r in rows if "reward" in r)["advantage_abs"] > 0
+    assert result["base_same"]
+    np.testing.assert_allclose(result["vllm"], result["learner"], atol=1e-4)
+    assert np.abs(np.array(result["learner"]) - np.array(result["base"])).max() > 1e-3
