@@ -153,7 +153,7 @@ def test_dr_grpo_constant_normalizer():
 def test_reinforce_loss_has_no_ratio():
     lp = [[-2.0, -1.0]]
     loss, _ = get_algorithm("reinforce")().loss(inputs(lp, [[5.0, 5.0]], [[1, 1]], [2.0]))
-    assert loss.item() == pytest.approx(-2.0 * (-3.0) / 2)
+    assert loss.item() == pytest.approx(-2.0 * (-3.0))  # one sequence: its token sum
 
 
 def test_kl_estimators_and_penalty():
@@ -177,7 +177,7 @@ def test_micro_batch_shares_sum_to_full_batch_loss():
     mask[:, 0] = 1
     adv = rng.normal(size=4).astype(np.float32)
     for name in ("grpo", "dr_grpo", "rloo", "reinforce"):
-        for agg in ("sequence", "token"):
+        for agg in (None, "sequence", "token", "sequence_sum"):
             algo = get_algorithm(name)(loss_aggregation=agg)
             full = algo.loss(inputs(lp, old, mask, adv, max_len=5))[0].item()
             parts = 0.0
@@ -193,3 +193,54 @@ def test_from_config_picks_known_fields():
     assert (algo.clip_epsilon, algo.beta, algo.needs_reference) == (0.1, 0.2, True)
     with pytest.raises(ValueError):
         get_algorithm("grpo")(loss_aggregation="bogus")
+
+
+def test_k1_kl_estimator_is_refused_as_a_loss_term():
+    """k1's gradient is the score function, zero in expectation: the penalty would do nothing."""
+    with pytest.raises(ValueError, match=r"k1.*(k3|k2)"):
+        get_algorithm("grpo")(beta=0.1, kl_estimator="k1")
+    with pytest.raises(ValueError, match="k1"):
+        get_algorithm("rloo").from_config({"beta": 0.04, "kl_estimator": "k1"})
+    assert get_algorithm("grpo")(beta=0.0, kl_estimator="k1").beta == 0.0  # no loss term: harmless
+    assert get_algorithm("grpo")(beta=0.1, kl_estimator="k2").kl_estimator == "k2"
+
+
+def test_rloo_default_loss_sums_tokens_and_averages_sequences():
+    # on-policy (ratio 1): per-token term -A_i; loss = sum_i sum_t -A_i / B = -(2*2 + 1*3) / 2
+    mask = [[1, 1, 0], [1, 1, 1]]
+    z = [[0.0] * 3, [0.0] * 3]
+    x = inputs(z, z, mask, [2.0, 1.0])
+    loss, _ = get_algorithm("rloo")().loss(x)
+    assert loss.item() == pytest.approx(-7.0 / 2)
+    loss.backward()
+    torch.testing.assert_close(x.logprobs.grad, torch.tensor([[-1.0, -1.0, 0.0], [-0.5, -0.5, -0.5]]))
+    # an explicit aggregation still wins: the per-sequence token mean gives -(2 + 1) / 2
+    seq, _ = get_algorithm("rloo")(loss_aggregation="sequence").loss(inputs(z, z, mask, [2.0, 1.0]))
+    assert seq.item() == pytest.approx(-1.5)
+
+
+def test_reinforce_default_loss_sums_tokens_and_averages_sequences():
+    # per-token term -A_i * logp: row 0: -2 * (-1 - 2) = 6, row 1: 1 * (-0.5 - 0.5 - 1) = -2
+    mask = [[1, 1, 0], [1, 1, 1]]
+    lp = [[-1.0, -2.0, -7.0], [-0.5, -0.5, -1.0]]
+    x = inputs(lp, lp, mask, [2.0, -1.0])
+    loss, _ = get_algorithm("reinforce")().loss(x)
+    assert loss.item() == pytest.approx((6.0 - 2.0) / 2)
+    loss.backward()
+    torch.testing.assert_close(x.logprobs.grad, torch.tensor([[-1.0, -1.0, 0.0], [0.5, 0.5, 0.5]]))
+
+
+def test_default_aggregation_per_algorithm_and_from_config():
+    assert get_algorithm("grpo")().loss_aggregation == "sequence"
+    assert get_algorithm("rloo")().loss_aggregation == "sequence_sum"
+    assert get_algorithm("reinforce")().loss_aggregation == "sequence_sum"
+    assert get_algorithm("rloo").from_config({"loss_aggregation": None}).loss_aggregation == "sequence_sum"
+    assert get_algorithm("grpo").from_config({"loss_aggregation": None}).loss_aggregation == "sequence"
+    assert get_algorithm("reinforce")(loss_aggregation="token").loss_aggregation == "token"
+
+
+def test_sequence_sum_clip_fraction_is_a_fraction():
+    lp = math.log(1.65)  # ratio 1.65 > 1.2 on one of row 0's two tokens, none of row 1's
+    x = inputs([[lp, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[1, 1], [1, 1]], [1.0, 1.0])
+    _, stats = get_algorithm("rloo")().loss(x)
+    assert stats["clip_fraction"] == pytest.approx((0.5 + 0.0) / 2)

@@ -54,6 +54,33 @@ def test_hf_logprobs_match_a_forward_pass(tiny_policy):
     assert torch.allclose(expected, torch.tensor(c.logprobs), atol=1e-4)
 
 
+def test_hf_sampling_ignores_the_checkpoints_generation_config():
+    """A checkpoint's generation_config (repetition penalty, n-gram blocking, top-k) must not change
+    what is sampled: the learner scores tokens with a plain forward pass."""
+    model = tiny_model()
+    with torch.no_grad():
+        model.model.norm.weight.mul_(20.0)  # sharper logits: a penalty on them shows clearly
+    config = model.generation_config
+    config.repetition_penalty, config.no_repeat_ngram_size, config.top_k = 5.0, 1, 3
+    policy = HFPolicy(model, tiny_tokenizer())
+    c = policy.generate([MESSAGES], sampling=SamplingParams(max_new_tokens=12, temperature=0.7, seed=1))[0][0]
+    ids = torch.tensor([c.prompt_token_ids + c.completion_token_ids])
+    p = len(c.prompt_token_ids)
+    with torch.no_grad():
+        logits = model(ids).logits[0, p - 1 : -1].float()
+    expected = torch.log_softmax(logits / 0.7, -1).gather(1, ids[0, p:, None]).squeeze(1)
+    torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=1e-4, rtol=0)
+
+    greedy = policy.generate([MESSAGES], sampling=SamplingParams(max_new_tokens=12, temperature=0))[0][0]
+    tokens = list(greedy.prompt_token_ids)
+    with torch.no_grad():
+        for _ in range(len(greedy.completion_token_ids)):
+            tokens.append(int(model(torch.tensor([tokens])).logits[0, -1].argmax()))
+    assert greedy.completion_token_ids == tokens[len(greedy.prompt_token_ids) :]
+    assert len(set(greedy.completion_token_ids)) < len(greedy.completion_token_ids)  # it repeats: blocking would show
+    assert model.generation_config.repetition_penalty == 5.0  # the model's own config is left as it was
+
+
 def test_hf_greedy_is_deterministic_and_seeded_sampling_repeats(tiny_policy):
     greedy = SamplingParams(temperature=0, max_new_tokens=10)
     a = tiny_policy.generate([MESSAGES], n=2, sampling=greedy)[0]
@@ -290,4 +317,82 @@ def test_smollm2_vllm_policy_and_weight_update(tmp_path):
     ids = lambda groups: [c.completion_token_ids for g in groups for c in g]
     assert ids(after) != ids(before), "a weight update must change the engine's outputs"
     assert ids(restored) == ids(before), "loading the original weights back must restore the outputs"
+    assert result["version"] == 2
+
+
+_VLLM_RELOAD_SCRIPT = r"""
+import json, sys
+if __name__ == "__main__":
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    sys.path.insert(0, "tests")
+    from tiny_lm import tiny_tokenizer
+    from recgym.agents.policies.vllm import VLLMPolicy
+    from recgym.agents.types import SamplingParams
+
+    path, tok = sys.argv[1], tiny_tokenizer()
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    policy = VLLMPolicy(path, max_model_len=512, kv_cache_gib=0.1)
+    greedy = SamplingParams(temperature=0, max_new_tokens=8)
+    outputs = lambda: policy.generate(["hello there", "rate it"], sampling=greedy)
+    ids = lambda groups: [c.completion_token_ids for g in groups for c in g]
+    before = ids(outputs())
+    full = {k: v.detach().clone() for k, v in model.named_parameters()}
+    q, down = "model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight"
+    errors = {}
+    def attempt(label, weights):
+        try:
+            policy.update_weights(weights)
+            errors[label] = None
+        except ValueError as exc:
+            errors[label] = str(exc)
+    noisy = {k: v + 0.5 * torch.randn_like(v) for k, v in full.items()}
+    attempt("misnamed", {(k + "X" if k == q else k): v for k, v in noisy.items()})
+    attempt("extra", {**noisy, "model.layers.0.mlp.down_proj.bias": torch.zeros(64)})
+    attempt("missing", {k: v for k, v in noisy.items() if k != down})
+    refused = ids(outputs())
+    # vLLM's own report of parameters it did not load is an error too (the name check passed here)
+    policy._checkpoint_names = policy._checkpoint_names - {down}
+    attempt("unloaded", {k: v for k, v in full.items() if k != down})
+    policy._checkpoint_names = policy._checkpoint_names | {down}
+    attempt("noisy", noisy)
+    changed = ids(outputs())
+    attempt("full", dict(model.state_dict()))  # what the trainer sends: the tied lm_head.weight included
+    restored = ids(outputs())
+    print("RESULT" + json.dumps({"errors": errors, "before": before, "refused": refused, "changed": changed,
+                                 "restored": restored, "version": policy.weight_version}))
+"""
+
+
+@pytest.mark.slow
+def test_vllm_update_weights_refuses_tensors_it_would_not_load(tmp_path):
+    """Misnamed, extra or missing tensors raise (naming them) before anything is loaded; a full set loads."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("vllm")
+    script = tmp_path / "reload.py"
+    script.write_text(_VLLM_RELOAD_SCRIPT)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "tiny")], cwd=root, capture_output=True,
+                          text=True, timeout=600, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    result = json.loads(lines[-1][len("RESULT"):])
+    errors = result["errors"]
+    assert errors["misnamed"] and "q_proj.weightX" in errors["misnamed"] and "q_proj.weight" in errors["misnamed"]
+    assert errors["extra"] and "down_proj.bias" in errors["extra"]
+    assert errors["missing"] and "layers.1.mlp.down_proj.weight" in errors["missing"]
+    assert errors["unloaded"] and "down_proj" in errors["unloaded"]
+    assert errors["noisy"] is None and errors["full"] is None
+    assert result["refused"] == result["before"], "a refused update must leave the engine's weights alone"
+    assert result["changed"] != result["before"] and result["restored"] == result["before"]
     assert result["version"] == 2

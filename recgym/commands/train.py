@@ -1,4 +1,9 @@
-"""``recgym train grpo --config FILE [--resume] [--field value ...]``: GRPO-family training."""
+"""``recgym train grpo --config FILE [--resume] [--estimate-memory] [--field value ...]``: GRPO-family training.
+
+``--estimate-memory`` prints the config's GPU memory estimate (:mod:`recgym.agents.memory`) and
+exits: 0 when it fits the declared ``gpu_memory_gib``, 2 (with what to change) when it does not.
+It reads only the model's ``config.json`` shape: no weights, no GPU.
+"""
 
 from __future__ import annotations
 
@@ -38,21 +43,50 @@ def register(subparsers) -> None:
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     grpo.add_argument("--config", help="YAML file of config fields (examples/configs/*.yaml)")
     grpo.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
+    grpo.add_argument("--estimate-memory", action="store_true",
+                      help="print the GPU memory estimate against gpu_memory_gib and exit (0: fits, 2: does not); "
+                           "loads no weights")
     add_config_options(grpo, GRPOConfig)
     grpo.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from recgym.agents.config import GRPOConfig
-    from recgym.agents.trainer import comparison_table, train
+def estimate(config) -> int:
+    """Print the memory table; 0 when it fits, 2 (advice on stderr) when not or when it cannot be made."""
+    import sys
+
+    from recgym.agents.memory import estimate_memory
     from recgym.console import make_console
 
+    try:
+        result = estimate_memory(config)
+    except ValueError as exc:
+        print(f"recgym train grpo --estimate-memory: {exc}", file=sys.stderr)
+        return 2
+    make_console().print(result.table())
+    if result.fits:
+        print(result.summary())
+        return 0
+    print(result.summary(), file=sys.stderr)
+    print("change one of: " + "; ".join(result.advice()), file=sys.stderr)
+    return 2
+
+
+def run(args) -> int:
+    from recgym.agents.config import GRPOConfig
+
     config = config_from_args(args, GRPOConfig)
+    if args.estimate_memory:
+        return estimate(config)
+
+    from recgym.agents.run_log import comparison_table
+    from recgym.agents.trainer import train
+    from recgym.console import make_console
+
     result = train(config, resume=args.resume)
-    if result.evals:
+    if result.evals:  # the main process's; the others of a multi-process run print nothing
         rows = {f"step {result.evals[0]['step']}": result.evals[0]}
         if len(result.evals) > 1:
             rows[f"step {result.evals[-1]['step']}"] = result.evals[-1]
         make_console().print(comparison_table(rows))
-    print(f"metrics: {config.output_dir}/metrics.jsonl, plot: {config.output_dir}/curves.png")
+        print(f"metrics: {config.output_dir}/metrics.jsonl, plot: {config.output_dir}/curves.png")
     return 0

@@ -26,7 +26,8 @@ import torch
 from recgym.agents.types import RolloutBatch
 
 KLEstimator = Literal["k1", "k2", "k3"]
-LossAggregation = Literal["sequence", "token"]
+LossAggregation = Literal["sequence", "token", "sequence_sum"]
+LOSS_AGGREGATIONS = ("sequence", "token", "sequence_sum")
 
 
 @dataclass
@@ -91,6 +92,10 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: st
 
     k1 = log r, k2 = (log r)^2 / 2, k3 = exp(-log r) - 1 + log r, with log r = logp - ref_logp.
     k3 (the GRPO paper's) is unbiased and always >= 0.
+
+    k1 is fine as a logged statistic but not as a loss term: its gradient is the score function
+    ``grad log pi``, whose expectation under the sampling policy is zero, so ``beta * k1`` adds
+    noise and no pull towards the reference. :class:`Algorithm` refuses it when ``beta > 0``.
     """
     log_ratio = logprobs - ref_logprobs
     if estimator == "k1":
@@ -112,16 +117,33 @@ def per_group(batch: RolloutBatch, fn: Callable[[np.ndarray], np.ndarray]) -> np
     return out.astype(np.float32)
 
 
+def sequence_mean(per_token: torch.Tensor, inputs: LossInputs) -> torch.Tensor:
+    """This micro-batch's share of ``1/B sum_i mean_t per_token[i, t]`` (``B``: the batch's completions)."""
+    mask = inputs.mask
+    per_seq = (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+    return per_seq.sum() / inputs.total_sequences
+
+
 class Algorithm:
     """Base class. Subclasses override :meth:`advantages` and usually :meth:`per_token_loss`.
 
     The default :meth:`loss` is the PPO-clip surrogate on :meth:`per_token_loss`, plus an optional
-    KL penalty, aggregated per sequence (mean of each completion's token mean) or per token (mean
-    over all tokens of the batch). Constructor arguments are the knobs an algorithm reads from the
-    training config; :meth:`from_config` picks the ones a class accepts by name.
+    KL penalty (``beta * k3`` or ``k2``; ``k1`` is refused as a loss term, see :func:`kl_penalty`),
+    aggregated over the ``B`` completions of the batch with ``loss_aggregation``:
+
+    - ``"sequence"``: ``1/B sum_i mean_t l[i, t]`` (each completion's token mean; GRPO's);
+    - ``"token"``: ``sum_{i,t} l[i, t] / (number of tokens in the batch)``;
+    - ``"sequence_sum"``: ``1/B sum_i sum_t l[i, t]`` (each completion's token sum; REINFORCE's
+      and RLOO's sequence-level estimator, no per-length normalization).
+
+    ``loss_aggregation=None`` takes the class's :attr:`default_loss_aggregation`. Constructor
+    arguments are the knobs an algorithm reads from the training config; :meth:`from_config`
+    picks the ones a class accepts by name.
     """
 
     name: ClassVar[str] = ""
+    default_loss_aggregation: ClassVar[LossAggregation] = "sequence"
+    """The aggregation used when ``loss_aggregation`` is None (the algorithm's paper's)."""
 
     def __init__(
         self,
@@ -129,17 +151,24 @@ class Algorithm:
         clip_epsilon: float = 0.2,
         beta: float = 0.0,
         kl_estimator: KLEstimator = "k3",
-        loss_aggregation: LossAggregation = "sequence",
+        loss_aggregation: LossAggregation | None = None,
         advantage_epsilon: float = 1e-4,
     ) -> None:
         if clip_epsilon < 0:
             raise ValueError(f"clip_epsilon must be >= 0, got {clip_epsilon}")
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
-        if loss_aggregation not in ("sequence", "token"):
-            raise ValueError(f"loss_aggregation must be 'sequence' or 'token', got {loss_aggregation!r}")
+        if loss_aggregation is None:
+            loss_aggregation = self.default_loss_aggregation
+        if loss_aggregation not in LOSS_AGGREGATIONS:
+            raise ValueError(f"loss_aggregation must be one of {', '.join(LOSS_AGGREGATIONS)}, got {loss_aggregation!r}")
         if kl_estimator not in ("k1", "k2", "k3"):
             raise ValueError(f"kl_estimator must be k1, k2 or k3, got {kl_estimator!r}")
+        if kl_estimator == "k1" and beta > 0:
+            raise ValueError(
+                "kl_estimator='k1' cannot be a loss term (beta > 0): its gradient is grad log pi, which is "
+                "zero in expectation, so the KL penalty would not act; use kl_estimator='k3' (GRPO's) or 'k2'"
+            )
         self.clip_epsilon = clip_epsilon
         self.beta = beta
         self.kl_estimator = kl_estimator
@@ -181,8 +210,9 @@ class Algorithm:
         """Reduce ``[b, C]`` to this micro-batch's share of the batch loss."""
         mask = inputs.mask
         if self.loss_aggregation == "sequence":
-            per_seq = (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
-            return per_seq.sum() / inputs.total_sequences
+            return sequence_mean(per_token, inputs)
+        if self.loss_aggregation == "sequence_sum":
+            return (per_token * mask).sum() / inputs.total_sequences
         return (per_token * mask).sum() / max(inputs.total_tokens, 1)
 
     def loss(self, inputs: LossInputs) -> tuple[torch.Tensor, dict[str, float]]:
@@ -198,7 +228,8 @@ class Algorithm:
         with torch.no_grad():
             ratio = torch.exp(inputs.logprobs - inputs.old_logprobs)
             clipped = ((ratio < 1 - self.clip_epsilon) | (ratio > 1 + self.clip_epsilon)).float()
-            stats["clip_fraction"] = float(self.aggregate(clipped, inputs))
+            fraction = sequence_mean if self.loss_aggregation == "sequence_sum" else self.aggregate
+            stats["clip_fraction"] = float(fraction(clipped, inputs))
         loss = self.aggregate(per_token, inputs)
         stats["loss"] = float(loss.detach())
         return loss, stats

@@ -6,6 +6,8 @@ that trains that module always samples from its current weights: there is nothin
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -23,6 +25,26 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return {int(i) for i in ids if i is not None}
 
 
+@contextmanager
+def neutral_generation_config(model: Any) -> Iterator[None]:
+    """Run ``generate`` with transformers' neutral defaults instead of the checkpoint's generation_config.
+
+    ``generate`` fills every option the call leaves unset from ``model.generation_config``, so a
+    checkpoint's ``repetition_penalty``, ``no_repeat_ngram_size``, ``top_k``, ``min_length``,
+    suppressed tokens, ... would reshape the sampling distribution away from the plain softmax the
+    learner scores. The generating module (a PEFT model's base model) gets an empty config for the call.
+    """
+    from transformers import GenerationConfig
+
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    saved = target.generation_config
+    target.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        target.generation_config = saved
+
+
 class HFPolicy(BasePolicy):
     """Sample with ``model.generate``.
 
@@ -35,7 +57,10 @@ class HFPolicy(BasePolicy):
             a prompt longer than ``max_context - max_new_tokens`` loses history lines.
 
     Logprobs are those of the distribution actually sampled from (after temperature and top-p;
-    raw for greedy), like vLLM's ``processed_logprobs`` that :class:`VLLMPolicy` returns.
+    raw for greedy), like vLLM's ``processed_logprobs`` that :class:`VLLMPolicy` returns. Only
+    ``SamplingParams`` shape that distribution: the model's ``generation_config`` (repetition
+    penalty, top-k, n-gram blocking, ...) is ignored, so samples come from the softmax the learner
+    scores (its EOS ids are still used to stop).
     """
 
     def __init__(
@@ -104,7 +129,8 @@ class HFPolicy(BasePolicy):
         was_training = self.model.training
         self.model.eval()
         try:
-            out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+            with neutral_generation_config(self.model):
+                out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
         finally:
             self.model.train(was_training)
         new_tokens = out.sequences[:, width:]

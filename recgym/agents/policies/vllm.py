@@ -10,8 +10,10 @@ engine directly, with no copy through another process.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from recgym.agents.models import load_tokenizer, model_path
@@ -31,6 +33,59 @@ def _named_tensors(weights: Any) -> Iterable[tuple[str, Any]]:
     if isinstance(weights, Mapping):
         return weights.items()
     return weights
+
+
+def checkpoint_tensor_names(path: Path) -> set[str] | None:
+    """The tensor names of a safetensors checkpoint, from its index or file headers (no tensor is read).
+
+    None when the directory holds no safetensors files.
+    """
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        return set(json.loads(index.read_text())["weight_map"])
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        return None
+    from safetensors import safe_open
+
+    names: set[str] = set()
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            names.update(handle.keys())
+    return names
+
+
+def _listed(names: Iterable[str], limit: int = 12) -> str:
+    names = sorted(names)
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _reload_in_worker(worker: Any, weights: list[tuple[str, Any]]) -> list[str] | None:
+    """Run the worker's in-place ``reload_weights``; return the model parameters it did not load.
+
+    vLLM 0.32 only logs that list (``inplace.reload_weights``), so the model's ``load_weights`` is
+    wrapped for the call to read it. None when the model does not report what it loaded
+    (quantized models, or a ``load_weights`` that returns nothing).
+    """
+    model = worker.model_runner.get_model()
+    expected = {name for name, _ in model.named_parameters()}
+    reports: list[set[str] | None] = []
+    load = model.load_weights
+
+    def recording_load(named: Iterable[tuple[str, Any]]) -> Any:
+        loaded = load(named)
+        reports.append(loaded)
+        return loaded
+
+    model.load_weights = recording_load
+    try:
+        worker.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
+    finally:
+        del model.load_weights
+    if not reports or reports[0] is None or worker.model_runner.model_config.quantization is not None:
+        return None
+    return sorted(expected - set(reports[0]))
 
 
 class VLLMPolicy(BasePolicy):
@@ -76,6 +131,10 @@ class VLLMPolicy(BasePolicy):
         path = model_path(model)
         cpu = _is_cpu()
         self.model_name = str(model)
+        self.checkpoint = Path(path)
+        self._checkpoint_names = checkpoint_tensor_names(self.checkpoint)
+        config = json.loads((self.checkpoint / "config.json").read_text())
+        self._tied_embeddings = bool(config.get("tie_word_embeddings", False))
         self.tokenizer = load_tokenizer(path)
         self.max_model_len = int(max_model_len)
         self.encoder = PromptEncoder(self.tokenizer)
@@ -142,19 +201,67 @@ class VLLMPolicy(BasePolicy):
         torch module whose parameters to load. Pass every weight of the model (a PEFT model:
         merge the adapters first and strip the ``base_model.model.`` prefix).
 
+        A generator streams into the engine one tensor at a time (so a merged LoRA model never
+        exists as a second full copy); a mapping, list or module is checked whole before anything
+        loads. Raises ``ValueError``, naming the tensors, for a name the checkpoint does not have or
+        one given twice (a generator's tensors before it are loaded already), for weights not
+        given, and for parameters vLLM reports it did not load (which vLLM itself only logs). A
+        tied ``lm_head.weight`` may be given or left out.
+
         TRL's colocate sync calls ``model.load_weights`` on the engine's model; that breaks on
         vLLM 0.32's CPU backend, whose processed (repacked) parameters lose their loaders, so
         this uses the worker's in-place ``reload_weights`` (load, then re-process layer by
         layer), which works on CPU and GPU alike, and then ``reset_prefix_cache`` as TRL does.
         """
-        weights = list(_named_tensors(named_tensors))
-        if not weights:
-            raise ValueError("update_weights got no tensors")
-        self.llm.collective_rpc(
-            "reload_weights", kwargs={"weights_iterator": iter(weights), "is_checkpoint_format": True}
-        )
+        if isinstance(named_tensors, Mapping | list | tuple) or hasattr(named_tensors, "named_parameters"):
+            # held in memory already: check every name before anything loads, so a refusal is atomic
+            named_tensors = list(_named_tensors(named_tensors))
+            names: list[str] = []
+            for _ in self._checked(named_tensors, names):
+                pass
+            if self._missing(names):
+                raise ValueError(f"update_weights: weights not given: {_listed(sorted(self._missing(names)))}; "
+                                 "nothing was loaded. Pass every weight in Hugging Face naming.")
+        given: list[str] = []
+        reports = self.llm.collective_rpc(_reload_in_worker, args=(self._checked(named_tensors, given),))
         self.llm.reset_prefix_cache()
+        if not given:
+            raise ValueError("update_weights got no tensors")
+        missing = self._missing(given)
+        not_loaded = sorted({name for report in reports if report for name in report} | missing)
+        if not_loaded:
+            raise ValueError(
+                f"update_weights: {len(not_loaded)} of the engine's weights were not given or not loaded "
+                f"({_listed(not_loaded)}); they keep their previous values. Pass every weight in Hugging "
+                "Face naming (a PEFT model: merge the adapters, strip the 'base_model.model.' prefix)."
+            )
         self.weight_version += 1
+
+    def _checked(self, named_tensors: Any, given: list[str]) -> Iterable[tuple[str, Any]]:
+        """Stream the tensors to the engine (one learner-sized copy never exists at once), refusing
+        a name the checkpoint does not have, or one given twice, before vLLM reads it."""
+        known, seen = self._checkpoint_names, set()
+        optional = {"lm_head.weight"} if self._tied_embeddings else set()
+        for name, tensor in _named_tensors(named_tensors):
+            problem = "given more than once" if name in seen else None
+            if known is not None and name not in known and name not in optional:
+                problem = "not a weight of the model"
+            if problem:
+                raise ValueError(
+                    f"update_weights: tensor {name!r} is {problem} (checkpoint {self.checkpoint}); the "
+                    f"{len(given)} tensor(s) before it were loaded, so push a full, correct set again. Pass "
+                    "every weight in Hugging Face naming (a PEFT model: merge the adapters, strip the "
+                    "'base_model.model.' prefix)."
+                )
+            seen.add(name)
+            given.append(name)
+            yield name, tensor
+
+    def _missing(self, given: list[str]) -> set[str]:
+        if self._checkpoint_names is None:
+            return set()
+        optional = {"lm_head.weight"} if self._tied_embeddings else set()
+        return self._checkpoint_names - set(given) - optional
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)
