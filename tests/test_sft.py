@@ -8,6 +8,7 @@ import re
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from tiny_lm import tiny_model, tiny_tokenizer
 
 import recgym  # noqa: F401
@@ -100,6 +101,27 @@ def test_sft_loss_on_completion_only_and_output_is_a_loadable_checkpoint(tmp_pat
     assert losses[-1] < 0.5 * losses[0]  # it memorizes the one trace
     reloaded = AutoModelForCausalLM.from_pretrained(out)
     assert reloaded.config.hidden_size == 32
+
+
+def test_bfloat16_sft_keeps_float32_master_weights(tmp_path):
+    """bfloat16 is autocast over float32 weights: small updates are not rounded away."""
+    data = tmp_path / "d.jsonl"
+    prompt = [{"role": "user", "content": "How will the user rate the item?"}]
+    data.write_text(json.dumps({"prompt": prompt, "completion": [{"role": "assistant", "content": trace(4)}]}) + "\n")
+    model_dir = tmp_path / "model"
+    tiny_model().save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    config = SFTTrainConfig(data=str(data), model=str(model_dir), output_dir=str(tmp_path / "sft"), max_steps=3,
+                            learning_rate=1e-6, per_device_train_batch_size=1, max_length=256, dtype="bfloat16",
+                            lr_scheduler_type="constant")
+    trainer = build_sft_trainer(config)
+    assert trainer.args.bf16 and all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    changed = sum(int((p.detach() != b).sum()) for p, b in zip(trainer.model.parameters(), before))
+    assert changed / sum(b.numel() for b in before) > 0.5
+    with pytest.raises(ValueError, match="bfloat16"):
+        build_sft_trainer(SFTTrainConfig(data=str(data), model=str(model_dir), dtype="float16"))
 
 
 def test_cold_start_config_round_trips_yaml(tmp_path):

@@ -212,6 +212,8 @@ class SFTTrainConfig(ConfigMixin):
     max_length: int = 2048
     """Longer prompt+completion pairs are truncated (from the right)."""
     dtype: str = "float32"
+    """float32, or bfloat16 as mixed precision (float32 master weights and optimizer state, bfloat16
+    autocast); float16 is refused (it needs loss scaling)."""
     use_lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -235,10 +237,13 @@ def build_sft_trainer(config: SFTTrainConfig, model: Any = None, tokenizer: Any 
     import torch
     from trl import SFTConfig, SFTTrainer
 
+    if config.dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"SFT dtype must be float32 or bfloat16 (mixed precision), got {config.dtype!r}; "
+                         "float16 needs loss scaling: use bfloat16")
     if model is None or tokenizer is None:
         from recgym.agents.models import load_model
 
-        model, tokenizer = load_model(config.model, dtype=config.dtype)
+        model, tokenizer = load_model(config.model, dtype="float32")  # master weights; bf16 is autocast
     peft_config = None
     if config.use_lora:
         from peft import LoraConfig
