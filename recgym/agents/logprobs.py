@@ -188,34 +188,81 @@ def _per_row(model, prompt_ids, prompt_mask, completion_ids, completion_mask, te
 
 
 def _shared(model, prompt_ids, prompt_mask, completion_ids, completion_mask, rows, temperature) -> torch.Tensor:
-    """One pass over the distinct prompts, one over the completions on their expanded keys/values."""
+    """One pass over the distinct prompts, whose keys/values stay in the graph, then one over the
+    completions on them (see :func:`_packs_completions` for the two layouts)."""
     from transformers.cache_utils import DynamicCache
 
     starts = torch.cat([rows.new_ones(1), rows[1:] != rows[:-1]]).nonzero().squeeze(-1)
-    u_mask = prompt_mask[starts].long()
+    u_mask = prompt_mask[starts]
     checkpointed = _checkpointed_layers(model)
     capture_layer, prefix_layer = _cache_layer_classes()
     capture = DynamicCache()
     capture.layer_class_to_replicate = capture_layer
+    n = completion_ids.shape[1] - 1  # completion inputs: the last token is only a target
     with _cache_under_checkpointing(checkpointed):
         out = model(
-            input_ids=prompt_ids[starts], attention_mask=u_mask, position_ids=(u_mask.cumsum(-1) - 1).clamp(min=0),
-            past_key_values=capture, use_cache=not checkpointed, logits_to_keep=1,
+            input_ids=prompt_ids[starts], attention_mask=u_mask.long(),
+            position_ids=(u_mask.long().cumsum(-1) - 1).clamp(min=0), past_key_values=capture,
+            use_cache=not checkpointed, logits_to_keep=1,
         )
         first = token_logprobs(out.logits[:, -1][rows], completion_ids[:, 0], temperature)
-        c = completion_ids.shape[1]
-        if c == 1:
+        if n == 0:
             return first[:, None]
+        slot = torch.arange(len(rows), device=rows.device) - starts[rows]  # row's place in its group
+        group = int(slot.max()) + 1
         prefix = DynamicCache()
-        prefix.layers = [prefix_layer(layer.keys[rows], layer.values[rows]) for layer in capture.layers]
-        attention = torch.cat([prompt_mask, completion_mask[:, : c - 1]], dim=1).long()
-        position_ids = prompt_mask.sum(-1, keepdim=True) + torch.arange(c - 1, device=rows.device)
+        if (attn := _packs_completions(model, group, n, prompt_ids.shape[1])) is not None:
+            # [U, group * n]: each group's completions side by side, one block-diagonal causal
+            # mask over them, all seeing their prompt's keys/values once
+            shape = (len(starts), group, n)
+            ids = completion_ids.new_zeros(shape).index_put_((rows, slot), completion_ids[:, :n])
+            real = completion_mask.new_zeros(shape).index_put_((rows, slot), completion_mask[:, :n])
+            offset = torch.arange(group * n, device=rows.device) % n
+            segment = torch.arange(group * n, device=rows.device) // n
+            own = (segment[:, None] == segment[None, :]) & (offset[None, :] <= offset[:, None])
+            allowed = torch.cat([u_mask[:, None, :].expand(-1, group * n, -1), own & real.view(shape[0], 1, -1)], -1)
+            mask = allowed[:, None] if attn == "sdpa" else _additive(allowed[:, None], model)
+            prefix.layers = [prefix_layer(layer.keys, layer.values) for layer in capture.layers]
+            logits = model(
+                input_ids=ids.view(shape[0], -1), attention_mask=mask, past_key_values=prefix,
+                position_ids=u_mask.sum(-1, keepdim=True) + offset, use_cache=not checkpointed,
+            ).logits
+            targets = completion_ids.new_zeros(shape).index_put_((rows, slot), completion_ids[:, 1:])
+            return torch.cat([first[:, None], token_logprobs(logits, targets.view(shape[0], -1), temperature)
+                              .view(shape)[rows, slot]], dim=1)
+        # one row per completion on its own copy of its prompt's keys/values
+        expand = (lambda x: x.expand(len(rows), -1, -1, -1)) if len(starts) == 1 else (
+            lambda x: x.index_select(0, rows))
+        prefix.layers = [prefix_layer(expand(layer.keys), expand(layer.values)) for layer in capture.layers]
         logits = model(
-            input_ids=completion_ids[:, : c - 1], attention_mask=attention, position_ids=position_ids,
+            input_ids=completion_ids[:, :n], attention_mask=torch.cat([prompt_mask, completion_mask[:, :n]], 1).long(),
+            position_ids=prompt_mask.sum(-1, keepdim=True) + torch.arange(n, device=rows.device),
             past_key_values=prefix, use_cache=not checkpointed,
         ).logits
-    rest = token_logprobs(logits, completion_ids[:, 1:], temperature)
-    return torch.cat([first[:, None], rest], dim=1)
+    return torch.cat([first[:, None], token_logprobs(logits, completion_ids[:, 1:], temperature)], dim=1)
+
+
+#: Attention implementations that take a custom 4D mask as is (transformers passes it through).
+_MASK_ATTENTION = ("sdpa", "eager")
+
+
+def _packs_completions(model: torch.nn.Module, group: int, n: int, prompt_len: int) -> str | None:
+    """The attention implementation, if the completions of each group run side by side as one row
+    (the prompt's keys/values once, a custom mask) rather than one row each on a copy of them.
+
+    Side by side attends over ``group * n`` completion keys instead of ``n`` but skips the per-row
+    copies of the prompt's keys/values (and their head repeats), which cost more on long prompts:
+    it is chosen when the group's completion tokens are at most the prompt's length.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    attn = getattr(base.config, "_attn_implementation", None)
+    return attn if attn in _MASK_ATTENTION and group > 1 and group * n <= prompt_len else None
+
+
+def _additive(allowed: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
+    """Eager attention adds its mask to the scores: 0 where allowed, the dtype's minimum elsewhere."""
+    dtype = model.get_input_embeddings().weight.dtype
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
 @functools.cache
