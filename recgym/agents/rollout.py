@@ -74,6 +74,38 @@ def pack_batch(
     )
 
 
+def take_groups(parts: Sequence[tuple[RolloutBatch, Sequence[int]]], pad_token_id: int = 0) -> RolloutBatch:
+    """One RolloutBatch of the chosen groups (by group id) of several batches, in the order given,
+    re-padded and with group ids renumbered from 0."""
+    rows = [(batch, int(r)) for batch, groups in parts for g in groups for r in np.flatnonzero(batch.group_ids == g)]
+    if not rows:
+        raise ValueError("take_groups: no groups chosen")
+    sizes = {int(np.sum(batch.group_ids == g)) for batch, groups in parts for g in groups}
+    if len(sizes) != 1:
+        raise ValueError(f"take_groups: groups of different sizes {sorted(sizes)}")
+    group_size = sizes.pop()
+    keys = set(rows[0][0].reward_components)
+
+    def cut(array: np.ndarray, mask: np.ndarray, batch_row: tuple[RolloutBatch, int]) -> list:
+        return array[batch_row[1]][mask[batch_row[1]]].tolist()
+
+    prompt_ids, prompt_mask = _pad([cut(b.prompt_ids, b.prompt_mask, (b, r)) for b, r in rows], pad_token_id, np.int64, left=True)
+    completion_ids, completion_mask = _pad([cut(b.completion_ids, b.completion_mask, (b, r)) for b, r in rows],
+                                           pad_token_id, np.int64)
+    old_logprobs, _ = _pad([cut(b.old_logprobs, b.completion_mask, (b, r)) for b, r in rows], 0.0, np.float32)
+    return RolloutBatch(
+        prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
+        completion_mask=completion_mask, old_logprobs=old_logprobs,
+        rewards=np.array([b.rewards[r] for b, r in rows], dtype=np.float32),
+        group_ids=np.repeat(np.arange(len(rows) // group_size, dtype=np.int64), group_size),
+        truncated=np.array([b.truncated[r] for b, r in rows], dtype=bool),
+        reward_components={k: np.array([b.reward_components[k][r] for b, r in rows], dtype=np.float32)
+                           for k in keys if all(k in b.reward_components for b, _ in rows)},
+        texts=[b.texts[r] for b, r in rows if b.texts] if all(b.texts for b, _ in rows) else [],
+        infos=[b.infos[r] for b, r in rows] if all(b.infos for b, _ in rows) else [],
+    )
+
+
 def rollout_metrics(batch: RolloutBatch, group_size: int) -> dict[str, float]:
     """Mean reward, per-component means, zero-spread group share, clipped ratio, token counts."""
     rewards = batch.rewards.astype(np.float64)

@@ -104,6 +104,7 @@ class GRPOTrainer:
         self.model, self.tokenizer = load_learner(cfg, model, tokenizer)
         self.model.to(self.device)
         self.algorithm = get_algorithm(cfg.algorithm).from_config(cfg, **cfg.algorithm_kwargs)
+        self.algorithm.setup(self.model, cfg)
         self.ref_model = None
         if self.algorithm.needs_reference and not cfg.use_lora:  # with LoRA: disable the adapter
             self.ref_model = reference_model(self.model, cfg.dtype)
@@ -144,22 +145,31 @@ class GRPOTrainer:
         return self.config.prompts_per_step * self.config.group_size
 
     @property
+    def micro_batch_size(self) -> int:
+        """``micro_batch_size``, rounded up to whole groups for an algorithm that compares a group's rows."""
+        cfg = self.config
+        if self.algorithm.whole_groups:
+            return -(-cfg.micro_batch_size // cfg.group_size) * cfg.group_size
+        return cfg.micro_batch_size
+
+    @property
     def micro_batches_per_update(self) -> int:
-        n = -(-self.batch_size // self.config.micro_batch_size)
+        n = -(-self.batch_size // self.micro_batch_size)
         gas = self.config.gradient_accumulation_steps
         return n if gas == 0 else min(gas, n)
 
     @property
     def updates_per_step(self) -> int:
-        n = -(-self.batch_size // self.config.micro_batch_size)
+        n = -(-self.batch_size // self.micro_batch_size)
         return self.config.num_inner_epochs * -(-n // self.micro_batches_per_update)
 
-    def sampling(self, step: int) -> SamplingParams:
-        """Per-step and per-process seed, so a resumed run samples exactly what an uninterrupted one does."""
+    def sampling(self, step: int, refill: int = 0) -> SamplingParams:
+        """Per-step, per-process and per-refill seed, so a resumed run samples exactly what an
+        uninterrupted one does."""
         cfg = self.config
         return SamplingParams(
             temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-            seed=cfg.seed * 1_000_003 + step + 100_003 * self.rank,
+            seed=cfg.seed * 1_000_003 + step + 100_003 * self.rank + 10_000_019 * refill,
         )
 
     # ---- the loop ----
@@ -194,15 +204,13 @@ class GRPOTrainer:
         return TrainResult(steps=self.step, evals=evals, output_dir=cfg.output_dir)
 
     def train_step(self) -> dict[str, Any]:
-        from recgym.agents.rollout import collect
-
         cfg = self.config
         t0 = time.perf_counter()
         # 1. rollouts: G completions for each of this process's prompts_per_step training samples
         self.model.eval()
-        indices = self.sampler.take_shard(cfg.prompts_per_step, self.rank, self.world_size)
-        batch, rollout = collect(self.train_env, self.policy, sampling=self.sampling(self.step), indices=indices)
-        # 2. advantages
+        batch, rollout = self.rollout()
+        # 2. advantages, from the rewards the algorithm shapes
+        batch = self.algorithm.shape_rewards(batch, cfg.max_new_tokens)
         advantages = self.algorithm.advantages(batch)
         # 3. learning
         t1 = time.perf_counter()
@@ -214,11 +222,15 @@ class GRPOTrainer:
         self.step += 1
 
         components = batch.reward_components
+        mask = batch.completion_mask
         local: dict[str, Any] = {
             "reward/format": rollout.get("reward/format"),
             "reward/accuracy": rollout.get("reward/accuracy"),
             "format_rate": float(np.mean(components["format_ok"])) if "format_ok" in components else None,
             "zero_std_group_frac": rollout["zero_std_group_frac"],
+            "groups_dropped": rollout["groups_dropped"],
+            "refill_rounds": rollout["refill_rounds"],
+            "entropy": float(-(batch.old_logprobs * mask).sum() / max(mask.sum(), 1)),
             "advantage_abs": float(np.abs(advantages).mean()),
             "completion_tokens": rollout["completion_len_mean"],
             "truncated_rate": rollout["clipped_ratio"],
@@ -238,9 +250,41 @@ class GRPOTrainer:
             **self.mean_over_processes(local),
             "learning_rate": float(self.scheduler.get_last_lr()[0]),
             "prompts": self.world_size * cfg.prompts_per_step,
-            "sample_indices": self.gather(torch.as_tensor(indices)).tolist(),
+            "sample_indices": self.gather(torch.as_tensor(rollout["indices"])).tolist(),
             "data_position": self.sampler.position,
         }
+
+    def rollout(self) -> tuple[RolloutBatch, dict[str, Any]]:
+        """This process's rollout batch. Groups the algorithm does not keep are replaced by groups
+        of fresh prompts (up to ``max_refills`` rounds, for as long as any process is short), and any
+        shortfall is filled with dropped groups, so every process learns from the same batch size.
+        The metrics are the first round's (what the policy produced), plus the drop counts."""
+        from recgym.agents.rollout import collect, take_groups
+
+        cfg = self.config
+        kept: list[tuple[RolloutBatch, int, int]] = []  # (batch, group id, sample index)
+        dropped: list[tuple[RolloutBatch, int, int]] = []
+        refills, stats = 0, {}
+        while True:
+            indices = self.sampler.take_shard(cfg.prompts_per_step, self.rank, self.world_size)
+            batch, round_stats = collect(self.train_env, self.policy, sampling=self.sampling(self.step, refills),
+                                         indices=indices)
+            if not stats:
+                stats = round_stats
+            else:
+                stats["gen_seconds"] += round_stats["gen_seconds"]
+                stats["env_seconds"] += round_stats["env_seconds"]
+            for group, keep in enumerate(self.algorithm.keep_groups(batch)):
+                (kept if keep else dropped).append((batch, group, indices[group]))
+            short = len(kept) < cfg.prompts_per_step
+            if refills == self.algorithm.max_refills or not self.any_process(short):
+                break
+            refills += 1
+        chosen = (kept + dropped)[: cfg.prompts_per_step]
+        stats.update(groups_dropped=len(dropped), refill_rounds=refills, indices=[i for _, _, i in chosen])
+        if refills == 0 and not dropped:
+            return batch, stats
+        return take_groups([(b, [g]) for b, g, _ in chosen], pad_token_id=self.tokenizer.pad_token_id or 0), stats
 
     def learn(self, batch: RolloutBatch, advantages: np.ndarray) -> dict[str, float]:
         """Optimizer steps on the algorithm's loss over the rollout batch (micro-batches, inner epochs)."""
@@ -257,7 +301,8 @@ class GRPOTrainer:
         # token-level losses divide by the mean tokens per process, so that averaging the processes'
         # gradients gives the loss over all tokens of the global batch
         total_tokens = float(self.gather(mask.sum().reshape(1)).mean())
-        parts = list(micro_batches(len(batch), cfg.micro_batch_size))
+        group_ids = torch.as_tensor(batch.group_ids, device=device)
+        parts = list(micro_batches(len(batch), self.micro_batch_size))
 
         def logps(model: torch.nn.Module, sl: slice) -> torch.Tensor:
             with autocast(cfg.dtype, device):
@@ -291,7 +336,9 @@ class GRPOTrainer:
                         old_logprobs=(old[sl] if old is not None else new.detach()),
                         mask=mask[sl], advantages=adv[sl], total_sequences=total_sequences,
                         total_tokens=total_tokens, ref_logprobs=None if ref is None else ref[sl],
-                        max_completion_length=cfg.max_new_tokens,
+                        max_completion_length=cfg.max_new_tokens, group_ids=group_ids[sl],
+                        prompt_ids=t["prompt_ids"][sl], prompt_mask=t["prompt_mask"][sl],
+                        completion_ids=t["completion_ids"][sl],
                     )
                     loss, stats = self.algorithm.loss(inputs)
                     (loss * scale).backward()
@@ -304,6 +351,8 @@ class GRPOTrainer:
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
+                for key, value in self.algorithm.after_update().items():
+                    sums[key] = sums.get(key, 0.0) + value / self.updates_per_step
                 updates += 1
         if "grad_norm" in sums:
             sums["grad_norm"] /= updates
@@ -317,6 +366,12 @@ class GRPOTrainer:
             return logps(self.model, sl)
 
     # ---- processes ----
+    def any_process(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any process (so that every process takes the same branch)."""
+        if self.world_size == 1:
+            return flag
+        return bool(self.gather(torch.tensor([float(flag)])).max() > 0)
+
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` from every process, concatenated (itself in a one-process run)."""
         return self.accelerator.gather(tensor.to(self.device)).cpu() if self.world_size > 1 else tensor.cpu()
@@ -365,7 +420,8 @@ class GRPOTrainer:
         if self.is_main:
             path = checkpoints.save_checkpoint(
                 cfg.output_dir, self.step, model=self.model, tokenizer=self.tokenizer,
-                training_state={"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+                training_state={"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                                "algorithm": self.algorithm.state_dict()},
                 trainer_state={"data_position": self.sampler.position, "config": plain_values(cfg.to_dict())},
                 rng_states=rng, keep=cfg.save_total_limit,
             )
@@ -382,6 +438,7 @@ class GRPOTrainer:
         state, training, rng = checkpoints.read_checkpoint(Path(path), self.model, self.rank, self.world_size)
         self.optimizer.load_state_dict(training["optimizer"])
         self.scheduler.load_state_dict(training["scheduler"])
+        self.algorithm.load_state_dict(training["algorithm"])
         checkpoints.set_rng_state(rng)
         self.step = int(state["step"])
         self.sampler.position = int(state["data_position"])

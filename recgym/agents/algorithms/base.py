@@ -50,6 +50,13 @@ class LossInputs:
     """Reference model's logprobs, when the algorithm uses a KL penalty."""
     max_completion_length: int | None = None
     """The sampling cap ``max_new_tokens`` (Dr. GRPO's constant normalizer)."""
+    group_ids: torch.Tensor | None = None
+    """``[b]`` int64: rows with equal id share a prompt (whole groups when :attr:`Algorithm.whole_groups`)."""
+    prompt_ids: torch.Tensor | None = None
+    """``[b, P]`` left-padded prompt tokens, for an algorithm that runs a model of its own (a critic)."""
+    prompt_mask: torch.Tensor | None = None
+    completion_ids: torch.Tensor | None = None
+    """``[b, C]`` right-padded completion tokens (``mask`` marks the real ones)."""
 
 
 _REGISTRY: dict[str, type[Algorithm]] = {}
@@ -193,6 +200,36 @@ class Algorithm:
     def needs_reference(self) -> bool:
         """Whether the trainer must compute reference-model logprobs for :meth:`loss`."""
         return self.beta > 0
+
+    # ---- extension points: each default does nothing, the trainer calls them all ----
+    whole_groups: ClassVar[bool] = False
+    """True: every micro-batch holds whole groups (a loss that compares a group's completions)."""
+    max_refills: ClassVar[int] = 0
+    """Extra rollout rounds per step to replace the groups :meth:`keep_groups` drops."""
+
+    def setup(self, model: torch.nn.Module, config: Any) -> None:
+        """Called once the learner is loaded: build modules the algorithm owns (a critic) and their
+        optimizer. Their state goes through :meth:`state_dict` into every checkpoint."""
+
+    def keep_groups(self, batch: RolloutBatch) -> np.ndarray:
+        """``[num_groups]`` bool, in group-id order: the groups worth learning from. The trainer
+        rolls out fresh prompts (up to :attr:`max_refills` rounds) to replace the dropped ones, and
+        fills any shortfall with dropped groups, so a step's batch keeps its size."""
+        return np.ones(len(np.unique(batch.group_ids)), dtype=bool)
+
+    def shape_rewards(self, batch: RolloutBatch, max_new_tokens: int) -> RolloutBatch:
+        """The rewards the advantages are computed from (e.g. a penalty for overlong completions)."""
+        return batch
+
+    def after_update(self) -> dict[str, float]:
+        """Called after each optimizer update of the learner: step the algorithm's own optimizer."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (checkpoint resume)."""
 
     # ---- advantages (numpy, once per rollout batch) ----
     def advantages(self, batch: RolloutBatch) -> np.ndarray:
