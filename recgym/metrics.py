@@ -81,3 +81,12 @@ def rating_metrics(
         mean_reward=_mean(np.asarray(rewards, dtype=np.float64)) if rewards is not None else float("nan"),
         scale=scale.label,
     )
+
+
+def paired_difference(errors_a: np.ndarray, errors_b: np.ndarray) -> tuple[float, float]:
+    """Mean and standard error of the per-sample difference ``|err_a| - |err_b|`` over the same
+    samples (positive: ``b`` is better). The standard error is ``std(d, ddof=1) / sqrt(n)``."""
+    d = np.abs(np.asarray(errors_a, dtype=np.float64)) - np.abs(np.asarray(errors_b, dtype=np.float64))
+    if d.ndim != 1 or len(d) < 2:
+        raise ValueError(f"paired_difference needs two equal-length 1-d arrays of at least 2 errors, got shape {d.shape}")
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))

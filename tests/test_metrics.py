@@ -33,3 +33,34 @@ def test_fallback_order():
 def test_length_mismatch_is_an_error():
     with pytest.raises(ValueError, match="length"):
         rating_metrics([1, 2], [1], [1, 1], RatingScale())
+
+
+def test_paired_difference_on_a_hand_made_example():
+    from recgym.metrics import paired_difference
+
+    before = [1.0, -2.0, 0.5, 0.0]   # signed errors: their absolute values are compared
+    after = [0.5, 1.0, 0.5, 1.0]
+    mean, se = paired_difference(before, after)
+    d = np.array([0.5, 1.0, 0.0, -1.0])  # |before| - |after|
+    assert mean == pytest.approx(0.125)
+    assert se == pytest.approx(d.std(ddof=1) / 2)
+    with pytest.raises(ValueError):
+        paired_difference([1.0], [0.0])
+
+
+def test_demo_summary_rows_baselines_and_paired_error():
+    from recgym.train_demo import summarize
+
+    def record(mae, n=4):
+        return {"eval/mae": mae, "eval/rmse": mae + 0.1, "eval/coverage": 1.0, "eval/format_rate": 0.95, "eval/n": n,
+                "eval/baseline/user_mean_mae": 0.8, "eval/baseline/item_mean_mae": 0.7}
+
+    summary = summarize({"base": record(1.0), "sft": record(0.9), "grpo": record(0.7)},
+                        {"sft": [1.0, -1.0, 1.0, 0.5], "grpo": [0.5, -0.5, 1.0, 0.5]}, seconds=12.5)
+    assert [r["name"] for r in summary["rows"]] == ["base", "sft", "grpo"]
+    assert summary["rows"][2] == {"name": "grpo", "mae": 0.7, "rmse": pytest.approx(0.8), "coverage": 1.0,
+                                  "format_rate": 0.95, "n": 4}
+    assert summary["baselines"] == {"user_mean": 0.8, "item_mean": 0.7}
+    assert summary["paired_gain"] == pytest.approx(0.25)
+    assert summary["paired_se"] == pytest.approx(np.std([0.5, 0.5, 0, 0], ddof=1) / 2)
+    assert summary["seconds"] == 12.5

@@ -101,13 +101,16 @@ def test_train_writes_metrics_plot_checkpoints_and_changes_weights(tmp_path):
     assert [r["step"] for r in train_rows] == [1, 2]
     assert [r["step"] for r in records if "eval/mae" in r] == [0, 1, 2]
     for key in ("reward/format", "reward/accuracy", "loss", "grad_norm", "time/generation", "time/learning",
-                "tokens_per_second", "data_position"):
+                "tokens_per_second", "data_position", "entropy", "zero_std_group_frac", "groups_dropped"):
         assert key in train_rows[0], key
     assert train_rows[1]["data_position"] == 2 * cfg.prompts_per_step
     assert (out / "curves.png").stat().st_size > 10_000
     assert [p.name for p in list_checkpoints(out)] == ["step-000002"]
     assert len((out / "completions.jsonl").read_text().splitlines()) == 3
     assert result.steps == 2 and "eval/baseline/user_mean_mae" in result.evals[0]
+    assert train_rows[0]["entropy"] > 0
+    assert sorted(result.eval_samples) == [0, 1, 2]
+    assert [r["index"] for r in result.eval_samples[2]] == list(range(cfg.eval_size))
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     assert changed, "rewards with spread must move the weights"
 

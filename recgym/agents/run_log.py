@@ -142,7 +142,7 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path, baseline_mae: f
         return None
     train = [r for r in records if "reward" in r]
     evals = [r for r in records if "eval/mae" in r]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7))
 
     def series(rows, key):
         pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
@@ -164,6 +164,12 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path, baseline_mae: f
     ax = axes[1, 1]
     ax.plot(*series(evals, "eval/coverage"), marker="o")
     ax.set_title("validation coverage (rating parsed)"), ax.set_ylim(-0.05, 1.05)
+    ax = axes[0, 2]
+    ax.plot(*series(train, "zero_std_group_frac"), marker=".")
+    ax.set_title("share of sampled groups with zero reward variance"), ax.set_ylim(-0.05, 1.05)
+    ax = axes[1, 2]
+    ax.plot(*series(train, "entropy"), marker=".")
+    ax.set_title("policy entropy (nats/token, sampled-token estimate)")
     for ax in axes.flat:
         ax.set_xlabel("step")
     fig.tight_layout()

@@ -59,6 +59,9 @@ class TrainResult:
     evals: list[dict[str, Any]] = field(default_factory=list)
     """Every evaluation record (``eval/*`` keys), the first before training, the last after."""
     output_dir: str = ""
+    eval_samples: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    """Per evaluation step, each sample's ``index``, ``target`` and ``prediction_or_fallback``
+    (for paired comparisons between steps; this run's evaluations only, not a resumed run's earlier ones)."""
 
 
 class GRPOTrainer:
@@ -119,11 +122,12 @@ class GRPOTrainer:
             num_training_steps=max(cfg.max_steps * self.updates_per_step, 1),
         )
 
-        # the policy that samples completions; a given model's weights are not on disk for vLLM
+        # the policy that samples completions; a given model or policy may hold other weights
         self.policy = policy if policy is not None else build_policy(cfg, self.model, self.tokenizer, self.rank)
-        if model_given:
+        if model_given or policy is not None:
             sync_policy(self.policy, self.model)
         self.step = 0
+        self.eval_samples: dict[int, list[dict[str, Any]]] = {}
 
     def check_gpu_memory(self) -> None:
         """Print the memory estimate and refuse a config that cannot fit, before loading anything."""
@@ -201,7 +205,7 @@ class GRPOTrainer:
         if cfg.plot and logger:
             baseline = next((r["eval/baseline/user_mean_mae"] for r in evals if "eval/baseline/user_mean_mae" in r), None)
             plot_curves(logger.records, Path(cfg.output_dir) / "curves.png", baseline)
-        return TrainResult(steps=self.step, evals=evals, output_dir=cfg.output_dir)
+        return TrainResult(steps=self.step, evals=evals, output_dir=cfg.output_dir, eval_samples=self.eval_samples)
 
     def train_step(self) -> dict[str, Any]:
         cfg = self.config
@@ -400,6 +404,8 @@ class GRPOTrainer:
                 result = evaluate(self.eval_env, self.policy, n=cfg.eval_size, sampling=sampling, baselines=baselines)
             record = eval_record(result, self.step)
             records.append(record)
+            self.eval_samples[self.step] = [{k: r[k] for k in ("index", "target", "prediction_or_fallback")}
+                                            for r in result.records]
             if logger is not None:
                 logger.log(record)
                 with (Path(cfg.output_dir) / "completions.jsonl").open("a") as f:
