@@ -37,6 +37,11 @@ class DemoSettings:
     """The demo's knobs (``python -m recgym.train_demo --help`` lists them as flags)."""
 
     output_dir: str = "runs/demo"
+    model: str = "smollm2-135m-instruct"
+    """The base model (a recgym model name, HF id or checkpoint path)."""
+    env_id: str = ENV_ID
+    teacher: str = "reasoner"
+    """Cold-start teacher: ``reasoner`` (reads the synthetic world's text) or ``user-average`` (any env)."""
     eval_size: int = 120
     """Validation samples every row is evaluated on (the same first ones)."""
     cold_start_samples: int = 96
@@ -65,17 +70,62 @@ def summarize(rows: dict[str, dict[str, Any]], errors: dict[str, list[float]], s
     return {"rows": out_rows, "baselines": baselines, "paired_gain": gain, "paired_se": se, "seconds": seconds}
 
 
+def cold_start_sft(s: DemoSettings, out: Path, env_kwargs: dict[str, Any]) -> Path:
+    """Reasoning-teacher traces for ``cold_start_samples`` training samples (those within 0.5 of the
+    truth kept), then completion-only SFT; returns the checkpoint. A ``rate_only`` template gets the
+    teacher's rating alone."""
+    from recgym.agents.scripted import SyntheticReasonerPolicy, UserAveragePolicy
+    from recgym.agents.sft import ColdStartConfig, SFTTrainConfig, run_cold_start, train_sft
+    from recgym.console import make_console
+
+    report = run_cold_start(
+        ColdStartConfig(env_id=s.env_id, env_kwargs=env_kwargs, num_samples=s.cold_start_samples,
+                        samples_per_prompt=1, rationalize=False, output=str(out / "cold_start.jsonl"),
+                        teacher=f"scripted {s.teacher}", teacher_policy="scripted", seed=s.seed),
+        teacher=(SyntheticReasonerPolicy if s.teacher == "reasoner" else UserAveragePolicy)(
+            rate_only=env_kwargs.get("template") == "rate_only"),
+    )
+    make_console().print(f"cold start: {report.summary()}")
+    return train_sft(SFTTrainConfig(
+        data=report.path, model=s.model, output_dir=str(out / "sft"), num_train_epochs=s.sft_epochs,
+        learning_rate=s.sft_learning_rate, per_device_train_batch_size=4, max_length=1024,
+        lr_scheduler_type="constant", seed=s.seed,
+    ))
+
+
+def grpo_stage(s: DemoSettings, out: Path, model: str, env_kwargs: dict[str, Any], policy: Any, steps: int):
+    """``steps`` GRPO steps from ``model`` with the shared vLLM ``policy``, evaluated before and after."""
+    from recgym.agents.config import GRPOConfig
+    from recgym.agents.trainer import GRPOTrainer
+    from recgym.console import make_console
+
+    config = GRPOConfig(
+        env_id=s.env_id, env_kwargs=env_kwargs, model=model, policy="vllm", algorithm="grpo",
+        group_size=s.group_size, prompts_per_step=s.prompts_per_step, max_steps=steps,
+        max_new_tokens=s.max_new_tokens, temperature=s.temperature, learning_rate=s.learning_rate,
+        micro_batch_size=s.group_size, eval_interval=0, eval_size=s.eval_size, save_interval=0,
+        output_dir=str(out), seed=s.seed, live_display=make_console().is_terminal,
+    )
+    return GRPOTrainer(config, policy=policy).train()
+
+
+def shared_policy(s: DemoSettings):
+    """One vLLM engine on the base model; each stage pushes its weights into it."""
+    from recgym.agents.policies import make_policy
+
+    return make_policy("vllm", s.model, max_model_len=2048, seed=s.seed)
+
+
+def sample_errors(result: Any, step: int) -> list[float]:
+    return [r["prediction_or_fallback"] - r["target"] for r in result.eval_samples[step]]
+
+
 def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
     """Run the three stages; returns the summary (also written to ``summary.json``)."""
     import gymnasium as gym
 
     import recgym  # noqa: F401  (registers the environments)
-    from recgym.agents.config import GRPOConfig
-    from recgym.agents.policies import make_policy
     from recgym.agents.run_log import comparison_table, eval_record
-    from recgym.agents.scripted import SyntheticReasonerPolicy
-    from recgym.agents.sft import ColdStartConfig, SFTTrainConfig, run_cold_start, train_sft
-    from recgym.agents.trainer import GRPOTrainer
     from recgym.agents.types import SamplingParams
     from recgym.console import make_console
     from recgym.evaluation import evaluate
@@ -85,50 +135,28 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
     out = Path(s.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    rows: dict[str, dict[str, Any]] = {}
 
     console.rule("[bold]1/3 base model: greedy evaluation (vLLM)")
-    policy = make_policy("vllm", "smollm2-135m-instruct", max_model_len=2048, seed=s.seed)
-    eval_env = gym.make(ENV_ID, split="valid", **ENV_KWARGS)
+    policy = shared_policy(s)
     greedy = SamplingParams(temperature=0.0, max_new_tokens=s.max_new_tokens)
-    base = evaluate(eval_env, policy, n=s.eval_size, sampling=greedy, batch_size=s.eval_size)
-    rows["base"] = eval_record(base, step=0)
+    base = evaluate(gym.make(s.env_id, split="valid", **ENV_KWARGS), policy, n=s.eval_size, sampling=greedy,
+                    batch_size=s.eval_size)
     console.print(f"base: format rate {base.metrics.format_rate:.0%}, MAE {base.metrics.mae:.3f} "
                   f"({time.perf_counter() - start:.0f}s)")
 
     console.rule("[bold]2/3 cold start: reasoning-teacher traces, then SFT")
-    report = run_cold_start(
-        ColdStartConfig(env_id=ENV_ID, env_kwargs=ENV_KWARGS, num_samples=s.cold_start_samples,
-                        samples_per_prompt=1, rationalize=False, output=str(out / "cold_start.jsonl"),
-                        teacher="scripted synthetic reasoner", teacher_policy="scripted", seed=s.seed),
-        teacher=SyntheticReasonerPolicy(),
-    )
-    console.print(f"cold start: {report.summary()}")
-    sft_dir = train_sft(SFTTrainConfig(
-        data=report.path, output_dir=str(out / "sft"),
-        num_train_epochs=s.sft_epochs, learning_rate=s.sft_learning_rate, per_device_train_batch_size=4,
-        max_length=1024, lr_scheduler_type="constant", seed=s.seed,
-    ))
+    sft_dir = cold_start_sft(s, out, ENV_KWARGS)
     console.print(f"SFT checkpoint {sft_dir} ({time.perf_counter() - start:.0f}s)")
 
     console.rule(f"[bold]3/3 GRPO: {s.grpo_steps} steps from the SFT checkpoint")
-    config = GRPOConfig(
-        env_id=ENV_ID, env_kwargs=ENV_KWARGS, model=str(sft_dir), policy="vllm", algorithm="grpo",
-        group_size=s.group_size, prompts_per_step=s.prompts_per_step, max_steps=s.grpo_steps,
-        max_new_tokens=s.max_new_tokens, temperature=s.temperature, learning_rate=s.learning_rate,
-        micro_batch_size=s.group_size, eval_interval=0, eval_size=s.eval_size, save_interval=0,
-        output_dir=str(out / "grpo"), seed=s.seed, live_display=console.is_terminal,
-    )
-    result = GRPOTrainer(config, policy=policy).train()
-    rows["sft"] = result.evals[0]
-    rows["grpo"] = result.evals[-1]
-    errors = {name: [r["prediction_or_fallback"] - r["target"] for r in result.eval_samples[step]]
-              for name, step in (("sft", 0), ("grpo", result.steps))}
+    result = grpo_stage(s, out / "grpo", str(sft_dir), ENV_KWARGS, policy, s.grpo_steps)
+    rows = {"base": eval_record(base, step=0), "sft": result.evals[0], "grpo": result.evals[-1]}
+    errors = {"sft": sample_errors(result, 0), "grpo": sample_errors(result, result.steps)}
     summary = summarize(rows, errors, time.perf_counter() - start)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     table = comparison_table({"SmolLM2-135M base": rows["base"], "after cold-start SFT": rows["sft"],
                               f"after SFT + {result.steps} GRPO steps": rows["grpo"]},
-                             title=f"{ENV_ID}, first {s.eval_size} validation samples, greedy")
+                             title=f"{s.env_id}, first {s.eval_size} validation samples, greedy")
     console.print(table)
     console.print(f"SFT -> GRPO: MAE lower by {summary['paired_gain']:+.3f} (paired standard error "
                   f"{summary['paired_se']:.3f}, {summary['paired_gain'] / max(summary['paired_se'], 1e-12):.1f} SE); "

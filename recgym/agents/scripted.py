@@ -54,8 +54,14 @@ class UserAveragePolicy(ScriptedPolicy):
 
     name = "user-avg, tagged"
 
+    def __init__(self, rate_only: bool = False) -> None:
+        self.rate_only = rate_only
+        """Answer ``<rate>x</rate>`` alone (the template without reasoning steps)."""
+
     def act(self, observation: str) -> str:
         avg = average_from_prompt(observation)
+        if self.rate_only:
+            return f"<rate>{avg:.2f}</rate>"
         steps = [
             "The user rates around their average.",
             "No reading of the item is done.",
@@ -90,6 +96,10 @@ class SyntheticReasonerPolicy(ScriptedPolicy):
 
     name = "synthetic reasoner, tagged"
 
+    def __init__(self, rate_only: bool = False) -> None:
+        self.rate_only = rate_only
+        """Answer ``<rate>x</rate>`` alone (the template without reasoning steps)."""
+
     def act(self, observation: str) -> str:
         user_part, _, item_part = observation.partition("The target item:")
         liked = {p for m in _LIKED.findall(user_part) for p in m.split(" and the ")}
@@ -121,4 +131,6 @@ class SyntheticReasonerPolicy(ScriptedPolicy):
             ("; ".join(notes) or "no trait the user mentioned") + ".",
             f"{rating:g}",
         ]
+        if self.rate_only:
+            return f"<rate>{rating:g}</rate>"
         return "".join(f"<{tag}>{text}</{tag}>" for tag, text in zip(FOUR_STEP_TAGS, steps))
