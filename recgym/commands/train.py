@@ -11,6 +11,12 @@ import argparse
 import dataclasses
 import typing
 
+from recgym.commands import CommandError, given_values
+
+#: Where a local checkpoint that does not exist yet usually comes from.
+SFT_HINT = ("a RecOne SFT checkpoint is made by `recgym sft train` (or `python examples/train_recone.py`); "
+            "give its output_dir as the model")
+
 
 def add_config_options(parser: argparse.ArgumentParser, config_cls: type) -> None:
     """One ``--field`` option per config field (values are parsed as YAML, typed by the field)."""
@@ -24,14 +30,47 @@ def add_config_options(parser: argparse.ArgumentParser, config_cls: type) -> Non
 
 
 def config_from_args(args: argparse.Namespace, config_cls: type):
-    """``--config FILE`` (or the defaults) with the given ``--field`` overrides applied."""
+    """``--config FILE`` (or the defaults) with the given ``--field`` overrides applied; a file
+    that is missing or not YAML, or a bad field or value, is a :class:`CommandError`."""
+    import yaml
+
     overrides = []
     for key, value in vars(args).items():
         if key.startswith("cfg__") and value is not None:
             overrides += [f"--{key[5:]}", value]
-    if args.config:
-        return config_cls.from_yaml(args.config, overrides)
-    return config_cls().with_overrides(overrides)
+    if not args.config:
+        with given_values():
+            return config_cls().with_overrides(overrides)
+    try:
+        with given_values(f"{args.config}: "):
+            return config_cls.from_yaml(args.config, overrides)
+    except OSError as exc:
+        raise CommandError(f"cannot read config file {args.config}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise CommandError(f"{args.config} is not valid YAML: {exc}") from exc
+
+
+def check_model(name: str, hint: str = "") -> None:
+    """Resolve the model before anything slow, so that a missing one fails at once (with ``hint``)."""
+    from recgym.agents.models import EMBEDDED_MODELS, ModelNotFoundError, model_path
+
+    try:
+        model_path(name)
+    except ModelNotFoundError as exc:
+        suffix = f"; {hint}" if hint and name not in EMBEDDED_MODELS else ""
+        raise CommandError(f"model {name!r} not found: {exc}{suffix}") from exc
+
+
+def check_env_id(env_id: str) -> None:
+    """An unregistered environment id fails before anything is loaded."""
+    import gymnasium as gym
+
+    import recgym  # noqa: F401  (registers the environments)
+
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as exc:
+        raise CommandError(f"env_id: {exc} (see `recgym envs`)") from exc
 
 
 def register(subparsers) -> None:
@@ -72,11 +111,18 @@ def estimate(config) -> int:
 
 
 def run(args) -> int:
+    from recgym.agents.algorithms import get_algorithm
     from recgym.agents.config import GRPOConfig
 
     config = config_from_args(args, GRPOConfig)
     if args.estimate_memory:
         return estimate(config)
+    try:
+        get_algorithm(config.algorithm)
+    except KeyError as exc:
+        raise CommandError(f"{exc.args[0]} (see `recgym algorithms`)") from exc
+    check_env_id(config.env_id)
+    check_model(config.model, SFT_HINT)
 
     from recgym.agents.run_log import comparison_table
     from recgym.agents.trainer import train

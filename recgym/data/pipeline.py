@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -25,8 +26,9 @@ from recgym.cache import atomic_directory
 from recgym.cache import cache_dir as recgym_cache_dir
 from recgym.data.dataset import PrepareConfig, RatingDataset
 from recgym.data.prepare import dedupe_earliest, kcore_filter
-from recgym.data.readers.base import RawSource
+from recgym.data.readers.base import RawSource, to_seconds
 from recgym.data.readers.records import (
+    BAD_TIMESTAMP,
     EMPTY_TEXT,
     OFF_SCALE,
     UNKNOWN_ITEM,
@@ -205,11 +207,13 @@ class _Interactions:
 
 
 def _read_interactions(source: RawSource, bad: BadRecords, path: Path, stages: _Stages) -> dict[str, Any]:
-    """Stream, validate and store the interactions; returns their coded columns."""
+    """Stream, validate and store the interactions; returns their coded columns and how many
+    timestamps were milliseconds (converted to seconds)."""
     low, high, step = source.scale.low, source.scale.high, source.scale.step
     has_text, review_path = source.has_text, source.review_path
     sink = _Interactions(path)
     batch: list[list] = [[] for _ in range(7)]
+    milliseconds = 0
     with stages.stage("read reviews", review_path.stat().st_size) as update:
         for record in source.interactions(bad, update):
             rating, text = record[2], record[4]
@@ -220,13 +224,28 @@ def _read_interactions(source: RawSource, bad: BadRecords, path: Path, stages: _
             if has_text and (not text or text.isspace()):
                 bad.report(review_path, record[6], EMPTY_TEXT, "review text is empty")
                 continue
-            for column, value in zip(batch, record):
+            converted = to_seconds(record[3])
+            if converted is None:
+                bad.report(review_path, record[6], BAD_TIMESTAMP, f"timestamp {record[3]!r} is not a time in 1900-2200")
+                continue
+            seconds, was_ms = converted
+            milliseconds += was_ms
+            for column, value in zip(batch, (*record[:3], seconds, *record[4:])):
                 column.append(value)
             if len(batch[0]) >= BATCH_ROWS:
                 sink.add(batch)
                 batch = [[] for _ in range(7)]
         sink.add(batch)
-        return sink.finish()
+        cols = sink.finish()
+    accepted = len(cols["users"])
+    if 0 < milliseconds < accepted:
+        warnings.warn(
+            f"{review_path}: the timestamps mix seconds and milliseconds ({milliseconds:,} of {accepted:,} "
+            "read as milliseconds, told apart by magnitude); all were converted to seconds",
+            stacklevel=2,
+        )
+    cols["milliseconds"] = milliseconds
+    return cols
 
 
 def _drop_unknown_items(source: RawSource, bad: BadRecords, cols: dict[str, Any], meta: pa.Table) -> np.ndarray:
@@ -261,6 +280,7 @@ def _build(name: str, source: RawSource, config: PrepareConfig, bad: BadRecords,
             users, items, ts = cols["users"][rows], cols["items"][rows], cols["timestamps"][rows]
             stats: dict[str, Any] = {
                 "records_accepted": len(cols["users"]),
+                "timestamps_in_milliseconds": cols["milliseconds"],
                 "raw_ratings": len(rows),
                 "item_metadata_records": num_meta,
             }

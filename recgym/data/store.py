@@ -17,7 +17,7 @@ from recgym.data.prepare import HistoryIndex
 from recgym.data.schema import SPLITS, RatingScale
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: readers fixed for hostile input (BOM, surrogates, timestamps)
 _ARRAYS = ("user_codes", "item_codes", "ratings", "timestamps", "split_codes")
 
 

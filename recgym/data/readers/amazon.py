@@ -12,6 +12,7 @@ Review files may also be CSV with the same column names (e.g. the Kaggle copies 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ from recgym.data.readers.base import (
     Item,
     Progress,
     RawSource,
+    epoch,
     field,
+    ident,
     mapped,
     missing_file,
     number,
@@ -52,23 +55,23 @@ def detect_generation(record: dict) -> int:
 
 def _review_2014(record: dict) -> tuple:
     return (
-        str(field(record, "reviewerID")),
-        str(field(record, "asin")),
+        ident(field(record, "reviewerID"), "reviewerID"),
+        ident(field(record, "asin"), "asin"),
         number(field(record, "overall"), "overall"),
-        int(number(field(record, "unixReviewTime"), "unixReviewTime")),
-        record.get("reviewText") or "",
-        record.get("summary") or "",
+        epoch(field(record, "unixReviewTime"), "unixReviewTime"),
+        text_of(record.get("reviewText")),
+        text_of(record.get("summary")),
     )
 
 
 def _review_2023(record: dict) -> tuple:
     return (
-        str(field(record, "user_id")),
-        str(field(record, "parent_asin", "asin")),
+        ident(field(record, "user_id"), "user_id"),
+        ident(field(record, "parent_asin", "asin"), "parent_asin"),
         number(field(record, "rating"), "rating"),
-        int(number(field(record, "timestamp"), "timestamp")) // 1000,
-        record.get("text") or "",
-        record.get("title") or "",
+        epoch(field(record, "timestamp")),  # milliseconds, as published
+        text_of(record.get("text")),
+        text_of(record.get("title")),
     )
 
 
@@ -79,7 +82,7 @@ def _meta(record: dict) -> tuple:
     description = text_of(record.get("description"))
     features = text_of(record.get("features") or record.get("feature"))
     return (
-        str(field(record, "parent_asin", "asin")),
+        ident(field(record, "parent_asin", "asin"), "parent_asin"),
         text_of(record.get("title")),
         text_of(categories, " > " if isinstance(categories, list) else ", "),
         " ".join(p for p in (description, features) if p),
@@ -96,7 +99,8 @@ def _records(path: Path, bad: BadRecords, progress: Progress | None, literals: b
 class AmazonSource(RawSource):
     """One Amazon category: a review file and an optional ``meta_*`` file in ``data_dir``.
 
-    ``category_hint`` (e.g. ``"Books"``) picks the review file when the folder holds several;
+    ``category_hint`` (e.g. ``"Books"``) picks the review file when the folder holds several (a
+    folder with no file of that category loads the one it has, with a warning naming it);
     ``reviews_file`` / ``meta_file`` name them explicitly (relative to ``data_dir`` or absolute).
     """
 
@@ -115,10 +119,10 @@ class AmazonSource(RawSource):
         )
         metas = [p for p in candidates if p.name.lower().startswith("meta")]
         reviews = [p for p in candidates if p not in metas]
-        self.review_path = self._pick(root, reviews_file, reviews, category_hint)
+        self.review_path = self._pick(root, reviews_file, reviews, category_hint, dataset)
         if self.review_path is None:
             raise missing_file(dataset, root, expected, PUBLISHED)
-        self.item_path = self._pick(root, meta_file, metas, category_hint)
+        self.item_path = self._pick(root, meta_file, metas, category_hint, dataset)
         self._generation: int | None = None
 
     @staticmethod
@@ -130,7 +134,9 @@ class AmazonSource(RawSource):
         )
 
     @staticmethod
-    def _pick(root: Path, named: str | None, found: list[Path], hint: tuple[str, ...]) -> Path | None:
+    def _pick(
+        root: Path, named: str | None, found: list[Path], hint: tuple[str, ...], dataset: str
+    ) -> Path | None:
         if named is not None:
             path = Path(named).expanduser()
             path = path if path.is_absolute() else root / path
@@ -138,10 +144,14 @@ class AmazonSource(RawSource):
                 raise FileNotFoundError(f"{path} does not exist")
             return path
         preferred = [p for p in found if any(h.lower() in p.name.lower() for h in hint)]
+        if hint and found and not preferred:
+            warnings.warn(
+                f"dataset {dataset!r}: {found[0]} is not named for the category expected "
+                f"({' or '.join(hint)}, e.g. {hint[0]}.jsonl); loading it anyway",
+                stacklevel=3,
+            )
         pool = preferred or found
         return pool[0] if pool else None
-
-
 
     @property
     def generation(self) -> int | None:

@@ -3,12 +3,15 @@ tuples and item tuples, plus small helpers for mapping raw records onto them."""
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from recgym.data.readers.records import (
+    BAD_TIMESTAMP,
     MALFORMED,
     MISSING_FIELD,
     BadRecords,
@@ -17,11 +20,17 @@ from recgym.data.readers.records import (
 )
 from recgym.data.schema import RatingScale
 
-#: ``(user_id, item_id, rating, timestamp_seconds, review_text, review_title, line_number)``
-Interaction = tuple[str, str, float, int, str, str, int]
+#: ``(user_id, item_id, rating, timestamp, review_text, review_title, line_number)``; the
+#: timestamp is an epoch number as written, in seconds or milliseconds (see :func:`to_seconds`).
+Interaction = tuple[str, str, float, float, str, str, int]
 #: ``(item_id, title, categories, description)``
 Item = tuple[str, str, str, str]
 Progress = Callable[[int], None]
+
+#: Plausible rating times, 1900-01-01 to 2200-01-01 UTC, in epoch seconds. A number above
+#: ``MAX_SECONDS`` (and at most 1000 times it) is in milliseconds: the two ranges do not overlap
+#: for any time after March 1970.
+MIN_SECONDS, MAX_SECONDS = -2_208_988_800, 7_258_118_400
 
 
 class MissingDataError(FileNotFoundError):
@@ -63,15 +72,67 @@ def field(record: dict, *names: str) -> Any:
     raise SkipRecord(MISSING_FIELD, f"no {' / '.join(repr(n) for n in names)} field")
 
 
-def number(value: Any, what: str) -> float:
+def _float(value: Any, what: str) -> float:
+    if isinstance(value, bool):
+        raise SkipRecord(MALFORMED, f"{what} {value!r} is a boolean, not a number")
     try:
         return float(value)
+    except OverflowError:  # an integer beyond float range
+        return math.inf if value > 0 else -math.inf
     except (TypeError, ValueError):
-        raise SkipRecord(MALFORMED, f"{what} {value!r} is not a number") from None
+        raise SkipRecord(MALFORMED, f"{what} {str(value)[:50]!r} is not a number") from None
+
+
+def number(value: Any, what: str) -> float:
+    """A finite number (booleans, ``nan`` and ``inf`` reject the record)."""
+    out = _float(value, what)
+    if not math.isfinite(out):
+        raise SkipRecord(MALFORMED, f"{what} {str(value)[:50]!r} is not finite")
+    return out
+
+
+def to_seconds(value: float) -> tuple[int, bool] | None:
+    """Epoch seconds of a timestamp in seconds or milliseconds, told apart by magnitude, and
+    whether it was milliseconds; None when it is no time in 1900-2200 either way (or not finite)."""
+    if MIN_SECONDS <= value <= MAX_SECONDS:
+        return int(value), False
+    if MAX_SECONDS < value <= MAX_SECONDS * 1000:
+        return int(value // 1000), True
+    return None
+
+
+def epoch(value: Any, what: str = "timestamp") -> float:
+    """An epoch timestamp as written (seconds or milliseconds); an absurd one rejects the record."""
+    out = _float(value, what)
+    if not math.isfinite(out) or to_seconds(out) is None:
+        raise SkipRecord(BAD_TIMESTAMP, f"{what} {str(value)[:50]!r} is not a time in 1900-2200, in seconds or "
+                                        "milliseconds")
+    return out
+
+
+def date_seconds(moment: datetime, what: str = "date") -> int:
+    """Epoch seconds of a parsed date (naive = UTC), which must lie in 1900-2200."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    seconds = int(moment.timestamp())
+    if not MIN_SECONDS <= seconds <= MAX_SECONDS:
+        raise SkipRecord(BAD_TIMESTAMP, f"{what} {moment.isoformat()} is not in 1900-2200")
+    return seconds
+
+
+def ident(value: Any, what: str) -> str:
+    """A user or item id: a string or an integer (an integral float counts as one)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    raise SkipRecord(MALFORMED, f"{what} {str(value)[:50]!r} is not a string or an integer")
 
 
 def text_of(value: Any, sep: str = " ") -> str:
-    """Flatten metadata values (strings, lists, lists of lists) into one string."""
+    """Flatten text values (strings, numbers, lists, lists of lists) into one string."""
     if value is None:
         return ""
     if isinstance(value, str):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
-from recgym.data.readers.base import JsonFilesSource, field, number, text_of
+from recgym.data.readers.base import JsonFilesSource, date_seconds, field, ident, number, text_of
 from recgym.data.readers.records import MALFORMED, SkipRecord
 from recgym.data.schema import RatingScale
 
@@ -19,26 +19,27 @@ def parse_review_date(value: str) -> int:
     """Seconds since the epoch of an IMDb date such as ``10 February 2006`` (or ISO)."""
     for parse in (lambda v: datetime.strptime(v, "%d %B %Y"), datetime.fromisoformat):
         try:
-            return int(parse(value.strip()).replace(tzinfo=UTC).timestamp())
+            moment = parse(value.strip())
         except (TypeError, ValueError, AttributeError):
             continue
+        return date_seconds(moment.replace(tzinfo=None), "review_date")
     raise SkipRecord(MALFORMED, f"review_date {value!r} is not like '10 February 2006'")
 
 
 def _review(record: dict) -> tuple:
     return (
-        str(field(record, "user_id")),
-        str(field(record, "movie_id")),
+        ident(field(record, "user_id"), "user_id"),
+        ident(field(record, "movie_id"), "movie_id"),
         number(field(record, "rating"), "rating"),
         parse_review_date(field(record, "review_date")),
-        record.get("review_text") or "",
-        record.get("review_summary") or "",
+        text_of(record.get("review_text")),
+        text_of(record.get("review_summary")),
     )
 
 
 def _movie(record: dict) -> tuple:
     return (
-        str(field(record, "movie_id")),
+        ident(field(record, "movie_id"), "movie_id"),
         text_of(record.get("title") or record.get("movie_id")),
         text_of(record.get("genre"), ", "),
         text_of(record.get("plot_summary")),

@@ -14,8 +14,10 @@ from recgym.data.readers.base import (
     Item,
     Progress,
     RawSource,
+    epoch,
     field,
     find_file,
+    ident,
     mapped,
     missing_file,
     number,
@@ -34,17 +36,17 @@ _GENRES_100K = ["unknown", "Action", "Adventure", "Animation", "Children's", "Co
 
 def _rating(record: dict) -> tuple:
     return (
-        str(field(record, "userId")),
-        str(field(record, "movieId")),
+        ident(field(record, "userId"), "userId"),
+        ident(field(record, "movieId"), "movieId"),
         number(field(record, "rating"), "rating"),
-        int(number(field(record, "timestamp"), "timestamp")),
+        epoch(field(record, "timestamp")),
         "",
         "",
     )
 
 
 def _movie(record: dict) -> tuple:
-    return (str(field(record, "movieId")), record.get("title") or "", _genres(record), "")
+    return (ident(field(record, "movieId"), "movieId"), record.get("title") or "", _genres(record), "")
 
 
 def _genres(record: dict) -> str:

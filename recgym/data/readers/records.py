@@ -3,15 +3,19 @@
 Every reader goes through :func:`iter_json_records` or :func:`iter_delimited_records`, so a
 malformed line, a non-UTF-8 line or a truncated ``.gz`` is reported the same way everywhere:
 by default a :class:`BadRecordError` naming the file and line; with ``skip=True`` the record
-is skipped and counted per reason in :class:`BadRecords`.
+is skipped and counted per reason in :class:`BadRecords`. A UTF-8 byte-order mark is dropped,
+CSV fields may be of any length, and JSON strings holding lone UTF-16 surrogates are repaired
+(each one replaced by U+FFFD) and counted as repaired.
 """
 
 from __future__ import annotations
 
 import ast
+import codecs
 import csv
 import gzip
 import json
+import re
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,6 +30,15 @@ EMPTY_TEXT = "empty_text"
 NON_UTF8 = "non_utf8"
 UNKNOWN_ITEM = "unknown_item"
 TRUNCATED = "truncated_file"
+CORRUPT = "corrupt_file"
+BAD_TIMESTAMP = "bad_timestamp"
+# Repairs, as counted in the manifest.
+LONE_SURROGATE = "lone_surrogate"
+
+#: csv's default limit (128 KiB) rejects long reviews, which are legitimate data.
+CSV_FIELD_LIMIT = 2**31 - 1
+#: A ``\uD800``-``\uDFFF`` escape in a JSON or Python-literal line (the only way one gets into a str).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class BadRecordError(ValueError):
@@ -52,6 +65,7 @@ class BadRecords:
         self.skip = skip
         self.counts: Counter[str] = Counter()
         self.examples: dict[str, str] = {}
+        self.repaired: Counter[str] = Counter()
 
     def report(self, path: Path | str, line: int, reason: str, detail: str = "") -> None:
         if not self.skip:
@@ -59,8 +73,17 @@ class BadRecords:
         self.counts[reason] += 1
         self.examples.setdefault(reason, f"{path}:{line}: {detail}"[:300])
 
+    def repair(self, path: Path | str, line: int, reason: str, detail: str = "") -> None:
+        """Count a record that was kept after a repair (never raises)."""
+        self.repaired[reason] += 1
+        self.examples.setdefault(reason, f"{path}:{line}: {detail}"[:300])
+
     def summary(self) -> dict[str, Any]:
-        return {"skipped": dict(sorted(self.counts.items())), "examples": dict(self.examples)}
+        return {
+            "skipped": dict(sorted(self.counts.items())),
+            "repaired": dict(sorted(self.repaired.items())),
+            "examples": dict(self.examples),
+        }
 
 
 def open_binary(path: Path) -> Any:
@@ -88,6 +111,8 @@ def iter_lines(
             for line_no, raw in enumerate(stream, start=1):
                 if progress is not None and line_no % 4096 == 0:
                     progress(compressed_position(stream))
+                if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8):]
                 try:
                     text = raw.decode(encoding)
                 except UnicodeDecodeError as exc:
@@ -109,6 +134,24 @@ def parse_literal(text: str) -> Any:
         return ast.literal_eval(text)
 
 
+def without_surrogates(value: Any) -> tuple[Any, bool]:
+    """``value`` (a parsed record) with every lone surrogate in its strings replaced by U+FFFD,
+    and whether there was one."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace"), True
+        return value, False
+    if isinstance(value, dict):
+        pairs = [(without_surrogates(k), without_surrogates(v)) for k, v in value.items()]
+        return {k: v for (k, _), (v, _) in pairs}, any(a or b for (_, a), (_, b) in pairs)
+    if isinstance(value, list | tuple):
+        parts = [without_surrogates(v) for v in value]
+        return type(value)(p for p, _ in parts), any(changed for _, changed in parts)
+    return value, False
+
+
 def iter_json_records(
     path: Path,
     bad: BadRecords,
@@ -126,6 +169,10 @@ def iter_json_records(
         if not isinstance(record, dict):
             bad.report(path, line_no, MALFORMED, f"expected an object, got {type(record).__name__}")
             continue
+        if _SURROGATE_ESCAPE.search(text):
+            record, repaired = without_surrogates(record)
+            if repaired:
+                bad.repair(path, line_no, LONE_SURROGATE, "lone UTF-16 surrogate replaced by U+FFFD")
         yield line_no, record
 
 
@@ -138,7 +185,8 @@ def iter_delimited_records(
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[int, dict]]:
     """``(line_number, row dict)`` per CSV/TSV row; the header is the first row unless
-    ``fieldnames`` is given. Quoted fields may span lines."""
+    ``fieldnames`` is given. Quoted fields may span lines and be of any length."""
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
     numbered = iter_lines(path, bad, encoding=encoding, progress=progress)
     current = [0]
 

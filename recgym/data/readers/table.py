@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +12,16 @@ from recgym.data.readers.base import (
     Item,
     Progress,
     RawSource,
+    date_seconds,
+    epoch,
     field,
+    ident,
     mapped,
     number,
     text_of,
 )
 from recgym.data.readers.records import (
+    CORRUPT,
     MALFORMED,
     BadRecords,
     SkipRecord,
@@ -31,33 +35,41 @@ REQUIRED_COLUMNS = ("user", "item", "rating", "timestamp")
 OPTIONAL_COLUMNS = ("review", "review_title", "title", "categories", "item_text")
 
 
-def parse_timestamp(value: Any) -> int:
-    """Seconds since the epoch from a number or an ISO-8601 string (naive = UTC)."""
-    if isinstance(value, (int, float)):
-        return int(value)
+def parse_timestamp(value: Any) -> float | int:
+    """An epoch number (seconds or milliseconds, as written) or the seconds of an ISO-8601
+    string (naive = UTC)."""
+    if isinstance(value, datetime):  # a Parquet timestamp column
+        return date_seconds(value, "timestamp")
     try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        pass
+        return epoch(value)
+    except SkipRecord as skip:
+        if skip.reason != MALFORMED or not isinstance(value, str):
+            raise
     try:
-        moment = datetime.fromisoformat(str(value))
+        moment = datetime.fromisoformat(value)
     except ValueError:
-        raise SkipRecord(MALFORMED, f"timestamp {value!r} is neither a number nor ISO-8601") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp())
+        raise SkipRecord(MALFORMED, f"timestamp {value[:50]!r} is neither a number nor ISO-8601") from None
+    return date_seconds(moment, "timestamp")
 
 
-def iter_parquet_records(path: Path, progress: Progress | None = None) -> Iterator[tuple[int, dict]]:
+def iter_parquet_records(
+    path: Path, bad: BadRecords, progress: Progress | None = None
+) -> Iterator[tuple[int, dict]]:
+    """``(row_number, record)`` per row; a file pyarrow cannot read goes through ``bad``
+    (as ``corrupt_file`` at the row where reading stopped)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     row = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=65536):
-        for record in batch.to_pylist():
-            row += 1
-            yield row, record
-        if progress is not None:
-            progress(row)
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=65536):
+            for record in batch.to_pylist():
+                row += 1
+                yield row, record
+            if progress is not None:
+                progress(row)
+    except (pa.ArrowException, OSError) as exc:
+        bad.report(path, row + 1, CORRUPT, f"not a readable Parquet file ({exc})"[:300])
 
 
 class TableSource(RawSource):
@@ -94,7 +106,7 @@ class TableSource(RawSource):
     def _records(self, bad: BadRecords, progress: Progress | None) -> Iterator[tuple[int, dict]]:
         name = self.review_path.name.lower().removesuffix(".gz")
         if name.endswith(".parquet"):
-            return iter_parquet_records(self.review_path, progress)
+            return iter_parquet_records(self.review_path, bad, progress)
         if name.endswith((".jsonl", ".json", ".ndjson")):
             return iter_json_records(self.review_path, bad, progress=progress)
         return iter_delimited_records(
@@ -106,8 +118,8 @@ class TableSource(RawSource):
 
         def row(record: dict) -> tuple:
             return (
-                str(field(record, c["user"])),
-                str(field(record, c["item"])),
+                ident(field(record, c["user"]), c["user"]),
+                ident(field(record, c["item"]), c["item"]),
                 number(field(record, c["rating"]), "rating"),
                 parse_timestamp(field(record, c["timestamp"])),
                 text_of(record.get(c["review"])) if "review" in c else "",
@@ -123,7 +135,7 @@ class TableSource(RawSource):
 
         def item(record: dict) -> tuple:
             return (
-                str(field(record, c["item"])),
+                ident(field(record, c["item"]), c["item"]),
                 text_of(record.get(c["title"])) if "title" in c else "",
                 text_of(record.get(c["categories"])) if "categories" in c else "",
                 text_of(record.get(c["item_text"])) if "item_text" in c else "",

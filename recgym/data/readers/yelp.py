@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
-from recgym.data.readers.base import JsonFilesSource, field, number, text_of
+from recgym.data.readers.base import JsonFilesSource, date_seconds, field, ident, number, text_of
 from recgym.data.readers.records import MALFORMED, SkipRecord
 
 PUBLISHED = "https://www.yelp.com/dataset (Yelp Open Dataset, JSON download)"
@@ -17,18 +17,19 @@ EXPECTED = (
 def parse_date(value: str) -> int:
     """Seconds since the epoch of a Yelp ``YYYY-MM-DD HH:MM:SS`` date (read as UTC)."""
     try:
-        return int(datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp())
+        moment = datetime.fromisoformat(value)
     except (TypeError, ValueError):
         raise SkipRecord(MALFORMED, f"date {value!r} is not YYYY-MM-DD[ HH:MM:SS]") from None
+    return date_seconds(moment.replace(tzinfo=None))
 
 
 def _review(record: dict) -> tuple:
     return (
-        str(field(record, "user_id")),
-        str(field(record, "business_id")),
+        ident(field(record, "user_id"), "user_id"),
+        ident(field(record, "business_id"), "business_id"),
         number(field(record, "stars"), "stars"),
         parse_date(field(record, "date")),
-        record.get("text") or "",
+        text_of(record.get("text")),
         "",
     )
 
@@ -36,7 +37,7 @@ def _review(record: dict) -> tuple:
 def _business(record: dict) -> tuple:
     place = ", ".join(p for p in (text_of(record.get("city")), text_of(record.get("state"))) if p)
     return (
-        str(field(record, "business_id")),
+        ident(field(record, "business_id"), "business_id"),
         text_of(record.get("name")),
         text_of(record.get("categories")),
         place,

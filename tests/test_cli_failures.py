@@ -1,0 +1,171 @@
+"""Every ``recgym`` sub-command ends an expected failure with one line on stderr and exit status 2
+(a usage error: argparse's usage and error lines); ``--debug`` / ``RECGYM_DEBUG=1`` show the traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import raw_fixtures as fx
+
+from recgym.cli import main
+from recgym.commands import CommandError
+
+REPO = Path(__file__).resolve().parents[1]
+RECONE = str(REPO / "examples/configs/recone_synthetic.yaml")
+SYNTH = "RecRating-Synthetic-v0"
+SFT_ROW = json.dumps({"prompt": [{"role": "user", "content": "rate"}],
+                      "completion": [{"role": "assistant", "content": "<rate>4</rate>"}]}) + "\n"
+
+
+def closed_port() -> int:
+    """A local port with nothing listening on it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write(path: Path, text: str) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)
+
+
+def bad_yelp(tmp: Path) -> str:
+    root = fx.yelp(tmp / "yelp")
+    with open(root / "yelp_academic_dataset_review.json", "a") as f:
+        f.write("{not json\n")
+    return str(root)
+
+
+#: name -> (argv built from tmp_path, the words the message must hold)
+CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
+    # data
+    "data-missing-dir": (lambda t: ["data", "prepare", "imdb", "--data-dir", str(t / "nowhere")], "IMDB_reviews.json"),
+    "data-empty-dir": (lambda t: ["data", "prepare", "yelp", "--data-dir", str(fx.write_lines(t / "e" / "x", []).parent)],
+                       "raw files not found"),
+    "data-bad-record": (lambda t: ["data", "prepare", "yelp", "--data-dir", bad_yelp(t)], ":6: malformed_record"),
+    "data-bad-columns": (lambda t: ["data", "prepare", "custom", "--path", write(t / "r.csv", "a,b\n"), "--columns", "user"],
+                         "--columns"),
+    "data-unmapped-columns": (lambda t: ["data", "prepare", "custom", "--path", write(t / "r.csv", "a,b\n"),
+                                         "--columns", "user=a"], "columns must map"),
+    "data-missing-file": (lambda t: ["data", "prepare", "custom", "--path", str(t / "none.csv"), "--columns",
+                                     "user=a,item=b,rating=c,timestamp=d"], "does not exist"),
+    # baseline
+    "baseline-unknown-env": (lambda t: ["baseline", "RecRating-Nope-v0"], "unknown environment"),
+    "baseline-missing-dir": (lambda t: ["baseline", "RecRating-Yelp-v0", "--data-dir", str(t / "nowhere")],
+                             "raw files not found"),
+    "baseline-bad-scale": (lambda t: ["baseline", "RecRating-Custom-v0", "--path", write(t / "r.csv", "a,b,c,d\n"),
+                                      "--columns", "user=a,item=b,rating=c,timestamp=d", "--scale", "5", "1"],
+                           "high > low"),
+    # eval
+    "eval-unknown-env": (lambda t: ["eval", "RecRating-Nope-v0", "--quiet"], "see `recgym envs`"),
+    "eval-missing-model": (lambda t: ["eval", SYNTH, "--model", str(t / "nope.gguf"), "--policy", "hf", "--quiet"],
+                           "does not exist"),
+    "eval-bad-env-kwargs": (lambda t: ["eval", SYNTH, "--env-kwargs", "{num_users: 3", "--quiet"], "--env-kwargs"),
+    "eval-missing-data": (lambda t: ["eval", "RecRating-Yelp-v0", "--env-kwargs", json.dumps({"data_dir": str(t)}),
+                                     "--quiet"], "raw files not found"),
+    "eval-unreachable-endpoint": (lambda t: ["eval", SYNTH, "--policy", "openai", "-n", "1", "--retries", "0",
+                                             "--base-url", f"http://127.0.0.1:{closed_port()}/v1", "--quiet",
+                                             "--out", str(t / "out.jsonl")], "no response"),
+    # train
+    "train-missing-sft-checkpoint": (lambda t: ["train", "grpo", "--config", RECONE], "recgym sft train"),
+    "train-missing-config": (lambda t: ["train", "grpo", "--config", str(t / "none.yaml")], "cannot read config file"),
+    "train-unparseable-config": (lambda t: ["train", "grpo", "--config", write(t / "c.yaml", "model: [1\n")],
+                                 "not valid YAML"),
+    "train-config-not-a-mapping": (lambda t: ["train", "grpo", "--config", write(t / "c.yaml", "- 1\n")],
+                                   "expected a mapping"),
+    "train-unknown-field": (lambda t: ["train", "grpo", "--config", write(t / "c.yaml", "nope: 1\n")], "unknown"),
+    "train-bad-value": (lambda t: ["train", "grpo", "--group_size", "0"], "group_size must be >= 1"),
+    "train-bad-type": (lambda t: ["train", "grpo", "--max_steps", "many"], "max_steps"),
+    "train-unknown-algorithm": (lambda t: ["train", "grpo", "--algorithm", "nope"], "unknown algorithm 'nope'"),
+    "train-unknown-env": (lambda t: ["train", "grpo", "--env_id", "RecRating-Nope-v0"], "see `recgym envs`"),
+    # sft
+    "sft-make-data-missing-config": (lambda t: ["sft", "make-data", "--config", str(t / "none.yaml")],
+                                     "cannot read config file"),
+    "sft-make-data-unknown-env": (lambda t: ["sft", "make-data", "--env_id", "RecRating-Nope-v0", "--output",
+                                             str(t / "o.jsonl")], "RecRating-Nope"),
+    "sft-make-data-unreachable-teacher": (
+        lambda t: ["sft", "make-data", "--teacher_policy", "openai", "--num_samples", "1", "--samples_per_prompt", "1",
+                   "--teacher_kwargs", f"{{base_url: 'http://127.0.0.1:{closed_port()}/v1', max_retries: 0}}",
+                   "--output", str(t / "o.jsonl")], "no response"),
+    "sft-make-data-unknown-policy": (lambda t: ["sft", "make-data", "--teacher_policy", "nope", "--output",
+                                                str(t / "o.jsonl")], "unknown policy"),
+    "sft-train-missing-data": (lambda t: ["sft", "train", "--data", str(t / "none.jsonl")], "recgym sft make-data"),
+    "sft-train-empty-data": (lambda t: ["sft", "train", "--data", write(t / "d.jsonl", "\n")], "no training rows"),
+    "sft-train-missing-model": (lambda t: ["sft", "train", "--data", write(t / "d.jsonl", SFT_ROW), "--model",
+                                           str(t / "none")], "not found"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_expected_failure_is_one_line(case, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RECGYM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("RECGYM_DEBUG", raising=False)
+    monkeypatch.chdir(tmp_path)  # the recone config's relative checkpoint path must not exist
+    argv, words = CASES[case]
+    assert main(argv(tmp_path)) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if ": error: " in line]  # progress bars may precede it
+    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
+    assert errors[0].startswith(f"recgym {argv(tmp_path)[0]}: error: ") and words in errors[0]
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [[], ["envs", "--bogus"], ["algorithms", "extra"], ["data", "prepare", "nope"],
+                                  ["baseline"], ["eval", SYNTH, "--policy", "nope"], ["train"],
+                                  ["train", "grpo", "--bogus"], ["sft", "bake"]], ids=" ".join)
+def test_usage_error_exits_2_with_usage(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: recgym") and "error:" in err and "Traceback" not in err
+
+
+def test_debug_shows_the_exception(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CommandError, match="recgym sft train"):
+        main(["--debug", "train", "grpo", "--config", RECONE])
+    monkeypatch.setenv("RECGYM_DEBUG", "1")
+    with pytest.raises(FileNotFoundError, match="IMDB_reviews.json"):
+        main(["data", "prepare", "imdb", "--data-dir", str(tmp_path / "nowhere")])
+
+
+def test_console_script_prints_one_line_or_with_debug_the_traceback(tmp_path):
+    argv = [sys.executable, "-m", "recgym.cli", "data", "prepare", "imdb", "--data-dir", str(tmp_path / "nowhere")]
+    env = {k: v for k, v in os.environ.items() if k != "RECGYM_DEBUG"}
+    quiet = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert quiet.returncode == 2 and len(quiet.stderr.strip().splitlines()) == 1, quiet.stderr
+    assert "Traceback" not in quiet.stderr and "IMDB_reviews.json" in quiet.stderr
+    loud = subprocess.run(argv, capture_output=True, text=True, timeout=120, env={**env, "RECGYM_DEBUG": "1"},
+                          check=False)
+    assert loud.returncode == 1 and "Traceback" in loud.stderr and "MissingDataError" in loud.stderr
+
+
+def test_unexpected_exception_keeps_its_traceback(monkeypatch):
+    """A bug is not an expected failure: it propagates."""
+    from recgym.commands import envs
+
+    def broken(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(envs, "run", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["envs"])
+
+
+def test_warnings_print_as_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RECGYM_CACHE", str(tmp_path / "cache"))
+    root = fx.amazon_2023(tmp_path / "amazon")
+    (root / "Books.jsonl.gz").rename(root / "All_Beauty.jsonl.gz")
+    (root / "meta_Books.jsonl.gz").rename(root / "meta_All_Beauty.jsonl.gz")
+    assert main(["data", "prepare", "amazon_book", "--data-dir", str(root), "--keep-cold-samples"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(err) == 2 and all(line.startswith("recgym: warning: ") and "All_Beauty" in line for line in err)
