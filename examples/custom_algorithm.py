@@ -2,7 +2,11 @@
 
 This one, "grpo_median", is GRPO with the group's *median* as the baseline and the mean absolute
 deviation as the scale (robust to one outlier completion in a group); the loss is the base
-class's PPO-clip surrogate. Run:
+class's PPO-clip surrogate. It also uses one of the trainer's hooks, ``shape_rewards``: a
+completion cut off at ``max_new_tokens`` (its rating never written) loses ``truncation_penalty``
+before the advantages are computed. The other hooks (``keep_groups`` with ``max_refills``,
+``setup``/``after_update``/``state_dict`` for modules of its own, ``whole_groups``) are used the
+same way: see ``recgym/agents/algorithms/dapo.py``, ``ppo.py`` and ``online_dpo.py``. Run:
 
     python examples/custom_algorithm.py --max_steps 2
     recgym algorithms            # after importing this module, it is listed beside grpo, rloo, ...
@@ -10,6 +14,7 @@ class's PPO-clip surrogate. Run:
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -23,7 +28,15 @@ from recgym.agents.types import RolloutBatch
 
 @register_algorithm("grpo_median")
 class MedianGRPO(Algorithm):
-    """GRPO with a median baseline and mean-absolute-deviation scaling (robust to outliers)."""
+    """GRPO with a median baseline and mean-absolute-deviation scaling, and a penalty for truncation."""
+
+    def __init__(self, *, truncation_penalty: float = 0.1, **kwargs) -> None:
+        super().__init__(**kwargs)  # the config's clip_epsilon, beta, ... (algorithm_kwargs for new ones)
+        self.truncation_penalty = truncation_penalty
+
+    def shape_rewards(self, batch: RolloutBatch, max_new_tokens: int) -> RolloutBatch:
+        penalty = self.truncation_penalty * batch.truncated.astype(np.float32)
+        return dataclasses.replace(batch, rewards=batch.rewards - penalty)
 
     def advantages(self, batch: RolloutBatch) -> np.ndarray:
         def robust(rewards: np.ndarray) -> np.ndarray:
@@ -37,6 +50,7 @@ def main(argv: list[str] | None = None) -> TrainResult:
     assert get_algorithm("grpo_median") is MedianGRPO
     config = GRPOConfig(
         algorithm="grpo_median", env_kwargs={"max_user_history": 4, "max_item_history": 2},
+        algorithm_kwargs={"truncation_penalty": 0.2},
         group_size=4, prompts_per_step=2, max_steps=5, max_new_tokens=64, learning_rate=5e-6,
         eval_interval=0, eval_size=8, save_interval=0, output_dir="runs/custom_algorithm",
     ).with_overrides(list(sys.argv[1:] if argv is None else argv))

@@ -33,7 +33,7 @@ def make_batch(rewards, group_ids, completion_len=3) -> RolloutBatch:
     )
 
 
-def inputs(logprobs, old, mask, adv, ref=None, max_len=None) -> LossInputs:
+def inputs(logprobs, old, mask, adv, ref=None, max_len=None, group_ids=None) -> LossInputs:
     mask = torch.tensor(mask, dtype=torch.float32)
     return LossInputs(
         logprobs=torch.tensor(logprobs, dtype=torch.float32, requires_grad=True),
@@ -44,13 +44,15 @@ def inputs(logprobs, old, mask, adv, ref=None, max_len=None) -> LossInputs:
         total_tokens=int(mask.sum()),
         ref_logprobs=None if ref is None else torch.tensor(ref, dtype=torch.float32),
         max_completion_length=max_len,
+        group_ids=None if group_ids is None else torch.tensor(group_ids, dtype=torch.int64),
     )
 
 
 def test_registry_lists_builtins_and_rejects_unknown():
     names = list_algorithms()
-    assert {"grpo", "dr_grpo", "rloo", "reinforce"} <= set(names)
-    assert all(names[n] for n in ("grpo", "dr_grpo", "rloo", "reinforce"))  # one-line docs
+    builtins = ("grpo", "dr_grpo", "rloo", "reinforce", "dapo", "gspo", "ppo", "online_dpo")
+    assert set(builtins) <= set(names)
+    assert all(names[n] for n in builtins)  # one-line docs
     with pytest.raises(KeyError, match="registered"):
         get_algorithm("nope")
 
@@ -244,3 +246,211 @@ def test_sequence_sum_clip_fraction_is_a_fraction():
     x = inputs([[lp, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[1, 1], [1, 1]], [1.0, 1.0])
     _, stats = get_algorithm("rloo")().loss(x)
     assert stats["clip_fraction"] == pytest.approx((0.5 + 0.0) / 2)
+
+
+# ---- DAPO ----
+
+
+def test_dapo_keeps_only_groups_with_reward_spread():
+    batch = make_batch([1.0, 1.0, 1.0, 0.0, 1.0, 0.5, 2.0, 2.0, 2.0], [0, 0, 0, 1, 1, 1, 2, 2, 2])
+    np.testing.assert_array_equal(get_algorithm("dapo")().keep_groups(batch), [False, True, False])
+    assert get_algorithm("dapo")().max_refills == 3 and get_algorithm("dapo")(max_refills=5).max_refills == 5
+    assert get_algorithm("grpo")().max_refills == 0  # the class default is untouched
+
+
+def test_dapo_overlong_shaping_exact():
+    batch = make_batch([1.0, 1.0, 1.0, 1.0], [0, 0, 1, 1], completion_len=10)
+    batch.completion_mask[:] = np.arange(10) < np.array([[6], [7], [8], [10]])  # lengths 6, 7, 8, 10
+    shaped = get_algorithm("dapo")(overlong_buffer=4, overlong_penalty=1.0).shape_rewards(batch, max_new_tokens=10)
+    # no penalty up to 10 - 4 = 6 tokens, then linear to -1 at the cap: -(L - 6) / 4
+    np.testing.assert_allclose(shaped.rewards, [1.0, 0.75, 0.5, 0.0])
+    np.testing.assert_allclose(batch.rewards, [1.0] * 4)  # the input batch is not modified
+    # the default buffer is a fifth of max_new_tokens (2 of 10): lengths 8 and 10 -> 0 and -1 (x 0.5)
+    shaped = get_algorithm("dapo")(overlong_penalty=0.5).shape_rewards(batch, max_new_tokens=10)
+    np.testing.assert_allclose(shaped.rewards, [1.0, 1.0, 1.0, 0.5])
+    assert get_algorithm("dapo")(overlong_buffer=0).shape_rewards(batch, 10).rewards.tolist() == [1.0] * 4
+    # the advantages are GRPO's on the shaped rewards: group 1 is {0.5, 0.0}
+    adv = get_algorithm("dapo")(overlong_buffer=4, advantage_epsilon=1e-12).advantages(
+        get_algorithm("dapo")(overlong_buffer=4).shape_rewards(batch, 10))
+    s = math.sqrt(0.125)  # std(ddof=1) of {0.5, 0.0}
+    np.testing.assert_allclose(adv, [0.125 / math.sqrt(0.03125), -0.125 / math.sqrt(0.03125), 0.25 / s, -0.25 / s],
+                               rtol=1e-5)
+
+
+def test_dapo_clip_higher_and_token_level_loss():
+    # row 0 (A = 1): ratios 1.25 (inside [0.8, 1.28]: GRPO's 1.2 would clip it), 1.3 (clipped to 1.28), 1.0;
+    # row 1 (A = -1): ratio 0.75, clipped to 0.8 (the min picks the clipped term)
+    lp = [[math.log(1.25), math.log(1.3), 0.0], [math.log(0.75), 0.0, 0.0]]
+    x = inputs(lp, [[0.0] * 3] * 2, [[1, 1, 1], [1, 0, 0]], [1.0, -1.0])
+    algo = get_algorithm("dapo")()
+    assert algo.loss_aggregation == "token" and algo.clip_range() == (0.2, 0.28)
+    loss, stats = algo.loss(x)
+    assert loss.item() == pytest.approx((-1.25 - 1.28 - 1.0 + 0.8) / 4, abs=1e-6)
+    assert stats["clip_fraction"] == pytest.approx(2 / 4)  # 1.3 and 0.75
+    loss.backward()
+    torch.testing.assert_close(x.logprobs.grad, torch.tensor([[-1.25 / 4, 0.0, -1.0 / 4], [0.0, 0.0, 0.0]]))
+
+
+# ---- GSPO ----
+
+
+def test_gspo_sequence_ratio_clipping_and_gradient():
+    # row 0: log ratios 0.1, 0.3 -> s = e^0.2, A = 1; row 1: 0, 0, -0.3 -> s = e^-0.1, A = -2
+    lp = [[0.1, 0.3, 9.0], [0.0, 0.0, -0.3]]
+    old = [[0.0] * 3] * 2
+    mask = [[1, 1, 0], [1, 1, 1]]
+    s0, s1 = math.exp(0.2), math.exp(-0.1)
+    x = inputs(lp, old, mask, [1.0, -2.0])
+    algo = get_algorithm("gspo")(clip_epsilon_low=0.2, clip_epsilon_high=0.3)  # wide: nothing clipped
+    torch.testing.assert_close(algo.importance_ratio(x)[:, 0], torch.tensor([s0, s1]))
+    loss, stats = algo.loss(x)
+    assert loss.item() == pytest.approx((-s0 + 2 * s1) / 2, abs=1e-6)
+    assert stats["clip_fraction"] == 0.0
+    loss.backward()
+    # d/dlogp_t of -A s / B: -A s / |y| / B on each real token (the tokens share one weight)
+    torch.testing.assert_close(x.logprobs.grad, torch.tensor([[-s0 / 2 / 2] * 2 + [0.0], [2 * s1 / 3 / 2] * 3]))
+
+    # the paper's ranges (3e-4, 4e-4) clip both sequences: no gradient
+    x = inputs(lp, old, mask, [1.0, -2.0])
+    loss, stats = get_algorithm("gspo")().loss(x)
+    assert loss.item() == pytest.approx((-(1 + 4e-4) + 2 * (1 - 3e-4)) / 2, abs=1e-6)
+    assert stats["clip_fraction"] == pytest.approx(1.0)
+    loss.backward()
+    assert torch.count_nonzero(x.logprobs.grad) == 0
+
+
+def test_gspo_advantages_are_grpos_and_config_clip_epsilon_does_not_widen_it():
+    batch = make_batch([1.0, 2.0, 3.0, 5.0, 5.0, 5.0], [0, 0, 0, 1, 1, 1])
+    np.testing.assert_allclose(get_algorithm("gspo")(advantage_epsilon=1e-12).advantages(batch), [-1, 0, 1, 0, 0, 0],
+                               atol=1e-6)
+    assert get_algorithm("gspo").from_config({"clip_epsilon": 0.2}).clip_range() == (3e-4, 4e-4)
+
+
+# ---- PPO ----
+
+
+def test_gae_exact():
+    from recgym.agents.algorithms.ppo import gae
+
+    values = np.array([[0.5, 0.2, 9.0], [0.1, 0.4, 0.3]])  # 9.0 is padding
+    mask = np.array([[1, 1, 0], [1, 1, 1]])
+    adv, ret = gae(np.array([1.0, 2.0]), values, mask, gamma=1.0, lam=0.5)
+    # row 0: d1 = 1 - 0.2 = 0.8, d0 = 0.2 - 0.5 = -0.3, A0 = -0.3 + 0.5 * 0.8 = 0.1
+    # row 1: d2 = 2 - 0.3 = 1.7, d1 = 0.3 - 0.4 = -0.1, d0 = 0.4 - 0.1 = 0.3; A1 = -0.1 + 0.85, A0 = 0.3 + 0.375
+    np.testing.assert_allclose(adv, [[0.1, 0.8, 0.0], [0.675, 0.75, 1.7]], atol=1e-6)
+    np.testing.assert_allclose(ret, [[0.6, 1.0, 0.0], [0.775, 1.15, 2.0]], atol=1e-6)
+    adv, _ = gae(np.array([1.0, 2.0]), values, mask, gamma=0.9, lam=1.0)
+    assert adv[0, 0] == pytest.approx(0.9 * 1.0 - 0.5)  # discounted return less V(s_0)
+
+
+def tiny_ppo(**kwargs):
+    from tiny_lm import tiny_model
+
+    from recgym.agents.config import GRPOConfig
+
+    algo = get_algorithm("ppo")(**kwargs)
+    algo.setup(tiny_model(seed=1), GRPOConfig(micro_batch_size=2))
+    return algo
+
+
+def test_ppo_critic_reads_each_token_state_like_an_unpadded_forward():
+    from tiny_lm import tiny_model
+
+    algo = tiny_ppo()
+    batch = make_batch([0.0, 1.0, 2.0], [0, 0, 1], completion_len=4)
+    batch.prompt_ids = np.array([[0, 5, 6], [0, 5, 6], [7, 8, 9]])
+    batch.prompt_mask = np.array([[0, 1, 1], [0, 1, 1], [1, 1, 1]], dtype=bool)
+    batch.completion_ids = np.array([[11, 12, 0, 0], [13, 14, 15, 16], [17, 0, 0, 0]])
+    batch.completion_mask = batch.completion_ids > 0
+    features = algo.features(batch)
+    body = tiny_model(seed=1).model
+    for i in range(3):
+        tokens = np.concatenate([batch.prompt_ids[i][batch.prompt_mask[i]], batch.completion_ids[i]])
+        with torch.no_grad():
+            hidden = body(input_ids=torch.as_tensor(tokens)[None]).last_hidden_state[0]
+        p = int(batch.prompt_mask[i].sum())
+        n = int(batch.completion_mask[i].sum())
+        torch.testing.assert_close(features[i, :n], hidden[p - 1 : p - 1 + n], atol=1e-5, rtol=1e-4)
+
+
+def test_ppo_advantages_value_loss_and_state_round_trip():
+    batch = make_batch([1.0, 3.0], [0, 0], completion_len=3)
+    # an untrained critic says V = 0: with gamma = lambda = 1 every token's advantage is R
+    np.testing.assert_allclose(tiny_ppo(whiten_advantages=False).advantages(batch), [[1.0] * 3, [3.0] * 3])
+    algo = tiny_ppo(advantage_epsilon=0.0)
+    np.testing.assert_allclose(algo.advantages(batch), [[-1.0] * 3, [1.0] * 3], atol=1e-6)  # whitened: mean 2, std 1
+    losses = [algo.after_update()["value_loss"] for _ in range(5)]
+    assert losses[0] == pytest.approx(0.5 * (1 + 9) / 2)  # 1/2 mean (0 - G)^2 over tokens, before the update
+    assert losses[-1] < losses[0]
+
+    resumed = tiny_ppo()
+    resumed.load_state_dict(algo.state_dict())
+    for a, b in zip(algo.head.parameters(), resumed.head.parameters()):
+        assert torch.equal(a, b)
+    resumed.advantages(batch)
+    assert resumed.after_update() == algo.after_update()  # same head, same Adam moments: same next step
+
+
+def test_ppo_loss_is_the_clip_surrogate_on_token_advantages():
+    z = [[0.0, 0.0], [0.0, 0.0]]
+    loss, _ = get_algorithm("ppo")().loss(inputs(z, z, [[1, 1], [1, 0]], [[1.0, 2.0], [-1.0, 5.0]]))
+    assert loss.item() == pytest.approx(-(1.0 + 2.0 - 1.0) / 3)  # token mean; the padded 5.0 is ignored
+
+
+# ---- online DPO ----
+
+
+def test_online_dpo_pairs_best_and_worst_of_each_group():
+    batch = make_batch([0.2, 0.9, 0.5, 1.0, 1.0, 1.0, 0.3, 0.3, 0.1], [0, 0, 0, 1, 1, 1, 2, 2, 2])
+    roles = get_algorithm("online_dpo")().advantages(batch)
+    np.testing.assert_array_equal(roles, [-1, 1, 0, 0, 0, 0, 1, 0, -1])  # ties: the first; all equal: none
+    algo = get_algorithm("online_dpo")()
+    assert algo.needs_reference and algo.whole_groups
+
+
+def test_online_dpo_loss_exact_and_micro_batch_shares():
+    roles = [-1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0]
+    groups = [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    mask = [[1, 1]] * 8 + [[1, 0]]
+    ref = [[-1.0, -1.0]] * 9
+    lp = [[-1.0, -1.0]] * 9
+    lp[0] = [-1.25, -1.25]  # rejected of group 0: log(pi / ref) = -0.5
+    lp[1] = [-0.75, -0.75]  # chosen of group 0: +0.5
+    lp[8] = [-1.0, 7.0]  # rejected of group 2: its padded token does not count, gain 0
+    x = inputs(lp, lp, mask, roles, ref=ref, group_ids=groups)
+    loss, stats = get_algorithm("online_dpo")(dpo_beta=0.1).loss(x)
+    # group 0: margin 0.1 * (0.5 - -0.5) = 0.1; group 2: margin 0; group 1: no pair; over 3 groups
+    expected = (math.log1p(math.exp(-0.1)) + math.log(2.0)) / 3
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    assert stats["dpo_pairs"] == pytest.approx(2 / 3) and stats["dpo_accuracy"] == pytest.approx(1 / 3)
+    loss.backward()
+    g = 0.1 * (1 - 1 / (1 + math.exp(-0.1))) / 3  # beta * sigmoid(-margin) / N
+    assert x.logprobs.grad[1, 0].item() == pytest.approx(-g, abs=1e-7)
+    assert x.logprobs.grad[0, 0].item() == pytest.approx(g, abs=1e-7)
+    assert x.logprobs.grad[6, 0].item() == pytest.approx(-0.1 * 0.5 / 3, abs=1e-7)
+    assert x.logprobs.grad[8, 1].item() == 0.0 and x.logprobs.grad[3].abs().sum() == 0
+
+    parts = 0.0
+    for sl in (slice(0, 3), slice(3, 9)):
+        part = inputs(lp[sl], lp[sl], mask[sl], roles[sl], ref=ref[sl], group_ids=groups[sl])
+        part.total_sequences = 9
+        parts += get_algorithm("online_dpo")(dpo_beta=0.1).loss(part)[0].item()
+    assert parts == pytest.approx(expected, abs=1e-6)
+
+
+def test_new_algorithms_micro_batch_shares_sum_to_full_batch_loss():
+    rng = np.random.default_rng(1)
+    lp = rng.normal(size=(4, 5)).astype(np.float32)
+    old = lp + rng.normal(scale=0.3, size=lp.shape).astype(np.float32)
+    mask = (rng.random((4, 5)) > 0.3).astype(np.float32)
+    mask[:, 0] = 1
+    adv = rng.normal(size=(4, 5)).astype(np.float32)
+    for name in ("dapo", "gspo", "ppo"):
+        algo = get_algorithm(name)()
+        full = algo.loss(inputs(lp, old, mask, adv))[0].item()
+        parts = 0.0
+        for sl in (slice(0, 1), slice(1, 4)):
+            x = inputs(lp[sl], old[sl], mask[sl], adv[sl])
+            x.total_sequences, x.total_tokens = 4, int(mask.sum())
+            parts += algo.loss(x)[0].item()
+        assert parts == pytest.approx(full, rel=1e-5), name

@@ -246,7 +246,7 @@ class GRPOTrainer:
             "time/step": time.perf_counter() - t0,
             "tokens_per_second": rollout["gen_tokens_per_second"],
         }
-        rewards = self.gather(torch.as_tensor(batch.rewards, dtype=torch.float32))
+        rewards = self.gather(torch.as_tensor(rollout["rewards"], dtype=torch.float32))  # as sampled, unshaped
         return {
             "step": self.step,
             "reward": float(rewards.mean()),
@@ -274,7 +274,7 @@ class GRPOTrainer:
             batch, round_stats = collect(self.train_env, self.policy, sampling=self.sampling(self.step, refills),
                                          indices=indices)
             if not stats:
-                stats = round_stats
+                stats = {**round_stats, "rewards": batch.rewards}
             else:
                 stats["gen_seconds"] += round_stats["gen_seconds"]
                 stats["env_seconds"] += round_stats["env_seconds"]

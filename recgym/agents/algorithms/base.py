@@ -236,11 +236,20 @@ class Algorithm:
         raise NotImplementedError
 
     # ---- loss (torch, once per micro-batch) ----
+    def importance_ratio(self, inputs: LossInputs) -> torch.Tensor:
+        """``[b, C]`` ratio ``pi / pi_old`` that the surrogate clips: per token (GSPO: per sequence)."""
+        return torch.exp(inputs.logprobs - inputs.old_logprobs)
+
+    def clip_range(self) -> tuple[float, float]:
+        """``(low, high)``: the ratio is clipped to ``[1 - low, 1 + high]`` (DAPO: clip-higher)."""
+        return self.clip_epsilon, self.clip_epsilon
+
     def per_token_loss(self, inputs: LossInputs) -> torch.Tensor:
-        """PPO-clip surrogate per token: ``-min(r A, clip(r, 1-eps, 1+eps) A)``."""
+        """PPO-clip surrogate per token: ``-min(r A, clip(r, 1-eps_low, 1+eps_high) A)``."""
         adv = inputs.advantages if inputs.advantages.dim() == 2 else inputs.advantages.unsqueeze(1)
-        ratio = torch.exp(inputs.logprobs - inputs.old_logprobs)
-        clipped = torch.clamp(ratio, 1 - self.clip_epsilon, 1 + self.clip_epsilon)
+        ratio = self.importance_ratio(inputs)
+        low, high = self.clip_range()
+        clipped = torch.clamp(ratio, 1 - low, 1 + high)
         return -torch.min(ratio * adv, clipped * adv)
 
     def aggregate(self, per_token: torch.Tensor, inputs: LossInputs) -> torch.Tensor:
@@ -263,8 +272,9 @@ class Algorithm:
             stats["kl"] = float(self.aggregate(kl.detach(), inputs))
             per_token = per_token + self.beta * kl
         with torch.no_grad():
-            ratio = torch.exp(inputs.logprobs - inputs.old_logprobs)
-            clipped = ((ratio < 1 - self.clip_epsilon) | (ratio > 1 + self.clip_epsilon)).float()
+            ratio = self.importance_ratio(inputs)
+            low, high = self.clip_range()
+            clipped = ((ratio < 1 - low) | (ratio > 1 + high)).float()
             fraction = sequence_mean if self.loss_aggregation == "sequence_sum" else self.aggregate
             stats["clip_fraction"] = float(fraction(clipped, inputs))
         loss = self.aggregate(per_token, inputs)

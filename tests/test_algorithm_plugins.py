@@ -1,0 +1,269 @@
+"""The algorithms that use the trainer's extension points (dapo, gspo, ppo, online_dpo), end to end
+with tiny models: group filtering and refills, resume with the algorithm's own state, the CLI,
+and (slow) learning beyond noise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_lm import SHORT_PROMPTS, SpaceReward, tiny_model, tiny_tokenizer
+
+from recgym.agents import rollout as rollout_module
+from recgym.agents.checkpoints import list_checkpoints
+from recgym.agents.config import GRPOConfig
+from recgym.agents.rollout import take_groups
+from recgym.agents.trainer import GRPOTrainer
+from recgym.agents.types import RolloutBatch
+
+PLUGINS = ("dapo", "gspo", "ppo", "online_dpo")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(tmp_path, **overrides) -> GRPOConfig:
+    values = {
+        "env_kwargs": {"reward": SpaceReward(), **SHORT_PROMPTS}, "max_steps": 2, "group_size": 4,
+        "prompts_per_step": 2, "max_new_tokens": 8, "eval_size": 2, "eval_max_new_tokens": 4, "eval_interval": 0,
+        "save_interval": 0, "live_display": False, "plot": False, "output_dir": str(tmp_path / "run"),
+        "learning_rate": 1e-2, "seed": 0,
+    }
+    values.update(overrides)
+    return GRPOConfig(**values)
+
+
+def train_rows(output_dir) -> list[dict]:
+    lines = (Path(output_dir) / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if "reward" in r]
+
+
+# ---- take_groups and the refill mechanism ----
+
+
+def batch_of(prompts: list[list[int]], completions: list[list[int]], rewards: list[float], group_size: int,
+             ) -> RolloutBatch:
+    from recgym.agents.rollout import _pad
+
+    prompt_ids, prompt_mask = _pad(prompts, 0, np.int64, left=True)
+    completion_ids, completion_mask = _pad(completions, 0, np.int64)
+    n = len(rewards)
+    old = -np.arange(n, dtype=np.float32)[:, None] * completion_mask  # row i's tokens: -i
+    return RolloutBatch(
+        prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
+        completion_mask=completion_mask, old_logprobs=old,
+        rewards=np.asarray(rewards, dtype=np.float32),
+        group_ids=np.repeat(np.arange(n // group_size), group_size), truncated=np.zeros(n, dtype=bool),
+        reward_components={"accuracy": np.asarray(rewards, dtype=np.float32)},
+        texts=[f"t{r}" for r in rewards], infos=[{"r": r} for r in rewards],
+    )
+
+
+def test_take_groups_repads_and_renumbers():
+    a = batch_of([[1, 2], [1, 2], [3], [3]], [[5], [6, 7], [8], [9]], [0.0, 1.0, 2.0, 3.0], group_size=2)
+    b = batch_of([[4, 4, 4], [4, 4, 4]], [[10, 11, 12], [13]], [4.0, 5.0], group_size=2)
+    out = take_groups([(a, [1]), (b, [0]), (a, [0])], pad_token_id=0)
+    assert out.group_ids.tolist() == [0, 0, 1, 1, 2, 2]
+    assert out.rewards.tolist() == [2.0, 3.0, 4.0, 5.0, 0.0, 1.0]
+    assert out.prompt_ids.tolist() == [[0, 0, 3], [0, 0, 3], [4, 4, 4], [4, 4, 4], [0, 1, 2], [0, 1, 2]]
+    assert out.prompt_mask.sum(1).tolist() == [1, 1, 3, 3, 2, 2]
+    assert out.completion_ids.tolist() == [[8, 0, 0], [9, 0, 0], [10, 11, 12], [13, 0, 0], [5, 0, 0], [6, 7, 0]]
+    assert out.completion_mask.sum(1).tolist() == [1, 1, 3, 1, 1, 2]
+    assert out.old_logprobs[:, 0].tolist() == [-2.0, -3.0, -0.0, -1.0, -0.0, -1.0]
+    assert out.texts == ["t2.0", "t3.0", "t4.0", "t5.0", "t0.0", "t1.0"]
+    assert out.reward_components["accuracy"].tolist() == out.rewards.tolist()
+    with pytest.raises(ValueError, match="different sizes"):
+        take_groups([(a, [0]), (batch_of([[1]] * 3, [[1]] * 3, [0.0] * 3, 3), [0])])
+
+
+def test_dapo_drops_zero_variance_groups_refills_and_keeps_the_batch_size(tmp_path):
+    """A random tiny model never writes the rating format: every reward is -0.5, every group is
+    dropped, each step draws 1 + max_refills rounds of prompts and learns from a full batch."""
+    cfg = tiny_config(tmp_path, env_kwargs=SHORT_PROMPTS, algorithm="dapo", algorithm_kwargs={"max_refills": 2})
+    trainer = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+    batch, stats = trainer.rollout()
+    assert len(batch) == trainer.batch_size and batch.group_ids.tolist() == [0] * 4 + [1] * 4
+    assert (stats["groups_dropped"], stats["refill_rounds"]) == (2 * 3, 2)
+    assert trainer.sampler.position == 2 * 3
+    trainer.train()
+    rows = train_rows(cfg.output_dir)
+    assert [(r["groups_dropped"], r["refill_rounds"], r["data_position"]) for r in rows] == [(6, 2, 12), (6, 2, 18)]
+
+
+def test_refill_replaces_dropped_groups_by_fresh_prompts_in_order(tmp_path, monkeypatch):
+    """Round 0 keeps its group 1 only, round 1 its group 0: the batch is those two groups, in that
+    order, exactly as they were collected."""
+    cfg = tiny_config(tmp_path, algorithm="dapo")
+    trainer = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+    rounds: list[tuple[RolloutBatch, list[int]]] = []
+    collect = rollout_module.collect
+
+    def recording_collect(env, policy, **kwargs):
+        batch, stats = collect(env, policy, **kwargs)
+        rounds.append((batch, list(kwargs["indices"])))
+        return batch, stats
+
+    monkeypatch.setattr(rollout_module, "collect", recording_collect)
+    verdicts = iter([np.array([False, True]), np.array([True, False])])
+    monkeypatch.setattr(trainer.algorithm, "keep_groups", lambda batch: next(verdicts))
+    batch, stats = trainer.rollout()
+    assert len(rounds) == 2 and (stats["groups_dropped"], stats["refill_rounds"]) == (2, 1)
+    assert stats["indices"] == [rounds[0][1][1], rounds[1][1][0]]
+    expected = take_groups([(rounds[0][0], [1]), (rounds[1][0], [0])], tiny_tokenizer().pad_token_id)
+    assert len(batch) == trainer.batch_size
+    for field in ("prompt_ids", "completion_ids", "completion_mask", "old_logprobs", "rewards", "group_ids"):
+        np.testing.assert_array_equal(getattr(batch, field), getattr(expected, field), err_msg=field)
+    assert batch.texts[:4] == rounds[0][0].texts[4:] and batch.texts[4:] == rounds[1][0].texts[:4]
+
+
+def test_algorithms_without_filters_take_one_round(tmp_path):
+    trainer = GRPOTrainer(tiny_config(tmp_path, env_kwargs=SHORT_PROMPTS, algorithm="gspo"), model=tiny_model(),
+                          tokenizer=tiny_tokenizer())
+    _, stats = trainer.rollout()
+    assert (stats["groups_dropped"], stats["refill_rounds"], trainer.sampler.position) == (0, 0, 2)
+
+
+def test_online_dpo_micro_batches_hold_whole_groups(tmp_path):
+    trainer = GRPOTrainer(tiny_config(tmp_path, algorithm="online_dpo", group_size=4, micro_batch_size=3),
+                          model=tiny_model(), tokenizer=tiny_tokenizer())
+    assert trainer.micro_batch_size == 4 and trainer.ref_model is not None
+
+
+# ---- checkpoints carry the algorithm's state; resume is exact ----
+
+
+def run_with_crash(cfg: GRPOConfig, crash_in_step: int) -> None:
+    """Train; raise inside step ``crash_in_step`` after its update (nothing of it saved)."""
+    trainer = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+    learn = trainer.learn
+
+    def learn_then_crash(batch, advantages):
+        out = learn(batch, advantages)
+        if trainer.step + 1 == crash_in_step:
+            raise KeyboardInterrupt("killed mid-step")
+        return out
+
+    trainer.learn = learn_then_crash
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+
+
+@pytest.mark.parametrize("algorithm", PLUGINS)
+def test_resume_after_a_crash_reaches_the_uninterrupted_state(tmp_path, algorithm):
+    kwargs = {"algorithm_kwargs": {"clip_epsilon_low": 0.2, "clip_epsilon_high": 0.2}} if algorithm == "gspo" else {}
+    common = dict(algorithm=algorithm, max_steps=3, save_interval=1, num_inner_epochs=2, micro_batch_size=4,
+                  lr_scheduler_type="linear", **kwargs)
+    full_cfg = tiny_config(tmp_path / "full", **common)
+    GRPOTrainer(full_cfg, model=tiny_model(), tokenizer=tiny_tokenizer()).train()
+    cfg = tiny_config(tmp_path / "crashed", **common)
+    run_with_crash(cfg, crash_in_step=3)
+    assert [p.name for p in list_checkpoints(cfg.output_dir)][-1] == "step-000002"
+    # the same initial model: the reference (online_dpo) and the critic's frozen body are copies of it
+    resumed = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+    resumed.train(resume=True)
+
+    drop = ("time/", "tokens_per_second")
+    full_rows, resumed_rows = train_rows(full_cfg.output_dir), train_rows(cfg.output_dir)
+    assert [r["step"] for r in resumed_rows] == [1, 2, 3]
+    for a, b in zip(full_rows, resumed_rows):
+        for key in (k for k in a if not k.startswith(drop)):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["step"], key)
+    final = "checkpoints/step-000003"
+    w_full = load_file(str(Path(full_cfg.output_dir) / final / "model/model.safetensors"))
+    w_res = load_file(str(Path(cfg.output_dir) / final / "model/model.safetensors"))
+    for k in w_full:
+        torch.testing.assert_close(w_full[k], w_res[k], atol=1e-6, rtol=1e-5)
+    s_full = torch.load(Path(full_cfg.output_dir) / final / "training_state.pt", weights_only=False)["algorithm"]
+    s_res = torch.load(Path(cfg.output_dir) / final / "training_state.pt", weights_only=False)["algorithm"]
+    if algorithm == "ppo":
+        assert set(s_full) == {"value_head", "optimizer"} and s_full["optimizer"]["state"]
+        for k, v in s_full["value_head"].items():
+            torch.testing.assert_close(v, s_res["value_head"][k], atol=1e-6, rtol=1e-5)
+        assert any(v.abs().sum() > 0 for v in s_full["value_head"].values())  # the critic learned
+        assert all("value_loss" in r for r in full_rows)
+    else:
+        assert s_full == s_res == {}
+
+
+def test_ppo_checkpoint_round_trip_restores_the_critic_and_its_optimizer(tmp_path):
+    cfg = tiny_config(tmp_path, algorithm="ppo", max_steps=1)
+    trainer = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+    trainer.train()
+    fresh = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+    assert fresh.load_checkpoint()
+    for a, b in zip(trainer.algorithm.head.parameters(), fresh.algorithm.head.parameters()):
+        assert torch.equal(a, b) and a.abs().sum() > 0
+    a_state = trainer.algorithm.critic_optimizer.state_dict()["state"]
+    b_state = fresh.algorithm.critic_optimizer.state_dict()["state"]
+    assert a_state.keys() == b_state.keys()
+    for k in a_state:
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(a_state[k][name], b_state[k][name])
+    # the next step from each is the same
+    a, b = trainer.train_step(), fresh.train_step()
+    for key in ("reward", "loss", "value_loss", "grad_norm"):
+        assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-6), key
+
+
+# ---- the command line ----
+
+
+def test_recgym_algorithms_lists_the_plugins(capsys):
+    from recgym.cli import main
+
+    assert main(["algorithms"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("grpo", "dr_grpo", "rloo", "reinforce", *PLUGINS))
+
+
+@pytest.mark.slow
+def test_cli_trains_the_demo_config_with_each_plugin(tmp_path):
+    """``recgym train grpo --config examples/configs/reczero_synthetic.yaml --algorithm X``, with a
+    tiny model saved to disk in place of SmolLM2 and short sampling."""
+    from recgym.cli import main
+
+    model_dir = tmp_path / "tiny"
+    tiny_model().save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    for algorithm in PLUGINS:
+        out = tmp_path / algorithm
+        code = main(["train", "grpo", "--config", str(REPO / "examples/configs/reczero_synthetic.yaml"),
+                     "--algorithm", algorithm, "--max_steps", "2", "--model", str(model_dir), "--max_new_tokens", "8",
+                     "--eval_size", "2", "--eval_max_new_tokens", "4", "--live_display", "false", "--plot", "false",
+                     "--output_dir", str(out)])
+        assert code in (0, None), algorithm
+        rows = train_rows(out)
+        assert [r["step"] for r in rows] == [1, 2], algorithm
+        state = torch.load(list_checkpoints(out)[-1] / "training_state.pt", weights_only=False)
+        assert "algorithm" in state
+    assert rows and "dpo_pairs" in rows[-1]
+    assert "value_loss" in train_rows(tmp_path / "ppo")[-1]
+    assert train_rows(tmp_path / "dapo")[0]["refill_rounds"] == 3  # a random model: no group has spread
+
+
+# ---- learning ----
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", PLUGINS)
+def test_tiny_model_learns_a_rewarded_behaviour_beyond_noise(tmp_path, algorithm):
+    """Each algorithm raises the mean reward of a rewarded behaviour (spaces in the text) well past
+    the spread expected from sampling noise alone: test_trainer's GRPO test, per algorithm.
+
+    The mean is the rollout's ``reward/accuracy`` (the environment's reward of the first round:
+    DAPO's logged ``reward`` is shaped and drawn from the groups it kept)."""
+    cfg = tiny_config(tmp_path, algorithm=algorithm, max_steps=12, group_size=8, prompts_per_step=2,
+                      max_new_tokens=12, learning_rate=1e-2, eval_size=1, eval_max_new_tokens=2)
+    model = tiny_model()
+    with torch.no_grad():
+        model.model.norm.weight.mul_(30.0)
+    GRPOTrainer(cfg, model=model, tokenizer=tiny_tokenizer()).train()
+    rows = train_rows(cfg.output_dir)
+    first, last = rows[:2], rows[-4:]
+    per_step = cfg.group_size * cfg.prompts_per_step
+    std = float(np.mean([r["reward_std"] for r in first]))
+    noise = np.hypot(std / np.sqrt(len(first) * per_step), std / np.sqrt(len(last) * per_step))
+    gain = np.mean([r["reward/accuracy"] for r in last]) - np.mean([r["reward/accuracy"] for r in first])
+    assert std > 0 and gain > 4 * noise, (gain, noise, [round(r["reward/accuracy"], 3) for r in rows])
