@@ -139,4 +139,7 @@ def build_policy(cfg: GRPOConfig, model: torch.nn.Module, tokenizer: Any, rank: 
 
     if cfg.policy == "hf":
         return make_policy("hf", model=model, tokenizer=tokenizer, **cfg.policy_kwargs)
-    return make_policy("vllm", model=str(model_path(cfg.model)), seed=cfg.seed + rank, **cfg.policy_kwargs)
+    kwargs = dict(cfg.policy_kwargs)
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1 and torch.cuda.is_available():
+        kwargs.setdefault("distributed_executor_backend", "external_launcher")  # each rank's engine on its GPU, as TRL's colocate mode
+    return make_policy("vllm", model=str(model_path(cfg.model)), seed=cfg.seed + rank, **kwargs)
