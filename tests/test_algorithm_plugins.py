@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_lm import SHORT_PROMPTS, SpaceReward, tiny_model, tiny_tokenizer
+from tiny_lm import SHORT_PROMPTS, tiny_config, tiny_model, tiny_tokenizer
 
 from recgym.agents import rollout as rollout_module
 from recgym.agents.checkpoints import list_checkpoints
@@ -22,17 +22,6 @@ from recgym.agents.types import RolloutBatch
 
 PLUGINS = ("dapo", "gspo", "ppo", "online_dpo")
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_config(tmp_path, **overrides) -> GRPOConfig:
-    values = {
-        "env_kwargs": {"reward": SpaceReward(), **SHORT_PROMPTS}, "max_steps": 2, "group_size": 4,
-        "prompts_per_step": 2, "max_new_tokens": 8, "eval_size": 2, "eval_max_new_tokens": 4, "eval_interval": 0,
-        "save_interval": 0, "live_display": False, "plot": False, "output_dir": str(tmp_path / "run"),
-        "learning_rate": 1e-2, "seed": 0,
-    }
-    values.update(overrides)
-    return GRPOConfig(**values)
 
 
 def train_rows(output_dir) -> list[dict]:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny_lm
 import torch
-from tiny_lm import SHORT_PROMPTS, SpaceReward, tiny_model, tiny_tokenizer
+from tiny_lm import tiny_model, tiny_tokenizer
 
 from recgym.agents.config import GRPOConfig
 from recgym.agents.learner import add_lora, policy_weights
@@ -26,14 +27,7 @@ TESTS = Path(__file__).parent
 
 
 def tiny_config(tmp_path, **overrides) -> GRPOConfig:
-    values = {
-        "env_kwargs": {"reward": SpaceReward(), **SHORT_PROMPTS}, "max_steps": 1, "group_size": 4,
-        "prompts_per_step": 2, "max_new_tokens": 8, "eval_size": 1, "eval_max_new_tokens": 2, "eval_interval": 0,
-        "save_interval": 0, "live_display": False, "plot": False, "output_dir": str(tmp_path / "run"),
-        "learning_rate": 1e-2, "seed": 0,
-    }
-    values.update(overrides)
-    return GRPOConfig(**values)
+    return tiny_lm.tiny_config(tmp_path, **{"max_steps": 1, "eval_size": 1, "eval_max_new_tokens": 2, **overrides})
 
 
 def lora_model(dtype=torch.float32):

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny_lm
 import torch
 from safetensors.torch import load_file
-from tiny_lm import SHORT_PROMPTS, SpaceReward, tiny_model, tiny_tokenizer
+from tiny_lm import SHORT_PROMPTS, tiny_model, tiny_tokenizer
 
 from recgym.agents.checkpoints import list_checkpoints
 from recgym.agents.config import GRPOConfig
@@ -27,13 +28,7 @@ TESTS = Path(__file__).parent
 
 
 def tiny_config(tmp_path, **overrides) -> GRPOConfig:
-    values = {
-        "env_kwargs": {"reward": SpaceReward(), **SHORT_PROMPTS}, "max_steps": 2, "group_size": 4, "prompts_per_step": 2,
-        "max_new_tokens": 8, "eval_size": 2, "eval_max_new_tokens": 4, "eval_interval": 0, "save_interval": 2,
-        "live_display": False, "plot": True, "output_dir": str(tmp_path / "run"), "learning_rate": 1e-2, "seed": 0,
-    }
-    values.update(overrides)
-    return GRPOConfig(**values)
+    return tiny_lm.tiny_config(tmp_path, **{"save_interval": 2, "plot": True, **overrides})
 
 
 def read_metrics(path) -> list[dict]:

@@ -47,3 +47,17 @@ class SpaceReward:
 
 #: Short prompts keep tiny-model steps fast.
 SHORT_PROMPTS = {"max_user_history": 2, "max_item_history": 1}
+
+
+def tiny_config(tmp_path, **overrides):
+    """A GRPOConfig for a tiny model on short synthetic prompts with the space-share reward."""
+    from recgym.agents.config import GRPOConfig
+
+    values = {
+        "env_kwargs": {"reward": SpaceReward(), **SHORT_PROMPTS}, "max_steps": 2, "group_size": 4,
+        "prompts_per_step": 2, "max_new_tokens": 8, "eval_size": 2, "eval_max_new_tokens": 4, "eval_interval": 0,
+        "save_interval": 0, "live_display": False, "plot": False, "output_dir": str(tmp_path / "run"),
+        "learning_rate": 1e-2, "seed": 0,
+    }
+    values.update(overrides)
+    return GRPOConfig(**values)

@@ -218,6 +218,8 @@ class GRPOConfig(ConfigMixin):
     """Evaluate every this many steps (and always before the first and after the last); 0: only those."""
     eval_size: int = 32
     """Validation samples per evaluation (the same first ``eval_size`` every time)."""
+    eval_batch_size: int = 64
+    """Prompts per policy call during evaluation (vLLM is fastest with many at once)."""
     save_interval: int = 10
     """Checkpoint every this many steps (and at the end); 0: only at the end."""
     save_total_limit: int = 2
@@ -235,7 +237,7 @@ class GRPOConfig(ConfigMixin):
 
     def __post_init__(self) -> None:
         for name in ("group_size", "prompts_per_step", "max_new_tokens", "micro_batch_size",
-                     "num_inner_epochs", "eval_size"):
+                     "num_inner_epochs", "eval_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_steps", "eval_interval", "save_interval", "gradient_accumulation_steps",

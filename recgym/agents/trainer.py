@@ -401,7 +401,8 @@ class GRPOTrainer:
         if self.is_main:
             sampling = SamplingParams(temperature=0.0, max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens)
             with autocast(cfg.dtype, self.device):
-                result = evaluate(self.eval_env, self.policy, n=cfg.eval_size, sampling=sampling, baselines=baselines)
+                result = evaluate(self.eval_env, self.policy, n=cfg.eval_size, sampling=sampling, baselines=baselines,
+                                  batch_size=cfg.eval_batch_size)
             record = eval_record(result, self.step)
             records.append(record)
             self.eval_samples[self.step] = [{k: r[k] for k in ("index", "target", "prediction_or_fallback")}
