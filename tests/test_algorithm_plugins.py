@@ -139,8 +139,17 @@ def run_with_crash(cfg: GRPOConfig, crash_in_step: int) -> None:
         trainer.train()
 
 
+@pytest.fixture
+def one_thread():
+    """Identical float reductions in both runs (multi-threaded CPU embedding backward is not)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("algorithm", PLUGINS)
-def test_resume_after_a_crash_reaches_the_uninterrupted_state(tmp_path, algorithm):
+def test_resume_after_a_crash_reaches_the_uninterrupted_state(tmp_path, algorithm, one_thread):
     kwargs = {"algorithm_kwargs": {"clip_epsilon_low": 0.2, "clip_epsilon_high": 0.2}} if algorithm == "gspo" else {}
     common = dict(algorithm=algorithm, max_steps=3, save_interval=1, num_inner_epochs=2, micro_batch_size=4,
                   lr_scheduler_type="linear", **kwargs)
