@@ -4,7 +4,11 @@
 distinct prompt of a micro-batch through the model once and the completions of its group on the
 prompt's keys and values, which stay in the autograd graph: the logprobs and gradients are those
 of running every row on its own (up to float rounding), for about ``1/G`` of the prompt's FLOPs.
-With ``shared_prompt=False`` every row (prompt + completion) runs on its own.
+With ``shared_prompt=False`` every row (prompt + completion) runs on its own. The shared path
+needs a transformers decoder with full-attention ``DynamicCache`` layers; it runs under LoRA,
+autocast and non-reentrant gradient checkpointing (its caches are replay-safe, and the
+checkpointed layers are let to see them for the call). Other models fall back to one row at a
+time, with a warning naming the reason.
 
 Both paths trim the micro-batch to its own longest prompt and completion and keep logits for
 completion positions only; :func:`token_logprobs` turns them into logprobs of the sampled tokens
@@ -75,7 +79,8 @@ class _TokenLogprob(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, tokens: torch.Tensor, scale: float, chunk: int) -> torch.Tensor:
+    def forward(ctx, logits: torch.Tensor, tokens: torch.Tensor, scale: float, chunk: int
+                ) -> torch.Tensor:
         dtype = torch.promote_types(logits.dtype, torch.float32)
         out = torch.empty(logits.shape[0], dtype=dtype, device=logits.device)
         lse = torch.empty_like(out)
@@ -101,7 +106,8 @@ class _TokenLogprob(torch.autograd.Function):
         return grad, None, None, None
 
 
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0
+                   ) -> torch.Tensor:
     """``log_softmax(logits / temperature).gather(tokens)`` in float32 (or float64), in row chunks.
 
     ``logits`` is ``[..., V]`` in any float dtype, ``tokens`` ``[...]``; the result is ``tokens``'
@@ -146,7 +152,8 @@ def sequence_logprobs(
     p0 = int(prompt_cols[0]) if len(prompt_cols) else prompt_ids.shape[1]
     p1 = int(prompt_cols[-1]) + 1 if len(prompt_cols) else prompt_ids.shape[1]
     c = int(completion_cols[-1]) + 1
-    args = (prompt_ids[:, p0:p1], prompt_mask[:, p0:p1], completion_ids[:, :c], completion_mask[:, :c])
+    args = (prompt_ids[:, p0:p1], prompt_mask[:, p0:p1], completion_ids[:, :c],
+            completion_mask[:, :c])
 
     rows = None
     if shared_prompt:
@@ -174,7 +181,8 @@ def _prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch
     return starts.long().cumsum(0) - 1
 
 
-def _per_row(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature) -> torch.Tensor:
+def _per_row(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature
+             ) -> torch.Tensor:
     """Every row on its own: prompt + completion but its last token (whose logits nobody needs)."""
     c = completion_ids.shape[1]
     input_ids = torch.cat([prompt_ids, completion_ids[:, : c - 1]], dim=1)
@@ -187,9 +195,10 @@ def _per_row(model, prompt_ids, prompt_mask, completion_ids, completion_mask, te
     return token_logprobs(logits, completion_ids, temperature)
 
 
-def _shared(model, prompt_ids, prompt_mask, completion_ids, completion_mask, rows, temperature) -> torch.Tensor:
+def _shared(model, prompt_ids, prompt_mask, completion_ids, completion_mask, rows, temperature
+            ) -> torch.Tensor:
     """One pass over the distinct prompts, whose keys/values stay in the graph, then one over the
-    completions on them (see :func:`_packs_completions` for the two layouts)."""
+    completions on them (side by side or one row each, see :func:`_packs_completions`)."""
     from transformers.cache_utils import DynamicCache
 
     starts = torch.cat([rows.new_ones(1), rows[1:] != rows[:-1]]).nonzero().squeeze(-1)
@@ -212,34 +221,48 @@ def _shared(model, prompt_ids, prompt_mask, completion_ids, completion_mask, row
         group = int(slot.max()) + 1
         prefix = DynamicCache()
         if (attn := _packs_completions(model, group, n, prompt_ids.shape[1])) is not None:
-            # [U, group * n]: each group's completions side by side, one block-diagonal causal
-            # mask over them, all seeing their prompt's keys/values once
-            shape = (len(starts), group, n)
-            ids = completion_ids.new_zeros(shape).index_put_((rows, slot), completion_ids[:, :n])
-            real = completion_mask.new_zeros(shape).index_put_((rows, slot), completion_mask[:, :n])
-            offset = torch.arange(group * n, device=rows.device) % n
-            segment = torch.arange(group * n, device=rows.device) // n
-            own = (segment[:, None] == segment[None, :]) & (offset[None, :] <= offset[:, None])
-            allowed = torch.cat([u_mask[:, None, :].expand(-1, group * n, -1), own & real.view(shape[0], 1, -1)], -1)
-            mask = allowed[:, None] if attn == "sdpa" else _additive(allowed[:, None], model)
             prefix.layers = [prefix_layer(layer.keys, layer.values) for layer in capture.layers]
+            rest = _side_by_side(model, attn, prefix, u_mask, completion_ids, completion_mask,
+                                 rows, slot, group, temperature, use_cache=not checkpointed)
+        else:
+            def expand(x: torch.Tensor) -> torch.Tensor:
+                return x.expand(len(rows), -1, -1, -1) if len(starts) == 1 else x.index_select(0, rows)
+
+            prefix.layers = [prefix_layer(expand(layer.keys), expand(layer.values))
+                             for layer in capture.layers]
             logits = model(
-                input_ids=ids.view(shape[0], -1), attention_mask=mask, past_key_values=prefix,
-                position_ids=u_mask.sum(-1, keepdim=True) + offset, use_cache=not checkpointed,
+                input_ids=completion_ids[:, :n],
+                attention_mask=torch.cat([prompt_mask, completion_mask[:, :n]], 1).long(),
+                position_ids=prompt_mask.sum(-1, keepdim=True) + torch.arange(n, device=rows.device),
+                past_key_values=prefix, use_cache=not checkpointed,
             ).logits
-            targets = completion_ids.new_zeros(shape).index_put_((rows, slot), completion_ids[:, 1:])
-            return torch.cat([first[:, None], token_logprobs(logits, targets.view(shape[0], -1), temperature)
-                              .view(shape)[rows, slot]], dim=1)
-        # one row per completion on its own copy of its prompt's keys/values
-        expand = (lambda x: x.expand(len(rows), -1, -1, -1)) if len(starts) == 1 else (
-            lambda x: x.index_select(0, rows))
-        prefix.layers = [prefix_layer(expand(layer.keys), expand(layer.values)) for layer in capture.layers]
-        logits = model(
-            input_ids=completion_ids[:, :n], attention_mask=torch.cat([prompt_mask, completion_mask[:, :n]], 1).long(),
-            position_ids=prompt_mask.sum(-1, keepdim=True) + torch.arange(n, device=rows.device),
-            past_key_values=prefix, use_cache=not checkpointed,
-        ).logits
-    return torch.cat([first[:, None], token_logprobs(logits, completion_ids[:, 1:], temperature)], dim=1)
+            rest = token_logprobs(logits, completion_ids[:, 1:], temperature)
+    return torch.cat([first[:, None], rest], dim=1)
+
+
+def _side_by_side(model, attn, prefix, u_mask, completion_ids, completion_mask, rows, slot, group,
+                  temperature, use_cache) -> torch.Tensor:
+    """Logprobs of completion tokens 1.. (``[b, C - 1]``) from one row per distinct prompt: its
+    group's completions side by side, a block-diagonal causal mask over them, each block seeing
+    the prompt's keys/values in ``prefix``."""
+    n = completion_ids.shape[1] - 1
+    shape = (len(u_mask), group, n)
+
+    def pack(x: torch.Tensor) -> torch.Tensor:  # [b, n] -> [U, group * n], zeros in missing rows
+        return x.new_zeros(shape).index_put_((rows, slot), x).view(shape[0], -1)
+
+    offset = torch.arange(group * n, device=rows.device) % n
+    segment = torch.arange(group * n, device=rows.device) // n
+    own = (segment[:, None] == segment[None, :]) & (offset[None, :] <= offset[:, None])
+    real = pack(completion_mask[:, :n])
+    allowed = torch.cat([u_mask[:, None, :].expand(-1, group * n, -1), own & real[:, None, :]], -1)[:, None]
+    logits = model(
+        input_ids=pack(completion_ids[:, :n]), past_key_values=prefix, use_cache=use_cache,
+        attention_mask=allowed if attn == "sdpa" else _additive(allowed, model),
+        position_ids=u_mask.sum(-1, keepdim=True) + offset,
+    ).logits
+    logps = token_logprobs(logits, pack(completion_ids[:, 1:]), temperature)
+    return logps.view(shape)[rows, slot]
 
 
 #: Attention implementations that take a custom 4D mask as is (transformers passes it through).
@@ -248,21 +271,27 @@ _MASK_ATTENTION = ("sdpa", "eager")
 
 def _packs_completions(model: torch.nn.Module, group: int, n: int, prompt_len: int) -> str | None:
     """The attention implementation, if the completions of each group run side by side as one row
-    (the prompt's keys/values once, a custom mask) rather than one row each on a copy of them.
-
-    Side by side attends over ``group * n`` completion keys instead of ``n`` but skips the per-row
-    copies of the prompt's keys/values (and their head repeats), which cost more on long prompts:
-    it is chosen when the group's completion tokens are at most the prompt's length.
-    """
+    (the prompt's keys/values once, a custom mask) rather than one row each on a copy of them."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     attn = getattr(base.config, "_attn_implementation", None)
-    return attn if attn in _MASK_ATTENTION and group > 1 and group * n <= prompt_len else None
+    pays = group > 1 and _side_by_side_pays(group, n, prompt_len)
+    return attn if attn in _MASK_ATTENTION and pays else None
+
+
+def _side_by_side_pays(group: int, n: int, prompt_len: int) -> bool:
+    """Side by side, each completion token attends over ``group * n`` completion keys instead of
+    ``n``, but the per-row copies of the prompt's keys/values (and their repeats over the heads of
+    grouped-query attention) are gone, which costs more on long prompts: measured on CPU with
+    SmolLM2-135M, the break-even is around ``(group - 1) * n**2 / 150`` prompt tokens. This asks
+    for the simpler, more conservative: the group's completion tokens at most the prompt's."""
+    return group * n <= prompt_len
 
 
 def _additive(allowed: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
     """Eager attention adds its mask to the scores: 0 where allowed, the dtype's minimum elsewhere."""
     dtype = model.get_input_embeddings().weight.dtype
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)
+    zeros = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return zeros.masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
 @functools.cache
@@ -288,7 +317,8 @@ def _cache_layer_classes() -> tuple[type, type]:
             self.keys, self.values = keys, values
 
         def update(self, key_states, value_states, *args, **kwargs):
-            return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+            keys = torch.cat([self.keys, key_states], dim=-2)
+            return keys, torch.cat([self.values, value_states], dim=-2)
 
     return CaptureLayer, PrefixLayer
 
@@ -323,7 +353,8 @@ def _unsupported(model: torch.nn.Module) -> str | None:
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         return "DistributedDataParallel runs one forward per backward"
     peft_config = getattr(model, "peft_config", None)
-    if isinstance(peft_config, dict) and any(getattr(c, "is_prompt_learning", False) for c in peft_config.values()):
+    if isinstance(peft_config, dict) and any(
+            getattr(c, "is_prompt_learning", False) for c in peft_config.values()):
         return "peft prompt learning adds virtual tokens"
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     params = inspect.signature(base.forward).parameters
@@ -337,6 +368,8 @@ def _unsupported(model: torch.nn.Module) -> str | None:
         from transformers.cache_utils import DynamicCache, DynamicLayer
 
         layers = DynamicCache(config=config).layers
+        if not hasattr(DynamicCache(), "layer_class_to_replicate"):
+            return "this transformers version's DynamicCache has no per-layer classes"
     except Exception as exc:  # noqa: BLE001 - any model whose cache cannot be built here falls back
         return f"no DynamicCache for {type(base).__name__} ({type(exc).__name__}: {exc})"
     if any(type(layer) is not DynamicLayer for layer in layers):
