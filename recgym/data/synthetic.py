@@ -7,6 +7,13 @@ cuisines, dislikes others, has a budget and an atmosphere preference, and a pers
 A rating is ``3 + leniency + quality + match`` plus bounded noise, rounded to an integer on 1–5;
 each comes with a short review that names what the diner liked or disliked. The noise-free value
 (clipped to the scale) is the world's oracle.
+
+``long_history=True`` builds the variant for the tool-using environment (``RecRatingTools-*``):
+sixteen cuisines, and each diner's taste is one idiosyncratic offset per cuisine (price and
+atmosphere no longer matter). A diner visits the cuisines round-robin in a fixed personal order,
+``history_rounds`` times, so every rating's same-cuisine evidence, the one thing that predicts the
+taste, lies exactly sixteen ratings back and earlier: never among the most recent fifteen, which
+is all a fixed-cut prompt shows. The item's quality is visible through others' ratings of it.
 """
 
 from __future__ import annotations
@@ -24,9 +31,15 @@ PRICES = ("budget", "moderate", "upscale")
 ATMOSPHERES = ("quiet", "lively", "family-friendly", "romantic")
 _SYLLABLES = ("ka", "lo", "mi", "ro", "sa", "ve", "ta", "no", "be", "li", "zo", "ra", "du", "po")
 _PLACE = ("Kitchen", "Bistro", "House", "Table", "Corner", "Garden", "Grill", "Canteen")
+#: The long-history world's sixteen cuisines (the first eight are ``CUISINES``).
+CUISINES_LONG = CUISINES + (
+    "Vietnamese", "Spanish", "Chinese", "Lebanese", "Ethiopian", "Turkish", "Peruvian", "Caribbean",
+)
 _DISH = {
     "Italian": "pasta", "Mexican": "tacos", "Japanese": "sushi", "Indian": "curry",
     "French": "pastries", "Thai": "noodles", "Greek": "souvlaki", "Korean": "barbecue",
+    "Vietnamese": "pho", "Spanish": "tapas", "Chinese": "dumplings", "Lebanese": "falafel",
+    "Ethiopian": "injera", "Turkish": "kebab", "Peruvian": "ceviche", "Caribbean": "jerk chicken",
 }
 SCALE = RatingScale(1, 5, 1)
 DAY = 86_400
@@ -44,6 +57,11 @@ class SyntheticConfig:
     noise: float = 0.4
     """Half-width of the uniform noise added before rounding."""
     seed: int = 0
+    long_history: bool = False
+    """The tool environment's variant (see the module docstring): 16 cuisines visited round-robin,
+    ``history_rounds`` times each; ``min``/``max_ratings_per_user`` are then unused."""
+    history_rounds: int = 3
+    """Long-history world: visits per cuisine per diner (ratings per diner = 16 x this)."""
 
 
 @dataclass
@@ -87,6 +105,8 @@ def generate_world(config: SyntheticConfig | None = None, prepare: PrepareConfig
     if not 1 <= config.min_ratings_per_user <= config.max_ratings_per_user:
         raise ValueError("need 1 <= min_ratings_per_user <= max_ratings_per_user")
     rng = np.random.default_rng(config.seed)
+    if config.long_history:
+        return _generate_long_world(config, prepare, rng)
     n_items = config.num_items
 
     item_cuisine = rng.integers(len(CUISINES), size=n_items)
@@ -95,10 +115,7 @@ def generate_world(config: SyntheticConfig | None = None, prepare: PrepareConfig
     item_quality = np.clip(rng.normal(0.0, 0.5, size=n_items), -1.0, 1.0)
     titles = [_name(rng) for _ in range(n_items)]
     categories = [f"Restaurants, {CUISINES[c]}" for c in item_cuisine]
-    descriptions = [
-        f"{'An' if PRICES[p][0] in 'aeiou' else 'A'} {PRICES[p]} {CUISINES[c]} restaurant with a {ATMOSPHERES[a]} atmosphere, known for its {_DISH[CUISINES[c]]}."
-        for c, p, a in zip(item_cuisine, item_price, item_atmos)
-    ]
+    descriptions = _describe(CUISINES, item_cuisine, item_price, item_atmos)
 
     rows: dict[str, list] = {k: [] for k in ("user_id", "item_id", "rating", "timestamp", "review_text")}
     oracle: list[float] = []
@@ -140,8 +157,13 @@ def generate_world(config: SyntheticConfig | None = None, prepare: PrepareConfig
             rows["review_text"].append(_review(rng, rating, liked, disliked, CUISINES[c]))
             oracle.append(float(np.clip(expected, SCALE.low, SCALE.high)))
 
+    return _world(config, prepare, rows, titles, categories, descriptions, oracle)
+
+
+def _world(config: SyntheticConfig, prepare: PrepareConfig | None, rows: dict[str, list], titles: list[str],
+           categories: list[str], descriptions: list[str], oracle: list[float]) -> SyntheticWorld:
     items = {
-        "item_id": [f"r{i:04d}" for i in range(n_items)],
+        "item_id": [f"r{i:04d}" for i in range(len(titles))],
         "title": titles,
         "categories": categories,
         "description": descriptions,
@@ -152,6 +174,59 @@ def generate_world(config: SyntheticConfig | None = None, prepare: PrepareConfig
     return SyntheticWorld(dataset, config, np.asarray(oracle))
 
 
+def _describe(cuisines: tuple[str, ...], item_cuisine, item_price, item_atmos) -> list[str]:
+    return [
+        f"{'An' if PRICES[p][0] in 'aeiou' else 'A'} {PRICES[p]} {cuisines[c]} restaurant with a {ATMOSPHERES[a]} atmosphere, known for its {_DISH[cuisines[c]]}."
+        for c, p, a in zip(item_cuisine, item_price, item_atmos)
+    ]
+
+
+def _generate_long_world(config: SyntheticConfig, prepare: PrepareConfig | None,
+                         rng: np.random.Generator) -> SyntheticWorld:
+    """The long-history variant: per-cuisine tastes, cuisines visited round-robin (module docstring)."""
+    cuisines = CUISINES_LONG
+    n_items, rounds = config.num_items, config.history_rounds
+    if rounds < 1:
+        raise ValueError(f"history_rounds must be >= 1, got {rounds}")
+    if n_items < len(cuisines) * rounds:
+        raise ValueError(
+            f"the long-history world needs num_items >= {len(cuisines)} cuisines x history_rounds={rounds} "
+            f"(each diner rates {rounds} distinct restaurants of every cuisine), got {n_items}"
+        )
+    item_cuisine = np.arange(n_items) % len(cuisines)
+    item_price = rng.integers(len(PRICES), size=n_items)
+    item_atmos = rng.integers(len(ATMOSPHERES), size=n_items)
+    item_quality = np.clip(rng.normal(0.0, 0.4, size=n_items), -0.8, 0.8)
+    titles = [_name(rng) for _ in range(n_items)]
+    categories = [f"Restaurants, {cuisines[c]}" for c in item_cuisine]
+    descriptions = _describe(cuisines, item_cuisine, item_price, item_atmos)
+    by_cuisine = [np.flatnonzero(item_cuisine == c) for c in range(len(cuisines))]
+
+    rows: dict[str, list] = {k: [] for k in ("user_id", "item_id", "rating", "timestamp", "review_text")}
+    oracle: list[float] = []
+    for u in range(config.num_users):
+        taste = np.clip(rng.normal(0.0, 1.0, size=len(cuisines)), -1.6, 1.6)
+        leniency = float(np.clip(rng.normal(0.0, 0.4), -0.8, 0.8))
+        order = rng.permutation(len(cuisines))
+        visits = [rng.permutation(by_cuisine[c])[:rounds] for c in range(len(cuisines))]
+        t = START_TIME + int(rng.integers(0, 365)) * DAY
+        for r in range(rounds):
+            for c in order:
+                i = int(visits[c][r])
+                expected = 3.0 + leniency + float(item_quality[i]) + float(taste[c])
+                rating = int(np.clip(np.rint(expected + rng.uniform(-config.noise, config.noise)), 1, 5))
+                liked = [f"{cuisines[c]} food"] if taste[c] > 0.5 else []
+                disliked = [f"{cuisines[c]} food"] if taste[c] < -0.5 else []
+                t += int(rng.integers(1, 15)) * DAY + int(rng.integers(0, DAY))
+                rows["user_id"].append(f"u{u:05d}")
+                rows["item_id"].append(f"r{i:04d}")
+                rows["rating"].append(rating)
+                rows["timestamp"].append(t)
+                rows["review_text"].append(_review(rng, rating, liked, disliked, cuisines[c]))
+                oracle.append(float(np.clip(expected, SCALE.low, SCALE.high)))
+    return _world(config, prepare, rows, titles, categories, descriptions, oracle)
+
+
 def load_synthetic(
     num_users: int = SyntheticConfig.num_users,
     num_items: int = SyntheticConfig.num_items,
@@ -160,8 +235,11 @@ def load_synthetic(
     max_ratings_per_user: int = SyntheticConfig.max_ratings_per_user,
     noise: float = SyntheticConfig.noise,
     keep_cold_samples: bool = False,
+    long_history: bool = False,
+    history_rounds: int = SyntheticConfig.history_rounds,
 ) -> RatingDataset:
-    config = SyntheticConfig(num_users, num_items, min_ratings_per_user, max_ratings_per_user, noise, seed)
+    config = SyntheticConfig(num_users, num_items, min_ratings_per_user, max_ratings_per_user, noise, seed,
+                             long_history, history_rounds)
     return generate_world(config, PrepareConfig(keep_cold_samples=keep_cold_samples)).dataset
 
 
@@ -169,5 +247,5 @@ register_dataset(
     "synthetic",
     load_synthetic,
     SCALE.label,
-    "nothing: generated in memory (num_users, num_items, seed, noise are parameters)",
+    "nothing: generated in memory (num_users, num_items, seed, noise, long_history are parameters)",
 )
