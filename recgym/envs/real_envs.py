@@ -1,10 +1,11 @@
-"""The real-data environment ids. Each passes its keyword arguments (``data_dir``, ``split``,
+"""The real-data environment ids, single-turn (``RecRating-*``) and tool-using (``RecRatingTools-*``).
+Each passes its keyword arguments (``data_dir``, ``split``,
 ``skip_bad_records``, ``kcore``, ...) to the dataset loader of ``recgym.data.loaders``."""
 
 from __future__ import annotations
 
 from recgym.data import loaders as _loaders  # noqa: F401  (registers the real datasets)
-from recgym.envs.registration import register_rating_env
+from recgym.envs.registration import register_rating_env, register_tools_env
 
 REAL_ENVS = {
     "RecRating-Yelp-v0": "yelp",
@@ -18,3 +19,4 @@ REAL_ENVS = {
 
 for _env_id, _dataset in REAL_ENVS.items():
     register_rating_env(_env_id, _dataset)
+    register_tools_env(_env_id.replace("RecRating-", "RecRatingTools-", 1), _dataset)

@@ -99,16 +99,7 @@ class RecRatingEnv(gym.Env[str, str]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
-        options = options or {}
-        if "index" in options:
-            index = options["index"]
-            if isinstance(index, bool) or not isinstance(index, int) and not hasattr(index, "__index__"):
-                raise TypeError(f"options['index'] must be an int, got {index!r}")
-            index = int(index)
-            if not 0 <= index < self.num_samples:
-                raise IndexError(f"options['index']={index} out of range: split {self.split!r} has {self.num_samples} samples")
-        else:
-            index = int(self.np_random.integers(self.num_samples))
+        index = self._choose_index(options)
         context = self.dataset.context(self.split, index, self.max_user_history, self.max_item_history)
         messages = self.template.messages(context, self.scale)
         self._index = index
@@ -123,14 +114,7 @@ class RecRatingEnv(gym.Env[str, str]):
         return messages_to_text(messages), info
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        if self._index is None:
-            raise RuntimeError("no episode in progress: call reset() before step() (an episode is one reset and one step)")
-        if not isinstance(action, str):
-            raise TypeError(f"the action must be the completion text (str), got {type(action).__name__}")
-        if len(action) > self.action_space.max_length:
-            raise ValueError(
-                f"completion of {len(action)} characters exceeds max_action_length={self.action_space.max_length}"
-            )
+        self._check_action(action, "an episode is one reset and one step")
         breakdown = self.reward_fn(action, self._target, self.scale)
         info = {
             "index": self._index,
@@ -141,3 +125,26 @@ class RecRatingEnv(gym.Env[str, str]):
         }
         self._index = None
         return "", float(breakdown.total), True, False, info
+
+    def _choose_index(self, options: dict[str, Any] | None) -> int:
+        """``options["index"]`` checked, else a sample drawn uniformly with the env's RNG."""
+        options = options or {}
+        if "index" not in options:
+            return int(self.np_random.integers(self.num_samples))
+        index = options["index"]
+        if isinstance(index, bool) or not isinstance(index, int) and not hasattr(index, "__index__"):
+            raise TypeError(f"options['index'] must be an int, got {index!r}")
+        index = int(index)
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"options['index']={index} out of range: split {self.split!r} has {self.num_samples} samples")
+        return index
+
+    def _check_action(self, action: Any, episode: str) -> None:
+        if self._index is None:
+            raise RuntimeError(f"no episode in progress: call reset() before step() ({episode})")
+        if not isinstance(action, str):
+            raise TypeError(f"the action must be the completion text (str), got {type(action).__name__}")
+        if len(action) > self.action_space.max_length:
+            raise ValueError(
+                f"completion of {len(action)} characters exceeds max_action_length={self.action_space.max_length}"
+            )

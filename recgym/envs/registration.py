@@ -1,4 +1,5 @@
-"""Registration of every ``RecRating-*-v0`` id with gymnasium (done on ``import recgym``)."""
+"""Registration of every ``RecRating-*-v0`` and ``RecRatingTools-*-v0`` id with gymnasium (done on
+``import recgym``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import gymnasium as gym
 
 REGISTERED: dict[str, str] = {}
 """Env id -> dataset name, for ``recgym envs``."""
+MULTI_TURN: set[str] = set()
+"""The ids whose episodes take several turns (the tool-using ``RecRatingTools-*-v0``)."""
 
 
 def register_rating_env(env_id: str, dataset: str, **default_kwargs: Any) -> None:
@@ -23,4 +26,22 @@ def register_rating_env(env_id: str, dataset: str, **default_kwargs: Any) -> Non
     REGISTERED[env_id] = dataset
 
 
+def register_tools_env(env_id: str, dataset: str, **default_kwargs: Any) -> None:
+    """Register ``env_id`` as a multi-turn RecRatingToolsEnv over the registered dataset ``dataset``."""
+    if env_id not in gym.registry:
+        gym.register(
+            id=env_id,
+            entry_point="recgym.envs.rec_rating_tools:RecRatingToolsEnv",
+            vector_entry_point="recgym.envs.vector:tools_vector_entry_point",
+            kwargs={"dataset": dataset, **default_kwargs},
+            disable_env_checker=True,
+        )
+    REGISTERED[env_id] = dataset
+    MULTI_TURN.add(env_id)
+
+
 register_rating_env("RecRating-Synthetic-v0", "synthetic")
+# the synthetic world with long histories, where the evidence for a rating is never among the
+# newest fifteen: the tool environment's default, and the single-turn agent on the same samples
+register_tools_env("RecRatingTools-Synthetic-v0", "synthetic", long_history=True)
+register_rating_env("RecRating-SyntheticLong-v0", "synthetic", long_history=True)

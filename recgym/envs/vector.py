@@ -35,9 +35,20 @@ class GroupedRatingVecEnv(gym.vector.VectorEnv):
     dicts, not gymnasium's dict of arrays, since they hold chat messages); ``step(actions)``
     returns ``(observations, rewards, terminated, truncated, infos)``. Sample indices are drawn
     without replacement within a reset, or given as ``options={"indices": [...]}``.
+
+    Multi-turn sub-envs (``RecRatingToolsEnv``) end their episodes at different turns. A sub-env
+    whose episode has ended ignores its action (pass None) and returns ``""``, reward 0, both flags
+    False and ``info["waiting"] = True``. With ``autoreset_mode=AutoresetMode.NEXT_STEP`` a group is
+    reset as a whole, to one new shared sample, on the step after its last member's episode ended
+    (that step returns the reset observations, reward 0 and ``info["autoreset"] = True``), so
+    groups stay intact; the default ``DISABLED`` leaves resetting to ``reset()``.
     """
 
-    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], group_size: int) -> None:
+    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], group_size: int,
+                 autoreset_mode: AutoresetMode | str = AutoresetMode.DISABLED) -> None:
+        autoreset_mode = AutoresetMode(autoreset_mode)
+        if autoreset_mode not in (AutoresetMode.DISABLED, AutoresetMode.NEXT_STEP):
+            raise ValueError(f"autoreset_mode must be DISABLED or NEXT_STEP (whole groups), got {autoreset_mode}")
         self.num_prompts = check_group_shape(len(env_fns), group_size)
         self.group_size = group_size
         self.envs = [fn() for fn in env_fns]
@@ -50,8 +61,9 @@ class GroupedRatingVecEnv(gym.vector.VectorEnv):
         self.single_action_space = first.action_space
         self.observation_space = batch_space(first.observation_space, self.num_envs)
         self.action_space = batch_space(first.action_space, self.num_envs)
-        self.metadata = {**first.metadata, "autoreset_mode": AutoresetMode.DISABLED}
+        self.metadata = {**first.metadata, "autoreset_mode": autoreset_mode}
         self._np_random = np.random.default_rng()
+        self._done = np.ones(self.num_envs, dtype=bool)  # no episode before the first reset
 
     def __len__(self) -> int:
         return self.num_samples
@@ -71,16 +83,37 @@ class GroupedRatingVecEnv(gym.vector.VectorEnv):
             indices = self.np_random.choice(self.num_samples, size=self.num_prompts, replace=replace).tolist()
         observations, infos = [], []
         for k, env in enumerate(self.envs):
-            obs, info = env.reset(options={"index": indices[k // self.group_size]})
-            info["group"] = k // self.group_size
+            obs, info = self._reset_env(k, indices[k // self.group_size])
             observations.append(obs)
             infos.append(info)
         return tuple(observations), infos
 
-    def step(self, actions: Sequence[str]):
+    def _reset_env(self, k: int, index: int) -> tuple[str, dict[str, Any]]:
+        obs, info = self.envs[k].reset(options={"index": int(index)})
+        info["group"] = k // self.group_size
+        self._done[k] = False
+        return obs, info
+
+    def step(self, actions: Sequence[str | None]):
         if len(actions) != self.num_envs:
             raise ValueError(f"expected {self.num_envs} actions (one per sub-env), got {len(actions)}")
-        results = [env.step(a) for env, a in zip(self.envs, actions)]
+        done = self._done.reshape(self.num_prompts, self.group_size)
+        resetting = np.repeat(done.all(axis=1), self.group_size)
+        if self.metadata["autoreset_mode"] != AutoresetMode.NEXT_STEP:
+            resetting[:] = False
+        fresh = {g: int(self.np_random.integers(self.num_samples)) for g in np.unique(np.flatnonzero(resetting) // self.group_size)}
+        results = []
+        for k, (env, action) in enumerate(zip(self.envs, actions)):
+            group = k // self.group_size
+            if resetting[k]:
+                obs, info = self._reset_env(k, fresh[group])
+                results.append((obs, 0.0, False, False, {**info, "autoreset": True}))
+            elif self._done[k]:
+                results.append(("", 0.0, False, False, {"group": group, "waiting": True}))
+            else:
+                obs, reward, terminated, truncated, info = env.step(action)
+                self._done[k] = terminated or truncated
+                results.append((obs, reward, terminated, truncated, info))
         observations = tuple(r[0] for r in results)
         rewards = np.array([r[1] for r in results], dtype=np.float64)
         terminated = np.array([r[2] for r in results], dtype=bool)
@@ -92,15 +125,26 @@ class GroupedRatingVecEnv(gym.vector.VectorEnv):
             env.close()
 
 
-def make_group_vec(env_id: str, num_prompts: int, group_size: int, **env_kwargs: Any) -> GroupedRatingVecEnv:
+def make_group_vec(env_id: str, num_prompts: int, group_size: int,
+                   autoreset_mode: AutoresetMode | str = AutoresetMode.DISABLED, **env_kwargs: Any) -> GroupedRatingVecEnv:
     """``num_prompts`` groups of ``group_size`` sub-envs of ``env_id`` (built with ``gymnasium.make``)."""
     check_group_shape(num_prompts * group_size, group_size)
-    return GroupedRatingVecEnv([lambda: gym.make(env_id, **env_kwargs)] * (num_prompts * group_size), group_size)
+    return GroupedRatingVecEnv([lambda: gym.make(env_id, **env_kwargs)] * (num_prompts * group_size), group_size,
+                               autoreset_mode)
 
 
-def grouped_vector_entry_point(num_envs: int, group_size: int | None = None, **env_kwargs: Any):
+def grouped_vector_entry_point(num_envs: int, group_size: int | None = None, *,
+                               env_class: type[RecRatingEnv] = RecRatingEnv,
+                               autoreset_mode: AutoresetMode | str = AutoresetMode.DISABLED, **env_kwargs: Any):
     """``gymnasium.make_vec(id, num_envs=B*G, group_size=G)`` gives a GroupedRatingVecEnv; without
     ``group_size`` it gives a plain ``SyncVectorEnv``."""
     if group_size is None:
-        return gym.vector.SyncVectorEnv([lambda: RecRatingEnv(**env_kwargs)] * num_envs)
-    return GroupedRatingVecEnv([lambda: RecRatingEnv(**env_kwargs)] * num_envs, group_size)
+        return gym.vector.SyncVectorEnv([lambda: env_class(**env_kwargs)] * num_envs)
+    return GroupedRatingVecEnv([lambda: env_class(**env_kwargs)] * num_envs, group_size, autoreset_mode)
+
+
+def tools_vector_entry_point(num_envs: int, group_size: int | None = None, **kwargs: Any):
+    """The same for the multi-turn ``RecRatingTools-*`` ids."""
+    from recgym.envs.rec_rating_tools import RecRatingToolsEnv
+
+    return grouped_vector_entry_point(num_envs, group_size, env_class=RecRatingToolsEnv, **kwargs)
