@@ -6,6 +6,10 @@ already there. Metrics are the task layer's honest ones (MAE/RMSE with the decla
 unparsed predictions, MAE on parsed only, coverage, format rate, mean reward), with classical
 baselines scored on exactly the same samples beside them.
 
+Multi-turn environments (``RecRatingTools-*``) are played turn by turn, a batch of episodes at a
+time (:mod:`recgym.agents.episodes`); their records add each episode's tool calls, tools used,
+tokens read and turns, and ``EvalResult.episode_stats`` their means.
+
 With ``rating_from_probs`` the prediction is the expected rating under the model's probabilities
 of the scale's digits at the rating position (as Reason4Rec decodes), where the backend returns
 top logprobs; where it cannot (no rating tag, a scale whose values are not single digits), the
@@ -97,6 +101,9 @@ class EvalResult:
     seconds: float = 0.0
     skipped: int = 0
     """Samples found already done in the output file (resume)."""
+    episode_stats: dict[str, float] = field(default_factory=dict)
+    """Multi-turn environments: per episode, the mean ``tool_calls``, ``tokens_read``, ``turns`` and
+    ``invalid_turns`` (empty for single-turn ones)."""
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -204,13 +211,20 @@ def evaluate(
 
     start = time.perf_counter()
     sink = path.open("a") if path is not None else None
+    multi_turn = bool(getattr(core, "multi_turn", False))
+    episode_envs: list[Any] = []
     try:
         for offset in range(0, len(todo), max(1, batch_size)):
             indices = todo[offset : offset + batch_size]
-            reset_infos = [env.reset(options={"index": index})[1] for index in indices]
-            groups = policy.generate([i["messages"] for i in reset_infos], n=samples_per_prompt, sampling=sampling)
-            for index, info, completions in zip(indices, reset_infos, groups):
-                record = _score(env, info, completions, float(fallbacks[index]), rating_from_probs, decode)
+            if multi_turn:
+                scored = _play_episodes(core, episode_envs, indices, policy, sampling, samples_per_prompt, fallbacks,
+                                        rating_from_probs, decode)
+            else:
+                reset_infos = [env.reset(options={"index": index})[1] for index in indices]
+                groups = policy.generate([i["messages"] for i in reset_infos], n=samples_per_prompt, sampling=sampling)
+                scored = [_score(env, info, completions, float(fallbacks[index]), rating_from_probs, decode)
+                          for index, info, completions in zip(indices, reset_infos, groups)]
+            for record in scored:
                 record = {**header, **record}
                 records.append(record)
                 errors.append(abs(record["prediction_or_fallback"] - record["target"]))
@@ -238,7 +252,54 @@ def evaluate(
         rewards=[r["reward"] for r in records],
     )
     scores, note = baseline_scores(dataset, split, [r["index"] for r in records]) if baselines else ({}, "")
-    return EvalResult(metrics, records, scores, note, seconds, skipped)
+    stats = {}
+    if multi_turn and records:
+        stats = {f"{key}_mean": float(np.mean([np.mean(r[key]) for r in records]))
+                 for key in ("tool_calls", "tokens_read", "turns", "invalid_turns")}
+    return EvalResult(metrics, records, scores, note, seconds, skipped, stats)
+
+
+def _play_episodes(
+    core: Any,
+    envs: list[Any],
+    indices: list[int],
+    policy: Policy,
+    sampling: SamplingParams,
+    samples_per_prompt: int,
+    fallbacks: np.ndarray,
+    rating_from_probs: bool,
+    decode: Callable[[list[int]], str] | None,
+) -> list[dict[str, Any]]:
+    """Multi-turn environments: play ``samples_per_prompt`` episodes of each sample, all turn by
+    turn together, each in its own copy of the environment, and score them."""
+    import copy
+
+    from recgym.agents.episodes import list_stepper, run_episodes
+
+    needed = len(indices) * samples_per_prompt
+    envs += [copy.copy(core) for _ in range(needed - len(envs))]
+    envs = envs[:needed]
+    reset_infos = [env.reset(options={"index": indices[k // samples_per_prompt]})[1] for k, env in enumerate(envs)]
+    episodes = run_episodes(list_stepper(envs), reset_infos, policy, sampling, samples_per_prompt,
+                            end_episode=lambda k, reason: envs[k].end_episode(reason))
+    records = []
+    for n, index in enumerate(indices):
+        played = episodes[n * samples_per_prompt : (n + 1) * samples_per_prompt]
+        infos = [e.info for e in played]
+        record = _record(core, reset_infos[n * samples_per_prompt], [e.turns[-1] for e in played], infos,
+                         float(fallbacks[index]), rating_from_probs, decode)
+        record.update(
+            completions=[e.transcript for e in played],
+            completion_tokens=[sum(len(t.completion_token_ids) or len(t.logprobs) for t in e.turns) for e in played],
+            tool_calls=[i["num_calls"] for i in infos],
+            tools=[[c["tool"] for c in i["calls"]] for i in infos],
+            tokens_read=[i["tokens_read"] for i in infos],
+            turns=[i["turn"] for i in infos],
+            invalid_turns=[i["invalid_turns"] for i in infos],
+            truncated=[e.truncated for e in played],
+        )
+        records.append(record)
+    return records
 
 
 def _score(
@@ -249,16 +310,30 @@ def _score(
     rating_from_probs: bool,
     decode: Callable[[list[int]], str] | None,
 ) -> dict[str, Any]:
-    index, scale = int(reset_info["index"]), env.unwrapped.scale
+    index = int(reset_info["index"])
     infos = []
     for completion in completions:
         env.reset(options={"index": index})
         _, _, _, _, info = env.step(completion.text)
         infos.append(info)
+    return _record(env.unwrapped, reset_info, completions, infos, fallback, rating_from_probs, decode)
+
+
+def _record(
+    core: Any,
+    reset_info: dict[str, Any],
+    completions: list[Completion],
+    infos: list[dict[str, Any]],
+    fallback: float,
+    rating_from_probs: bool,
+    decode: Callable[[list[int]], str] | None,
+) -> dict[str, Any]:
+    """One sample's record from its (final) completions and the env's infos after them."""
+    index, scale = int(reset_info["index"]), core.scale
     parsed = [info["parsed_rating"] for info in infos]
     prob_ratings = None
     if rating_from_probs:
-        tag = env.unwrapped.template.tags[-1]
+        tag = core.template.tags[-1]
         prob_ratings = [expected_rating(c, scale, decode, tag) for c in completions]
         # the expected rating replaces the parsed one where it could be decoded
         parsed = [p if q is None else scale.clip(q) for p, q in zip(parsed, prob_ratings)]

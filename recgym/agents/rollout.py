@@ -4,6 +4,8 @@
 ``group_size`` sub-envs shares one sample, asks the policy for ``group_size`` completions of each
 distinct prompt in one call (so a vLLM engine processes each prompt once), steps every sub-env
 with its completion, and packs a :class:`~recgym.agents.types.RolloutBatch` plus metrics.
+Multi-turn environments (``RecRatingTools-*``) go to :func:`recgym.agents.episodes.collect_episodes`,
+which runs every episode turn by turn and packs the same kind of batch.
 """
 
 from __future__ import annotations
@@ -90,9 +92,14 @@ def take_groups(parts: Sequence[tuple[RolloutBatch, Sequence[int]]], pad_token_i
         return array[batch_row[1]][mask[batch_row[1]]].tolist()
 
     prompt_ids, prompt_mask = _pad([cut(b.prompt_ids, b.prompt_mask, (b, r)) for b, r in rows], pad_token_id, np.int64, left=True)
-    completion_ids, completion_mask = _pad([cut(b.completion_ids, b.completion_mask, (b, r)) for b, r in rows],
-                                           pad_token_id, np.int64)
-    old_logprobs, _ = _pad([cut(b.old_logprobs, b.completion_mask, (b, r)) for b, r in rows], 0.0, np.float32)
+    # multi-turn rows keep their tool-result tokens (attended, not trained on) in place
+    completion_ids, _ = _pad([cut(b.completion_ids, b.attention_mask, (b, r)) for b, r in rows], pad_token_id, np.int64)
+    completion_mask, _ = _pad([cut(b.completion_mask, b.attention_mask, (b, r)) for b, r in rows], False, bool)
+    old_logprobs, _ = _pad([cut(b.old_logprobs, b.attention_mask, (b, r)) for b, r in rows], 0.0, np.float32)
+    observation_mask = None
+    if any(b.observation_mask is not None for b, _ in rows):
+        observation_mask, _ = _pad([cut(b.attention_mask & ~b.completion_mask, b.attention_mask, (b, r))
+                                    for b, r in rows], False, bool)
     return RolloutBatch(
         prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
         completion_mask=completion_mask, old_logprobs=old_logprobs,
@@ -103,6 +110,7 @@ def take_groups(parts: Sequence[tuple[RolloutBatch, Sequence[int]]], pad_token_i
                            for k in keys if all(k in b.reward_components for b, _ in rows)},
         texts=[b.texts[r] for b, r in rows if b.texts] if all(b.texts for b, _ in rows) else [],
         infos=[b.infos[r] for b, r in rows] if all(b.infos for b, _ in rows) else [],
+        observation_mask=observation_mask,
     )
 
 
@@ -122,6 +130,10 @@ def rollout_metrics(batch: RolloutBatch, group_size: int) -> dict[str, float]:
     for key, values in batch.reward_components.items():
         finite = values[np.isfinite(values)]
         metrics[f"reward/{key}"] = float(finite.mean()) if len(finite) else float("nan")
+    if batch.observation_mask is not None:  # multi-turn episodes
+        metrics["observation_tokens_mean"] = float(batch.observation_mask.sum(axis=1).mean())
+        for key, name in (("turn", "turns_mean"), ("num_calls", "tool_calls_mean"), ("invalid_turns", "invalid_turns_mean")):
+            metrics[name] = float(np.mean([info.get(key, 0) for info in batch.infos])) if batch.infos else float("nan")
     return metrics
 
 
@@ -170,6 +182,10 @@ def collect(
             raise ValueError(f"{name}={value} does not match the env's {name}={getattr(env, name)}")
     num_prompts, group_size = int(env.num_prompts), int(env.group_size)
     sampling = sampling or SamplingParams()
+    if getattr(env.envs[0].unwrapped, "multi_turn", False):
+        from recgym.agents.episodes import collect_episodes
+
+        return collect_episodes(env, policy, sampling, seed=seed, indices=indices, pad_token_id=pad_token_id)
 
     env_seconds = 0.0
     start = time.perf_counter()

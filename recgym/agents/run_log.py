@@ -185,6 +185,7 @@ def eval_record(result: Any, step: int) -> dict[str, Any]:
         **{f"eval/{k}": v for k, v in result.metrics.as_dict().items() if isinstance(v, int | float)},
         "eval/seconds": result.seconds,
         **{f"eval/baseline/{name}_mae": m["mae"] for name, m in result.baselines.items()},
+        **{f"eval/{k}": v for k, v in getattr(result, "episode_stats", {}).items()},  # multi-turn: tool calls, tokens read
     }
 
 

@@ -2,8 +2,9 @@
 
 They bound what a learned policy should reach: ``UserAveragePolicy`` reads the user's average
 from the prompt and answers it in the right format; ``FormatBreakingPolicy`` answers the same
-number without the reasoning tags. Each is a :class:`~recgym.agents.types.Policy`, so it plugs in
-wherever a model does: evaluation, or as the offline teacher of the RecOne cold start.
+number without the reasoning tags; ``SimilarItemsToolPolicy`` plays the multi-turn tool environment
+(a call, then an answer). Each is a :class:`~recgym.agents.types.Policy`, so it plugs in wherever a
+model does: evaluation, or as the offline teacher of the RecOne cold start.
 """
 
 from __future__ import annotations
@@ -80,6 +81,38 @@ class FormatBreakingPolicy(ScriptedPolicy):
         return f"I think the rating is <rate>{average_from_prompt(observation):.2f}</rate>"
 
 
+class SimilarItemsToolPolicy(ScriptedPolicy):
+    """The scripted tool-using agent of ``RecRatingTools-*``: it asks for the user's rated items
+    most similar to the target, then answers, in the four tags, the mean rating the user gave the
+    closest of them (those within ``margin`` of the best similarity); with no rated item, the
+    user's average from the task message."""
+
+    name = "similar items, then rate (tools)"
+
+    def __init__(self, limit: int = 3, margin: float = 0.25) -> None:
+        self.limit = int(limit)
+        """How many similar items to ask for."""
+        self.margin = float(margin)
+        """Items whose similarity is within this of the best one's count."""
+
+    def act(self, observation: str) -> str:
+        result = observation.rpartition("Result of similar_items(")[2] if "Result of similar_items(" in observation else None
+        if result is None:
+            return f"I should see how this user rated similar items. <call>similar_items(limit={self.limit})</call>"
+        found = [(float(r), float(s)) for r, s in _SIMILAR.findall(result)]
+        if found:
+            best = max(s for _, s in found)
+            close = [r for r, s in found if s >= best - self.margin]
+            rating, basis = sum(close) / len(close), f"{len(close)} similar item(s) rated {', '.join(f'{r:g}' for r in close)}"
+        else:
+            profile = _PROFILE.search(observation)
+            rating, basis = (float(profile.group(1)) if profile else average_from_prompt(observation)), "no rated item"
+        steps = [f"From {basis}.", "Judged by the items closest to it.", "The user rates such items alike.", f"{rating:.2f}"]
+        return "".join(f"<{tag}>{text}</{tag}>" for tag, text in zip(FOUR_STEP_TAGS, steps))
+
+
+_SIMILAR = re.compile(r"rated ([0-9.]+)\..*?\(similarity ([0-9.]+)\)")
+_PROFILE = re.compile(r"rated \d+ items before, ([0-9.]+) on average")
 _LIKED = re.compile(r"I liked the (.+?)\.")
 _DISLIKED = re.compile(r"I did not like the (.+?)\.")
 _RESTAURANT = re.compile(r"Description: An? (\w+) (\w+) restaurant with an? (.+?) atmosphere")

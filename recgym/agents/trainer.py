@@ -52,6 +52,9 @@ from recgym.agents.prompt_sampler import PromptSampler
 from recgym.agents.run_log import RunLogger, eval_record, plot_curves
 from recgym.agents.types import RolloutBatch, SamplingParams
 
+#: Rollout metrics of multi-turn environments that a training step logs.
+MULTI_TURN_METRICS = ("turns_mean", "tool_calls_mean", "invalid_turns_mean", "observation_tokens_mean")
+
 
 @dataclass
 class TrainResult:
@@ -245,6 +248,8 @@ class GRPOTrainer:
             "time/weight_sync": t_sync,
             "time/step": time.perf_counter() - t0,
             "tokens_per_second": rollout["gen_tokens_per_second"],
+            # multi-turn episodes: turns, tool calls and tool-result tokens per episode
+            **{key: rollout[key] for key in MULTI_TURN_METRICS if key in rollout},
         }
         rewards = self.gather(torch.as_tensor(rollout["rewards"], dtype=torch.float32))  # as sampled, unshaped
         return {
@@ -297,9 +302,11 @@ class GRPOTrainer:
             "prompt_ids": torch.as_tensor(batch.prompt_ids, device=device),
             "prompt_mask": torch.as_tensor(batch.prompt_mask, device=device),
             "completion_ids": torch.as_tensor(batch.completion_ids, device=device),
-            "completion_mask": torch.as_tensor(batch.completion_mask, device=device),
+            # every token after the prompt is attended to (a multi-turn episode's tool results too) ...
+            "completion_mask": torch.as_tensor(batch.attention_mask, device=device),
         }
-        mask = t["completion_mask"].float()
+        # ... but the loss covers the model's own tokens only
+        mask = torch.as_tensor(batch.completion_mask, device=device).float()
         adv = torch.as_tensor(advantages, dtype=torch.float32, device=device)
         total_sequences = len(batch)
         # token-level losses divide by the mean tokens per process, so that averaging the processes'
@@ -313,7 +320,7 @@ class GRPOTrainer:
                 return sequence_logprobs(
                     model, t["prompt_ids"][sl], t["prompt_mask"][sl], t["completion_ids"][sl],
                     t["completion_mask"][sl], cfg.temperature, shared_prompt=cfg.shared_prompt,
-                ).float()
+                ).float() * mask[sl]
 
         # Old logprobs come from the learner itself before any update (not from the policy backend,
         # whose numerics differ). A batch that feeds one update has old == new; one that feeds

@@ -78,8 +78,11 @@ class Policy(Protocol):
 class RolloutBatch:
     """A batch of scored completions, grouped by prompt (``group_size`` consecutive rows share one).
 
-    Token arrays are right-padded to the longest row. ``completion_mask`` marks real completion
-    tokens; ``old_logprobs`` are the behaviour policy's logprobs of those tokens.
+    Token arrays are right-padded to the longest row. ``completion_mask`` marks the tokens the
+    policy sampled (what the loss covers); ``old_logprobs`` are the behaviour policy's logprobs of
+    those tokens. In multi-turn episodes the completion is the model's turns interleaved with the
+    environment's tool results: ``observation_mask`` marks the result tokens, which the model
+    attends to as context but is never trained on (their ``old_logprobs`` are 0).
     """
 
     prompt_ids: np.ndarray  # int64 [B, P], left-padded with pad_token_id
@@ -93,6 +96,14 @@ class RolloutBatch:
     reward_components: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. format, accuracy
     texts: list[str] = field(default_factory=list)
     infos: list[dict[str, Any]] = field(default_factory=list)
+    observation_mask: np.ndarray | None = None  # bool [B, C]; tool-result tokens; None: single-turn
+
+    @property
+    def attention_mask(self) -> np.ndarray:
+        """``[B, C]``: every real token after the prompt, the model's and the environment's."""
+        if self.observation_mask is None:
+            return self.completion_mask
+        return self.completion_mask | self.observation_mask
 
     def __len__(self) -> int:
         return int(self.rewards.shape[0])

@@ -67,6 +67,7 @@ class PromptEncoder:
         self.tokenizer = tokenizer
         self.max_prompt_tokens = max_prompt_tokens
         self.stats = {"prompts": 0, "truncated_prompts": 0, "history_lines_dropped": 0}
+        self._turn_end: tuple[str, str] | None = None
 
     def _encode_once(self, prompt: Prompt) -> list[int]:
         if isinstance(prompt, str):
@@ -99,6 +100,27 @@ class PromptEncoder:
     def encode_all(self, prompts: Sequence[Prompt]) -> list[list[int]]:
         return [self.encode(p) for p in prompts]
 
+    def continuation(self, messages: Sequence[dict[str, str]], after_eos: bool) -> list[int]:
+        """Token ids that follow an assistant turn in a multi-turn episode: the end of that turn as
+        the chat template writes it (left out where the turn's own last token was EOS), then
+        ``messages`` (e.g. a tool result) and the next assistant header."""
+        if self._turn_end is None:
+            probe = [{"role": "user", "content": "?"}, {"role": "assistant", "content": "!"}]
+            closed = self._render(probe, add_generation_prompt=False)
+            self._turn_end = (closed, closed[closed.rindex("!") + 1 :])
+        closed, turn_end = self._turn_end
+        probe = [{"role": "user", "content": "?"}, {"role": "assistant", "content": "!"}, *messages]
+        opened = self._render(probe, add_generation_prompt=True)
+        if not opened.startswith(closed):
+            raise ValueError("the chat template renders a conversation's earlier turns differently once a message "
+                             "follows; multi-turn token ids cannot be built by appending")
+        eos = self.tokenizer.eos_token or ""
+        end = turn_end[len(eos) :] if after_eos and eos and turn_end.startswith(eos) else turn_end
+        return list(self.tokenizer(end + opened[len(closed) :], add_special_tokens=False)["input_ids"])
+
+    def _render(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+
 
 class BasePolicy:
     """Checks requests, handles empty batches, and exposes ``stats``. Subclasses implement ``_generate``."""
@@ -120,6 +142,24 @@ class BasePolicy:
         return self._generate(list(prompts), n, sampling or SamplingParams())
 
     def _generate(self, prompts: list[Prompt], n: int, sampling: SamplingParams) -> list[list[Completion]]:
+        raise NotImplementedError
+
+    #: Whether the backend continues raw token ids (``generate_from_ids``): multi-turn training needs it.
+    supports_token_ids: bool = False
+
+    def generate_from_ids(
+        self, prompt_ids: Sequence[Sequence[int]], n: int = 1, sampling: SamplingParams | None = None
+    ) -> list[list[Completion]]:
+        """Continue each token sequence as it is (no chat template, no history dropping): the turns
+        of multi-turn episodes, whose context is the model's earlier turns and the tool results."""
+        if not self.supports_token_ids:
+            raise NotImplementedError(f"{type(self).__name__} cannot continue raw token ids")
+        check_request([""] * len(prompt_ids), n)
+        if len(prompt_ids) == 0:
+            return []
+        return self._generate_ids([list(map(int, ids)) for ids in prompt_ids], n, sampling or SamplingParams())
+
+    def _generate_ids(self, prompt_ids: list[list[int]], n: int, sampling: SamplingParams) -> list[list[Completion]]:
         raise NotImplementedError
 
     def close(self) -> None:

@@ -91,9 +91,13 @@ class HFPolicy(BasePolicy):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    supports_token_ids = True
+
     def _generate(self, prompts: list[Prompt], n: int, sampling: SamplingParams) -> list[list[Completion]]:
         self.encoder.max_prompt_tokens = max(1, self.max_context - sampling.max_new_tokens)
-        prompt_ids = self.encoder.encode_all(prompts)
+        return self._generate_ids(self.encoder.encode_all(prompts), n, sampling)
+
+    def _generate_ids(self, prompt_ids: list[list[int]], n: int, sampling: SamplingParams) -> list[list[Completion]]:
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         results: list[list[Completion]] = []

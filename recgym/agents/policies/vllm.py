@@ -155,11 +155,19 @@ class VLLMPolicy(BasePolicy):
         )
         self.weight_version = 0
 
+    supports_token_ids = True
+
+    @property
+    def max_context(self) -> int:
+        return self.max_model_len
+
     def _generate(self, prompts: list[Prompt], n: int, sampling: SamplingParams) -> list[list[Completion]]:
+        self.encoder.max_prompt_tokens = max(1, self.max_model_len - sampling.max_new_tokens)
+        return self._generate_ids(self.encoder.encode_all(prompts), n, sampling)
+
+    def _generate_ids(self, prompt_ids: list[list[int]], n: int, sampling: SamplingParams) -> list[list[Completion]]:
         from vllm import SamplingParams as VSamplingParams
 
-        self.encoder.max_prompt_tokens = max(1, self.max_model_len - sampling.max_new_tokens)
-        prompt_ids = self.encoder.encode_all(prompts)
         params = VSamplingParams(
             n=n,
             temperature=sampling.temperature,

@@ -1,0 +1,315 @@
+"""The tool-using environment RecRatingTools-*-v0: registration, the call format and its errors,
+rewards and episode ends, leakage (every sample of the synthetic world and of a real dataset),
+and whole-group autoreset in the group vector env."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import recgym  # noqa: F401
+from recgym.data.registry import load_dataset
+from recgym.envs import MULTI_TURN, REGISTERED, RecRatingToolsEnv, make_group_vec
+from recgym.envs.real_envs import REAL_ENVS
+from recgym.envs.tools import TOOL_NAMES, HistoryTools, ToolCall, ToolCallError, bm25_scores, openai_tools, parse_call
+from recgym.rewards import FOUR_STEP_TAGS
+
+ENV = "RecRatingTools-Synthetic-v0"
+
+
+def answer(rating: float) -> str:
+    return "".join(f"<{t}>{rating if t == 'rate' else 'ok'}</{t}>" for t in FOUR_STEP_TAGS)
+
+
+@pytest.fixture(scope="module")
+def env():
+    return gym.make(ENV, split="valid").unwrapped
+
+
+# ---- registration ----
+
+def test_every_single_turn_env_has_a_tool_twin_listed_by_recgym_envs(capsys):
+    single = [e for e in REGISTERED if e.startswith("RecRating-")]
+    assert len(single) >= len(REAL_ENVS) + 1
+    for env_id in single:
+        if env_id == "RecRating-SyntheticLong-v0":  # the tool world's samples for the single-turn agent
+            continue
+        twin = env_id.replace("RecRating-", "RecRatingTools-")
+        assert twin in gym.registry and twin in MULTI_TURN and REGISTERED[twin] == REGISTERED[env_id]
+    from recgym.cli import main
+
+    assert main(["envs"]) == 0
+    out = capsys.readouterr().out
+    assert "RecRatingTools-Synthetic…" in out or "RecRatingTools-Synthetic-v0" in out
+
+
+def test_check_env_is_clean(env):
+    check_env(env, skip_render_check=True)
+
+
+def test_single_and_tool_envs_share_the_samples():
+    tools = gym.make(ENV, split="test").unwrapped
+    single = gym.make("RecRating-SyntheticLong-v0", split="test").unwrapped
+    assert tools.dataset is single.dataset and len(tools) == len(single) == 300
+    for index in (0, 17, 299):
+        _, a = tools.reset(options={"index": index})
+        _, b = single.reset(options={"index": index})
+        assert (a["user_id"], a["item_id"]) == (b["user_id"], b["item_id"])
+
+
+# ---- reset ----
+
+def test_reset_states_the_task_profile_and_tools_but_no_history(env):
+    obs, info = env.reset(options={"index": 3})
+    row = env.dataset.row("valid", 3)
+    item = int(env.dataset.item_codes[row])
+    system, task = (m["content"] for m in info["messages"])
+    assert env.dataset.item_titles[item] in task and env.dataset.item_descriptions[item] in task
+    count, mean = env.tools.profile(row)
+    assert f"rated {count} items before, {mean:.2f} on average" in task
+    for name in TOOL_NAMES:
+        assert name + "(" in system
+    assert "<call>" in system and "<rate>" in system
+    assert "Review:" not in obs and "rated 4." not in task  # no past review is pasted in
+    assert info["tokens_read"] > 0 and "target_rating" not in info
+
+
+# ---- the call format ----
+
+@pytest.mark.parametrize("text, name, arguments", [
+    ("<call>similar_items(limit=3)</call>", "similar_items", {"limit": 3}),
+    ("Let me look. <call>similar_items()</call> ignored", "similar_items", {"limit": 5}),
+    ('<call>search_reviews(query="spicy noodles")</call>', "search_reviews", {"query": "spicy noodles", "limit": 5}),
+    ("<call>search_reviews('thai', 2)</call>", "search_reviews", {"query": "thai", "limit": 2}),
+    ("<call> recent_reviews(offset=5, limit=50) </call>", "recent_reviews", {"offset": 5, "limit": 10}),
+    ("<call>user_stats()</call>", "user_stats", {}),
+])
+def test_calls_parse(text, name, arguments):
+    assert parse_call(text) == ToolCall(name, arguments)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("<call>similar_items(limit=3)", "not closed"),
+    ("<call>user_stats()</call><call>user_stats()</call>", "one tool call per turn"),
+    ("<call>similar_items(limit=</call>", "cannot read the call"),
+    ("<call>similar_items</call>", "tool name with arguments"),
+    ("<call>os.system('ls')</call>", "tool name with arguments"),
+    ("<call>delete_all()</call>", "unknown tool 'delete_all'"),
+    ("<call>similar_items(limit=x)</call>", "plain numbers or quoted strings"),
+    ("<call>similar_items(limit=0)</call>", "must be >= 1"),
+    ("<call>similar_items(limit=2.5)</call>", "whole number"),
+    ("<call>similar_items(k=3)</call>", "has no argument 'k'"),
+    ("<call>search_reviews()</call>", "needs 'query'"),
+    ("<call>search_reviews(query='  ')</call>", "non-empty"),
+    ("<call>user_stats(1)</call>", "at most 0"),
+    ("<call>similar_items(3, limit=4)</call>", "twice"),
+    ("<call>similar_items(**{'limit': 3})</call>", "plain numbers"),
+])
+def test_malformed_calls_say_what_is_wrong(text, message):
+    with pytest.raises(ToolCallError, match=message):
+        parse_call(text)
+
+
+def test_openai_schema_matches_the_tools():
+    schema = openai_tools()
+    assert [t["function"]["name"] for t in schema] == list(TOOL_NAMES)
+    search = schema[TOOL_NAMES.index("search_reviews")]["function"]["parameters"]
+    assert search["required"] == ["query"] and search["properties"]["limit"]["type"] == "integer"
+    assert RecRatingToolsEnv.tools_schema == schema
+
+
+def test_bm25_ranks_matching_documents_first():
+    docs = [["korean", "barbecue"], ["thai", "noodles", "spicy"], ["thai", "curry"], []]
+    scores = bm25_scores(["spicy", "thai"], docs)
+    assert scores.argmax() == 1 and scores[0] == 0 and scores[3] == 0 and scores[2] > 0
+
+
+# ---- steps, rewards, episode end ----
+
+def test_a_call_returns_its_result_then_the_answer_pays_minus_the_cost(env):
+    env.reset(options={"index": 5})
+    target = env.dataset.target("valid", 5)
+    obs, reward, terminated, truncated, info = env.step("<call>similar_items(limit=2)</call>")
+    assert reward == 0 and not terminated and not truncated and info["error"] is None
+    assert obs.startswith("Result of similar_items(limit=2):") and obs.count("(similarity ") == 2
+    assert info["messages"] == [{"role": "user", "content": obs}]
+    assert info["num_calls"] == 1 and info["calls"][0]["tool"] == "similar_items" and len(info["calls"][0]["rows"]) == 2
+    tokens_after_call = info["tokens_read"]
+    assert tokens_after_call == info["calls"][0]["tokens"] + env.count_tokens(env.task_prompt(env._row))
+    obs, reward, terminated, truncated, info = env.step(answer(3))
+    assert terminated and not truncated and obs == ""
+    parts = info["reward_breakdown"]
+    assert parts["tool_cost"] == pytest.approx(-0.02)
+    assert parts["format"] == 0.5 and parts["accuracy"] == pytest.approx(1 - abs(target - 3) / 4)
+    assert reward == pytest.approx(parts["format"] + parts["accuracy"] + parts["tool_cost"]) == parts["total"]
+    assert info["tokens_read"] == tokens_after_call and info["turn"] == 2
+
+
+def test_malformed_calls_and_chatter_are_error_turns(env):
+    env.reset(options={"index": 0})
+    for action, message in (("<call>nope()</call>", "unknown tool"), ("I think it is good.", "neither a tool call")):
+        obs, reward, terminated, truncated, info = env.step(action)
+        assert message in obs and info["error"] and reward == 0 and not (terminated or truncated)
+    assert info["invalid_turns"] == 2 and info["num_calls"] == 1  # the failed call counts (and costs)
+
+
+@pytest.mark.parametrize("loop", ["<call>user_stats()</call>", "<call>user_stats(</call>", "rating: 4"])
+def test_loops_truncate_at_max_turns_with_the_format_penalty(loop):
+    env = gym.make(ENV, split="valid", max_turns=4, tool_cost=0.1).unwrapped
+    env.reset(options={"index": 2})
+    for turn in range(1, 5):
+        obs, reward, terminated, truncated, info = env.step(loop)
+        if turn < 4:
+            assert not (terminated or truncated)
+    assert truncated and not terminated and obs == "" and info["turn"] == 4
+    calls = 4 if "<call>" in loop else 0
+    assert info["reward_breakdown"]["tool_cost"] == pytest.approx(-0.1 * calls)
+    assert reward == pytest.approx(-0.5 - 0.1 * calls)
+    assert "max_turns" in info["truncation"]
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(loop)
+
+
+def test_end_episode_truncates_like_max_turns(env):
+    env.reset(options={"index": 1})
+    env.step("<call>user_stats()</call>")
+    _, reward, terminated, truncated, info = env.end_episode("context full")
+    assert truncated and not terminated and reward == pytest.approx(-0.52) and info["truncation"] == "context full"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_turns": 0}, "max_turns"), ({"tool_cost": -1.0}, "tool_cost"), ({"max_results": 0}, "max_results"),
+])
+def test_bad_knobs_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        gym.make(ENV, **kwargs)
+
+
+# ---- leakage ----
+
+CALLS = [
+    ToolCall("recent_reviews", {"offset": 0, "limit": 10}),
+    ToolCall("recent_reviews", {"offset": 40, "limit": 10}),
+    ToolCall("search_reviews", {"query": "food liked would order again", "limit": 10}),
+    ToolCall("item_reviews", {"offset": 0, "limit": 10}),
+    ToolCall("similar_items", {"limit": 10}),
+    ToolCall("user_stats", {}),
+]
+
+
+def normal(text: str) -> str:
+    """A review as a result shows it (angle brackets neutralized, whitespace collapsed)."""
+    return " ".join(str(text).replace("<", "‹").replace(">", "›").split())
+
+
+def assert_no_tool_reads_the_future(ds, check_text: bool = False) -> int:
+    """Every tool on every sample of every split: the rows read lie strictly before the target, and
+    (``check_text``) no review written at or after the target's time appears in a result."""
+    tools = HistoryTools(ds, max_review_chars=10_000)
+    users, items, times = np.asarray(ds.user_codes), np.asarray(ds.item_codes), np.asarray(ds.timestamps)
+    checked = 0
+    for split in ("train", "valid", "test"):
+        for row in ds.samples[split]:
+            row = int(row)
+            t = times[row]
+            past_u = np.flatnonzero((users == users[row]) & (times < t)) if check_text else None
+            for call in CALLS:
+                result = tools.run(row, call)
+                rows = np.asarray(result.rows, dtype=np.int64)
+                assert (times[rows] < t).all(), (split, row, call)
+                own = items if call.name == "item_reviews" else users
+                assert (own[rows] == own[row]).all() and row not in rows
+                if call.name == "user_stats":
+                    assert len(rows) == int(((users == users[row]) & (times < t)).sum())
+                if check_text:
+                    mine = users == users[row] if call.name != "item_reviews" else items == items[row]
+                    later = np.flatnonzero(mine & (times >= t))
+                    past = past_u if call.name != "item_reviews" else np.flatnonzero(mine & (times < t))
+                    seen = " | ".join(normal(ds.review_texts[r]) for r in past)
+                    for r in later:
+                        text = normal(ds.review_texts[r])
+                        # a later review may repeat an earlier one (reposts): only unseen text must stay out
+                        if len(text) > 30 and text not in seen:
+                            assert text not in result.text, (split, row, call, r)
+            checked += 1
+    return checked
+
+
+def test_no_tool_reads_the_future_on_every_synthetic_sample():
+    ds = load_dataset("synthetic", long_history=True)
+    assert assert_no_tool_reads_the_future(ds) == sum(len(s) for s in ds.samples.values()) > 14_000
+
+
+def test_no_tool_reads_the_future_on_every_sample_of_a_real_dataset(shared_data, tmp_path):
+    from recgym.data.loaders import load_amazon
+
+    ds = load_amazon(shared_data / "amazon_digital_music_5core_2014_partial", skip_bad_records=True,
+                     cache_dir=tmp_path, progress=False)
+    assert assert_no_tool_reads_the_future(ds, check_text=True) > 1_000
+
+
+def test_long_history_evidence_is_never_among_the_newest_fifteen():
+    """By construction: the target's cuisine is absent from the newest 15 of the user's past ratings,
+    and present earlier (after the first round)."""
+    ds = load_dataset("synthetic", long_history=True)
+    tools = HistoryTools(ds)
+    for row in ds.samples["test"]:
+        past = tools.user_rows(int(row))
+        cats = [ds.item_categories[int(ds.item_codes[r])] for r in past]
+        target = ds.item_categories[int(ds.item_codes[row])]
+        assert target not in cats[-15:] and target in cats
+
+
+def test_long_history_tools_beat_the_fixed_cut():
+    """The scripted tool agent (similar items, then rate) beats the scripted single-turn reasoner
+    with the newest 10 reviews on the same test samples: the information is reachable."""
+    from recgym.agents.scripted import SimilarItemsToolPolicy, SyntheticReasonerPolicy
+    from recgym.evaluation import evaluate
+
+    tool = evaluate(gym.make(ENV, split="test"), SimilarItemsToolPolicy(), n=100, baselines=False)
+    single = evaluate(gym.make("RecRating-SyntheticLong-v0", split="test"), SyntheticReasonerPolicy(), n=100,
+                      baselines=False)
+    assert tool.metrics.coverage == 1 and tool.metrics.format_rate == 1
+    assert tool.episode_stats["tool_calls_mean"] == 1 and tool.episode_stats["turns_mean"] == 2
+    assert tool.metrics.mae < single.metrics.mae - 0.2, (tool.metrics.mae, single.metrics.mae)
+
+
+# ---- the group vector env ----
+
+def test_episodes_end_at_different_turns_and_autoreset_keeps_groups_intact():
+    vec = make_group_vec(ENV, num_prompts=2, group_size=3, autoreset_mode="NextStep", split="valid")
+    _, infos = vec.reset(options={"indices": [4, 9]})
+    assert [i["index"] for i in infos] == [4, 4, 4, 9, 9, 9]
+    call = "<call>user_stats()</call>"
+    # group 0: members end at turns 1, 2, 3; group 1: all answer at turn 1
+    _, rewards, term, trunc, infos = vec.step([answer(3), call, call, answer(1), answer(2), answer(3)])
+    assert term.tolist() == [True, False, False, True, True, True]
+    _, rewards, term, trunc, infos = vec.step([None, answer(4), call, None, None, None])
+    assert term.tolist() == [False, True, False, False, False, False]
+    assert infos[0]["waiting"] and rewards[0] == 0
+    # group 1 ended as a whole: it resets together, to one new sample; group 0 still waits for its last member
+    assert all(i.get("autoreset") for i in infos[3:]) and len({i["index"] for i in infos[3:]}) == 1
+    assert infos[3]["group"] == infos[5]["group"] == 1
+    _, _, term, _, infos = vec.step([None, None, answer(5), call, call, call])
+    assert term.tolist() == [False, False, True, False, False, False]
+    assert infos[3]["num_calls"] == infos[4]["num_calls"] == 1
+    obs, _, _, _, infos = vec.step([None, None, None, answer(3), answer(3), answer(3)])
+    assert all(i.get("autoreset") for i in infos[:3]) and len({i["index"] for i in infos[:3]}) == 1
+    assert len(set(obs[:3])) == 1
+
+
+def test_without_autoreset_finished_members_wait():
+    vec = make_group_vec(ENV, num_prompts=1, group_size=2, split="valid")
+    vec.reset(seed=0)
+    vec.step([answer(3), "<call>user_stats()</call>"])
+    obs, rewards, term, trunc, infos = vec.step(["ignored", answer(3)])
+    assert infos[0] == {"group": 0, "waiting": True} and obs[0] == "" and term.tolist() == [False, True]
+    _, _, term, _, infos = vec.step([None, None])
+    assert all(i.get("waiting") for i in infos) and not term.any()
+
+
+def test_make_vec_builds_tool_groups():
+    vec = gym.make_vec(ENV, num_envs=4, group_size=2)
+    assert vec.num_prompts == 2 and isinstance(vec.envs[0], RecRatingToolsEnv)
