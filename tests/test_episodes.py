@@ -187,8 +187,8 @@ def test_trainer_runs_grpo_on_the_tool_env_with_a_tiny_model(tmp_path):
 
 def train_command(tmp_path: Path, policy: str) -> list[str]:
     return [sys.executable, "-m", "recgym.cli", "train", "grpo", "--env_id", ENV, "--policy", policy,
-            "--max_steps", "2", "--prompts_per_step", "2", "--group_size", "2", "--max_new_tokens", "48",
-            "--env_kwargs", "{max_turns: 2, num_users: 40}", "--eval_size", "2", "--eval_max_new_tokens", "32",
+            "--max_steps", "2", "--prompts_per_step", "2", "--group_size", "2", "--max_new_tokens", "32",
+            "--env_kwargs", "{max_turns: 2, num_users: 40}", "--eval_size", "2", "--eval_max_new_tokens", "24",
             "--eval_interval", "0", "--save_interval", "0", "--live_display", "false", "--plot", "false",
             "--learning_rate", "1e-5", "--output_dir", str(tmp_path / "run")]
 
