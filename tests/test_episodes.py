@@ -183,6 +183,23 @@ def test_trainer_runs_grpo_on_the_tool_env_with_a_tiny_model(tmp_path):
     assert "eval/tool_calls_mean" in result.evals[-1]
 
 
+def test_cli_eval_reports_tool_calls_and_tokens_read(tmp_path, capsys):
+    from recgym.cli import main
+
+    tiny_model().save_pretrained(tmp_path / "tiny")
+    tiny_tokenizer().save_pretrained(tmp_path / "tiny")
+    metrics = tmp_path / "m.json"
+    code = main(["eval", ENV, "--model", str(tmp_path / "tiny"), "--policy", "hf", "--split", "valid", "-n", "3",
+                 "--max-new-tokens", "4", "--env-kwargs", '{"max_turns": 2}', "--metrics-json", str(metrics),
+                 "--out", str(tmp_path / "r.jsonl"), "--quiet"])
+    assert code == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "MAE" in printed and "coverage" in printed and "2.00 turns" in printed and "tokens read" in printed
+    payload = json.loads(metrics.read_text())["metrics"]
+    assert payload["n"] == 3 and payload["turns_mean"] == 2 and payload["tokens_read_mean"] > 0
+    assert {"tool_calls_mean", "format_rate", "coverage", "mae"} <= set(payload)
+
+
 # ---- slow: the real model through the command line ----
 
 def train_command(tmp_path: Path, policy: str) -> list[str]:

@@ -82,11 +82,18 @@ def run(args) -> int:
             {"LLM": result.metrics}, result.baselines, result.baselines_note,
         )
     )
+    if result.episode_stats:  # multi-turn (RecRatingTools-*): what the agent read to get there
+        e = result.episode_stats
+        make_console().print(
+            f"per episode: {e['tool_calls_mean']:.2f} tool calls, {e['tokens_read_mean']:.1f} tokens read, "
+            f"{e['turns_mean']:.2f} turns, {e['invalid_turns_mean']:.2f} invalid turns"
+        )
     stats = getattr(policy, "stats", {})
     if stats.get("truncated_prompts"):
         console.print(f"{stats['truncated_prompts']} prompts lost {stats['history_lines_dropped']} history lines to fit the context")
     if args.metrics_json:
-        payload = {"metrics": result.metrics.as_dict(), "baselines": result.baselines, "seconds": result.seconds, **header}
+        payload = {"metrics": {**result.metrics.as_dict(), **result.episode_stats}, "baselines": result.baselines,
+                   "seconds": result.seconds, **header}
         with open(args.metrics_json, "w") as f:
             json.dump(payload, f, indent=2)
     return 0
@@ -94,10 +101,12 @@ def run(args) -> int:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "eval", help="score an LLM policy on a split: MAE, RMSE, coverage, format rate, next to baselines",
+        "eval", help="score an LLM policy on a split: MAE, RMSE, coverage, format rate (and, for tool "
+        "environments, tool calls and tokens read per episode), next to baselines",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("env_id", help="e.g. RecRating-Synthetic-v0 (see `recgym envs`)")
+    parser.add_argument("env_id", help="e.g. RecRating-Synthetic-v0, or the tool-using RecRatingTools-Synthetic-v0 "
+                        "(see `recgym envs`)")
     parser.add_argument("--model", default="smollm2-135m-instruct", help="model name, local path or hub id")
     parser.add_argument("--policy", choices=("hf", "vllm", "openai"), default="vllm")
     parser.add_argument("--split", choices=("train", "valid", "test"), default="test")
