@@ -313,3 +313,18 @@ def test_without_autoreset_finished_members_wait():
 def test_make_vec_builds_tool_groups():
     vec = gym.make_vec(ENV, num_envs=4, group_size=2)
     assert vec.num_prompts == 2 and isinstance(vec.envs[0], RecRatingToolsEnv)
+
+
+def test_the_readme_comparison_script_runs():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "tools_comparison.py"
+    spec = importlib.util.spec_from_file_location("tools_comparison", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.main(n=20, count=lambda text: len(text.split()))
+    tool, same_budget = rows[0], rows[1]
+    assert tool["tool_calls"] == 1 and same_budget["tokens_read"] <= tool["tokens_read"]
+    assert tool["mae"] < same_budget["mae"]
+    assert "| tools: similar_items" in module.markdown(rows)
