@@ -1,18 +1,18 @@
 """recgym: LLM recommendation reasoning (RecZero / RecOne) as Gymnasium environments.
 
-Importing recgym registers every ``RecRating-*-v0`` environment with gymnasium.
+Importing recgym registers every ``RecRating-*-v0`` and ``RecRatingTools-*-v0`` environment with gymnasium.
 """
 
 from recgym import data as _data  # noqa: F401  (registers the datasets)
 from recgym import envs as _envs  # noqa: F401  (registers the environments)
 from recgym.data.schema import RatingScale
-from recgym.envs import RecRatingEnv, make_group_vec
+from recgym.envs import RecRatingEnv, RecRatingToolsEnv, make_group_vec
 from recgym.metrics import RatingMetrics, rating_metrics
 from recgym.prompts import PromptTemplate
 from recgym.rewards import RatingReward, parse_completion
 
 __version__ = "0.1.0"
 __all__ = [
-    "PromptTemplate", "RatingMetrics", "RatingReward", "RatingScale", "RecRatingEnv",
+    "PromptTemplate", "RatingMetrics", "RatingReward", "RatingScale", "RecRatingEnv", "RecRatingToolsEnv",
     "make_group_vec", "parse_completion", "rating_metrics",
 ]

@@ -183,7 +183,7 @@ def run_episodes(
 def pack_episodes(episodes: Sequence[Episode], group_size: int, pad_token_id: int = 0) -> RolloutBatch:
     """A RolloutBatch of token-level episodes: the prompt, then the turns and results as the
     completion, ``completion_mask`` on the model's tokens and ``observation_mask`` on the results."""
-    from recgym.agents.rollout import _as_float, _pad
+    from recgym.agents.rollout import _pad, reward_components
 
     if len(episodes) % group_size:
         raise ValueError(f"{len(episodes)} episodes do not split into groups of {group_size}")
@@ -194,12 +194,6 @@ def pack_episodes(episodes: Sequence[Episode], group_size: int, pad_token_id: in
     own, _ = _pad([e.own for e in episodes], False, bool)
     old_logprobs, _ = _pad([e.logprobs for e in episodes], 0.0, np.float32)
     infos = [{**{k: v for k, v in e.reset_info.items() if k != "messages"}, **e.info} for e in episodes]
-    breakdowns = [info.get("reward_breakdown", {}) for info in infos]
-    components = {
-        key: np.array([_as_float(b.get(key)) for b in breakdowns], dtype=np.float32)
-        for key, value in (breakdowns[0] if breakdowns else {}).items()
-        if isinstance(value, (bool, int, float)) or value is None
-    }
     return RolloutBatch(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
@@ -209,7 +203,7 @@ def pack_episodes(episodes: Sequence[Episode], group_size: int, pad_token_id: in
         rewards=np.array([e.reward for e in episodes], dtype=np.float32),
         group_ids=np.repeat(np.arange(len(episodes) // group_size, dtype=np.int64), group_size),
         truncated=np.array([e.truncated or (bool(e.turns) and e.turns[-1].truncated) for e in episodes], dtype=bool),
-        reward_components=components,
+        reward_components=reward_components(infos),
         texts=[e.transcript for e in episodes],
         infos=infos,
         observation_mask=attention & ~own,
@@ -226,7 +220,7 @@ def collect_episodes(
     pad_token_id: int | None = None,
 ) -> tuple[RolloutBatch, dict[str, float]]:
     """:func:`recgym.agents.rollout.collect` for a GroupedRatingVecEnv of multi-turn sub-envs."""
-    from recgym.agents.rollout import _policy_stats, rollout_metrics
+    from recgym.agents.rollout import _policy_stats, collection_metrics, policy_pad_id
 
     if not getattr(policy, "supports_token_ids", False):
         raise TypeError(f"multi-turn rollouts for training need a policy that continues token ids (hf, vllm), "
@@ -252,17 +246,5 @@ def collect_episodes(
     start = time.perf_counter()
     episodes = run_episodes(step, reset_infos, policy, sampling, group_size, end_episode=end_episode)
     total = time.perf_counter() - start
-    env_seconds += timed["env"]
-    if pad_token_id is None:
-        pad_token_id = getattr(getattr(policy, "tokenizer", None), "pad_token_id", None) or 0
-    batch = pack_episodes(episodes, group_size, pad_token_id)
-    metrics = rollout_metrics(batch, group_size)
-    gen_seconds = total - timed["env"]
-    after = _policy_stats(policy)
-    metrics.update(
-        gen_seconds=gen_seconds,
-        env_seconds=env_seconds,
-        gen_tokens_per_second=metrics["tokens_generated"] / gen_seconds if gen_seconds > 0 else float("nan"),
-        prompts_truncated=after.get("truncated_prompts", 0) - before.get("truncated_prompts", 0),
-    )
-    return batch, metrics
+    batch = pack_episodes(episodes, group_size, policy_pad_id(policy, pad_token_id))
+    return batch, collection_metrics(batch, group_size, policy, before, total - timed["env"], env_seconds + timed["env"])

@@ -37,6 +37,16 @@ def _as_float(value: Any) -> float:
     return float(value)
 
 
+def reward_components(infos: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Each numeric part of the infos' ``reward_breakdown`` as an array (NaN where None)."""
+    breakdowns = [info.get("reward_breakdown", {}) for info in infos]
+    return {
+        key: np.array([_as_float(b.get(key)) for b in breakdowns], dtype=np.float32)
+        for key, value in (breakdowns[0] if breakdowns else {}).items()
+        if isinstance(value, (bool, int, float)) or value is None
+    }
+
+
 def pack_batch(
     completions: Sequence[Completion],
     rewards: Sequence[float],
@@ -56,11 +66,6 @@ def pack_batch(
     prompt_ids, prompt_mask = _pad([c.prompt_token_ids for c in completions], pad_token_id, np.int64, left=True)
     completion_ids, completion_mask = _pad([c.completion_token_ids for c in completions], pad_token_id, np.int64)
     old_logprobs, _ = _pad([c.logprobs for c in completions], 0.0, np.float32)
-    components: dict[str, np.ndarray] = {}
-    breakdowns = [info.get("reward_breakdown", {}) for info in infos]
-    for key, value in (breakdowns[0] if breakdowns else {}).items():
-        if isinstance(value, (bool, int, float)) or value is None:
-            components[key] = np.array([_as_float(b.get(key)) for b in breakdowns], dtype=np.float32)
     return RolloutBatch(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
@@ -70,7 +75,7 @@ def pack_batch(
         rewards=np.asarray(rewards, dtype=np.float32),
         group_ids=np.repeat(np.arange(len(completions) // group_size, dtype=np.int64), group_size),
         truncated=np.array([c.truncated for c in completions], dtype=bool),
-        reward_components=components,
+        reward_components=reward_components(infos),
         texts=[c.text for c in completions],
         infos=list(infos),
     )
@@ -212,16 +217,26 @@ def collect(
         for reset_info, step_info in zip(infos, step_infos)
     ]
 
-    if pad_token_id is None:
-        tokenizer = getattr(policy, "tokenizer", None)
-        pad_token_id = getattr(tokenizer, "pad_token_id", None) or 0
-    batch = pack_batch(completions, rewards, merged, group_size, pad_token_id)
+    batch = pack_batch(completions, rewards, merged, group_size, policy_pad_id(policy, pad_token_id))
+    return batch, collection_metrics(batch, group_size, policy, before, gen_seconds, env_seconds)
+
+
+def policy_pad_id(policy: Any, pad_token_id: int | None = None) -> int:
+    """``pad_token_id`` if given, else the policy tokenizer's pad id, else 0."""
+    if pad_token_id is not None:
+        return pad_token_id
+    return getattr(getattr(policy, "tokenizer", None), "pad_token_id", None) or 0
+
+
+def collection_metrics(batch: RolloutBatch, group_size: int, policy: Any, stats_before: dict[str, int],
+                       gen_seconds: float, env_seconds: float) -> dict[str, float]:
+    """:func:`rollout_metrics` plus the timings and the prompts the policy truncated meanwhile."""
     metrics = rollout_metrics(batch, group_size)
     after = _policy_stats(policy)
     metrics.update(
         gen_seconds=gen_seconds,
         env_seconds=env_seconds,
         gen_tokens_per_second=metrics["tokens_generated"] / gen_seconds if gen_seconds > 0 else float("nan"),
-        prompts_truncated=after.get("truncated_prompts", 0) - before.get("truncated_prompts", 0),
+        prompts_truncated=after.get("truncated_prompts", 0) - stats_before.get("truncated_prompts", 0),
     )
-    return batch, metrics
+    return metrics

@@ -150,14 +150,19 @@ def generate_world(config: SyntheticConfig | None = None, prepare: PrepareConfig
             expected = 3.0 + leniency + float(item_quality[i]) + match
             rating = int(np.clip(np.rint(expected + rng.uniform(-config.noise, config.noise)), 1, 5))
             t += int(rng.integers(1, 30)) * DAY + int(rng.integers(0, DAY))
-            rows["user_id"].append(f"u{u:05d}")
-            rows["item_id"].append(f"r{int(i):04d}")
-            rows["rating"].append(rating)
-            rows["timestamp"].append(t)
-            rows["review_text"].append(_review(rng, rating, liked, disliked, CUISINES[c]))
-            oracle.append(float(np.clip(expected, SCALE.low, SCALE.high)))
+            _add(rows, oracle, u, int(i), rating, t, _review(rng, rating, liked, disliked, CUISINES[c]), expected)
 
     return _world(config, prepare, rows, titles, categories, descriptions, oracle)
+
+
+def _add(rows: dict[str, list], oracle: list[float], user: int, item: int, rating: int, timestamp: int, review: str,
+         expected: float) -> None:
+    rows["user_id"].append(f"u{user:05d}")
+    rows["item_id"].append(f"r{item:04d}")
+    rows["rating"].append(rating)
+    rows["timestamp"].append(timestamp)
+    rows["review_text"].append(review)
+    oracle.append(float(np.clip(expected, SCALE.low, SCALE.high)))
 
 
 def _world(config: SyntheticConfig, prepare: PrepareConfig | None, rows: dict[str, list], titles: list[str],
@@ -218,12 +223,7 @@ def _generate_long_world(config: SyntheticConfig, prepare: PrepareConfig | None,
                 liked = [f"{cuisines[c]} food"] if taste[c] > 0.5 else []
                 disliked = [f"{cuisines[c]} food"] if taste[c] < -0.5 else []
                 t += int(rng.integers(1, 15)) * DAY + int(rng.integers(0, DAY))
-                rows["user_id"].append(f"u{u:05d}")
-                rows["item_id"].append(f"r{i:04d}")
-                rows["rating"].append(rating)
-                rows["timestamp"].append(t)
-                rows["review_text"].append(_review(rng, rating, liked, disliked, cuisines[c]))
-                oracle.append(float(np.clip(expected, SCALE.low, SCALE.high)))
+                _add(rows, oracle, u, i, rating, t, _review(rng, rating, liked, disliked, cuisines[c]), expected)
     return _world(config, prepare, rows, titles, categories, descriptions, oracle)
 
 

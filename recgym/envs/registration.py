@@ -15,29 +15,25 @@ MULTI_TURN: set[str] = set()
 
 def register_rating_env(env_id: str, dataset: str, **default_kwargs: Any) -> None:
     """Register ``env_id`` as a RecRatingEnv over the registered dataset ``dataset``."""
-    if env_id not in gym.registry:
-        gym.register(
-            id=env_id,
-            entry_point="recgym.envs.rec_rating:RecRatingEnv",
-            vector_entry_point="recgym.envs.vector:grouped_vector_entry_point",
-            kwargs={"dataset": dataset, **default_kwargs},
-            disable_env_checker=True,
-        )
-    REGISTERED[env_id] = dataset
+    _register(env_id, dataset, "rec_rating:RecRatingEnv", "grouped_vector_entry_point", default_kwargs)
 
 
 def register_tools_env(env_id: str, dataset: str, **default_kwargs: Any) -> None:
     """Register ``env_id`` as a multi-turn RecRatingToolsEnv over the registered dataset ``dataset``."""
+    _register(env_id, dataset, "rec_rating_tools:RecRatingToolsEnv", "tools_vector_entry_point", default_kwargs)
+    MULTI_TURN.add(env_id)
+
+
+def _register(env_id: str, dataset: str, entry: str, vector_entry: str, default_kwargs: dict[str, Any]) -> None:
     if env_id not in gym.registry:
         gym.register(
             id=env_id,
-            entry_point="recgym.envs.rec_rating_tools:RecRatingToolsEnv",
-            vector_entry_point="recgym.envs.vector:tools_vector_entry_point",
+            entry_point=f"recgym.envs.{entry}",
+            vector_entry_point=f"recgym.envs.vector:{vector_entry}",
             kwargs={"dataset": dataset, **default_kwargs},
             disable_env_checker=True,
         )
     REGISTERED[env_id] = dataset
-    MULTI_TURN.add(env_id)
 
 
 register_rating_env("RecRating-Synthetic-v0", "synthetic")
