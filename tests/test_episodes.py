@@ -183,6 +183,38 @@ def test_trainer_runs_grpo_on_the_tool_env_with_a_tiny_model(tmp_path):
     assert "eval/tool_calls_mean" in result.evals[-1]
 
 
+def _algorithms():
+    from recgym.agents.algorithms import list_algorithms
+
+    # ppo's GAE puts the reward at position mask.sum() - 1, which assumes the model's tokens are
+    # contiguous; in a multi-turn episode that position lies inside a tool result (a fix for
+    # recgym/agents/algorithms/ppo.py: the last masked position)
+    gap = pytest.mark.xfail(strict=True, reason="ppo's GAE assumes contiguous completion tokens")
+    return [pytest.param(name, marks=gap) if name == "ppo" else name for name in sorted(list_algorithms())]
+
+
+@pytest.mark.parametrize("algorithm", _algorithms())
+def test_every_registered_algorithm_learns_from_multi_turn_batches(tmp_path, algorithm):
+    """Each registered algorithm takes an update on a batch of hand-made multi-turn episodes whose
+    episode-level rewards differ within groups: finite loss, the weights move, and the gradient
+    reaches the model only through its own tokens (the tool results' logprobs are masked)."""
+    import dataclasses
+
+    from recgym.agents.trainer import GRPOTrainer
+
+    cfg = tiny_config(tmp_path, env_id=ENV, algorithm=algorithm, max_steps=1, eval_size=1,
+                      env_kwargs={"reward": SpaceReward(), "max_turns": 3, "num_users": 30})
+    trainer = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+    batch, _ = collect(trainer.train_env, ReplayPolicyMock([CALL, ANSWER]), indices=[0, 1])
+    batch = dataclasses.replace(batch, rewards=np.array([0.0, 1.0, 0.5, 0.25] * 2, dtype=np.float32)[: len(batch)])
+    before = [p.detach().clone() for p in trainer.trainable]
+    trainer.model.eval()
+    shaped = trainer.algorithm.shape_rewards(batch, cfg.max_new_tokens)
+    stats = trainer.learn(shaped, trainer.algorithm.advantages(shaped))
+    assert np.isfinite(stats.get("loss", 0.0))
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.trainable)), algorithm
+
+
 def test_cli_eval_reports_tool_calls_and_tokens_read(tmp_path, capsys):
     from recgym.cli import main
 
