@@ -328,3 +328,57 @@ def test_the_readme_comparison_script_runs():
     assert tool["tool_calls"] == 1 and same_budget["tokens_read"] <= tool["tokens_read"]
     assert tool["mae"] < same_budget["mae"]
     assert "| tools: similar_items" in module.markdown(rows)
+
+
+def test_function_calls_become_tagged_calls():
+    from recgym.envs.tools import call_text
+
+    assert parse_call(call_text("search_reviews", '{"query": "thai", "limit": 2}')) == \
+        ToolCall("search_reviews", {"query": "thai", "limit": 2})
+    assert parse_call(call_text("user_stats", "")) == ToolCall("user_stats", {})
+    with pytest.raises(ToolCallError, match="no argument 'arguments'"):
+        parse_call(call_text("similar_items", "not json"))
+
+
+def test_openai_policy_sends_the_schema_and_returns_tagged_calls_mock_server():
+    """A mock OpenAI-compatible server (no model here speaks native function calls) answers with a
+    tool call; the policy sent the tools and turns the call into the environment's action."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from recgym.agents.policies import make_policy
+
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            call = {"id": "c1", "type": "function", "function": {"name": "similar_items", "arguments": '{"limit": 3}'}}
+            payload = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [
+                {"index": 0, "finish_reason": "tool_calls", "logprobs": None,
+                 "message": {"role": "assistant", "content": None, "tool_calls": [call]}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        policy = make_policy("openai", "m", base_url=f"http://127.0.0.1:{server.server_address[1]}/v1",
+                             tools=openai_tools(), max_retries=0)
+        env = gym.make(ENV, split="valid").unwrapped
+        _, info = env.reset(options={"index": 0})
+        text = policy.generate([info["messages"]])[0][0].text
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen[0]["tools"] == openai_tools()
+    assert text == "<call>similar_items(limit=3)</call>"
+    obs, *_ = env.step(text)
+    assert obs.startswith("Result of similar_items(limit=3):")

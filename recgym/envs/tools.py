@@ -119,6 +119,20 @@ def openai_tools() -> list[dict[str, Any]]:
     return [t.openai_schema() for t in TOOLS]
 
 
+def call_text(name: str, arguments: dict[str, Any] | str | None = None) -> str:
+    """The tagged call for a function call (``name``, arguments as a dict or a JSON string): how an
+    API policy's native tool call becomes the environment's action."""
+    import json
+
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments or "{}")
+        except json.JSONDecodeError:
+            arguments = {"arguments": arguments}  # the environment answers with an error naming it
+    args = ", ".join(f"{k}={v!r}" for k, v in (arguments or {}).items()) if isinstance(arguments, dict) else ""
+    return f"{CALL_OPEN}{name}({args}){CALL_CLOSE}"
+
+
 @dataclass(frozen=True)
 class ToolCall:
     name: str

@@ -45,6 +45,9 @@ class OpenAIPolicy(BasePolicy):
         max_retries: retries of a request that timed out, could not connect, or got 408/409/429/5xx.
         backoff: first retry delay in seconds, doubled each retry (with jitter).
         return_token_ids: ask a vLLM server for token ids (``extra_body``; other servers may reject it).
+        tools: OpenAI function-calling schemas sent with every request (for the tool environments:
+            ``recgym.envs.tools.openai_tools()``); a tool call the model makes comes back as the
+            environment's tagged call text, ``<call>name(arg=value)</call>``.
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class OpenAIPolicy(BasePolicy):
         max_retries: int = 3,
         backoff: float = 1.0,
         return_token_ids: bool = False,
+        tools: list[dict[str, Any]] | None = None,
     ) -> None:
         try:
             import openai
@@ -69,6 +73,7 @@ class OpenAIPolicy(BasePolicy):
         self.max_retries = max(0, int(max_retries))
         self.backoff = float(backoff)
         self.return_token_ids = return_token_ids
+        self.tools = list(tools) if tools else None
         self._openai = openai
         self.client = openai.OpenAI(
             base_url=self.base_url,
@@ -105,6 +110,8 @@ class OpenAIPolicy(BasePolicy):
             kwargs["stop"] = list(sampling.stop)
         if self.return_token_ids:
             kwargs["extra_body"] = {"return_token_ids": True}
+        if self.tools:
+            kwargs["tools"] = self.tools
         errors = self._openai
         for attempt in range(self.max_retries + 1):
             self._stats["requests"] += 1
@@ -130,9 +137,15 @@ class OpenAIPolicy(BasePolicy):
             if sampling.logprobs > 0:
                 top = [{t.token: float(t.logprob) for t in (step.top_logprobs or [])} for step in content]
             ids = list(getattr(choice, "token_ids", None) or [])
+            text = choice.message.content or ""
+            calls = getattr(choice.message, "tool_calls", None) or []
+            if calls:  # a native function call: the tagged call the tool environments read
+                from recgym.envs.tools import call_text
+
+                text = (text + " " if text else "") + call_text(calls[0].function.name, calls[0].function.arguments)
             completions.append(
                 Completion(
-                    text=choice.message.content or "",
+                    text=text,
                     prompt_token_ids=prompt_ids,
                     completion_token_ids=ids,
                     logprobs=[float(step.logprob) for step in content],
