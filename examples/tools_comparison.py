@@ -21,7 +21,11 @@ import gymnasium as gym
 import numpy as np
 
 import recgym  # noqa: F401  (registers the environments)
-from recgym.agents.scripted import SimilarItemsToolPolicy, SyntheticReasonerPolicy, UserAveragePolicy
+from recgym.agents.scripted import (
+    SimilarItemsToolPolicy,
+    SyntheticReasonerPolicy,
+    UserAveragePolicy,
+)
 from recgym.evaluation import evaluate
 
 
@@ -55,7 +59,7 @@ def main(n: int = 300, split: str = "test", count=None) -> list[dict]:
         return gym.make("RecRating-SyntheticLong-v0", split=split, max_user_history=history, max_item_history=0)
 
     # the most pasted reviews whose prompt fits the tool agent's budget
-    fits = max(h for h in range(0, 49) if h == 0 or single_turn_tokens(single(h), min(n, 50), count) <= budget)
+    fits = max(h for h in range(49) if h == 0 or single_turn_tokens(single(h), min(n, 50), count) <= budget)
     for history, label in ((fits, "same budget"), (10, "default cut"), (48, "whole history")):
         env = single(history)
         tokens = single_turn_tokens(env, n, count)

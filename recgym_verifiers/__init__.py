@@ -155,9 +155,8 @@ def _tools_environment(vf: Any, core: Any, env_id: str, split: str, num_samples:
     environment turn = the tool result (or error) the Gymnasium environment returns, rubric = the
     environment's reward in three parts (``format_reward``, ``accuracy_reward``, ``tool_cost_reward``,
     weight 1 each) plus ``tool_calls`` and ``tokens_read`` as zero-weight metrics."""
-    from datasets import Dataset
-
     import numpy as np
+    from datasets import Dataset
 
     indices = list(range(len(core)))
     if seed is not None:

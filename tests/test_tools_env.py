@@ -13,7 +13,15 @@ import recgym  # noqa: F401
 from recgym.data.registry import load_dataset
 from recgym.envs import MULTI_TURN, REGISTERED, RecRatingToolsEnv, make_group_vec
 from recgym.envs.real_envs import REAL_ENVS
-from recgym.envs.tools import TOOL_NAMES, HistoryTools, ToolCall, ToolCallError, bm25_scores, openai_tools, parse_call
+from recgym.envs.tools import (
+    TOOL_NAMES,
+    HistoryTools,
+    ToolCall,
+    ToolCallError,
+    bm25_scores,
+    openai_tools,
+    parse_call,
+)
 from recgym.rewards import FOUR_STEP_TAGS
 
 ENV = "RecRatingTools-Synthetic-v0"
@@ -284,9 +292,9 @@ def test_episodes_end_at_different_turns_and_autoreset_keeps_groups_intact():
     assert [i["index"] for i in infos] == [4, 4, 4, 9, 9, 9]
     call = "<call>user_stats()</call>"
     # group 0: members end at turns 1, 2, 3; group 1: all answer at turn 1
-    _, rewards, term, trunc, infos = vec.step([answer(3), call, call, answer(1), answer(2), answer(3)])
+    _, _, term, _, infos = vec.step([answer(3), call, call, answer(1), answer(2), answer(3)])
     assert term.tolist() == [True, False, False, True, True, True]
-    _, rewards, term, trunc, infos = vec.step([None, answer(4), call, None, None, None])
+    _, rewards, term, _, infos = vec.step([None, answer(4), call, None, None, None])
     assert term.tolist() == [False, True, False, False, False, False]
     assert infos[0]["waiting"] and rewards[0] == 0
     # group 1 ended as a whole: it resets together, to one new sample; group 0 still waits for its last member
@@ -304,7 +312,7 @@ def test_without_autoreset_finished_members_wait():
     vec = make_group_vec(ENV, num_prompts=1, group_size=2, split="valid")
     vec.reset(seed=0)
     vec.step([answer(3), "<call>user_stats()</call>"])
-    obs, rewards, term, trunc, infos = vec.step(["ignored", answer(3)])
+    obs, _, term, _, infos = vec.step(["ignored", answer(3)])
     assert infos[0] == {"group": 0, "waiting": True} and obs[0] == "" and term.tolist() == [False, True]
     _, _, term, _, infos = vec.step([None, None])
     assert all(i.get("waiting") for i in infos) and not term.any()

@@ -34,10 +34,11 @@ from recgym.prompts import truncate
 CALL_OPEN, CALL_CLOSE = "<call>", "</call>"
 
 #: Words too common to carry similarity (the text parts of similar_items and search_reviews).
-_STOPWORDS = frozenset(
-    "a an and the of to in on for with its it is was were be i my me we our you your this that at as "
-    "by or not but so very from they them their there are has have had".split()
-)
+_STOPWORDS = frozenset([
+    "a", "an", "and", "the", "of", "to", "in", "on", "for", "with", "its", "it", "is", "was", "were",
+    "be", "i", "my", "me", "we", "our", "you", "your", "this", "that", "at", "as", "by", "or", "not",
+    "but", "so", "very", "from", "they", "them", "their", "there", "are", "has", "have", "had",
+])
 _WORD = re.compile(r"[a-z0-9]+")
 
 
