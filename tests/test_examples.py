@@ -39,7 +39,7 @@ def test_every_example_config_is_a_valid_grpo_config():
                                           "reczero_amazon", "reczero_imdb"}
     for path in configs:
         config = GRPOConfig.from_yaml(path)
-        assert config.env_id.startswith("RecRating-"), path
+        assert config.env_id.startswith(("RecRating-", "RecRatingTools-")), path
         assert config.max_steps > 0
 
 
