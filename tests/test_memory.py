@@ -163,3 +163,19 @@ def test_cli_reads_only_config_json(tmp_path, capsys):
     out = capsys.readouterr()
     assert rc == 0, out.err
     assert "0.00B params" in out.out and "fits" in out.out
+
+
+@pytest.mark.parametrize(("algorithm", "copies"), [
+    ("grpo", []), ("online_dpo", ["reference model"]), ("ppo", ["critic body"]),
+])
+def test_frozen_copies_the_algorithm_keeps_are_counted(algorithm, copies):
+    """online_dpo always needs the reference and PPO's critic reads a frozen copy of the initial
+    model: without LoRA each is a full copy in the compute dtype, with LoRA none is."""
+    est = estimate_memory(config(dtype="bfloat16", algorithm=algorithm), SHAPE)
+    rows = {row.name: row.gb for row in est.rows}
+    for name in copies:
+        assert rows[name] == pytest.approx(PARAMS * 2 / 1e9)
+    assert not {"reference model", "critic body"} - set(copies) & set(rows)
+    lora = estimate_memory(config(dtype="bfloat16", algorithm=algorithm, use_lora=True, lora_r=8,
+                                  lora_target_modules=["q_proj"]), SHAPE)
+    assert not {"reference model", "critic body"} & {row.name for row in lora.rows}

@@ -21,7 +21,9 @@
   backward and its gradient);
 - **HF generation KV cache** (``policy: hf``): ``batch_size`` rows x ``S`` tokens of keys and values;
   generation and the backward pass do not overlap, so only the larger of it and the activations counts;
-- **reference model** (``beta > 0`` without LoRA): its weights in the compute dtype;
+- **frozen copies of the initial model** the algorithm keeps without LoRA (its
+  ``frozen_model_copies``: the reference model when ``beta > 0`` or for online DPO, PPO's critic
+  body): each one's weights in the compute dtype (with LoRA the adapter-free base serves instead);
 - **vLLM** (``policy: vllm``, colocated): ``gpu_memory_utilization`` (default 0.85 on a GPU) of the
   GPU's memory, which vLLM claims for its weights, activations and KV cache (with ``kv_cache_gib``:
   its weights plus that cache);
@@ -295,7 +297,7 @@ class MemoryEstimate:
             kwargs = {**cfg.policy_kwargs, context_key: shorter}
             out.append(f"policy_kwargs.{context_key}: {shorter} (a shorter context; now {self.sequence_length}): "
                        f"{total_with(policy_kwargs=kwargs):.1f} GB")
-        if cfg.beta > 0 and not cfg.use_lora:
+        if cfg.beta > 0 and not cfg.use_lora and total_with(beta=0.0) < self.total_gb:
             out.append(f"beta: 0 (no reference model): {total_with(beta=0.0):.1f} GB")
         if cfg.policy == "vllm" and "kv_cache_gib" not in cfg.policy_kwargs:
             room = self.limit_gb - (self.total_gb - self.row("vLLM (colocated)").gb)
@@ -411,9 +413,13 @@ def estimate_memory(
         ))
         if kv > activations:
             rows[-2] = dataclasses.replace(rows[-2], counted=False)
-    if config.beta > 0 and not config.use_lora:
-        rows.append(MemoryRow("reference model", params * compute / GB,
-                              f"{params / 1e9:.3f}B x {compute} B ({config.dtype}) for the KL term (beta > 0)"))
+    if not config.use_lora:
+        from recgym.agents.algorithms import get_algorithm
+
+        algorithm = get_algorithm(config.algorithm).from_config(config, **config.algorithm_kwargs)
+        for name, purpose in algorithm.frozen_model_copies.items():
+            rows.append(MemoryRow(name, params * compute / GB,
+                                  f"{params / 1e9:.3f}B x {compute} B ({config.dtype}), {purpose} ({config.algorithm})"))
     if config.policy == "vllm":
         if "kv_cache_gib" in config.policy_kwargs and config.policy_kwargs["kv_cache_gib"] is not None:
             vllm_dtype = DTYPE_BYTES.get(str(config.policy_kwargs.get("dtype", "bfloat16")), 2)

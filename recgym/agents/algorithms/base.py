@@ -201,6 +201,12 @@ class Algorithm:
         """Whether the trainer must compute reference-model logprobs for :meth:`loss`."""
         return self.beta > 0
 
+    @property
+    def frozen_model_copies(self) -> dict[str, str]:
+        """The frozen copies of the initial model this algorithm keeps without LoRA (with LoRA the
+        base model with the adapter off serves instead), name -> purpose, for the memory estimate."""
+        return {"reference model": "for the KL term or the loss (needs_reference)"} if self.needs_reference else {}
+
     # ---- extension points: each default does nothing, the trainer calls them all ----
     whole_groups: ClassVar[bool] = False
     """True: every micro-batch holds whole groups (a loss that compares a group's completions)."""

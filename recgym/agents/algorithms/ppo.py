@@ -108,6 +108,10 @@ class PPO(Algorithm):
         self.head: ValueHead | None = None
         self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # features, returns, mask
 
+    @property
+    def frozen_model_copies(self) -> dict[str, str]:
+        return {**super().frozen_model_copies, "critic body": "the frozen initial model the value head reads"}
+
     # ---- the critic ----
     def setup(self, model: torch.nn.Module, config: Any) -> None:
         self.dtype, self.micro_batch_size = config.dtype, config.micro_batch_size
