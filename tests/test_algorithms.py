@@ -343,6 +343,33 @@ def test_gae_exact():
     assert adv[0, 0] == pytest.approx(0.9 * 1.0 - 0.5)  # discounted return less V(s_0)
 
 
+def test_gae_skips_tool_results_in_multi_turn_episodes():
+    """A multi-turn row: model tokens, a tool result (mask 0), model tokens. The reward lands on the
+    model's last token and the recursion steps from a model token to the model's next token, so the
+    row equals the contiguous row of its own tokens."""
+    from recgym.agents.algorithms.ppo import gae
+
+    values = np.array([[0.1, 0.4, 7.0, 8.0, 0.3, 9.0]])  # 7, 8: tool-result tokens; 9: padding
+    mask = np.array([[1, 1, 0, 0, 1, 0]])
+    adv, ret = gae(np.array([2.0]), values, mask, gamma=1.0, lam=0.5)
+    contiguous, contiguous_ret = gae(np.array([2.0]), np.array([[0.1, 0.4, 0.3]]), np.array([[1, 1, 1]]), 1.0, 0.5)
+    np.testing.assert_allclose(adv[0, [0, 1, 4]], contiguous[0], atol=1e-6)
+    np.testing.assert_allclose(adv, [[0.675, 0.75, 0.0, 0.0, 1.7, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(ret[0, [0, 1, 4]], contiguous_ret[0], atol=1e-6)
+    assert ret[0, [2, 3, 5]].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_dapo_overlong_shaping_counts_the_longest_turn_of_a_multi_turn_episode():
+    """max_new_tokens caps each turn: two 5-token turns of a 6-token cap are not overlong, a 6-token
+    turn is."""
+    batch = make_batch([1.0, 1.0], [0, 0], completion_len=12)
+    batch.completion_mask[:] = np.array([[1] * 5 + [0] * 2 + [1] * 5, [1] * 6 + [0] * 2 + [1] * 2 + [0] * 2], bool)
+    batch.observation_mask = np.array([[0] * 5 + [1] * 2 + [0] * 5, [0] * 6 + [1] * 2 + [0] * 4], bool)
+    np.testing.assert_array_equal(batch.longest_turn(), [5, 6])
+    shaped = get_algorithm("dapo")(overlong_buffer=2, overlong_penalty=1.0).shape_rewards(batch, max_new_tokens=6)
+    np.testing.assert_allclose(shaped.rewards, [0.5, 0.0])  # 5 tokens: -(5 - 4) / 2; 6: -1
+
+
 def tiny_ppo(**kwargs):
     from tiny_lm import tiny_model
 

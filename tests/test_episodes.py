@@ -186,11 +186,7 @@ def test_trainer_runs_grpo_on_the_tool_env_with_a_tiny_model(tmp_path):
 def _algorithms():
     from recgym.agents.algorithms import list_algorithms
 
-    # ppo's GAE puts the reward at position mask.sum() - 1, which assumes the model's tokens are
-    # contiguous; in a multi-turn episode that position lies inside a tool result (a fix for
-    # recgym/agents/algorithms/ppo.py: the last masked position)
-    gap = pytest.mark.xfail(strict=True, reason="ppo's GAE assumes contiguous completion tokens")
-    return [pytest.param(name, marks=gap) if name == "ppo" else name for name in sorted(list_algorithms())]
+    return sorted(list_algorithms())
 
 
 @pytest.mark.parametrize("algorithm", _algorithms())

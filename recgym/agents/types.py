@@ -105,6 +105,18 @@ class RolloutBatch:
             return self.completion_mask
         return self.completion_mask | self.observation_mask
 
+    def longest_turn(self) -> np.ndarray:
+        """``[B]``: each row's most tokens in one turn (``max_new_tokens`` caps each turn); the
+        completion's length when single-turn."""
+        mask = np.asarray(self.completion_mask, dtype=np.int64)
+        if self.observation_mask is None:
+            return mask.sum(1)
+        best = run = np.zeros(len(mask), dtype=np.int64)
+        for column in mask.T:
+            run = (run + 1) * column
+            best = np.maximum(best, run)
+        return best
+
     def __len__(self) -> int:
         return int(self.rewards.shape[0])
 

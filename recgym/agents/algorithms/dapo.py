@@ -23,6 +23,7 @@ changes:
        R += -overlong_penalty * clip((|y| - (L - overlong_buffer)) / overlong_buffer, 0, 1)
 
    (0 up to ``L - overlong_buffer`` tokens, then linear down to ``-overlong_penalty`` at the cap).
+   In a multi-turn episode ``L`` caps each turn, so ``|y|`` is the episode's longest turn.
 
 No KL term by default (``beta = 0``, as in the paper).
 """
@@ -77,7 +78,7 @@ class DAPO(GRPO):
 
     def shape_rewards(self, batch: RolloutBatch, max_new_tokens: int) -> RolloutBatch:
         buffer = max_new_tokens // 5 if self.overlong_buffer is None else self.overlong_buffer
-        lengths = batch.completion_mask.sum(axis=1)
+        lengths = batch.longest_turn()
         penalty = overlong_shaping(lengths, max_new_tokens, buffer, self.overlong_penalty)
         return dataclasses.replace(batch, rewards=(batch.rewards + penalty).astype(np.float32))
 

@@ -47,23 +47,28 @@ from recgym.agents.types import RolloutBatch
 
 def gae(rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, gamma: float, lam: float
         ) -> tuple[np.ndarray, np.ndarray]:
-    """``(advantages, returns)``, both ``[B, C]`` (0 on padding), for right-padded completions whose
-    reward ``rewards[i]`` comes at their last token and whose values are ``values`` (``[B, C]``)."""
-    mask = mask.astype(np.float64)
-    values = values.astype(np.float64) * mask
-    lengths = mask.sum(1).astype(np.int64)
-    token_rewards = np.zeros_like(values)
-    rows = np.flatnonzero(lengths > 0)
-    token_rewards[rows, lengths[rows] - 1] = rewards[rows]
-    next_values = np.pad(values[:, 1:], ((0, 0), (0, 1)))  # 0 after the last token (padding is 0)
-    deltas = (token_rewards + gamma * next_values - values) * mask
-    advantages = np.zeros_like(values)
-    running = np.zeros(len(values))
-    for t in reversed(range(values.shape[1])):
-        running = deltas[:, t] + gamma * lam * running
-        advantages[:, t] = running
-    advantages *= mask
-    return advantages.astype(np.float32), ((advantages + values) * mask).astype(np.float32)
+    """``(advantages, returns)``, both ``[B, C]`` (0 where ``mask`` is 0), for completions whose
+    reward ``rewards[i]`` comes at their last token and whose values are ``values`` (``[B, C]``).
+
+    The recursion runs over each row's own tokens (``mask`` 1) in order: what the model did not
+    write (padding; a multi-turn episode's tool results) is skipped, so the state after a model
+    token is the model's next token, and the reward lands on the model's last token."""
+    advantages = np.zeros(values.shape, dtype=np.float64)
+    returns = np.zeros(values.shape, dtype=np.float64)
+    for i in range(len(values)):
+        own = np.flatnonzero(np.asarray(mask[i]) > 0)
+        if not len(own):
+            continue
+        v = values[i, own].astype(np.float64)
+        token_rewards = np.zeros_like(v)
+        token_rewards[-1] = rewards[i]
+        deltas = token_rewards + gamma * np.append(v[1:], 0.0) - v  # V = 0 after the last token
+        running = 0.0
+        for t in reversed(range(len(v))):
+            running = deltas[t] + gamma * lam * running
+            advantages[i, own[t]] = running
+        returns[i, own] = advantages[i, own] + v
+    return advantages.astype(np.float32), returns.astype(np.float32)
 
 
 class ValueHead(torch.nn.Module):
