@@ -93,19 +93,21 @@ def cold_start_sft(s: DemoSettings, out: Path, env_kwargs: dict[str, Any]) -> Pa
     ))
 
 
-def grpo_stage(s: DemoSettings, out: Path, model: str, env_kwargs: dict[str, Any], policy: Any, steps: int):
-    """``steps`` GRPO steps from ``model`` with the shared vLLM ``policy``, evaluated before and after."""
+def grpo_stage(s: DemoSettings, out: Path, model: str, env_kwargs: dict[str, Any], policy: Any, steps: int,
+               **overrides: Any):
+    """``steps`` GRPO steps from ``model`` with the shared vLLM ``policy``, evaluated before and
+    after; ``overrides`` are other ``GRPOConfig`` fields (``algorithm``, ``eval_on_start``, ...)."""
     from recgym.agents.config import GRPOConfig
     from recgym.agents.trainer import GRPOTrainer
     from recgym.console import make_console
 
-    config = GRPOConfig(
-        env_id=s.env_id, env_kwargs=env_kwargs, model=model, policy="vllm", algorithm="grpo",
-        group_size=s.group_size, prompts_per_step=s.prompts_per_step, max_steps=steps,
-        max_new_tokens=s.max_new_tokens, temperature=s.temperature, learning_rate=s.learning_rate,
-        micro_batch_size=s.group_size, eval_interval=0, eval_size=s.eval_size, save_interval=0,
-        output_dir=str(out), seed=s.seed, live_display=make_console().is_terminal,
-    )
+    config = GRPOConfig(**{
+        "env_id": s.env_id, "env_kwargs": env_kwargs, "model": model, "policy": "vllm", "algorithm": "grpo",
+        "group_size": s.group_size, "prompts_per_step": s.prompts_per_step, "max_steps": steps,
+        "max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "learning_rate": s.learning_rate,
+        "micro_batch_size": s.group_size, "eval_interval": 0, "eval_size": s.eval_size, "save_interval": 0,
+        "output_dir": str(out), "seed": s.seed, "live_display": make_console().is_terminal, **overrides,
+    })
     return GRPOTrainer(config, policy=policy).train()
 
 

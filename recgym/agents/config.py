@@ -214,6 +214,8 @@ class GRPOConfig(ConfigMixin):
     )
 
     # ---- evaluation, checkpoints, logging ----
+    eval_on_start: bool = True
+    """Evaluate before the first step (off when the starting checkpoint's evaluation is known)."""
     eval_interval: int = 10
     """Evaluate every this many steps (and always before the first and after the last); 0: only those."""
     eval_size: int = 32

@@ -60,8 +60,11 @@ MULTI_TURN_METRICS = ("turns_mean", "tool_calls_mean", "invalid_turns_mean", "ob
 class TrainResult:
     steps: int
     evals: list[dict[str, Any]] = field(default_factory=list)
-    """Every evaluation record (``eval/*`` keys), the first before training, the last after."""
+    """Every evaluation record (``eval/*`` keys), the first before training (with ``eval_on_start``),
+    the last after."""
     output_dir: str = ""
+    records: list[dict[str, Any]] = field(default_factory=list)
+    """Every line of ``metrics.jsonl`` (main process), training steps and evaluations."""
     eval_samples: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     """Per evaluation step, each sample's ``index``, ``target`` and ``prediction_or_fallback``
     (for paired comparisons between steps; this run's evaluations only, not a resumed run's earlier ones)."""
@@ -191,7 +194,7 @@ class GRPOTrainer:
                          f"({self.world_size} x {cfg.prompts_per_step} prompts x {cfg.group_size})")
         evals = [r for r in logger.records if "eval/mae" in r] if logger else []
         try:
-            if self.step == 0:
+            if self.step == 0 and cfg.eval_on_start:
                 evals += self.evaluate(logger, baselines=True)
             while self.step < cfg.max_steps:
                 record = self.train_step()
@@ -208,7 +211,8 @@ class GRPOTrainer:
         if cfg.plot and logger:
             baseline = next((r["eval/baseline/user_mean_mae"] for r in evals if "eval/baseline/user_mean_mae" in r), None)
             plot_curves(logger.records, Path(cfg.output_dir) / "curves.png", baseline)
-        return TrainResult(steps=self.step, evals=evals, output_dir=cfg.output_dir, eval_samples=self.eval_samples)
+        return TrainResult(steps=self.step, evals=evals, output_dir=cfg.output_dir, eval_samples=self.eval_samples,
+                           records=logger.records if logger else [])
 
     def train_step(self) -> dict[str, Any]:
         cfg = self.config
