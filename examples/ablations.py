@@ -13,7 +13,8 @@ Arms (the paper's findings in brackets):
 - ``format-reward-only``: RecOne with the accuracy term's weight 0 [good format, bad accuracy];
 - ``accuracy-reward-only``: RecOne with the format term 0 [breaks the format].
 
-Each arm writes ``<output_dir>/<arm>/``; one table prints every arm beside the classical baselines
+Arms with the same template share one SFT checkpoint (the rewards do not change which teacher traces
+are kept: format and a rating within 0.5 of the truth). Each arm writes ``<output_dir>/<arm>/``; one table prints every arm beside the classical baselines
 on the same validation samples, and ``<output_dir>/ablations.json`` holds it.
 """
 
@@ -51,12 +52,16 @@ def run_ablations(settings: DemoSettings, arms: list[str], env_kwargs: dict) -> 
     out = Path(settings.output_dir)
     policy = shared_policy(settings)
     rows: dict[str, dict] = {}
+    sft: dict[str, str] = {}  # template -> checkpoint: the rewards do not change the SFT (same traces kept)
     for arm in arms:
         kwargs = arm_env_kwargs(arm, env_kwargs)
         arm_dir = out / arm
         model = settings.model
+        template = str(kwargs.get("template", "think"))
         if arm != "reczero":
-            model = str(cold_start_sft(dataclasses.replace(settings, output_dir=str(arm_dir)), arm_dir, kwargs))
+            if template not in sft:
+                sft[template] = str(cold_start_sft(dataclasses.replace(settings, output_dir=str(arm_dir)), arm_dir, kwargs))
+            model = sft[template]
         steps = 0 if arm == "sft-only" else settings.grpo_steps
         result = grpo_stage(settings, arm_dir / "grpo", model, kwargs, policy, steps)
         rows[arm] = result.evals[-1]

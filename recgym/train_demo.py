@@ -44,13 +44,15 @@ class DemoSettings:
     """Cold-start teacher: ``reasoner`` (reads the synthetic world's text) or ``user-average`` (any env)."""
     eval_size: int = 120
     """Validation samples every row is evaluated on (the same first ones)."""
-    cold_start_samples: int = 96
+    cold_start_samples: int = 64
     sft_epochs: float = 1.0
     sft_learning_rate: float = 5e-5
-    grpo_steps: int = 12
+    grpo_steps: int = 8
+    algorithm: str = "dapo"
+    """The RL algorithm (``recgym algorithms``); DAPO refills groups whose rewards are all equal."""
     group_size: int = 8
     prompts_per_step: int = 4
-    learning_rate: float = 2e-5
+    learning_rate: float = 3e-5
     temperature: float = 1.0
     max_new_tokens: int = 96
     seed: int = 0
@@ -102,7 +104,7 @@ def grpo_stage(s: DemoSettings, out: Path, model: str, env_kwargs: dict[str, Any
     from recgym.console import make_console
 
     config = GRPOConfig(**{
-        "env_id": s.env_id, "env_kwargs": env_kwargs, "model": model, "policy": "vllm", "algorithm": "grpo",
+        "env_id": s.env_id, "env_kwargs": env_kwargs, "model": model, "policy": "vllm", "algorithm": s.algorithm,
         "group_size": s.group_size, "prompts_per_step": s.prompts_per_step, "max_steps": steps,
         "max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "learning_rate": s.learning_rate,
         "micro_batch_size": s.group_size, "eval_interval": 0, "eval_size": s.eval_size, "save_interval": 0,

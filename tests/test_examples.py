@@ -132,6 +132,12 @@ def test_ablations_run_every_arm_on_a_tiny_budget(tmp_path):
     assert all(r["eval/n"] == 2 for r in rows.values())
     assert (tmp_path / "out" / "reczero" / "grpo" / "metrics.jsonl").exists()
     assert not (tmp_path / "out" / "reczero" / "sft").exists()
+    # one SFT per template: recone's serves sft-only and both reward arms
+    assert sorted(p.parent.name for p in (tmp_path / "out").glob("*/sft/config.json")) == [
+        "no-reasoning-template", "recone"]
+    configs = {arm: yaml.safe_load((tmp_path / "out" / arm / "grpo" / "config.yaml").read_text())
+               for arm in ("sft-only", "format-reward-only", "accuracy-reward-only")}
+    assert {c["model"] for c in configs.values()} == {str(tmp_path / "out" / "recone" / "sft")}
     assert "ablations" in run.stdout and "biased_mf (baseline)" in run.stdout
 
 
