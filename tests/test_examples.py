@@ -133,7 +133,7 @@ def test_ablations_run_every_arm_on_a_tiny_budget(tmp_path):
     assert (tmp_path / "out" / "reczero" / "grpo" / "metrics.jsonl").exists()
     assert not (tmp_path / "out" / "reczero" / "sft").exists()
     # one SFT per template: recone's serves sft-only and both reward arms
-    assert sorted(p.parent.name for p in (tmp_path / "out").glob("*/sft/config.json")) == [
+    assert sorted(p.parent.parent.name for p in (tmp_path / "out").glob("*/sft/config.json")) == [
         "no-reasoning-template", "recone"]
     configs = {arm: yaml.safe_load((tmp_path / "out" / arm / "grpo" / "config.yaml").read_text())
                for arm in ("sft-only", "format-reward-only", "accuracy-reward-only")}
