@@ -27,7 +27,14 @@ from pathlib import Path
 
 import yaml
 
-from recgym.train_demo import ENV_KWARGS, DemoSettings, cold_start_sft, grpo_stage, shared_policy
+from recgym.train_demo import (
+    ENV_KWARGS,
+    DemoSettings,
+    add_settings_arguments,
+    cold_start_sft,
+    grpo_stage,
+    shared_policy,
+)
 
 ARMS = ("recone", "reczero", "sft-only", "no-reasoning-template", "format-reward-only", "accuracy-reward-only")
 
@@ -75,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--env_kwargs", type=yaml.safe_load, default=ENV_KWARGS)
-    for f in dataclasses.fields(DemoSettings):
-        default = "runs/ablations" if f.name == "output_dir" else f.default
-        parser.add_argument(f"--{f.name}", type=type(f.default), default=default)
+    add_settings_arguments(parser, output_dir="runs/ablations")
     args = vars(parser.parse_args(argv))
     arms, env_kwargs = args.pop("arms"), args.pop("env_kwargs")
     run_ablations(DemoSettings(**args), arms, env_kwargs)

@@ -18,12 +18,19 @@ standard error. ``<output_dir>/algorithms.json`` holds the table; each run folde
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
 
-from recgym.train_demo import ENV_KWARGS, DemoSettings, cold_start_sft, grpo_stage, sample_errors, shared_policy
+from recgym.train_demo import (
+    ENV_KWARGS,
+    DemoSettings,
+    add_settings_arguments,
+    cold_start_sft,
+    grpo_stage,
+    sample_errors,
+    shared_policy,
+)
 
 
 def compare(settings: DemoSettings, algorithms: list[str], start: str | None) -> dict[str, dict]:
@@ -76,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algorithms", nargs="+", choices=sorted(list_algorithms()), default=sorted(list_algorithms()))
     parser.add_argument("--start", default=None, help="checkpoint to start from (default: build the demo's SFT one)")
-    for f in dataclasses.fields(DemoSettings):
-        default = "runs/algorithms" if f.name == "output_dir" else f.default
-        parser.add_argument(f"--{f.name}", type=type(f.default), default=default)
+    add_settings_arguments(parser, output_dir="runs/algorithms")
     args = vars(parser.parse_args(argv))
     algorithms, start = args.pop("algorithms"), args.pop("start")
     compare(DemoSettings(**args), algorithms, start)

@@ -169,14 +169,19 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
+def add_settings_arguments(parser: argparse.ArgumentParser, output_dir: str = DemoSettings.output_dir) -> None:
+    """One ``--<field>`` flag per ``DemoSettings`` field (for this script and the examples built on it)."""
     import dataclasses
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(DemoSettings):
-        parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
-    args = parser.parse_args(argv)
-    run_demo(DemoSettings(**vars(args)))
+        default = output_dir if f.name == "output_dir" else f.default
+        parser.add_argument(f"--{f.name}", type=type(f.default), default=default)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_settings_arguments(parser)
+    run_demo(DemoSettings(**vars(parser.parse_args(argv))))
     return 0
 
 
