@@ -33,6 +33,7 @@ from recgym.train_demo import (
     add_settings_arguments,
     cold_start_sft,
     grpo_stage,
+    parse_settings,
     shared_policy,
 )
 
@@ -70,7 +71,7 @@ def run_ablations(settings: DemoSettings, arms: list[str], env_kwargs: dict) -> 
                 sft[template] = str(cold_start_sft(dataclasses.replace(settings, output_dir=str(arm_dir)), arm_dir, kwargs))
             model = sft[template]
         steps = 0 if arm == "sft-only" else settings.grpo_steps
-        result = grpo_stage(settings, arm_dir / "grpo", model, kwargs, policy, steps)
+        result = grpo_stage(settings, arm_dir / "grpo", model, kwargs, policy, steps, eval_on_start=steps == 0)
         rows[arm] = result.evals[-1]
     (out / "ablations.json").write_text(json.dumps(rows, indent=1))
     make_console().print(comparison_table(rows, title=f"ablations: {settings.env_id}, first {settings.eval_size} "
@@ -83,9 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--env_kwargs", type=yaml.safe_load, default=ENV_KWARGS)
     add_settings_arguments(parser, output_dir="runs/ablations")
-    args = vars(parser.parse_args(argv))
-    arms, env_kwargs = args.pop("arms"), args.pop("env_kwargs")
-    run_ablations(DemoSettings(**args), arms, env_kwargs)
+    settings, args = parse_settings(parser, argv)
+    run_ablations(settings, args["arms"], args["env_kwargs"])
     return 0
 
 

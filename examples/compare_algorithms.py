@@ -28,6 +28,7 @@ from recgym.train_demo import (
     add_settings_arguments,
     cold_start_sft,
     grpo_stage,
+    parse_settings,
     sample_errors,
     shared_policy,
 )
@@ -84,9 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--algorithms", nargs="+", choices=sorted(list_algorithms()), default=sorted(list_algorithms()))
     parser.add_argument("--start", default=None, help="checkpoint to start from (default: build the demo's SFT one)")
     add_settings_arguments(parser, output_dir="runs/algorithms")
-    args = vars(parser.parse_args(argv))
-    algorithms, start = args.pop("algorithms"), args.pop("start")
-    compare(DemoSettings(**args), algorithms, start)
+    settings, args = parse_settings(parser, argv)
+    compare(settings, args["algorithms"], args["start"])
     return 0
 
 

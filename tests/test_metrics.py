@@ -64,3 +64,40 @@ def test_demo_summary_rows_baselines_and_paired_error():
     assert summary["paired_gain"] == pytest.approx(0.25)
     assert summary["paired_se"] == pytest.approx(np.std([0.5, 0.5, 0, 0], ddof=1) / 2)
     assert summary["seconds"] == 12.5
+
+
+def test_demo_settings_from_defaults_then_config_file_then_flags(tmp_path):
+    import argparse
+
+    from recgym.train_demo import DemoSettings, add_settings_arguments, parse_settings
+
+    def parse(*argv):
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--arms", nargs="+", default=["recone"])
+        add_settings_arguments(parser, output_dir="runs/elsewhere")
+        return parse_settings(parser, list(argv))
+
+    settings, rest = parse()
+    assert settings == DemoSettings(output_dir="runs/elsewhere") and rest == {"arms": ["recone"]}
+    recipe = tmp_path / "long.yaml"
+    recipe.write_text("grpo_steps: 40\nlearning_rate: 2.0e-5\nalgorithm_kwargs: {overlong_buffer: 0}\n")
+    settings, _ = parse("--config", str(recipe), "--grpo_steps", "3", "--arms", "sft-only")
+    assert (settings.grpo_steps, settings.learning_rate, settings.algorithm_kwargs) == (3, 2e-5, {"overlong_buffer": 0})
+    assert settings.output_dir == "runs/elsewhere" and settings.group_size == DemoSettings.group_size
+    settings, _ = parse("--algorithm_kwargs", "{clip_epsilon_high: 0.3}")
+    assert settings.algorithm_kwargs == {"clip_epsilon_high": 0.3}
+    recipe.write_text("grpo_step: 40\n")
+    with pytest.raises(SystemExit):
+        parse("--config", str(recipe))
+
+
+def test_committed_recipes_are_valid_demo_settings():
+    from pathlib import Path
+
+    import yaml
+
+    from recgym.train_demo import DemoSettings
+
+    recipe = Path(__file__).parent.parent / "examples" / "configs" / "recone_synthetic_long.yaml"
+    settings = DemoSettings(**yaml.safe_load(recipe.read_text()))
+    assert settings.eval_size >= 200
