@@ -90,14 +90,3 @@ def test_demo_settings_from_defaults_then_config_file_then_flags(tmp_path):
     with pytest.raises(SystemExit):
         parse("--config", str(recipe))
 
-
-def test_committed_recipes_are_valid_demo_settings():
-    from pathlib import Path
-
-    import yaml
-
-    from recgym.train_demo import DemoSettings
-
-    recipe = Path(__file__).parent.parent / "examples" / "configs" / "recone_synthetic_long.yaml"
-    settings = DemoSettings(**yaml.safe_load(recipe.read_text()))
-    assert settings.eval_size >= 200
