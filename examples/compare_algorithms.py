@@ -47,9 +47,8 @@ def compare(settings: DemoSettings, algorithms: list[str], start: str | None) ->
     start_errors = start_record = None
     for algorithm in algorithms:
         t0 = time.perf_counter()
-        own_kwargs = settings.algorithm_kwargs if algorithm == settings.algorithm else {}  # e.g. DAPO's overlong knob
         result = grpo_stage(settings, out / algorithm, start, ENV_KWARGS, policy, settings.grpo_steps,
-                            algorithm=algorithm, algorithm_kwargs=own_kwargs, eval_on_start=start_errors is None)
+                            algorithm=algorithm, eval_on_start=start_errors is None)
         if start_errors is None:
             start_errors, start_record = sample_errors(result, 0), result.evals[0]
         steps = [r for r in result.records if "reward" in r]

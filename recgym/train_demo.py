@@ -113,10 +113,12 @@ def grpo_stage(s: DemoSettings, out: Path, model: str, env_kwargs: dict[str, Any
     from recgym.agents.trainer import GRPOTrainer
     from recgym.console import make_console
 
+    algorithm = overrides.pop("algorithm", s.algorithm)
     config = GRPOConfig(**{
-        "env_id": s.env_id, "env_kwargs": env_kwargs, "model": model, "policy": "vllm", "algorithm": s.algorithm,
+        "env_id": s.env_id, "env_kwargs": env_kwargs, "model": model, "policy": "vllm", "algorithm": algorithm,
+        "algorithm_kwargs": s.algorithm_kwargs if algorithm == s.algorithm else {},  # they are that algorithm's knobs
         "group_size": s.group_size, "prompts_per_step": s.prompts_per_step, "max_steps": steps,
-        "algorithm_kwargs": s.algorithm_kwargs, "max_new_tokens": s.max_new_tokens, "temperature": s.temperature,
+        "max_new_tokens": s.max_new_tokens, "temperature": s.temperature,
         "learning_rate": s.learning_rate, "lr_scheduler_type": s.lr_scheduler_type, "micro_batch_size": s.group_size,
         "eval_interval": s.eval_interval, "eval_size": s.eval_size, "save_interval": 0,
         "output_dir": str(out), "seed": s.seed, "live_display": make_console().is_terminal, **overrides,
@@ -194,7 +196,6 @@ def add_settings_arguments(parser: argparse.ArgumentParser, output_dir: str = De
         default = output_dir if f.name == "output_dir" else default
         kind = yaml.safe_load if isinstance(default, dict) else type(default)
         parser.add_argument(f"--{f.name}", type=kind, default=None, help=f"default: {default!r}")
-    parser.set_defaults(**{f.name: None for f in dataclasses.fields(DemoSettings)})
     parser.settings_defaults = {"output_dir": output_dir}
 
 
