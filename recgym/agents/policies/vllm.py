@@ -103,6 +103,11 @@ class VLLMPolicy(BasePolicy):
         enforce_eager: default True on CPU (torch.compile warm-up costs minutes there).
         enable_prefix_caching: share KV cache of common prompt prefixes (default True).
         seed: the engine's seed.
+        enable_chunked_prefill: default False on CPU, where vLLM 0.32 fails with "CPU Generator does
+            not use offset" when it splits the prompt of a seeded request (``SamplingParams.seed``)
+            across steps: it rewinds that request's generator by an offset CPU generators lack.
+            Unchunked, a step's token budget (``max_num_batched_tokens``, default 4096 or
+            ``max_model_len`` if longer) holds whole prompts. Default True (vLLM's) on GPU.
         llm_kwargs: anything else for ``vllm.LLM``.
 
     Logprobs are ``processed_logprobs`` (after temperature and top-p), as TRL uses them.
@@ -149,6 +154,10 @@ class VLLMPolicy(BasePolicy):
             kv_cache_gib = 4.0
         if kv_cache_gib is not None:
             llm_kwargs.setdefault("kv_cache_memory_bytes", int(kv_cache_gib * 2**30))
+        if cpu:
+            llm_kwargs.setdefault("enable_chunked_prefill", False)
+            if not llm_kwargs["enable_chunked_prefill"]:
+                llm_kwargs.setdefault("max_num_batched_tokens", max(4096, self.max_model_len))
         import torch
 
         threads = torch.get_num_threads()
