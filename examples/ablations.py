@@ -15,7 +15,9 @@ Arms (the paper's findings in brackets):
 
 Arms with the same template share one SFT checkpoint (the rewards do not change which teacher traces
 are kept: format and a rating within 0.5 of the truth). Each arm writes ``<output_dir>/<arm>/``; one table prints every arm beside the classical baselines
-on the same validation samples, and ``<output_dir>/ablations.json`` holds it.
+on the same validation samples, and ``<output_dir>/ablations.json`` holds it. Where ``recone`` ran,
+each other arm's record also holds the paired change ``mean(|err_arm| - |err_recone|)`` over the
+same samples (positive: RecOne is better) and its standard error, printed below the table.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from recgym.train_demo import (
     cold_start_sft,
     grpo_stage,
     parse_settings,
+    sample_errors,
     shared_policy,
 )
 
@@ -56,10 +59,12 @@ def run_ablations(settings: DemoSettings, arms: list[str], env_kwargs: dict) -> 
     """Run ``arms``; returns ``{arm: final evaluation record}`` (also written to ``ablations.json``)."""
     from recgym.agents.run_log import comparison_table
     from recgym.console import make_console
+    from recgym.metrics import paired_difference
 
     out = Path(settings.output_dir)
     policy = shared_policy(settings)
     rows: dict[str, dict] = {}
+    errors: dict[str, list[float]] = {}
     sft: dict[str, str] = {}  # template -> checkpoint: the rewards do not change the SFT (same traces kept)
     for arm in arms:
         kwargs = arm_env_kwargs(arm, env_kwargs)
@@ -72,10 +77,18 @@ def run_ablations(settings: DemoSettings, arms: list[str], env_kwargs: dict) -> 
             model = sft[template]
         steps = 0 if arm == "sft-only" else settings.grpo_steps
         result = grpo_stage(settings, arm_dir / "grpo", model, kwargs, policy, steps, eval_on_start=steps == 0)
-        rows[arm] = result.evals[-1]
+        rows[arm], errors[arm] = result.evals[-1], sample_errors(result, result.steps)
+    lines = []
+    for arm in [a for a in rows if "recone" in rows and a != "recone"]:
+        gain, se = paired_difference(errors[arm], errors["recone"])
+        rows[arm].update({"eval/paired_mae_vs_recone": gain, "eval/paired_se_vs_recone": se})
+        lines.append(f"recone vs {arm}: MAE lower by {gain:+.3f} (paired standard error {se:.3f}, "
+                     f"{gain / max(se, 1e-12):.1f} SE)")
     (out / "ablations.json").write_text(json.dumps(rows, indent=1))
-    make_console().print(comparison_table(rows, title=f"ablations: {settings.env_id}, first {settings.eval_size} "
-                                                      f"validation samples, {settings.grpo_steps} GRPO steps"))
+    console = make_console()
+    console.print(comparison_table(rows, title=f"ablations: {settings.env_id}, first {settings.eval_size} "
+                                               f"validation samples, {settings.grpo_steps} GRPO steps"))
+    console.print("\n".join(lines))
     return rows
 
 

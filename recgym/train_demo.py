@@ -74,7 +74,8 @@ def summarize(rows: dict[str, dict[str, Any]], errors: dict[str, list[float]], s
     from recgym.metrics import paired_difference
 
     out_rows = [{"name": name, "mae": r.get("eval/mae"), "rmse": r.get("eval/rmse"), "coverage": r.get("eval/coverage"),
-                 "format_rate": r.get("eval/format_rate"), "n": r.get("eval/n")} for name, r in rows.items()]
+                 "format_rate": r.get("eval/format_rate"), "n": r.get("eval/n"),
+                 "prediction_std": r.get("eval/prediction_std")} for name, r in rows.items()]
     last = list(rows.values())[-1]
     baselines = {k.removeprefix("eval/baseline/").removesuffix("_mae"): v for k, v in last.items()
                  if k.startswith("eval/baseline/")}

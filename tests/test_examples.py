@@ -146,6 +146,11 @@ def test_ablations_run_every_arm_on_a_tiny_budget(tmp_path):
                for arm in ("sft-only", "format-reward-only", "accuracy-reward-only")}
     assert {c["model"] for c in configs.values()} == {str(tmp_path / "out" / "recone" / "sft")}
     assert "ablations" in run.stdout and "biased_mf (baseline)" in run.stdout
+    for arm, row in rows.items():  # every other arm carries its paired change against recone
+        if arm != "recone":
+            assert row["eval/paired_mae_vs_recone"] == pytest.approx(row["eval/mae"] - rows["recone"]["eval/mae"])
+            assert row["eval/paired_se_vs_recone"] >= 0.0 and f"recone vs {arm}: MAE lower by" in run.stdout
+    assert "eval/paired_mae_vs_recone" not in rows["recone"]
 
 
 COMPARE_SCRIPT = r"""

@@ -18,6 +18,13 @@ def test_unparsed_predictions_use_the_fallback_not_perfection():
     assert m.mae_parsed == pytest.approx(1 / 2)
     assert m.coverage == 0.5 and m.format_rate == 0.25 and m.mean_reward == pytest.approx(0.25)
     assert m.scale == "1-5" and "user average" in m.fallback
+    # predictions used: 5, 3 (fallback), 3 (fallback), 5 (clipped): mean 4, population std 1
+    assert m.prediction_std == pytest.approx(1.0)
+
+
+def test_one_rating_for_everyone_has_zero_prediction_spread():
+    m = rating_metrics([1, 3, 5, 3], [3, 3, 3, 3], [2, 2, 2, 2], RatingScale(1, 5))
+    assert m.prediction_std == 0.0 and m.mae == 1.0
 
 
 def test_nothing_parsed():
@@ -53,13 +60,13 @@ def test_demo_summary_rows_baselines_and_paired_error():
 
     def record(mae, n=4):
         return {"eval/mae": mae, "eval/rmse": mae + 0.1, "eval/coverage": 1.0, "eval/format_rate": 0.95, "eval/n": n,
-                "eval/baseline/user_mean_mae": 0.8, "eval/baseline/item_mean_mae": 0.7}
+                "eval/prediction_std": 0.6, "eval/baseline/user_mean_mae": 0.8, "eval/baseline/item_mean_mae": 0.7}
 
     summary = summarize({"base": record(1.0), "sft": record(0.9), "grpo": record(0.7)},
                         {"sft": [1.0, -1.0, 1.0, 0.5], "grpo": [0.5, -0.5, 1.0, 0.5]}, seconds=12.5)
     assert [r["name"] for r in summary["rows"]] == ["base", "sft", "grpo"]
     assert summary["rows"][2] == {"name": "grpo", "mae": 0.7, "rmse": pytest.approx(0.8), "coverage": 1.0,
-                                  "format_rate": 0.95, "n": 4}
+                                  "format_rate": 0.95, "n": 4, "prediction_std": 0.6}
     assert summary["baselines"] == {"user_mean": 0.8, "item_mean": 0.7}
     assert summary["paired_gain"] == pytest.approx(0.25)
     assert summary["paired_se"] == pytest.approx(np.std([0.5, 0.5, 0, 0], ddof=1) / 2)

@@ -195,7 +195,8 @@ def comparison_table(rows: dict[str, dict[str, Any]], title: str = "validation, 
     from rich.table import Table
 
     table = Table(title=title)
-    for column in ("predictor", "n", "mean reward", "format rate", "coverage", "MAE", "RMSE", "MAE parsed"):
+    for column in ("predictor", "n", "mean reward", "format rate", "coverage", "MAE", "RMSE", "MAE parsed",
+                   "pred. std"):
         table.add_column(column, justify="left" if column == "predictor" else "right", no_wrap=True)
     last: dict[str, Any] = {}
     for name, r in rows.items():
@@ -203,13 +204,14 @@ def comparison_table(rows: dict[str, dict[str, Any]], title: str = "validation, 
             name, _fmt(r.get("eval/n"), "{:d}"), _fmt(r.get("eval/mean_reward"), "{:.3f}"),
             _fmt(r.get("eval/format_rate"), "{:.0%}"), _fmt(r.get("eval/coverage"), "{:.0%}"),
             _fmt(r.get("eval/mae"), "{:.3f}"), _fmt(r.get("eval/rmse"), "{:.3f}"),
-            _fmt(r.get("eval/mae_parsed"), "{:.3f}"),
+            _fmt(r.get("eval/mae_parsed"), "{:.3f}"), _fmt(r.get("eval/prediction_std"), "{:.2f}"),
         )
         last = r
     for key, value in last.items():
         if key.startswith("eval/baseline/"):
             name = key.removeprefix("eval/baseline/").removesuffix("_mae")
             table.add_row(f"[dim]{name} (baseline)[/]", _fmt(last.get("eval/n"), "{:d}"), "-", "-", "100%",
-                          _fmt(value, "{:.3f}"), "-", "-")
-    table.caption = "MAE/RMSE use the user's prior average (else item's, else global mean) where no rating parsed"
+                          _fmt(value, "{:.3f}"), "-", "-", "-")
+    table.caption = ("MAE/RMSE use the user's prior average (else item's, else global mean) where no rating parsed; "
+                     "pred. std near 0: one rating for everyone")
     return table
