@@ -405,19 +405,13 @@ def test_vllm_update_weights_refuses_tensors_it_would_not_load(tmp_path):
 _VLLM_SEEDED_BUDGET_SCRIPT = r"""
 import json, sys
 if __name__ == "__main__":
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
     sys.path.insert(0, "tests")
-    from tiny_lm import tiny_tokenizer
+    from tiny_lm import tiny_model, tiny_tokenizer
     from recgym.agents.policies.vllm import VLLMPolicy
     from recgym.agents.types import SamplingParams
 
     path, tok = sys.argv[1], tiny_tokenizer()
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(path)
+    tiny_model(hidden_size=64).save_pretrained(path)
     tok.save_pretrained(path)
     policy = VLLMPolicy(path, max_model_len=512, kv_cache_gib=0.1, max_num_batched_tokens=512)
     prompts = [" ".join(["hello there rate it"] * (60 + i)) for i in range(6)]
