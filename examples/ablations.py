@@ -59,7 +59,7 @@ def run_ablations(settings: DemoSettings, arms: list[str], env_kwargs: dict) -> 
     """Run ``arms``; returns ``{arm: final evaluation record}`` (also written to ``ablations.json``)."""
     from recgym.agents.run_log import comparison_table
     from recgym.console import make_console
-    from recgym.metrics import paired_difference
+    from recgym.metrics import paired_change_text, paired_difference
 
     out = Path(settings.output_dir)
     policy = shared_policy(settings)
@@ -82,8 +82,7 @@ def run_ablations(settings: DemoSettings, arms: list[str], env_kwargs: dict) -> 
     for arm in [a for a in rows if "recone" in rows and a != "recone"]:
         gain, se = paired_difference(errors[arm], errors["recone"])
         rows[arm].update({"eval/paired_mae_vs_recone": gain, "eval/paired_se_vs_recone": se})
-        lines.append(f"recone vs {arm}: MAE lower by {gain:+.3f} (paired standard error {se:.3f}, "
-                     f"{gain / max(se, 1e-12):.1f} SE)")
+        lines.append(f"recone vs {arm}: {paired_change_text(gain, se)}")
     (out / "ablations.json").write_text(json.dumps(rows, indent=1))
     console = make_console()
     console.print(comparison_table(rows, title=f"ablations: {settings.env_id}, first {settings.eval_size} "

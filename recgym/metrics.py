@@ -94,3 +94,8 @@ def paired_difference(errors_a: np.ndarray, errors_b: np.ndarray) -> tuple[float
     if d.ndim != 1 or len(d) < 2:
         raise ValueError(f"paired_difference needs two equal-length 1-d arrays of at least 2 errors, got shape {d.shape}")
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def paired_change_text(gain: float, se: float) -> str:
+    """``paired_difference``'s result in words: the MAE change, its standard error, and their ratio."""
+    return f"MAE lower by {gain:+.3f} (paired standard error {se:.3f}, {gain / max(se, 1e-12):.1f} SE)"

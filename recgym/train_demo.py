@@ -147,6 +147,7 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
     from recgym.agents.types import SamplingParams
     from recgym.console import make_console
     from recgym.evaluation import evaluate
+    from recgym.metrics import paired_change_text
 
     s = settings or DemoSettings()
     console = make_console()
@@ -176,8 +177,7 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
                               f"after SFT + {result.steps} GRPO steps": rows["grpo"]},
                              title=f"{s.env_id}, first {s.eval_size} validation samples, greedy")
     console.print(table)
-    console.print(f"SFT -> GRPO: MAE lower by {summary['paired_gain']:+.3f} (paired standard error "
-                  f"{summary['paired_se']:.3f}, {summary['paired_gain'] / max(summary['paired_se'], 1e-12):.1f} SE); "
+    console.print(f"SFT -> GRPO: {paired_change_text(summary['paired_gain'], summary['paired_se'])}; "
                   f"summary {out / 'summary.json'}; curves {out / 'grpo' / 'curves.png'}; "
                   f"total {summary['seconds'] / 60:.1f} min")
     return summary

@@ -38,10 +38,11 @@ def test_every_example_config_is_a_valid_grpo_config():
     assert {p.stem for p in configs} >= {"reczero_synthetic", "recone_synthetic", "reczero_yelp",
                                           "reczero_amazon", "reczero_imdb"}
     for path in configs:
-        if "grpo_steps" in yaml.safe_load(path.read_text()):  # a recipe of the demo's stages
+        fields = yaml.safe_load(path.read_text())
+        if "grpo_steps" in fields:  # a recipe of the demo's stages
             from recgym.train_demo import DemoSettings
 
-            assert DemoSettings(**yaml.safe_load(path.read_text())).grpo_steps > 0, path
+            assert DemoSettings(**fields).grpo_steps > 0, path
             continue
         config = GRPOConfig.from_yaml(path)
         assert config.env_id.startswith(("RecRating-", "RecRatingTools-")), path

@@ -97,3 +97,11 @@ def test_demo_settings_from_defaults_then_config_file_then_flags(tmp_path):
     with pytest.raises(SystemExit):
         parse("--config", str(recipe))
 
+
+
+def test_paired_change_text_states_the_change_its_error_and_their_ratio():
+    from recgym.metrics import paired_change_text
+
+    assert paired_change_text(0.035, 0.048) == "MAE lower by +0.035 (paired standard error 0.048, 0.7 SE)"
+    assert paired_change_text(-0.063, 0.061).startswith("MAE lower by -0.063")
+    assert paired_change_text(0.0, 0.0).endswith("0.0 SE)")
