@@ -1,5 +1,6 @@
 """Seconds per GRPO training step, split into generation / reward / learning / weight sync, and
-generation tokens per second, for the HF and vLLM policies (the embedded SmolLM2-135M, float32).
+generation tokens per second, for the HF and vLLM policies (the embedded SmolLM2-135M in float32 unless
+``--model``, ``--dtype`` or ``--lora`` say otherwise).
 
 Fixed config: RecRating-Synthetic-v0 with short histories (~300-token prompts), 2 prompts x G=4,
 64 new tokens at temperature 1, micro-batch 4, one optimizer update per step. The first step of
@@ -7,6 +8,7 @@ each backend is a warm-up and not counted.
 
     python bench/train_step.py                 # both backends, 3 timed steps each
     python bench/train_step.py --policies hf --steps 2
+    python bench/train_step.py --policies hf --dtype bfloat16 --lora     # on a GPU: mixed precision, LoRA
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from pathlib import Path
 KEYS = ("time/step", "time/generation", "time/reward", "time/learning", "time/weight_sync")
 
 
-def bench(policy: str, steps: int, max_new_tokens: int) -> dict:
+def bench(policy: str, steps: int, max_new_tokens: int, model: str, dtype: str, lora: bool) -> dict:
     from recgym.agents.config import GRPOConfig
     from recgym.agents.trainer import GRPOTrainer
 
     out = tempfile.mkdtemp(prefix=f"bench_{policy}_")
     config = GRPOConfig(
-        env_kwargs={"max_user_history": 4, "max_item_history": 2}, policy=policy,
+        env_kwargs={"max_user_history": 4, "max_item_history": 2}, policy=policy, model=model, dtype=dtype,
+        use_lora=lora, lora_r=16, lora_alpha=32,
         policy_kwargs={"max_model_len": 2048} if policy == "vllm" else {},
         group_size=4, prompts_per_step=2, max_steps=steps + 1, max_new_tokens=max_new_tokens,
         temperature=1.0, learning_rate=1e-6, micro_batch_size=4, eval_interval=0, eval_size=1,
@@ -37,7 +40,7 @@ def bench(policy: str, steps: int, max_new_tokens: int) -> dict:
     rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "reward" in r][1:]  # drop the warm-up step
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in (*KEYS, "tokens_per_second", "completion_tokens")}
-    return {"policy": policy, "steps": len(rows), **mean}
+    return {"policy": f"{policy}, {dtype}{', LoRA r=16' if lora else ''}", "steps": len(rows), **mean}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policies", nargs="+", default=["hf", "vllm"])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--max_new_tokens", type=int, default=64)
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="a recgym model name, checkpoint or .gguf")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="the learner's compute dtype")
+    parser.add_argument("--lora", action="store_true", help="train LoRA adapters (r=16, every linear layer) instead of all weights")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -55,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for policy in args.policies:
         try:
-            results.append(bench(policy, args.steps, args.max_new_tokens))
+            results.append(bench(policy, args.steps, args.max_new_tokens, args.model, args.dtype, args.lora))
         except Exception as exc:  # noqa: BLE001 - report a backend that cannot run here, keep the others
             results.append({"policy": policy, "error": f"{type(exc).__name__}: {exc}"[:300]})
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or 'cpu'}"
@@ -66,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             machine += f", GPU {torch.cuda.get_device_name(0)}"
     except ImportError:
         pass
-    table = Table(title=f"GRPO step, SmolLM2-135M float32, 8 completions x {args.max_new_tokens} tokens max ({machine})")
+    table = Table(title=f"GRPO step, {args.model}, 8 completions x {args.max_new_tokens} tokens max ({machine})")
     for col in ("policy", "s/step", "generation s", "reward s", "learning s", "weight sync s",
                 "gen tokens/s", "tokens/completion"):
         table.add_column(col, justify="left" if col == "policy" else "right")

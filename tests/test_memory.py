@@ -179,3 +179,32 @@ def test_frozen_copies_the_algorithm_keeps_are_counted(algorithm, copies):
     lora = estimate_memory(config(dtype="bfloat16", algorithm=algorithm, use_lora=True, lora_r=8,
                                   lora_target_modules=["q_proj"]), SHAPE)
     assert not {"reference model", "critic body"} & {row.name for row in lora.rows}
+
+
+def test_learner_memory_bench_runs_the_trainers_learner_and_export_without_a_gpu(tmp_path):
+    """bench/learner_memory.py (a GPU measurement) still drives GRPOTrainer.learn and the LoRA weight
+    export on a CPU: one made-up shape, LoRA, two learner calls; no memory is read without a GPU."""
+    import importlib.util
+
+    import torch
+
+    checkpoint = tmp_path / "shape"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text(json.dumps(SHAPE))
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps({
+        "model": str(checkpoint), "policy": "hf", "policy_kwargs": {"max_context": 40}, "use_lora": True,
+        "lora_r": 4, "gradient_checkpointing": True, "group_size": 2, "prompts_per_step": 1,
+        "max_new_tokens": 8, "micro_batch_size": 2, "gpu_memory_gib": 1,
+    }))
+    spec = importlib.util.spec_from_file_location("learner_memory", ROOT / "bench" / "learner_memory.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "result.json"
+    assert bench.main(["--config", str(config), "--steps", "2", "--groups", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["sequence_length"] == 40 and len(result["learn_seconds"]) == 2
+    # the merged export: every base tensor under its base name (2 layers x 9 + embeddings, norm, lm_head)
+    assert result["export"] == {**result["export"], "tensors": 2 * 9 + 3, "lora_names_left": 0}
+    if not torch.cuda.is_available():
+        assert result["peak_allocated_gb"] is None

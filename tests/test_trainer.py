@@ -106,7 +106,7 @@ def test_train_writes_metrics_plot_checkpoints_and_changes_weights(tmp_path):
     assert train_rows[0]["entropy"] > 0
     assert sorted(result.eval_samples) == [0, 1, 2]
     assert [r["index"] for r in result.eval_samples[2]] == list(range(cfg.eval_size))
-    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v.cpu(), before[k])]
     assert changed, "rewards with spread must move the weights"
 
 
@@ -126,7 +126,7 @@ def test_zero_advantage_batches_leave_weights_unchanged(tmp_path):
     # a random model never writes the format: every reward is -0.5, every advantage 0
     row = next(r for r in read_metrics(Path(cfg.output_dir) / "metrics.jsonl") if "reward" in r)
     assert row["reward"] == -0.5 and row["advantage_abs"] == 0.0
-    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(torch.equal(v.cpu(), before[k]) for k, v in model.state_dict().items())
 
 
 def test_lora_trains_only_the_adapter_with_kl_to_the_base(tmp_path):
@@ -170,7 +170,10 @@ sys.path.insert(0, {tests!r})
 from tiny_lm import SHORT_PROMPTS, SpaceReward, tiny_model, tiny_tokenizer
 from recgym.agents.config import GRPOConfig
 from recgym.agents.trainer import GRPOTrainer
+import torch
 
+if torch.cuda.is_available():  # CUDA's atomic-add kernels reorder sums from run to run
+    torch.use_deterministic_algorithms(True)
 cfg = GRPOConfig(env_kwargs={{"reward": SpaceReward(), **SHORT_PROMPTS}}, max_steps=4, group_size=4,
                  prompts_per_step=2, max_new_tokens=8, eval_size=2, eval_max_new_tokens=4, eval_interval=2,
                  save_interval=2, live_display=False, plot=False, output_dir=sys.argv[1], learning_rate=1e-2,
@@ -192,7 +195,8 @@ trainer.train(resume=sys.argv[3] == "resume")
 def test_resume_after_kill_reaches_the_uninterrupted_state(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(RUN_SCRIPT.format(tests=str(TESTS))))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # identical float reductions in every process
+    # identical float reductions in every process (cuBLAS needs a fixed workspace for that on a GPU)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
 
     def run(out, kill, mode):
         return subprocess.run([sys.executable, str(script), str(out), str(kill), mode], check=False, env=env,
