@@ -103,6 +103,40 @@ def test_sft_loss_on_completion_only_and_output_is_a_loadable_checkpoint(tmp_pat
     assert reloaded.config.hidden_size == 32
 
 
+def test_completion_logits_loss_and_gradients_equal_trls_loss(tmp_path):
+    """The SFT loss read from completion-position logits alone is TRL's completion-only NLL: the same
+    value and gradients on a right-padded batch of different prompt and completion lengths, per
+    micro-batch and under a token count of an accumulated batch."""
+    from trl import SFTTrainer
+
+    data = tmp_path / "d.jsonl"
+    with data.open("w") as f:
+        for i, rating in enumerate([4, 2.5, 1, 5]):
+            prompt = [{"role": "user", "content": f"How will user {i} rate item {i}?" + " Think." * (3 * i)}]
+            completion = trace(rating) + " Done." * i
+            f.write(json.dumps({"prompt": prompt, "completion": [{"role": "assistant", "content": completion}]}) + "\n")
+    config = SFTTrainConfig(data=str(data), output_dir=str(tmp_path / "sft"), max_steps=1,
+                            per_device_train_batch_size=4, max_length=256)
+    trainer = build_sft_trainer(config, tiny_model(), tiny_tokenizer())
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    assert (batch["attention_mask"] == 0).any()  # the rows are padded
+    model = trainer.model.train()
+
+    def loss_and_grads(compute, **kwargs):
+        model.zero_grad()
+        loss = compute(trainer, model, dict(batch), **kwargs)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    for kwargs in ({}, {"num_items_in_batch": torch.tensor(300)}):
+        ours, ours_grads = loss_and_grads(type(trainer).compute_loss, **kwargs)
+        theirs, their_grads = loss_and_grads(SFTTrainer.compute_loss, **kwargs)
+        assert type(trainer) is not SFTTrainer and float(ours) > 0
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+        for a, b in zip(ours_grads, their_grads):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_bfloat16_sft_keeps_float32_master_weights(tmp_path):
     """bfloat16 is autocast over float32 weights: small updates are not rounded away."""
     data = tmp_path / "d.jsonl"

@@ -9,8 +9,11 @@ stored with the hint removed from the prompt. Samples with neither are *dropped*
 the JSONL output carries its provenance (kept / rationalized, teacher, sample index, env).
 
 **Training** (:func:`train_sft`). TRL's ``SFTTrainer`` on the prompt/completion pairs, with the
-loss on the completion tokens only; the output directory is a full checkpoint that the GRPO
-trainer starts from (``model: <output_dir>``).
+loss on the completion tokens only, computed from logits of the completion positions alone (the
+GRPO learner's :func:`~recgym.agents.logprobs.sequence_logprobs`): the same loss as TRL's, without
+the ``[rows, prompt + completion, vocab]`` logits and per-token entropy and accuracy it builds
+(``bench/sft_step.py``). The output directory is a full checkpoint that the GRPO trainer starts
+from (``model: <output_dir>``).
 """
 
 from __future__ import annotations
@@ -232,10 +235,68 @@ def load_sft_data(path: str | Path):
     return Dataset.from_dict({"prompt": [r["prompt"] for r in rows], "completion": [r["completion"] for r in rows]})
 
 
+def split_prompt_completion(input_ids, attention_mask, labels, pad_token_id: int = 0):
+    """Right-padded SFT rows (``labels`` -100 on the prompt) in the learner's layout: left-padded
+    prompts, right-padded completions (from the first labelled token to the last), and the mask of
+    the completion tokens that carry a label."""
+    import torch
+
+    labelled = (labels != -100) & attention_mask.bool()
+    rows = range(len(input_ids))
+    first = [int(labelled[i].nonzero()[0]) if labelled[i].any() else int(attention_mask[i].sum()) for i in rows]
+    last = [int(labelled[i].nonzero()[-1]) + 1 if labelled[i].any() else first[i] for i in rows]
+    width_p, width_c = max(first), max(max(e - b for b, e in zip(first, last)), 1)
+    prompt_ids = input_ids.new_full((len(first), width_p), pad_token_id)
+    prompt_mask = torch.zeros_like(prompt_ids, dtype=torch.bool)
+    completion_ids = input_ids.new_full((len(first), width_c), pad_token_id)
+    completion_mask = torch.zeros_like(completion_ids, dtype=torch.bool)
+    scored = torch.zeros_like(completion_mask)
+    for i, (b, e) in enumerate(zip(first, last)):
+        prompt_ids[i, width_p - b:] = input_ids[i, :b]
+        prompt_mask[i, width_p - b:] = attention_mask[i, :b].bool()
+        completion_ids[i, : e - b] = input_ids[i, b:e]
+        completion_mask[i, : e - b] = True
+        scored[i, : e - b] = labelled[i, b:e]
+    return prompt_ids, prompt_mask, completion_ids, completion_mask, scored
+
+
+def _completion_logits_sft_trainer():
+    """TRL's ``SFTTrainer`` whose loss reads logits at the completion positions only."""
+    import torch
+    from trl import SFTTrainer
+
+    from recgym.agents.logprobs import sequence_logprobs
+
+    class CompletionLogitsSFTTrainer(SFTTrainer):
+        """The negative log-likelihood of the labelled completion tokens, summed and divided by
+        their count over the whole accumulated batch, as TRL's own ``nll`` loss; it logs
+        ``num_tokens`` but not TRL's per-token entropy and accuracy (they need every logit)."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if return_outputs:  # evaluation that wants logits: TRL's own path
+                return super().compute_loss(model, inputs, True, num_items_in_batch)
+            attention = inputs["attention_mask"]
+            pad = self.processing_class.pad_token_id or 0
+            prompt_ids, prompt_mask, completion_ids, completion_mask, scored = split_prompt_completion(
+                inputs["input_ids"], attention, inputs["labels"], pad)
+            logps = sequence_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask,
+                                      shared_prompt=False)
+            count = scored.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = -(logps * scored).sum() / torch.as_tensor(count, device=logps.device).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes  # DDP averages the ranks' gradients
+            if self.model.training:
+                self._total_train_tokens += self.accelerator.gather_for_metrics(attention.sum()).sum().item()
+                self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+            return loss
+
+    return CompletionLogitsSFTTrainer
+
+
 def build_sft_trainer(config: SFTTrainConfig, model: Any = None, tokenizer: Any = None):
     """A TRL ``SFTTrainer`` on the cold-start data with the loss on completion tokens only."""
     import torch
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     if config.dtype not in ("float32", "bfloat16"):
         raise ValueError(f"SFT dtype must be float32 or bfloat16 (mixed precision), got {config.dtype!r}; "
@@ -268,8 +329,8 @@ def build_sft_trainer(config: SFTTrainConfig, model: Any = None, tokenizer: Any 
         use_cpu=not torch.cuda.is_available(),
         bf16=config.dtype == "bfloat16",
     )
-    return SFTTrainer(model=model, args=args, train_dataset=load_sft_data(config.data),
-                      processing_class=tokenizer, peft_config=peft_config)
+    return _completion_logits_sft_trainer()(model=model, args=args, train_dataset=load_sft_data(config.data),
+                                            processing_class=tokenizer, peft_config=peft_config)
 
 
 def train_sft(config: SFTTrainConfig, model: Any = None, tokenizer: Any = None) -> Path:

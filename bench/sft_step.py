@@ -1,0 +1,78 @@
+"""Seconds per SFT step: TRL's own ``SFTTrainer`` loss against recgym's, which reads logits at the
+completion positions only (``recgym.agents.sft``), side by side on the same batches and model.
+
+The data is ``make demo``'s cold start: the synthetic world's reasoning teacher writes traces for
+96 training samples (short histories, ~300-token prompts; those within 0.5 of the truth kept). Each
+way trains a fresh copy of the embedded SmolLM2-135M (float32) for ``--steps`` timed steps of 4
+rows after one untimed warm-up step, the two ways taking turns step by step.
+
+    python bench/sft_step.py              # 3 timed steps each
+    python bench/sft_step.py --steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    import torch
+    from rich.table import Table
+    from trl import SFTTrainer
+
+    from recgym.agents.scripted import SyntheticReasonerPolicy
+    from recgym.agents.sft import ColdStartConfig, SFTTrainConfig, build_sft_trainer, run_cold_start
+    from recgym.console import make_console
+    from recgym.train_demo import ENV_KWARGS
+
+    out = Path(tempfile.mkdtemp(prefix="bench_sft_"))
+    report = run_cold_start(
+        ColdStartConfig(env_kwargs=ENV_KWARGS, num_samples=96, samples_per_prompt=1, rationalize=False,
+                        output=str(out / "cold_start.jsonl"), teacher="scripted reasoner", teacher_policy="scripted"),
+        teacher=SyntheticReasonerPolicy(),
+    )
+    config = SFTTrainConfig(data=report.path, output_dir=str(out / "sft"), per_device_train_batch_size=4,
+                            max_length=1024, learning_rate=5e-5, lr_scheduler_type="constant")
+    ways = {"TRL's SFTTrainer loss": SFTTrainer.compute_loss, "completion logits only (recgym)": None}
+    trainers = {name: build_sft_trainer(config) for name in ways}
+    optimizers = {name: torch.optim.AdamW(t.model.parameters(), lr=config.learning_rate) for name, t in trainers.items()}
+    batches = [trainers["TRL's SFTTrainer loss"].data_collator(
+        [trainers["TRL's SFTTrainer loss"].train_dataset[4 * i + j] for j in range(4)]) for i in range(args.steps + 1)]
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for i, batch in enumerate(batches):
+        for name, loss_fn in ways.items():
+            trainer = trainers[name]
+            model = trainer.model.train()
+            start = time.perf_counter()
+            compute = loss_fn or type(trainer).compute_loss
+            loss = compute(trainer, model, dict(batch))
+            loss.backward()
+            optimizers[name].step()
+            model.zero_grad()
+            if i:  # the first step is a warm-up
+                times[name].append(time.perf_counter() - start)
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches[1:]) / args.steps
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs" + (
+        f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU")
+    table = Table(title=f"SFT step, SmolLM2-135M float32, 4 rows of ~{tokens / 4:.0f} tokens ({machine})")
+    for col in ("loss", "s/step", "tokens/s", "speed-up"):
+        table.add_column(col, justify="left" if col == "loss" else "right")
+    base = sum(times["TRL's SFTTrainer loss"]) / args.steps
+    for name, ts in times.items():
+        mean = sum(ts) / len(ts)
+        table.add_row(name, f"{mean:.2f}", f"{tokens / mean:.0f}", f"{base / mean:.2f}x")
+    make_console().print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
