@@ -276,7 +276,7 @@ def _completion_logits_sft_trainer():
             if return_outputs:  # evaluation that wants logits: TRL's own path
                 return super().compute_loss(model, inputs, True, num_items_in_batch)
             attention = inputs["attention_mask"]
-            pad = self.processing_class.pad_token_id or 0
+            pad = getattr(self.processing_class, "pad_token_id", None) or 0
             prompt_ids, prompt_mask, completion_ids, completion_mask, scored = split_prompt_completion(
                 inputs["input_ids"], attention, inputs["labels"], pad)
             logps = sequence_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask,
