@@ -118,9 +118,9 @@ def test_completion_logits_loss_and_gradients_equal_trls_loss(tmp_path):
     config = SFTTrainConfig(data=str(data), output_dir=str(tmp_path / "sft"), max_steps=1,
                             per_device_train_batch_size=4, max_length=256)
     trainer = build_sft_trainer(config, tiny_model(), tiny_tokenizer())
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
-    assert (batch["attention_mask"] == 0).any()  # the rows are padded
     model = trainer.model.train()
+    batch = {k: v.to(model.device) for k, v in trainer.data_collator([trainer.train_dataset[i] for i in range(4)]).items()}
+    assert (batch["attention_mask"] == 0).any()  # the rows are padded
 
     def loss_and_grads(compute, **kwargs):
         model.zero_grad()
