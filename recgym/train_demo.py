@@ -18,7 +18,7 @@ groups, entropy). Settings were chosen on training-split behaviour, never on the
 samples.
 
 ``--config examples/configs/recone_synthetic_long.yaml`` runs the same stages at the longer
-recipe's budget (about 60 minutes); every field of ``DemoSettings`` is also a flag.
+recipe's budget (about 55-60 minutes); every field of ``DemoSettings`` is also a flag.
 """
 
 from __future__ import annotations
