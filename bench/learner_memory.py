@@ -70,22 +70,20 @@ def fmt(gb: float | None) -> str:
 
 
 def rollout_batch(groups: int, group_size: int, prompt_tokens: int, completion_tokens: int, vocab: int, seed: int):
+    """Random token ids packed as the trainer packs a rollout: each group shares one prompt."""
     import numpy as np
 
-    from recgym.agents.types import RolloutBatch
+    from recgym.agents.rollout import pack_batch
+    from recgym.agents.types import Completion
 
     rng = np.random.default_rng(seed)
-    rows = groups * group_size
-    prompts = np.repeat(rng.integers(10, vocab, size=(groups, prompt_tokens)), group_size, axis=0)
-    return RolloutBatch(
-        prompt_ids=prompts.astype(np.int64), prompt_mask=np.ones((rows, prompt_tokens), dtype=bool),
-        completion_ids=rng.integers(10, vocab, size=(rows, completion_tokens)).astype(np.int64),
-        completion_mask=np.ones((rows, completion_tokens), dtype=bool),
-        old_logprobs=np.zeros((rows, completion_tokens), dtype=np.float32),
-        rewards=rng.normal(size=rows).astype(np.float32),
-        group_ids=np.repeat(np.arange(groups), group_size).astype(np.int64),
-        truncated=np.zeros(rows, dtype=bool),
-    )
+    completions = [
+        Completion("", prompt.tolist(), rng.integers(10, vocab, size=completion_tokens).tolist(),
+                   [0.0] * completion_tokens, "length")
+        for prompt in rng.integers(10, vocab, size=(groups, prompt_tokens)) for _ in range(group_size)
+    ]
+    rewards = rng.normal(size=len(completions))
+    return pack_batch(completions, rewards, [{}] * len(completions), group_size)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,9 @@
 """Seconds per SFT step: TRL's own ``SFTTrainer`` loss against recgym's, which reads logits at the
 completion positions only (``recgym.agents.sft``), side by side on the same batches and model.
 
-The data is ``make demo``'s cold start: the synthetic world's reasoning teacher writes traces for
-96 training samples (short histories, ~300-token prompts; those within 0.5 of the truth kept). Each
+The data is ``make demo``'s cold start (``recgym.train_demo.cold_start_data``): the synthetic world's
+reasoning teacher writes traces for 96 training samples (short histories, ~300-token prompts; those
+within 0.5 of the truth kept). Each
 way trains a fresh copy of the embedded SmolLM2-135M (float32) for ``--steps`` timed steps of 4
 rows after one untimed warm-up step, the two ways taking turns step by step.
 
@@ -29,33 +30,26 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
     from trl import SFTTrainer
 
-    from recgym.agents.scripted import SyntheticReasonerPolicy
-    from recgym.agents.sft import ColdStartConfig, SFTTrainConfig, build_sft_trainer, run_cold_start
+    from recgym.agents.sft import SFTTrainConfig, build_sft_trainer
     from recgym.console import make_console
-    from recgym.train_demo import ENV_KWARGS
+    from recgym.train_demo import ENV_KWARGS, DemoSettings, cold_start_data
 
     out = Path(tempfile.mkdtemp(prefix="bench_sft_"))
-    report = run_cold_start(
-        ColdStartConfig(env_kwargs=ENV_KWARGS, num_samples=96, samples_per_prompt=1, rationalize=False,
-                        output=str(out / "cold_start.jsonl"), teacher="scripted reasoner", teacher_policy="scripted"),
-        teacher=SyntheticReasonerPolicy(),
-    )
+    report = cold_start_data(DemoSettings(), out, ENV_KWARGS)
     config = SFTTrainConfig(data=report.path, output_dir=str(out / "sft"), per_device_train_batch_size=4,
                             max_length=1024, learning_rate=5e-5, lr_scheduler_type="constant")
-    ways = {"TRL's SFTTrainer loss": SFTTrainer.compute_loss, "completion logits only (recgym)": None}
-    trainers = {name: build_sft_trainer(config) for name in ways}
+    trl_loss, ours = "TRL's SFTTrainer loss", "completion logits only (recgym)"
+    trainers = {trl_loss: build_sft_trainer(config), ours: build_sft_trainer(config)}
+    losses = {trl_loss: SFTTrainer.compute_loss, ours: type(trainers[ours]).compute_loss}
     optimizers = {name: torch.optim.AdamW(t.model.parameters(), lr=config.learning_rate) for name, t in trainers.items()}
-    batches = [trainers["TRL's SFTTrainer loss"].data_collator(
-        [trainers["TRL's SFTTrainer loss"].train_dataset[4 * i + j] for j in range(4)]) for i in range(args.steps + 1)]
-    times: dict[str, list[float]] = {name: [] for name in ways}
+    collate, data = trainers[ours].data_collator, trainers[ours].train_dataset
+    batches = [collate([data[4 * i + j] for j in range(4)]) for i in range(args.steps + 1)]
+    times: dict[str, list[float]] = {name: [] for name in trainers}
     for i, batch in enumerate(batches):
-        for name, loss_fn in ways.items():
-            trainer = trainers[name]
+        for name, trainer in trainers.items():
             model = trainer.model.train()
             start = time.perf_counter()
-            compute = loss_fn or type(trainer).compute_loss
-            loss = compute(trainer, model, dict(batch))
-            loss.backward()
+            losses[name](trainer, model, {k: v.to(model.device) for k, v in batch.items()}).backward()
             optimizers[name].step()
             model.zero_grad()
             if i:  # the first step is a warm-up
@@ -66,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title=f"SFT step, SmolLM2-135M float32, 4 rows of ~{tokens / 4:.0f} tokens ({machine})")
     for col in ("loss", "s/step", "tokens/s", "speed-up"):
         table.add_column(col, justify="left" if col == "loss" else "right")
-    base = sum(times["TRL's SFTTrainer loss"]) / args.steps
+    base = sum(times[trl_loss]) / args.steps
     for name, ts in times.items():
         mean = sum(ts) / len(ts)
         table.add_row(name, f"{mean:.2f}", f"{tokens / mean:.0f}", f"{base / mean:.2f}x")

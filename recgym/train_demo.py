@@ -83,21 +83,28 @@ def summarize(rows: dict[str, dict[str, Any]], errors: dict[str, list[float]], s
     return {"rows": out_rows, "baselines": baselines, "paired_gain": gain, "paired_se": se, "seconds": seconds}
 
 
-def cold_start_sft(s: DemoSettings, out: Path, env_kwargs: dict[str, Any]) -> Path:
+def cold_start_data(s: DemoSettings, out: Path, env_kwargs: dict[str, Any]) -> Any:
     """Reasoning-teacher traces for ``cold_start_samples`` training samples (those within 0.5 of the
-    truth kept), then completion-only SFT; returns the checkpoint. A ``rate_only`` template gets the
+    truth kept) in ``out/cold_start.jsonl``; returns the report. A ``rate_only`` template gets the
     teacher's rating alone."""
     from recgym.agents.scripted import SyntheticReasonerPolicy, UserAveragePolicy
-    from recgym.agents.sft import ColdStartConfig, SFTTrainConfig, run_cold_start, train_sft
-    from recgym.console import make_console
+    from recgym.agents.sft import ColdStartConfig, run_cold_start
 
-    report = run_cold_start(
+    return run_cold_start(
         ColdStartConfig(env_id=s.env_id, env_kwargs=env_kwargs, num_samples=s.cold_start_samples,
                         samples_per_prompt=1, rationalize=False, output=str(out / "cold_start.jsonl"),
                         teacher=f"scripted {s.teacher}", teacher_policy="scripted", seed=s.seed),
         teacher=(SyntheticReasonerPolicy if s.teacher == "reasoner" else UserAveragePolicy)(
             rate_only=env_kwargs.get("template") == "rate_only"),
     )
+
+
+def cold_start_sft(s: DemoSettings, out: Path, env_kwargs: dict[str, Any]) -> Path:
+    """The cold-start traces (:func:`cold_start_data`), then completion-only SFT; returns the checkpoint."""
+    from recgym.agents.sft import SFTTrainConfig, train_sft
+    from recgym.console import make_console
+
+    report = cold_start_data(s, out, env_kwargs)
     make_console().print(f"cold start: {report.summary()}")
     return train_sft(SFTTrainConfig(
         data=report.path, model=s.model, output_dir=str(out / "sft"), num_train_epochs=s.sft_epochs,

@@ -98,7 +98,6 @@ def test_demo_settings_from_defaults_then_config_file_then_flags(tmp_path):
         parse("--config", str(recipe))
 
 
-
 def test_paired_change_text_states_the_change_its_error_and_their_ratio():
     from recgym.metrics import paired_change_text
 
