@@ -62,13 +62,14 @@ def parse_completion(
     """Parse a completion: the rating (from the last tag) and whether the format holds.
 
     The format holds when each tag pair occurs exactly once, in the given order, with
-    non-empty content, and the rating is a finite number on the scale.
+    non-empty content and nothing but whitespace around and between the tags, and the rating is a
+    finite number on the scale.
     """
     if not isinstance(text, str):
         return ParsedCompletion(None, False, f"completion is {type(text).__name__}, not str")
     scale = scale or RatingScale()
     rating = _first_rating(text, tags[-1])
-    position = 0
+    position, previous = 0, None
     for tag in tags:
         open_tag, close_tag = f"<{tag}>", f"</{tag}>"
         if text.count(open_tag) != 1 or text.count(close_tag) != 1:
@@ -78,7 +79,12 @@ def parse_completion(
             return ParsedCompletion(rating, False, f"<{tag}> is out of order")
         if not text[start + len(open_tag) : end].strip():
             return ParsedCompletion(rating, False, f"<{tag}> is empty")
-        position = end + len(close_tag)
+        if text[position:start].strip():
+            where = f"between </{previous}> and <{tag}>" if previous else f"before <{tag}>"
+            return ParsedCompletion(rating, False, f"text {where}")
+        position, previous = end + len(close_tag), tag
+    if text[position:].strip():
+        return ParsedCompletion(rating, False, f"text after </{tags[-1]}>")
     if rating is None:
         return ParsedCompletion(None, False, f"<{tags[-1]}> does not hold a number")
     if not scale.contains(rating):

@@ -75,6 +75,24 @@ def test_rate_only_tags():
     assert not parse_completion("<rate>4</rate>", FIVE, FOUR_STEP_TAGS).format_ok
 
 
+@pytest.mark.parametrize("completion, where", [
+    (tagged("3") + "<p>Enjoy!</p>", "after </rate>"),
+    ("Sure! " + tagged("3"), "before <analyze user>"),
+    (tagged("3").replace("</match>", "</match> so: "), "between </match> and <rate>"),
+])
+def test_text_outside_the_tags_breaks_the_format(completion, where):
+    # the prompt says "Write nothing after </rate>"; a GRPO run that collapsed wrote HTML there
+    parsed = parse_completion(completion, FIVE)
+    assert not parsed.format_ok and where in parsed.reason
+    assert parsed.rating == 3.0  # the rating still parses, so accuracy still counts
+    assert RatingReward()(completion, 3, FIVE).format == -0.5
+
+
+def test_whitespace_around_and_between_the_tags_is_allowed():
+    spaced = "\n " + tagged("4").replace("><", ">\n<") + "\n"
+    assert parse_completion(spaced, FIVE).format_ok
+
+
 def test_parse_reports_reason():
     assert "exactly once" in parse_completion("<rate>1</rate>", FIVE).reason
     assert "off the scale" in parse_completion(tagged("9"), FIVE).reason
