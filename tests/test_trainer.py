@@ -129,6 +129,21 @@ def test_zero_advantage_batches_leave_weights_unchanged(tmp_path):
     assert all(torch.equal(v.cpu(), before[k]) for k, v in model.state_dict().items())
 
 
+def test_adam_epsilon_reaches_the_optimizer_and_damps_small_gradients(tmp_path):
+    def moved(eps: float) -> float:
+        cfg = tiny_config(tmp_path / str(eps), max_steps=1, eval_on_start=False, eval_size=1, adam_epsilon=eps)
+        model = tiny_model()
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        trainer = GRPOTrainer(cfg, model=model, tokenizer=tiny_tokenizer())
+        assert trainer.optimizer.defaults["eps"] == eps
+        trainer.train()
+        return float((torch.cat([p.detach().cpu().flatten() for p in model.parameters()]) - before).abs().mean())
+
+    # at 1e-8 the first update moves every weight with a gradient by about the learning rate;
+    # an epsilon far above the gradients scales the same update down by orders of magnitude
+    assert moved(1.0) < moved(1e-8) / 100
+
+
 def test_lora_trains_only_the_adapter_with_kl_to_the_base(tmp_path):
     cfg = tiny_config(tmp_path, max_steps=1, use_lora=True, lora_r=4, beta=0.1, num_inner_epochs=2,
                       micro_batch_size=3, gradient_accumulation_steps=2)

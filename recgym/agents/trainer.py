@@ -121,7 +121,7 @@ class GRPOTrainer:
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             self.trainable, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-            weight_decay=cfg.weight_decay,
+            eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay,
         )
         self.scheduler = get_scheduler(
             cfg.lr_scheduler_type, self.optimizer, num_warmup_steps=cfg.warmup_steps,
