@@ -33,7 +33,6 @@ import functools
 import gc
 import json
 import os
-import platform
 import tempfile
 import threading
 import time
@@ -43,15 +42,6 @@ from pathlib import Path
 
 METHODS = ("today", "per-row", "shared", "TRL")
 COMPLETION_TOKENS = 64
-
-
-def machine() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()}-core {platform.machine()} CPU, {mem:.0f} GiB, no GPU"
 
 
 def make_batch(vocab: int, prompts: int, group_size: int, prompt_tokens: int, seed: int = 0) -> dict:
@@ -224,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     from recgym.agents.models import load_model
-    from recgym.console import make_console
+    from recgym.console import machine_description, make_console
 
     model, tokenizer = load_model("smollm2-135m-instruct")
     if args.gradient_checkpointing:
@@ -236,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                          args.repeats)
     results.sort(key=lambda r: (r["prompt_tokens"], r["group_size"]))
 
-    where = machine()
+    where = machine_description()
     table = Table(title=f"Learner update (forward + backward), SmolLM2-135M float32, {args.prompts} "
                         f"prompt(s) x G completions of {COMPLETION_TOKENS} tokens, micro-batch G, gradient "
                         f"checkpointing {'on' if args.gradient_checkpointing else 'off'} ({where})")

@@ -15,21 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
-
-
-def machine() -> str:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()}-core {platform.machine()} CPU, {mem:.0f} GiB, no GPU"
 
 
 def synthetic_prompts(k: int, split: str = "train") -> list:
@@ -72,7 +58,7 @@ def main() -> None:
 
     from recgym.agents.policies import make_policy
     from recgym.agents.types import SamplingParams
-    from recgym.console import make_console
+    from recgym.console import machine_description, make_console
 
     *prompts, warmup_prompt = synthetic_prompts(args.prompts + 1)
     sampling = SamplingParams(temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=0)
@@ -94,11 +80,11 @@ def main() -> None:
         ratio = v["tokens_per_s"] / h["tokens_per_s"]
         rows.append({"group_size": h["group_size"], "hf": h, "vllm": v, "ratio": ratio})
         table.add_row(str(h["group_size"]), f"{h['tokens_per_s']:.1f}", f"{v['tokens_per_s']:.1f}", f"{ratio:.2f}x")
-    table.caption = f"machine: {machine()}"
+    table.caption = f"machine: {machine_description()}"
     make_console().print(table)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine(), "args": vars(args), "rows": rows}, f, indent=2)
+            json.dump({"machine": machine_description(), "args": vars(args), "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

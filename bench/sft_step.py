@@ -14,8 +14,6 @@ rows after one untimed warm-up step, the two ways taking turns step by step.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     from trl import SFTTrainer
 
     from recgym.agents.sft import SFTTrainConfig, build_sft_trainer
-    from recgym.console import make_console
+    from recgym.console import machine_description, make_console
     from recgym.train_demo import ENV_KWARGS, DemoSettings, cold_start_data
 
     out = Path(tempfile.mkdtemp(prefix="bench_sft_"))
@@ -55,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             if i:  # the first step is a warm-up
                 times[name].append(time.perf_counter() - start)
     tokens = sum(int(b["attention_mask"].sum()) for b in batches[1:]) / args.steps
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs" + (
-        f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU")
+    machine = machine_description()
     table = Table(title=f"SFT step, SmolLM2-135M float32, 4 rows of ~{tokens / 4:.0f} tokens ({machine})")
     for col in ("loss", "s/step", "tokens/s", "speed-up"):
         table.add_column(col, justify="left" if col == "loss" else "right")

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 from pathlib import Path
 
@@ -56,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.table import Table
 
-    from recgym.console import make_console
+    from recgym.console import machine_description, make_console
 
     results = []
     for policy in args.policies:
@@ -64,14 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(bench(policy, args.steps, args.max_new_tokens, args.model, args.dtype, args.lora))
         except Exception as exc:  # noqa: BLE001 - report a backend that cannot run here, keep the others
             results.append({"policy": policy, "error": f"{type(exc).__name__}: {exc}"[:300]})
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or 'cpu'}"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            machine += f", GPU {torch.cuda.get_device_name(0)}"
-    except ImportError:
-        pass
+    machine = machine_description()
     table = Table(title=f"GRPO step, {args.model}, 8 completions x {args.max_new_tokens} tokens max ({machine})")
     for col in ("policy", "s/step", "generation s", "reward s", "learning s", "weight sync s",
                 "gen tokens/s", "tokens/completion"):

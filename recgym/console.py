@@ -1,9 +1,11 @@
-"""Terminal output shared by the commands: the one rich console factory, and the one table of
-rating metrics (LLM rows and classical baselines on the same samples)."""
+"""Terminal output shared by the commands: the one rich console factory, the one table of rating
+metrics (LLM rows and classical baselines on the same samples), and the machine a benchmark names."""
 
 from __future__ import annotations
 
 import math
+import os
+import platform
 import sys
 from typing import TYPE_CHECKING
 
@@ -16,6 +18,20 @@ if TYPE_CHECKING:
 #: Width when stdout is not a terminal: without one, rich falls back to 80 columns and wraps
 #: every cell of a wide table in logs and CI output.
 LOG_WIDTH = 140
+
+
+def machine_description() -> str:
+    """The machine a benchmark table names: the GPU where torch sees one, else cores, architecture
+    and memory."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()}-core {platform.machine()} CPU, {memory:.0f} GiB, no GPU"
 
 
 def make_console(stderr: bool = False) -> Console:

@@ -16,3 +16,17 @@ def test_console_script_runs_scripted_demo_quickly():
     )
     assert result.returncode == 0, result.stderr
     assert "user-avg, tagged" in result.stdout and "user-avg, untagged" in result.stdout
+
+
+def test_machine_description_names_the_gpu_or_the_cpu_cores(monkeypatch):
+    import os
+
+    import torch
+
+    from recgym.console import machine_description
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert machine_description().startswith(f"{os.cpu_count()}-core ") and machine_description().endswith("no GPU")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "NVIDIA H200")
+    assert machine_description() == "NVIDIA H200"
