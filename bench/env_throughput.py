@@ -9,14 +9,13 @@ Target: the environment is never the bottleneck of training (>= 20,000 reward co
 from __future__ import annotations
 
 import os
-import platform
 import time
 
 import gymnasium as gym
 from rich.table import Table
 
 import recgym  # noqa: F401
-from recgym.console import make_console
+from recgym.console import machine_description, make_console
 from recgym.data.schema import RatingScale
 from recgym.rewards import FOUR_STEP_TAGS, RatingReward
 
@@ -60,7 +59,7 @@ def main() -> None:
         "steps/s (reset + step)": rate(episodes, 20_000),
         "reward computations/s": rate(rewards, 100_000),
     }
-    table = Table(title=f"RecRating-Synthetic-v0 throughput, one core ({platform.processor() or platform.machine()})")
+    table = Table(title=f"RecRating-Synthetic-v0 throughput, one core of a {machine_description()}")
     for column in ("measure", "per second", "target", "ratio to target"):
         table.add_column(column, justify="right")
     for name, value in results.items():

@@ -103,13 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     from recgym.agents.learner import compute_dtype
     from recgym.agents.memory import estimate_memory, resolve_model_config
     from recgym.agents.trainer import GRPOTrainer
-    from recgym.console import make_console
+    from recgym.console import machine_description, make_console
 
     cfg = GRPOConfig.from_yaml(args.config)
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     total_gib = torch.cuda.get_device_properties(device).total_memory / 2**30 if cuda else 80.0
-    name = torch.cuda.get_device_name(device) if cuda else "CPU"
+    name = machine_description()
     model_config = resolve_model_config(cfg.model)
     estimate = estimate_memory(cfg, model_config, gpu_memory_gib=cfg.gpu_memory_gib or total_gib)
     learner_rows = [r for r in estimate.rows if r.counted and not r.name.startswith(("vLLM", "CUDA"))]
