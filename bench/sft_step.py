@@ -5,7 +5,9 @@ The data is ``make demo``'s cold start (``recgym.train_demo.cold_start_data``): 
 reasoning teacher writes traces for 96 training samples (short histories, ~300-token prompts; those
 within 0.5 of the truth kept). Each
 way trains a fresh copy of the embedded SmolLM2-135M (float32) for ``--steps`` timed steps of 4
-rows after one untimed warm-up step, the two ways taking turns step by step.
+rows after one untimed warm-up step, the ways taking turns step by step; recgym's loss also runs
+under bfloat16 autocast over float32 weights (``dtype: bfloat16``, what ``make demo`` uses on a CPU
+with native bfloat16).
 
     python bench/sft_step.py              # 3 timed steps each
     python bench/sft_step.py --steps 5
@@ -14,6 +16,7 @@ rows after one untimed warm-up step, the two ways taking turns step by step.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -36,9 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     report = cold_start_data(DemoSettings(), out, ENV_KWARGS)
     config = SFTTrainConfig(data=report.path, output_dir=str(out / "sft"), per_device_train_batch_size=4,
                             max_length=1024, learning_rate=5e-5, lr_scheduler_type="constant")
-    trl_loss, ours = "TRL's SFTTrainer loss", "completion logits only (recgym)"
-    trainers = {trl_loss: build_sft_trainer(config), ours: build_sft_trainer(config)}
-    losses = {trl_loss: SFTTrainer.compute_loss, ours: type(trainers[ours]).compute_loss}
+    trl_loss, ours, ours_bf16 = ("TRL's SFTTrainer loss", "completion logits only (recgym)",
+                                 "completion logits only, bfloat16 autocast")
+    trainers = {trl_loss: build_sft_trainer(config), ours: build_sft_trainer(config),
+                ours_bf16: build_sft_trainer(dataclasses.replace(config, dtype="bfloat16"))}
+    losses = {trl_loss: SFTTrainer.compute_loss, ours: type(trainers[ours]).compute_loss,
+              ours_bf16: type(trainers[ours]).compute_loss}
     optimizers = {name: torch.optim.AdamW(t.model.parameters(), lr=config.learning_rate) for name, t in trainers.items()}
     collate, data = trainers[ours].data_collator, trainers[ours].train_dataset
     batches = [collate([data[4 * i + j] for j in range(4)]) for i in range(args.steps + 1)]
@@ -47,14 +53,16 @@ def main(argv: list[str] | None = None) -> int:
         for name, trainer in trainers.items():
             model = trainer.model.train()
             start = time.perf_counter()
-            losses[name](trainer, model, {k: v.to(model.device) for k, v in batch.items()}).backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=name == ours_bf16):
+                loss = losses[name](trainer, model, {k: v.to(model.device) for k, v in batch.items()})
+            loss.backward()
             optimizers[name].step()
             model.zero_grad()
             if i:  # the first step is a warm-up
                 times[name].append(time.perf_counter() - start)
     tokens = sum(int(b["attention_mask"].sum()) for b in batches[1:]) / args.steps
     machine = machine_description()
-    table = Table(title=f"SFT step, SmolLM2-135M float32, 4 rows of ~{tokens / 4:.0f} tokens ({machine})")
+    table = Table(title=f"SFT step, SmolLM2-135M (float32 weights), 4 rows of ~{tokens / 4:.0f} tokens ({machine})")
     for col in ("loss", "s/step", "tokens/s", "speed-up"):
         table.add_column(col, justify="left" if col == "loss" else "right")
     base = sum(times[trl_loss]) / args.steps

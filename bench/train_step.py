@@ -9,6 +9,7 @@ each backend is a warm-up and not counted.
     python bench/train_step.py                 # both backends, 3 timed steps each
     python bench/train_step.py --policies hf --steps 2
     python bench/train_step.py --policies hf --dtype bfloat16 --lora     # on a GPU: mixed precision, LoRA
+    python bench/train_step.py --policies vllm --dtype float32 bfloat16  # side by side, with the ratio
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--max_new_tokens", type=int, default=64)
     parser.add_argument("--model", default="smollm2-135m-instruct", help="a recgym model name, checkpoint or .gguf")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="the learner's compute dtype")
+    parser.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
+                        help="the learner's compute dtype; several are measured side by side, each policy in turn")
     parser.add_argument("--lora", action="store_true", help="train LoRA adapters (r=16, every linear layer) instead of all weights")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
@@ -58,21 +60,24 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     for policy in args.policies:
-        try:
-            results.append(bench(policy, args.steps, args.max_new_tokens, args.model, args.dtype, args.lora))
-        except Exception as exc:  # noqa: BLE001 - report a backend that cannot run here, keep the others
-            results.append({"policy": policy, "error": f"{type(exc).__name__}: {exc}"[:300]})
+        for dtype in args.dtype:
+            try:
+                results.append(bench(policy, args.steps, args.max_new_tokens, args.model, dtype, args.lora))
+            except Exception as exc:  # noqa: BLE001 - report a backend that cannot run here, keep the others
+                results.append({"policy": f"{policy}, {dtype}", "error": f"{type(exc).__name__}: {exc}"[:300]})
     machine = machine_description()
     table = Table(title=f"GRPO step, {args.model}, 8 completions x {args.max_new_tokens} tokens max ({machine})")
     for col in ("policy", "s/step", "generation s", "reward s", "learning s", "weight sync s",
-                "gen tokens/s", "tokens/completion"):
+                "gen tokens/s", "tokens/completion", "learning speed-up"):
         table.add_column(col, justify="left" if col == "policy" else "right")
+    first_of_policy: dict[str, float] = {}
     for r in results:
         if "error" in r:
-            table.add_row(r["policy"], "[red]failed[/]", r["error"], "", "", "", "", "")
+            table.add_row(r["policy"], "[red]failed[/]", r["error"], "", "", "", "", "", "")
             continue
+        learning = first_of_policy.setdefault(r["policy"].split(",")[0], r["time/learning"])
         table.add_row(r["policy"], *(f"{r[k]:.2f}" for k in KEYS), f"{r['tokens_per_second']:.1f}",
-                      f"{r['completion_tokens']:.1f}")
+                      f"{r['completion_tokens']:.1f}", f"{learning / r['time/learning']:.2f}x")
     make_console().print(table)
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine, "results": results}, indent=1))
