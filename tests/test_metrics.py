@@ -114,7 +114,7 @@ def test_demo_learner_dtype_auto_picks_bfloat16_only_on_a_cpu_with_native_bfloat
     assert learner_dtype("float32") == "float32" and learner_dtype("bfloat16") == "bfloat16"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
-    assert learner_dtype("auto") == "float32"  # emulated bfloat16 is slower than float32 on AVX2-only CPUs
+    assert learner_dtype("auto") == "float32"  # without native bfloat16, autocast would be emulated
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     assert learner_dtype("auto") == "bfloat16"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
