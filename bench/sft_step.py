@@ -16,7 +16,6 @@ with native bfloat16).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
     from trl import SFTTrainer
 
+    from recgym.agents.learner import autocast
     from recgym.agents.sft import SFTTrainConfig, build_sft_trainer
     from recgym.console import machine_description, make_console
     from recgym.train_demo import ENV_KWARGS, DemoSettings, cold_start_data
@@ -41,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                             max_length=1024, learning_rate=5e-5, lr_scheduler_type="constant")
     trl_loss, ours, ours_bf16 = ("TRL's SFTTrainer loss", "completion logits only (recgym)",
                                  "completion logits only, bfloat16 autocast")
-    trainers = {trl_loss: build_sft_trainer(config), ours: build_sft_trainer(config),
-                ours_bf16: build_sft_trainer(dataclasses.replace(config, dtype="bfloat16"))}
+    trainers = {trl_loss: build_sft_trainer(config), ours: build_sft_trainer(config), ours_bf16: build_sft_trainer(config)}
     losses = {trl_loss: SFTTrainer.compute_loss, ours: type(trainers[ours]).compute_loss,
               ours_bf16: type(trainers[ours]).compute_loss}
     optimizers = {name: torch.optim.AdamW(t.model.parameters(), lr=config.learning_rate) for name, t in trainers.items()}
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, trainer in trainers.items():
             model = trainer.model.train()
             start = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=name == ours_bf16):
+            with autocast("bfloat16" if name == ours_bf16 else "float32", model.device):
                 loss = losses[name](trainer, model, {k: v.to(model.device) for k, v in batch.items()})
             loss.backward()
             optimizers[name].step()

@@ -39,7 +39,7 @@ def bench(policy: str, steps: int, max_new_tokens: int, model: str, dtype: str, 
     rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "reward" in r][1:]  # drop the warm-up step
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in (*KEYS, "tokens_per_second", "completion_tokens")}
-    return {"policy": f"{policy}, {dtype}{', LoRA r=16' if lora else ''}", "steps": len(rows), **mean}
+    return {"policy": f"{policy}, {dtype}{', LoRA r=16' if lora else ''}", "backend": policy, "steps": len(rows), **mean}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         if "error" in r:
             table.add_row(r["policy"], "[red]failed[/]", r["error"], "", "", "", "", "", "")
             continue
-        learning = first_of_policy.setdefault(r["policy"].split(",")[0], r["time/learning"])
+        learning = first_of_policy.setdefault(r["backend"], r["time/learning"])
         table.add_row(r["policy"], *(f"{r[k]:.2f}" for k in KEYS), f"{r['tokens_per_second']:.1f}",
                       f"{r['completion_tokens']:.1f}", f"{learning / r['time/learning']:.2f}x")
     make_console().print(table)
