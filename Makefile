@@ -23,7 +23,7 @@ $(VENV)/stamp: pyproject.toml Makefile
 install: $(VENV)/stamp
 
 demo: $(VENV)/stamp
-	$(BIN)/python -m recgym.train_demo
+	$(BIN)/python -m recgym.demo
 
 test: $(VENV)/stamp
 	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \

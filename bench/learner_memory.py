@@ -73,7 +73,7 @@ def rollout_batch(groups: int, group_size: int, prompt_tokens: int, completion_t
     """Random token ids packed as the trainer packs a rollout: each group shares one prompt."""
     import numpy as np
 
-    from recgym.agents.rollout import pack_batch
+    from recgym.agents.rollout.batch import pack_batch
     from recgym.agents.types import Completion
 
     rng = np.random.default_rng(seed)
@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from recgym.agents.config import GRPOConfig
-    from recgym.agents.learner import compute_dtype
-    from recgym.agents.memory import estimate_memory, resolve_model_config
+    from recgym.agents.learner.loading import compute_dtype
+    from recgym.agents.learner.memory import estimate_memory, resolve_model_config
     from recgym.agents.trainer import GRPOTrainer
     from recgym.console import machine_description, make_console
 

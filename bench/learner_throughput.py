@@ -155,7 +155,7 @@ def bench(model, tokenizer, methods, group_size: int, prompt_tokens: list[int], 
           repeats: int) -> list[dict]:
     """Every method on the same batches; with ``repeats`` > 1 the methods take turns (fairer under
     a varying load) and each keeps its fastest update."""
-    from recgym.agents.logprobs import completion_logprobs, sequence_logprobs
+    from recgym.agents.learner.logprobs import completion_logprobs, sequence_logprobs
 
     fns = {"today": completion_logprobs,
            "per-row": lambda *a: sequence_logprobs(*a, shared_prompt=False),

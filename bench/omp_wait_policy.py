@@ -24,7 +24,7 @@ import torch, gymnasium as gym
 from recgym.agents.models import load_model
 from recgym.agents.policies import make_policy
 from recgym.agents.types import SamplingParams
-from recgym.evaluation import evaluate
+from recgym.agents.evaluation import evaluate
 import recgym  # noqa: F401  (after torch on purpose: the variable comes from the parent)
 env = gym.make("RecRating-Synthetic-v0", split="train", max_user_history=4, max_item_history=2)
 policy = make_policy("vllm", "smollm2-135m-instruct", max_model_len=2048, seed=0)

@@ -1,7 +1,7 @@
 """Seconds per SFT step: TRL's own ``SFTTrainer`` loss against recgym's, which reads logits at the
 completion positions only (``recgym.agents.sft``), side by side on the same batches and model.
 
-The data is ``make demo``'s cold start (``recgym.train_demo.cold_start_data``): the synthetic world's
+The data is ``make demo``'s cold start (``recgym.demo.cold_start_data``): the synthetic world's
 reasoning teacher writes traces for 96 training samples (short histories, ~300-token prompts; those
 within 0.5 of the truth kept). Each
 way trains a fresh copy of the embedded SmolLM2-135M (float32) for ``--steps`` timed steps of 4
@@ -30,10 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
     from trl import SFTTrainer
 
-    from recgym.agents.learner import autocast
+    from recgym.agents.learner.loading import autocast
     from recgym.agents.sft import SFTTrainConfig, build_sft_trainer
     from recgym.console import machine_description, make_console
-    from recgym.train_demo import ENV_KWARGS, DemoSettings, cold_start_data
+    from recgym.demo import ENV_KWARGS, DemoSettings, cold_start_data
 
     out = Path(tempfile.mkdtemp(prefix="bench_sft_"))
     report = cold_start_data(DemoSettings(), out, ENV_KWARGS)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from recgym.train_demo import (
+from recgym.demo import (
     ENV_KWARGS,
     DemoSettings,
     add_settings_arguments,

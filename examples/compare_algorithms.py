@@ -3,7 +3,7 @@
     python examples/compare_algorithms.py                       # the demo's cold-start SFT checkpoint, all algorithms
     python examples/compare_algorithms.py --start runs/demo/sft --algorithms grpo dapo --grpo_steps 4
 
-The settings are the demo's (``recgym.train_demo.DemoSettings``: environment, G, prompts per step,
+The settings are the demo's (``recgym.demo.DemoSettings``: environment, G, prompts per step,
 learning rate, temperature, completion length, validation samples); every algorithm runs
 ``grpo_steps`` steps through one vLLM engine, from the same checkpoint with the same seed, so the
 same prompts are drawn in the same order. The starting checkpoint is evaluated once, on the same
@@ -22,7 +22,7 @@ import json
 import time
 from pathlib import Path
 
-from recgym.train_demo import (
+from recgym.demo import (
     ENV_KWARGS,
     DemoSettings,
     add_settings_arguments,

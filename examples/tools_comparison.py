@@ -3,9 +3,9 @@ tokens read (the README's table).
 
     python examples/tools_comparison.py [--n 300] [--split test] [--out comparison.json]
 
-The tool agent (:class:`~recgym.agents.scripted.SimilarItemsToolPolicy`) plays
+The tool agent (:class:`~recgym.agents.teachers.scripted.SimilarItemsToolPolicy`) plays
 ``RecRatingTools-Synthetic-v0``: one ``similar_items`` call, then the answer. The single-turn
-reasoner (:class:`~recgym.agents.scripted.SyntheticReasonerPolicy`) plays
+reasoner (:class:`~recgym.agents.teachers.scripted.SyntheticReasonerPolicy`) plays
 ``RecRating-SyntheticLong-v0`` (the same samples) with as many of the newest reviews pasted in as
 fit the tool agent's mean budget of tokens read, then with the default 10, then with the whole
 history. Tokens are SmolLM2's, counted on what each agent reads: the task message (and the
@@ -21,12 +21,12 @@ import gymnasium as gym
 import numpy as np
 
 import recgym  # noqa: F401  (registers the environments)
-from recgym.agents.scripted import (
+from recgym.agents.evaluation import evaluate
+from recgym.agents.teachers.scripted import (
     SimilarItemsToolPolicy,
     SyntheticReasonerPolicy,
     UserAveragePolicy,
 )
-from recgym.evaluation import evaluate
 
 
 def token_counter():

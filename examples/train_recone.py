@@ -15,12 +15,8 @@ import argparse
 from pathlib import Path
 
 from recgym.agents.config import GRPOConfig
-from recgym.agents.sft import (
-    ColdStartConfig,
-    SFTTrainConfig,
-    run_cold_start,
-    train_sft,
-)
+from recgym.agents.sft import SFTTrainConfig, train_sft
+from recgym.agents.teachers.cold_start import ColdStartConfig, run_cold_start
 from recgym.agents.trainer import TrainResult, train
 
 CONFIG = Path(__file__).parent / "configs" / "recone_synthetic.yaml"
@@ -44,7 +40,7 @@ def main(argv: list[str] | None = None) -> TrainResult:
     teacher = None
     kwargs = {"base_url": args.teacher_base_url} if args.teacher_base_url else {}
     if args.teacher == "scripted":
-        from recgym.agents.scripted import UserAveragePolicy
+        from recgym.agents.teachers.scripted import UserAveragePolicy
 
         teacher = UserAveragePolicy()
     report = run_cold_start(ColdStartConfig(

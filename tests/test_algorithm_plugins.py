@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file
 from tiny_lm import SHORT_PROMPTS, tiny_config, tiny_model, tiny_tokenizer
 
-from recgym.agents import rollout as rollout_module
 from recgym.agents.checkpoints import list_checkpoints
 from recgym.agents.config import GRPOConfig
-from recgym.agents.rollout import take_groups
+from recgym.agents.rollout import single_turn as rollout_module
+from recgym.agents.rollout.batch import take_groups
 from recgym.agents.trainer import GRPOTrainer
 from recgym.agents.types import RolloutBatch
 
@@ -34,10 +34,10 @@ def train_rows(output_dir) -> list[dict]:
 
 def batch_of(prompts: list[list[int]], completions: list[list[int]], rewards: list[float], group_size: int,
              ) -> RolloutBatch:
-    from recgym.agents.rollout import _pad
+    from recgym.agents.rollout.batch import pad
 
-    prompt_ids, prompt_mask = _pad(prompts, 0, np.int64, left=True)
-    completion_ids, completion_mask = _pad(completions, 0, np.int64)
+    prompt_ids, prompt_mask = pad(prompts, 0, np.int64, left=True)
+    completion_ids, completion_mask = pad(completions, 0, np.int64)
     n = len(rewards)
     old = -np.arange(n, dtype=np.float32)[:, None] * completion_mask  # row i's tokens: -i
     return RolloutBatch(

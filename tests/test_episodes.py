@@ -17,10 +17,16 @@ import torch
 from tiny_lm import SpaceReward, tiny_config, tiny_model, tiny_tokenizer
 
 import recgym  # noqa: F401
-from recgym.agents.episodes import collect_episodes, list_stepper, pack_episodes, run_episodes
 from recgym.agents.policies import make_policy
 from recgym.agents.policies.base import BasePolicy, PromptEncoder
-from recgym.agents.rollout import collect, take_groups
+from recgym.agents.rollout.batch import take_groups
+from recgym.agents.rollout.episodes import (
+    collect_episodes,
+    list_stepper,
+    pack_episodes,
+    run_episodes,
+)
+from recgym.agents.rollout.single_turn import collect
 from recgym.agents.types import Completion, SamplingParams
 from recgym.envs import make_group_vec
 from recgym.rewards import FOUR_STEP_TAGS
@@ -126,7 +132,7 @@ def test_take_groups_keeps_tool_results_in_place():
 def test_learner_logprobs_of_the_model_tokens_match_the_policy():
     """The tiny HF policy plays real multi-turn episodes; the learner's logprobs over the packed
     episode (tool results attended as context) equal the sampled logprobs on every model token."""
-    from recgym.agents.logprobs import sequence_logprobs
+    from recgym.agents.learner.logprobs import sequence_logprobs
 
     model, tok = tiny_model(), tiny_tokenizer()
     policy = make_policy("hf", model=model, tokenizer=tok)
@@ -156,7 +162,7 @@ def test_a_full_context_ends_the_episode_as_a_truncation():
 def test_message_level_play_for_policies_without_token_ids():
     import gymnasium as gym
 
-    from recgym.agents.scripted import SimilarItemsToolPolicy
+    from recgym.agents.teachers.scripted import SimilarItemsToolPolicy
 
     envs = [gym.make(ENV, split="valid").unwrapped for _ in range(2)]
     infos = [env.reset(options={"index": i})[1] for i, env in enumerate(envs)]

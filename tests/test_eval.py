@@ -10,9 +10,9 @@ import pytest
 from tiny_lm import tiny_model, tiny_tokenizer
 
 import recgym  # noqa: F401
+from recgym.agents.evaluation import evaluate, expected_rating, read_records
 from recgym.agents.types import Completion
 from recgym.data.schema import RatingScale
-from recgym.evaluation import evaluate, expected_rating, read_records
 
 ENV = "RecRating-Synthetic-v0"
 GOOD = "<analyze user>a</analyze user><analyze item>b</analyze item><match>c</match><rate>{}</rate>"

@@ -40,7 +40,7 @@ def test_every_example_config_is_a_valid_grpo_config():
     for path in configs:
         fields = yaml.safe_load(path.read_text())
         if "grpo_steps" in fields:  # a recipe of the demo's stages
-            from recgym.train_demo import DemoSettings
+            from recgym.demo import DemoSettings
 
             assert DemoSettings(**fields).grpo_steps > 0, path
             continue

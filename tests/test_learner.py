@@ -19,7 +19,8 @@ import torch
 from tiny_lm import tiny_model, tiny_tokenizer
 
 from recgym.agents.config import GRPOConfig
-from recgym.agents.learner import add_lora, policy_weights
+from recgym.agents.learner.loading import add_lora
+from recgym.agents.learner.weight_export import policy_weights
 from recgym.agents.policies.hf import HFPolicy
 from recgym.agents.trainer import GRPOTrainer
 
@@ -138,7 +139,7 @@ sys.path.insert(0, {tests!r})
 import torch
 from tiny_lm import SHORT_PROMPTS, SpaceReward, tiny_model, tiny_tokenizer
 from recgym.agents.config import GRPOConfig
-from recgym.agents.logprobs import completion_logprobs
+from recgym.agents.learner.logprobs import completion_logprobs
 from recgym.agents.trainer import GRPOTrainer
 from recgym.agents.types import SamplingParams
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from tiny_lm import tiny_model
 
-from recgym.agents import logprobs as lp
 from recgym.agents.algorithms import LossInputs, get_algorithm, list_algorithms
 from recgym.agents.config import GRPOConfig
-from recgym.agents.logprobs import completion_logprobs, sequence_logprobs, token_logprobs
+from recgym.agents.learner import logprobs as lp
+from recgym.agents.learner.logprobs import completion_logprobs, sequence_logprobs, token_logprobs
 from recgym.agents.types import RolloutBatch
 
 FALLBACK = "shared_prompt falls back"

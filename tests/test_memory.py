@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from recgym.agents.config import GRPOConfig
-from recgym.agents.memory import (
+from recgym.agents.learner.memory import (
     CUDA_OVERHEAD_GB,
     GIB,
     KNOWN_MODELS,

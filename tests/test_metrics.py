@@ -56,7 +56,7 @@ def test_paired_difference_on_a_hand_made_example():
 
 
 def test_demo_summary_rows_baselines_and_paired_error():
-    from recgym.train_demo import summarize
+    from recgym.demo import summarize
 
     def record(mae, n=4):
         return {"eval/mae": mae, "eval/rmse": mae + 0.1, "eval/coverage": 1.0, "eval/format_rate": 0.95, "eval/n": n,
@@ -76,7 +76,7 @@ def test_demo_summary_rows_baselines_and_paired_error():
 def test_demo_settings_from_defaults_then_config_file_then_flags(tmp_path):
     import argparse
 
-    from recgym.train_demo import DemoSettings, add_settings_arguments, parse_settings
+    from recgym.demo import DemoSettings, add_settings_arguments, parse_settings
 
     def parse(*argv):
         parser = argparse.ArgumentParser()
@@ -109,7 +109,7 @@ def test_paired_change_text_states_the_change_its_error_and_their_ratio():
 def test_demo_learner_dtype_auto_picks_bfloat16_only_on_a_cpu_with_native_bfloat16(monkeypatch):
     import torch
 
-    from recgym.train_demo import learner_dtype
+    from recgym.demo import learner_dtype
 
     assert learner_dtype("float32") == "float32" and learner_dtype("bfloat16") == "bfloat16"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from recgym.agents.evaluation import read_records
 from recgym.cli import main
-from recgym.evaluation import read_records
 
 pytestmark = pytest.mark.slow
 MODEL = "smollm2-135m-instruct"  # the name the server serves the embedded model under
@@ -30,10 +30,10 @@ def test_rating_from_probs_through_the_servers_top_logprobs(openai_server, tmp_p
     """The server returns the top 20 logprobs as token text; the expected rating is decoded from
     them where the completion writes ``<rate>`` and a digit (a few-shot prompt makes the small base
     model do that; on the environment's own prompts it does not, and the record says so)."""
+    from recgym.agents.evaluation import RATING_TOP_LOGPROBS, expected_rating
     from recgym.agents.policies.openai import OpenAIPolicy
     from recgym.agents.types import SamplingParams
     from recgym.data.schema import RatingScale
-    from recgym.evaluation import RATING_TOP_LOGPROBS, expected_rating
 
     out = tmp_path / "records.jsonl"
     code = main(["eval", ENV, "--policy", "openai", "--model", MODEL, "--base-url", openai_server, "-n", "2",

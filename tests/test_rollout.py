@@ -8,7 +8,8 @@ from tiny_lm import tiny_model, tiny_tokenizer
 
 import recgym  # noqa: F401
 from recgym.agents.policies.hf import HFPolicy
-from recgym.agents.rollout import collect, pack_batch
+from recgym.agents.rollout.batch import pack_batch
+from recgym.agents.rollout.single_turn import collect
 from recgym.agents.types import Completion, SamplingParams
 from recgym.envs.vector import make_group_vec
 

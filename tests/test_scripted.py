@@ -2,8 +2,12 @@ import gymnasium as gym
 import pytest
 
 import recgym  # noqa: F401
-from recgym.agents.scripted import FormatBreakingPolicy, SyntheticReasonerPolicy, UserAveragePolicy
-from recgym.evaluation import evaluate
+from recgym.agents.evaluation import evaluate
+from recgym.agents.teachers.scripted import (
+    FormatBreakingPolicy,
+    SyntheticReasonerPolicy,
+    UserAveragePolicy,
+)
 from recgym.rewards import parse_completion
 
 

@@ -12,13 +12,8 @@ import torch
 from tiny_lm import tiny_model, tiny_tokenizer
 
 import recgym  # noqa: F401
-from recgym.agents.sft import (
-    ColdStartConfig,
-    SFTTrainConfig,
-    build_sft_trainer,
-    make_cold_start_data,
-    train_sft,
-)
+from recgym.agents.sft import SFTTrainConfig, build_sft_trainer, train_sft
+from recgym.agents.teachers.cold_start import ColdStartConfig, make_cold_start_data
 from recgym.agents.types import Completion, SamplingParams
 
 ENV = "RecRating-Synthetic-v0"

@@ -273,8 +273,8 @@ def test_long_history_evidence_is_never_among_the_newest_fifteen():
 def test_long_history_tools_beat_the_fixed_cut():
     """The scripted tool agent (similar items, then rate) beats the scripted single-turn reasoner
     with the newest 10 reviews on the same test samples: the information is reachable."""
-    from recgym.agents.scripted import SimilarItemsToolPolicy, SyntheticReasonerPolicy
-    from recgym.evaluation import evaluate
+    from recgym.agents.evaluation import evaluate
+    from recgym.agents.teachers.scripted import SimilarItemsToolPolicy, SyntheticReasonerPolicy
 
     tool = evaluate(gym.make(ENV, split="test"), SimilarItemsToolPolicy(), n=100, baselines=False)
     single = evaluate(gym.make("RecRating-SyntheticLong-v0", split="test"), SyntheticReasonerPolicy(), n=100,

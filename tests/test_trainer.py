@@ -19,8 +19,8 @@ from tiny_lm import SHORT_PROMPTS, tiny_model, tiny_tokenizer
 
 from recgym.agents.checkpoints import list_checkpoints
 from recgym.agents.config import GRPOConfig
-from recgym.agents.logprobs import completion_logprobs
-from recgym.agents.prompt_sampler import PromptSampler
+from recgym.agents.learner.logprobs import completion_logprobs
+from recgym.agents.rollout.prompt_sampler import PromptSampler
 from recgym.agents.trainer import GRPOTrainer
 from recgym.agents.types import SamplingParams
 
@@ -74,7 +74,7 @@ def test_learner_logprobs_equal_the_hf_policys_sampling_logprobs():
     policy = make_policy("hf", model=model, tokenizer=tok)
     prompts = [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "a much longer prompt here"}]]
     groups = policy.generate(prompts, n=2, sampling=SamplingParams(temperature=1.0, max_new_tokens=6, seed=0))
-    from recgym.agents.rollout import pack_batch
+    from recgym.agents.rollout.batch import pack_batch
 
     flat = [c for g in groups for c in g]
     batch = pack_batch(flat, [0.0] * 4, [{}] * 4, 2, tok.pad_token_id)

@@ -179,7 +179,7 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path, baseline_mae: f
 
 
 def eval_record(result: Any, step: int) -> dict[str, Any]:
-    """A flat ``eval/*`` record from a :class:`recgym.evaluation.EvalResult`."""
+    """A flat ``eval/*`` record from a :class:`recgym.agents.evaluation.EvalResult`."""
     return {
         "step": step,
         **{f"eval/{k}": v for k, v in result.metrics.as_dict().items() if isinstance(v, int | float)},

@@ -15,7 +15,7 @@ One training step:
    rate) on the same validation samples; every ``save_interval`` steps: an atomic checkpoint.
 
 The learner's mechanics (precision, LoRA, weight export) are in :mod:`recgym.agents.learner`,
-logprobs in :mod:`recgym.agents.logprobs`, checkpoints in :mod:`recgym.agents.checkpoints`, and
+logprobs in :mod:`recgym.agents.learner.logprobs`, checkpoints in :mod:`recgym.agents.checkpoints`, and
 what a run writes in :mod:`recgym.agents.run_log`.
 
 ``GRPOTrainer(config).train()`` runs it; ``recgym train grpo --config FILE`` is the same from the
@@ -39,16 +39,11 @@ import torch
 from recgym.agents import checkpoints
 from recgym.agents.algorithms import LossInputs, get_algorithm
 from recgym.agents.config import GRPOConfig, plain_values
-from recgym.agents.learner import (
-    autocast,
-    average_gradients,
-    build_policy,
-    load_learner,
-    reference_model,
-    sync_policy,
-)
-from recgym.agents.logprobs import micro_batches, sequence_logprobs
-from recgym.agents.prompt_sampler import PromptSampler
+from recgym.agents.learner.data_parallel import average_gradients
+from recgym.agents.learner.loading import autocast, load_learner, reference_model
+from recgym.agents.learner.logprobs import micro_batches, sequence_logprobs
+from recgym.agents.learner.weight_export import build_policy, sync_policy
+from recgym.agents.rollout.prompt_sampler import PromptSampler
 from recgym.agents.run_log import RunLogger, eval_record, plot_curves
 from recgym.agents.types import RolloutBatch, SamplingParams
 
@@ -89,7 +84,7 @@ class GRPOTrainer:
         from accelerate import Accelerator
         from transformers import get_scheduler
 
-        import recgym  # noqa: F401  (registers the environments)
+        import recgym.envs  # noqa: F401  (registers the environments)
         from recgym.envs.vector import make_group_vec
 
         self.config = cfg = config
@@ -137,7 +132,7 @@ class GRPOTrainer:
 
     def check_gpu_memory(self) -> None:
         """Print the memory estimate and refuse a config that cannot fit, before loading anything."""
-        from recgym.agents.memory import check_memory
+        from recgym.agents.learner.memory import check_memory
         from recgym.agents.models import model_path
         from recgym.console import make_console
 
@@ -272,7 +267,8 @@ class GRPOTrainer:
         of fresh prompts (up to ``max_refills`` rounds, for as long as any process is short), and any
         shortfall is filled with dropped groups, so every process learns from the same batch size.
         The metrics are the first round's (what the policy produced), plus the drop counts."""
-        from recgym.agents.rollout import collect, take_groups
+        from recgym.agents.rollout.batch import take_groups
+        from recgym.agents.rollout.single_turn import collect
 
         cfg = self.config
         kept: list[tuple[RolloutBatch, int, int]] = []  # (batch, group id, sample index)
@@ -404,7 +400,7 @@ class GRPOTrainer:
         """Greedy decoding on the first ``eval_size`` validation samples (the same every time), by
         the main process: MAE/RMSE (with the declared fallback where unparsed), coverage, format
         rate, reward. Returns ``[record]`` on the main process, ``[]`` on the others."""
-        from recgym.evaluation import evaluate
+        from recgym.agents.evaluation import evaluate
 
         cfg = self.config
         self.model.eval()

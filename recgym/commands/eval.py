@@ -28,9 +28,9 @@ def run(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     import recgym  # noqa: F401  (registers the environments)
+    from recgym.agents.evaluation import evaluate
     from recgym.agents.policies import make_policy
     from recgym.agents.types import SamplingParams
-    from recgym.evaluation import evaluate
 
     console = make_console(stderr=True)
     with given_values("--env-kwargs: "):

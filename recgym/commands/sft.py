@@ -9,7 +9,8 @@ from recgym.commands import CommandError, given_values
 
 
 def register(subparsers) -> None:
-    from recgym.agents.sft import ColdStartConfig, SFTTrainConfig
+    from recgym.agents.sft import SFTTrainConfig
+    from recgym.agents.teachers.cold_start import ColdStartConfig
     from recgym.commands.train import add_config_options
 
     parser = subparsers.add_parser("sft", help="RecOne cold start: make reasoning traces, then fine-tune")
@@ -26,7 +27,7 @@ def register(subparsers) -> None:
 
 def run_make_data(args) -> int:
     from recgym.agents.policies import POLICIES
-    from recgym.agents.sft import ColdStartConfig, run_cold_start
+    from recgym.agents.teachers.cold_start import ColdStartConfig, run_cold_start
     from recgym.commands.train import check_env_id, config_from_args
 
     config = config_from_args(args, ColdStartConfig)

@@ -1,6 +1,6 @@
 """``recgym train grpo --config FILE [--resume] [--estimate-memory] [--field value ...]``: GRPO-family training.
 
-``--estimate-memory`` prints the config's GPU memory estimate (:mod:`recgym.agents.memory`) and
+``--estimate-memory`` prints the config's GPU memory estimate (:mod:`recgym.agents.learner.memory`) and
 exits: 0 when it fits the declared ``gpu_memory_gib``, 2 (with what to change) when it does not.
 It reads only the model's ``config.json`` shape: no weights, no GPU.
 """
@@ -93,7 +93,7 @@ def estimate(config) -> int:
     """Print the memory table; 0 when it fits, 2 (advice on stderr) when not or when it cannot be made."""
     import sys
 
-    from recgym.agents.memory import estimate_memory
+    from recgym.agents.learner.memory import estimate_memory
     from recgym.console import make_console
 
     try:

@@ -40,8 +40,9 @@ import numpy as np
 import torch
 
 from recgym.agents.algorithms.base import Algorithm, LossAggregation, register_algorithm
-from recgym.agents.learner import autocast, average_gradients, is_peft, reference_model
-from recgym.agents.logprobs import micro_batches
+from recgym.agents.learner.data_parallel import average_gradients
+from recgym.agents.learner.loading import autocast, is_peft, reference_model
+from recgym.agents.learner.logprobs import micro_batches
 from recgym.agents.types import RolloutBatch
 
 

@@ -1,25 +1,20 @@
-"""Group rollouts: one batched policy call per step of a group-aware vector env.
+"""Packing rollouts into a :class:`~recgym.agents.types.RolloutBatch`, and their metrics.
 
-``collect(env, policy, num_prompts, group_size, sampling)`` resets the env so that each run of
-``group_size`` sub-envs shares one sample, asks the policy for ``group_size`` completions of each
-distinct prompt in one call (so a vLLM engine processes each prompt once), steps every sub-env
-with its completion, and packs a :class:`~recgym.agents.types.RolloutBatch` plus metrics.
-Multi-turn environments (``RecRatingTools-*``) go to :func:`recgym.agents.episodes.collect_episodes`,
-which runs every episode turn by turn and packs the same kind of batch.
+Shared by single-turn collection (:mod:`recgym.agents.rollout.single_turn`) and multi-turn
+episodes (:mod:`recgym.agents.rollout.episodes`).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from recgym.agents.types import Completion, Policy, RolloutBatch, SamplingParams
+from recgym.agents.types import Completion, RolloutBatch
 
 
-def _pad(rows: Sequence[Sequence[Any]], value: Any, dtype: Any, left: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def pad(rows: Sequence[Sequence[Any]], value: Any, dtype: Any, left: bool = False) -> tuple[np.ndarray, np.ndarray]:
     width = max((len(r) for r in rows), default=0)
     out = np.full((len(rows), width), value, dtype=dtype)
     mask = np.zeros((len(rows), width), dtype=bool)
@@ -63,9 +58,9 @@ def pack_batch(
                 "a completion's logprobs and token ids differ in length "
                 f"({len(c.logprobs)} vs {len(c.completion_token_ids)}); the backend returned no token ids?"
             )
-    prompt_ids, prompt_mask = _pad([c.prompt_token_ids for c in completions], pad_token_id, np.int64, left=True)
-    completion_ids, completion_mask = _pad([c.completion_token_ids for c in completions], pad_token_id, np.int64)
-    old_logprobs, _ = _pad([c.logprobs for c in completions], 0.0, np.float32)
+    prompt_ids, prompt_mask = pad([c.prompt_token_ids for c in completions], pad_token_id, np.int64, left=True)
+    completion_ids, completion_mask = pad([c.completion_token_ids for c in completions], pad_token_id, np.int64)
+    old_logprobs, _ = pad([c.logprobs for c in completions], 0.0, np.float32)
     return RolloutBatch(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
@@ -96,14 +91,14 @@ def take_groups(parts: Sequence[tuple[RolloutBatch, Sequence[int]]], pad_token_i
     def cut(array: np.ndarray, mask: np.ndarray, batch_row: tuple[RolloutBatch, int]) -> list:
         return array[batch_row[1]][mask[batch_row[1]]].tolist()
 
-    prompt_ids, prompt_mask = _pad([cut(b.prompt_ids, b.prompt_mask, (b, r)) for b, r in rows], pad_token_id, np.int64, left=True)
+    prompt_ids, prompt_mask = pad([cut(b.prompt_ids, b.prompt_mask, (b, r)) for b, r in rows], pad_token_id, np.int64, left=True)
     # multi-turn rows keep their tool-result tokens (attended, not trained on) in place
-    completion_ids, _ = _pad([cut(b.completion_ids, b.attention_mask, (b, r)) for b, r in rows], pad_token_id, np.int64)
-    completion_mask, _ = _pad([cut(b.completion_mask, b.attention_mask, (b, r)) for b, r in rows], False, bool)
-    old_logprobs, _ = _pad([cut(b.old_logprobs, b.attention_mask, (b, r)) for b, r in rows], 0.0, np.float32)
+    completion_ids, _ = pad([cut(b.completion_ids, b.attention_mask, (b, r)) for b, r in rows], pad_token_id, np.int64)
+    completion_mask, _ = pad([cut(b.completion_mask, b.attention_mask, (b, r)) for b, r in rows], False, bool)
+    old_logprobs, _ = pad([cut(b.old_logprobs, b.attention_mask, (b, r)) for b, r in rows], 0.0, np.float32)
     observation_mask = None
     if any(b.observation_mask is not None for b, _ in rows):
-        observation_mask, _ = _pad([cut(b.attention_mask & ~b.completion_mask, b.attention_mask, (b, r))
+        observation_mask, _ = pad([cut(b.attention_mask & ~b.completion_mask, b.attention_mask, (b, r))
                                     for b, r in rows], False, bool)
     return RolloutBatch(
         prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
@@ -142,83 +137,9 @@ def rollout_metrics(batch: RolloutBatch, group_size: int) -> dict[str, float]:
     return metrics
 
 
-def _policy_stats(policy: Any) -> dict[str, int]:
+def policy_stats(policy: Any) -> dict[str, int]:
     stats = getattr(policy, "stats", None)
     return dict(stats) if isinstance(stats, dict) else {}
-
-
-def collect(
-    env: Any,
-    policy: Policy,
-    num_prompts: int | None = None,
-    group_size: int | None = None,
-    sampling: SamplingParams | None = None,
-    *,
-    seed: int | None = None,
-    indices: Sequence[int] | None = None,
-    pad_token_id: int | None = None,
-) -> tuple[RolloutBatch, dict[str, float]]:
-    """One round of group rollouts.
-
-    Args:
-        env: a :class:`~recgym.envs.vector.GroupedRatingVecEnv` (``make_group_vec(...)``), or an
-            env id, from which one is built with ``num_prompts`` and ``group_size``.
-        policy: any :class:`~recgym.agents.types.Policy`.
-        num_prompts, group_size: must match the env's when given (default: the env's).
-        sampling: the policy's sampling settings (default ``SamplingParams()``).
-        seed: passed to ``env.reset`` (draws the samples).
-        indices: the ``num_prompts`` sample indices to use instead of drawing them.
-        pad_token_id: for the padded arrays (default: the policy tokenizer's pad id, else 0).
-
-    Returns:
-        ``(batch, metrics)``: a RolloutBatch of ``num_prompts * group_size`` rows, grouped by
-        prompt, and metrics: ``reward_mean``, ``reward_std``, ``reward/<component>``,
-        ``zero_std_group_frac``, ``clipped_ratio``, ``tokens_generated``, ``completion_len_mean``,
-        ``gen_seconds``, ``env_seconds``, ``gen_tokens_per_second``, ``prompts_truncated``.
-    """
-    if isinstance(env, str):
-        from recgym.envs.vector import make_group_vec
-
-        if num_prompts is None or group_size is None:
-            raise ValueError("collect with an env id needs num_prompts and group_size")
-        env = make_group_vec(env, num_prompts=num_prompts, group_size=group_size)
-    for name, value in (("num_prompts", num_prompts), ("group_size", group_size)):
-        if value is not None and value != getattr(env, name):
-            raise ValueError(f"{name}={value} does not match the env's {name}={getattr(env, name)}")
-    num_prompts, group_size = int(env.num_prompts), int(env.group_size)
-    sampling = sampling or SamplingParams()
-    if getattr(env.envs[0].unwrapped, "multi_turn", False):
-        from recgym.agents.episodes import collect_episodes
-
-        return collect_episodes(env, policy, sampling, seed=seed, indices=indices, pad_token_id=pad_token_id)
-
-    env_seconds = 0.0
-    start = time.perf_counter()
-    options = {"indices": list(indices)} if indices is not None else None
-    _, infos = env.reset(seed=seed, options=options)
-    env_seconds += time.perf_counter() - start
-    prompts = [infos[k * group_size]["messages"] for k in range(num_prompts)]
-
-    before = _policy_stats(policy)
-    start = time.perf_counter()
-    groups = policy.generate(prompts, n=group_size, sampling=sampling)
-    gen_seconds = time.perf_counter() - start
-    if len(groups) != num_prompts or any(len(g) != group_size for g in groups):
-        raise RuntimeError(
-            f"policy returned {[len(g) for g in groups]} completions per prompt; expected {num_prompts} x {group_size}"
-        )
-    completions = [c for group in groups for c in group]
-
-    start = time.perf_counter()
-    _, rewards, _, _, step_infos = env.step([c.text for c in completions])
-    env_seconds += time.perf_counter() - start
-    merged = [
-        {**{k: v for k, v in reset_info.items() if k != "messages"}, **step_info}
-        for reset_info, step_info in zip(infos, step_infos)
-    ]
-
-    batch = pack_batch(completions, rewards, merged, group_size, policy_pad_id(policy, pad_token_id))
-    return batch, collection_metrics(batch, group_size, policy, before, gen_seconds, env_seconds)
 
 
 def policy_pad_id(policy: Any, pad_token_id: int | None = None) -> int:
@@ -232,7 +153,7 @@ def collection_metrics(batch: RolloutBatch, group_size: int, policy: Any, stats_
                        gen_seconds: float, env_seconds: float) -> dict[str, float]:
     """:func:`rollout_metrics` plus the timings and the prompts the policy truncated meanwhile."""
     metrics = rollout_metrics(batch, group_size)
-    after = _policy_stats(policy)
+    after = policy_stats(policy)
     metrics.update(
         gen_seconds=gen_seconds,
         env_seconds=env_seconds,

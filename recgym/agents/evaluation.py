@@ -1,0 +1,361 @@
+"""Evaluation of a policy over one split of a RecRating environment (what ``recgym eval`` runs).
+
+Each sample's record (ids, prompt hash, completions, parsed ratings, truth, reward breakdowns)
+is appended to a JSONL file as soon as it is scored; a rerun with the same file skips the samples
+already there. Metrics are the task layer's honest ones (MAE/RMSE with the declared fallback for
+unparsed predictions, MAE on parsed only, coverage, format rate, mean reward), with classical
+baselines scored on exactly the same samples beside them.
+
+Multi-turn environments (``RecRatingTools-*``) are played turn by turn, a batch of episodes at a
+time (:mod:`recgym.agents.rollout.episodes`); their records add each episode's tool calls, tools used,
+tokens read and turns, and ``EvalResult.episode_stats`` their means.
+
+With ``rating_from_probs`` the prediction is the expected rating under the model's probabilities
+of the scale's digits at the rating position (as Reason4Rec decodes), where the backend returns
+top logprobs; where it cannot (no rating tag, a scale whose values are not single digits), the
+parsed rating stands and the record says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recgym.agents.policies.base import token_strings
+from recgym.agents.types import Completion, Policy, SamplingParams
+from recgym.data.schema import RatingScale
+from recgym.metrics import RatingMetrics, fallback_predictions, rating_metrics
+
+#: How many alternatives per token to ask for when decoding the rating from probabilities.
+RATING_TOP_LOGPROBS = 20
+
+
+def prompt_hash(messages: Any) -> str:
+    return hashlib.sha1(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def _scale_digits(scale: RatingScale) -> dict[str, float] | None:
+    values = scale.values()
+    if len(values) > 10 or not all(float(v).is_integer() and 0 <= v <= 9 for v in values):
+        return None
+    return {str(int(v)): float(v) for v in values}
+
+
+def expected_rating(
+    completion: Completion,
+    scale: RatingScale,
+    decode: Callable[[list[int]], str] | None = None,
+    tag: str = "rate",
+) -> float | None:
+    """The expected rating over the scale's digits at the first digit after the last ``<tag>``.
+
+    Needs ``completion.top_logprobs``; token ids are turned into text with ``decode``. None when
+    the scale's values are not single digits, no rating position is found, or no digit is
+    among the alternatives there.
+    """
+    digits = _scale_digits(scale)
+    if digits is None or not completion.top_logprobs:
+        return None
+    pieces = token_strings(completion, decode)
+    if not pieces:
+        return None
+    text, starts = "", []
+    for piece in pieces:
+        starts.append(len(text))
+        text += piece
+    open_at = text.rfind(f"<{tag}>")
+    if open_at < 0:
+        return None
+    after = open_at + len(tag) + 2
+    position = next(
+        (i for i, (s, piece) in enumerate(zip(starts, pieces)) if s + len(piece) > after and piece.strip()), None
+    )
+    if position is None or position >= len(completion.top_logprobs) or pieces[position].strip() not in digits:
+        return None
+    probs: dict[float, float] = {}
+    for key, logprob in completion.top_logprobs[position].items():
+        token = (decode([key]) if isinstance(key, int) and decode else str(key)).strip()
+        if token in digits and math.isfinite(logprob):
+            probs[digits[token]] = probs.get(digits[token], 0.0) + math.exp(logprob)
+    total = sum(probs.values())
+    if total <= 0:
+        return None
+    return float(sum(v * p for v, p in probs.items()) / total)
+
+
+@dataclass
+class EvalResult:
+    metrics: RatingMetrics
+    records: list[dict[str, Any]]
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+    """``{baseline: {"mae", "rmse", "n"}}`` on the same samples; empty when unavailable."""
+    baselines_note: str = ""
+    seconds: float = 0.0
+    skipped: int = 0
+    """Samples found already done in the output file (resume)."""
+    episode_stats: dict[str, float] = field(default_factory=dict)
+    """Multi-turn environments: per episode, the mean ``tool_calls``, ``tokens_read``, ``turns`` and
+    ``invalid_turns`` (empty for single-turn ones)."""
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of an existing JSONL file (a torn last line, from an interrupted run, is dropped)."""
+    records = []
+    if not path.exists():
+        return records
+    with path.open() as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if f.readline():  # only the very last line may be torn
+                    raise ValueError(f"{path}:{line_no}: not JSON; is it a recgym eval results file?") from None
+    return records
+
+
+def _check_resumable(records: list[dict[str, Any]], header: dict[str, Any], path: Path) -> None:
+    for record in records[:1]:
+        for key, value in header.items():
+            if record.get(key) != value:
+                raise ValueError(
+                    f"{path} holds results for {key}={record.get(key)!r}, not {value!r}; "
+                    "use another --out file or --no-resume to overwrite"
+                )
+
+
+def baseline_scores(dataset: Any, split: str, indices: Sequence[int]) -> tuple[dict[str, dict[str, float]], str]:
+    """Classical baselines (``recgym.baselines``) on exactly these samples, or ``({}, why not)``."""
+    try:
+        from recgym.baselines import error_metrics, fit_baselines, split_arrays
+    except ImportError as exc:
+        return {}, f"baselines unavailable ({exc})"
+    try:
+        predictors = fit_baselines(dataset)
+    except ValueError as exc:
+        return {}, f"baselines unavailable ({exc})"
+    users, items, targets = split_arrays(dataset, split, indices)
+    return {name: error_metrics(predict(users, items), targets) for name, predict in predictors.items()}, ""
+
+
+def evaluate(
+    env: Any,
+    policy: Policy,
+    *,
+    n: int | None = None,
+    out: str | Path | None = None,
+    resume: bool = True,
+    sampling: SamplingParams | None = None,
+    samples_per_prompt: int = 1,
+    batch_size: int = 8,
+    rating_from_probs: bool = False,
+    baselines: bool = True,
+    header: dict[str, Any] | None = None,
+    on_record: Callable[[dict[str, Any], dict[str, float]], None] | None = None,
+) -> EvalResult:
+    """Score ``policy`` on the first ``n`` samples (default: all) of ``env``'s split.
+
+    Args:
+        env: a RecRatingEnv (or a gymnasium wrapper of one); its split is the one evaluated.
+        sampling: default greedy (temperature 0) with 512 new tokens.
+        samples_per_prompt: k completions per sample; the prediction is the mean of the parsed ones.
+        out: JSONL file; records are appended as samples finish. With ``resume``, samples
+            already in it are skipped (the file must be from the same env, split and model).
+        rating_from_probs: decode the rating as the expected value over the scale's digits.
+        header: fields written into every record and checked on resume (e.g. env id, model).
+        on_record: called after each sample with the record and the running figures
+            (``done``, ``mae``, ``coverage``), e.g. to drive a progress bar.
+    """
+    core = env.unwrapped
+    dataset, split, scale = core.dataset, core.split, core.scale
+    total = len(core) if n is None else min(int(n), len(core))
+    if total < 1:
+        raise ValueError(f"nothing to evaluate: n={n}, split {split!r} has {len(core)} samples")
+    if samples_per_prompt < 1:
+        raise ValueError(f"samples_per_prompt must be >= 1, got {samples_per_prompt}")
+    sampling = sampling or SamplingParams(temperature=0.0, max_new_tokens=512)
+    if rating_from_probs and sampling.logprobs < RATING_TOP_LOGPROBS:
+        sampling = SamplingParams(**{**sampling.__dict__, "logprobs": RATING_TOP_LOGPROBS})
+    header = {"split": split, "dataset": dataset.name, "scale": scale.label, **(header or {})}
+    tokenizer = getattr(policy, "tokenizer", None)
+    decode = tokenizer.decode if tokenizer is not None else None
+
+    user_avg, item_avg = dataset.prior_averages(split)
+    fallbacks = fallback_predictions(user_avg, item_avg, dataset.train_mean())
+
+    path = Path(out) if out is not None else None
+    records: list[dict[str, Any]] = []
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if resume:
+            records = [r for r in read_records(path) if r.get("index", total) < total]
+            _check_resumable(records, header, path)
+            # rewrite so that a torn last line is gone before appending
+            path.write_text("".join(json.dumps(r) + "\n" for r in read_records(path)))
+        else:
+            path.write_text("")
+    done = {int(r["index"]) for r in records}
+    skipped = len(done)
+    todo = [i for i in range(total) if i not in done]
+    errors = [abs(r["prediction_or_fallback"] - r["target"]) for r in records]
+    parsed_count = sum(r["prediction"] is not None for r in records)
+
+    start = time.perf_counter()
+    sink = path.open("a") if path is not None else None
+    multi_turn = bool(getattr(core, "multi_turn", False))
+    episode_envs: list[Any] = []
+    try:
+        for offset in range(0, len(todo), max(1, batch_size)):
+            indices = todo[offset : offset + batch_size]
+            if multi_turn:
+                scored = _play_episodes(core, episode_envs, indices, policy, sampling, samples_per_prompt, fallbacks,
+                                        rating_from_probs, decode)
+            else:
+                reset_infos = [env.reset(options={"index": index})[1] for index in indices]
+                groups = policy.generate([i["messages"] for i in reset_infos], n=samples_per_prompt, sampling=sampling)
+                scored = [_score(env, info, completions, float(fallbacks[index]), rating_from_probs, decode)
+                          for index, info, completions in zip(indices, reset_infos, groups)]
+            for record in scored:
+                record = {**header, **record}
+                records.append(record)
+                errors.append(abs(record["prediction_or_fallback"] - record["target"]))
+                parsed_count += record["prediction"] is not None
+                if sink is not None:
+                    sink.write(json.dumps(record) + "\n")
+                    sink.flush()
+                if on_record is not None:
+                    on_record(record, {
+                        "done": len(records), "total": total,
+                        "mae": float(np.mean(errors)), "coverage": parsed_count / len(records),
+                    })
+    finally:
+        if sink is not None:
+            sink.close()
+    seconds = time.perf_counter() - start
+
+    records.sort(key=lambda r: r["index"])
+    metrics = rating_metrics(
+        [r["target"] for r in records],
+        [r["prediction"] for r in records],
+        [r["fallback"] for r in records],
+        scale,
+        format_ok=[r["format_rate"] for r in records],
+        rewards=[r["reward"] for r in records],
+    )
+    scores, note = baseline_scores(dataset, split, [r["index"] for r in records]) if baselines else ({}, "")
+    stats = {}
+    if multi_turn and records:
+        stats = {f"{key}_mean": float(np.mean([np.mean(r[key]) for r in records]))
+                 for key in ("tool_calls", "tokens_read", "turns", "invalid_turns")}
+    return EvalResult(metrics, records, scores, note, seconds, skipped, stats)
+
+
+def _play_episodes(
+    core: Any,
+    envs: list[Any],
+    indices: list[int],
+    policy: Policy,
+    sampling: SamplingParams,
+    samples_per_prompt: int,
+    fallbacks: np.ndarray,
+    rating_from_probs: bool,
+    decode: Callable[[list[int]], str] | None,
+) -> list[dict[str, Any]]:
+    """Multi-turn environments: play ``samples_per_prompt`` episodes of each sample, all turn by
+    turn together, each in its own copy of the environment, and score them."""
+    import copy
+
+    from recgym.agents.rollout.episodes import list_stepper, run_episodes
+
+    needed = len(indices) * samples_per_prompt
+    envs += [copy.copy(core) for _ in range(needed - len(envs))]
+    envs = envs[:needed]
+    reset_infos = [env.reset(options={"index": indices[k // samples_per_prompt]})[1] for k, env in enumerate(envs)]
+    episodes = run_episodes(list_stepper(envs), reset_infos, policy, sampling, samples_per_prompt,
+                            end_episode=lambda k, reason: envs[k].end_episode(reason))
+    records = []
+    for n, index in enumerate(indices):
+        played = episodes[n * samples_per_prompt : (n + 1) * samples_per_prompt]
+        infos = [e.info for e in played]
+        record = _record(core, reset_infos[n * samples_per_prompt], [e.turns[-1] for e in played], infos,
+                         float(fallbacks[index]), rating_from_probs, decode)
+        record.update(
+            completions=[e.transcript for e in played],
+            completion_tokens=[sum(len(t.completion_token_ids) or len(t.logprobs) for t in e.turns) for e in played],
+            tool_calls=[i["num_calls"] for i in infos],
+            tools=[[c["tool"] for c in i["calls"]] for i in infos],
+            tokens_read=[i["tokens_read"] for i in infos],
+            turns=[i["turn"] for i in infos],
+            invalid_turns=[i["invalid_turns"] for i in infos],
+            truncated=[e.truncated for e in played],
+        )
+        records.append(record)
+    return records
+
+
+def _score(
+    env: Any,
+    reset_info: dict[str, Any],
+    completions: list[Completion],
+    fallback: float,
+    rating_from_probs: bool,
+    decode: Callable[[list[int]], str] | None,
+) -> dict[str, Any]:
+    index = int(reset_info["index"])
+    infos = []
+    for completion in completions:
+        env.reset(options={"index": index})
+        _, _, _, _, info = env.step(completion.text)
+        infos.append(info)
+    return _record(env.unwrapped, reset_info, completions, infos, fallback, rating_from_probs, decode)
+
+
+def _record(
+    core: Any,
+    reset_info: dict[str, Any],
+    completions: list[Completion],
+    infos: list[dict[str, Any]],
+    fallback: float,
+    rating_from_probs: bool,
+    decode: Callable[[list[int]], str] | None,
+) -> dict[str, Any]:
+    """One sample's record from its (final) completions and the env's infos after them."""
+    index, scale = int(reset_info["index"]), core.scale
+    parsed = [info["parsed_rating"] for info in infos]
+    prob_ratings = None
+    if rating_from_probs:
+        tag = core.template.tags[-1]
+        prob_ratings = [expected_rating(c, scale, decode, tag) for c in completions]
+        # the expected rating replaces the parsed one where it could be decoded
+        parsed = [p if q is None else scale.clip(q) for p, q in zip(parsed, prob_ratings)]
+    values = [p for p in parsed if p is not None]
+    prediction = float(np.mean(values)) if values else None
+    target = float(infos[0]["target_rating"])
+    breakdowns = [info["reward_breakdown"] for info in infos]
+    return {
+        "index": index,
+        "user_id": reset_info["user_id"],
+        "item_id": reset_info["item_id"],
+        "prompt_sha1": prompt_hash(reset_info["messages"]),
+        "completions": [c.text for c in completions],
+        "finish_reasons": [c.finish_reason for c in completions],
+        "completion_tokens": [len(c.completion_token_ids) or len(c.logprobs) for c in completions],
+        "parsed_ratings": [info["parsed_rating"] for info in infos],
+        "prob_ratings": prob_ratings,
+        "prediction": prediction,
+        "fallback": fallback,
+        "prediction_or_fallback": prediction if prediction is not None else fallback,
+        "target": target,
+        "reward_breakdowns": breakdowns,
+        "reward": float(np.mean([b["total"] for b in breakdowns])),
+        "format_rate": float(np.mean([bool(b["format_ok"]) for b in breakdowns])),
+    }
