@@ -226,6 +226,15 @@ class GRPOConfig(ConfigMixin):
     """Validation samples per evaluation (the same first ``eval_size`` every time)."""
     eval_batch_size: int = 64
     """Prompts per policy call during evaluation (vLLM is fastest with many at once)."""
+    collapse_action: str = "warn"
+    """What an evaluation showing a collapse does (``recgym/agents/collapse_guard.py``): ``warn``
+    (log it and go on), ``stop`` (checkpoint and end the run there), ``restore`` (load the weights of
+    the last evaluation that showed none, checkpoint them and end), or ``off``. Decided from the
+    greedy format rate and the prediction spread only, never from the error."""
+    collapse_format_drop: float = 0.25
+    """A collapse: the greedy format rate this far (or more) below the run's best earlier evaluation."""
+    collapse_min_prediction_std: float = 0.05
+    """A collapse: the spread of the greedy predictions (fallbacks included) below this."""
     save_interval: int = 10
     """Checkpoint every this many steps (and at the end); 0: only at the end."""
     save_total_limit: int = 2
@@ -250,6 +259,8 @@ class GRPOConfig(ConfigMixin):
                      "warmup_steps", "save_total_limit", "log_completions"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.collapse_action not in ("off", "warn", "stop", "restore"):
+            raise ValueError(f"collapse_action must be off, warn, stop or restore, got {self.collapse_action!r}")
         if self.policy not in ("hf", "vllm"):
             raise ValueError(f"policy must be 'hf' or 'vllm', got {self.policy!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):

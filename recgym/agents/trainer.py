@@ -38,6 +38,7 @@ import torch
 
 from recgym.agents import checkpoints
 from recgym.agents.algorithms import LossInputs, get_algorithm
+from recgym.agents.collapse_guard import CollapseGuard
 from recgym.agents.config import GRPOConfig, plain_values
 from recgym.agents.learner.data_parallel import average_gradients
 from recgym.agents.learner.loading import autocast, load_learner, reference_model
@@ -129,6 +130,7 @@ class GRPOTrainer:
             sync_policy(self.policy, self.model)
         self.step = 0
         self.eval_samples: dict[int, list[dict[str, Any]]] = {}
+        self.guard = CollapseGuard(cfg.collapse_action, cfg.collapse_format_drop, cfg.collapse_min_prediction_std)
 
     def check_gpu_memory(self) -> None:
         """Print the memory estimate and refuse a config that cannot fit, before loading anything."""
@@ -189,16 +191,19 @@ class GRPOTrainer:
                          f"({self.world_size} x {cfg.prompts_per_step} prompts x {cfg.group_size})")
         evals = [r for r in logger.records if "eval/mae" in r] if logger else []
         try:
+            stop = False
             if self.step == 0 and cfg.eval_on_start:
                 evals += self.evaluate(logger, baselines=True)
-            while self.step < cfg.max_steps:
+                stop = self.guard_collapse(evals, logger)
+            while self.step < cfg.max_steps and not stop:
                 record = self.train_step()
                 if logger:
                     logger.log(record)
                 due = cfg.eval_interval and self.step % cfg.eval_interval == 0
                 if due or self.step == cfg.max_steps:
                     evals += self.evaluate(logger, baselines=self.step == cfg.max_steps)
-                if (cfg.save_interval and self.step % cfg.save_interval == 0) or self.step == cfg.max_steps:
+                    stop = self.guard_collapse(evals, logger)
+                if (cfg.save_interval and self.step % cfg.save_interval == 0) or self.step == cfg.max_steps or stop:
                     self.save_checkpoint()
         finally:
             if logger:
@@ -423,6 +428,49 @@ class GRPOTrainer:
         self.accelerator.wait_for_everyone()
         return records
 
+    def guard_collapse(self, evals: list[dict[str, Any]], logger: RunLogger | None) -> bool:
+        """The collapse guard on the evaluation just made (``evals[-1]``, main process): logs a
+        collapse and acts as ``collapse_action`` says. True when the run must end here; with
+        ``restore`` the model then holds the last healthy evaluation's weights, and that evaluation
+        is appended as this step's (greedy decoding of the same weights on the same samples)."""
+        cfg = self.config
+        reason = self.guard.check(evals[-1]) if self.is_main and evals else None
+        collapsed = self.any_process(reason is not None)
+        healthy_dir = Path(cfg.output_dir) / "healthy_model"
+        if not collapsed:
+            if cfg.collapse_action == "restore" and self.is_main:
+                from recgym.cache import atomic_directory
+
+                with atomic_directory(healthy_dir, replace=True) as tmp:
+                    self.model.save_pretrained(tmp, safe_serialization=True)
+            return False
+        healthy = self.guard.healthy_step if self.is_main else None
+        action = cfg.collapse_action
+        if action == "restore" and self.is_main and healthy is None:
+            action = "stop"  # the first evaluation already collapsed: nothing to go back to
+        if self.world_size > 1 and cfg.collapse_action == "restore":
+            action = "stop" if self.any_process(action != "restore") else "restore"
+        if logger:
+            logger.log({"step": self.step, "guard/collapse": reason, "guard/action": action,
+                        "guard/restored_step": healthy if action == "restore" else None})
+            logger.print(f"collapse at step {self.step}: {reason}; "
+                         + {"warn": "going on (collapse_action: warn)", "stop": "stopping the run",
+                            "restore": f"restoring step {healthy}'s weights and stopping"}[action])
+        if action == "warn":
+            return False
+        if action == "restore":
+            self.accelerator.wait_for_everyone()
+            checkpoints.load_weights(self.model, healthy_dir)
+            sync_policy(self.policy, self.model)
+            record = next((r for r in reversed(evals) if r["step"] == healthy and "eval/mae" in r), None)
+            if self.is_main and record is not None:
+                evals.append({**record, "step": self.step, "eval/restored_from_step": healthy})
+                if healthy in self.eval_samples:
+                    self.eval_samples[self.step] = self.eval_samples[healthy]
+                if logger:
+                    logger.log(evals[-1])
+        return True
+
     # ---- checkpoints ----
     def save_checkpoint(self) -> Path:
         from accelerate.utils import gather_object
@@ -436,7 +484,8 @@ class GRPOTrainer:
                 cfg.output_dir, self.step, model=self.model, tokenizer=self.tokenizer,
                 training_state={"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                                 "algorithm": self.algorithm.state_dict()},
-                trainer_state={"data_position": self.sampler.position, "config": plain_values(cfg.to_dict())},
+                trainer_state={"data_position": self.sampler.position, "config": plain_values(cfg.to_dict()),
+                               "collapse_guard": self.guard.state_dict()},
                 rng_states=rng, keep=cfg.save_total_limit,
             )
         self.accelerator.wait_for_everyone()
@@ -456,6 +505,7 @@ class GRPOTrainer:
         checkpoints.set_rng_state(rng)
         self.step = int(state["step"])
         self.sampler.position = int(state["data_position"])
+        self.guard.load_state_dict(state.get("collapse_guard", {}))
         sync_policy(self.policy, self.model)
         return True
 

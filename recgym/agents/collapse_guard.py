@@ -1,0 +1,59 @@
+"""Detecting a collapsing run at its evaluations.
+
+GRPO on a small model can lose the answer format within a few steps (a long run's greedy format
+once fell from 97% to 51%) or collapse to one rating for everyone (prediction spread 0.00). At
+every evaluation :class:`CollapseGuard` compares the greedy format rate with the best this run has
+shown and the spread of the predictions with a floor. It decides from the format and the spread
+only, never from the error, so a run it stops or restores is not selected on the error it reports.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+ACTIONS = ("off", "warn", "stop", "restore")
+
+
+@dataclass
+class CollapseGuard:
+    """``check(record)`` on each evaluation record (``eval/*`` keys) returns why the run is
+    collapsing, or None; the trainer then acts as ``action`` says."""
+
+    action: str = "warn"
+    format_drop: float = 0.25
+    """A collapse: the greedy format rate at least this far below the best earlier evaluation's."""
+    min_prediction_std: float = 0.05
+    """A collapse: the predictions' spread (fallbacks included) below this."""
+    best_format: float = -math.inf
+    healthy_step: int | None = None
+    """The step of the last evaluation that showed no collapse."""
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"collapse_action must be one of {', '.join(ACTIONS)}, got {self.action!r}")
+
+    def check(self, record: dict[str, Any]) -> str | None:
+        if self.action == "off":
+            return None
+        reasons = []
+        fmt = record.get("eval/format_rate")
+        if fmt is not None and math.isfinite(fmt):
+            if self.best_format - fmt >= self.format_drop:
+                reasons.append(f"greedy format rate {fmt:.0%}, down from {self.best_format:.0%}")
+            self.best_format = max(self.best_format, fmt)
+        spread = record.get("eval/prediction_std")
+        if spread is not None and math.isfinite(spread) and spread < self.min_prediction_std:
+            reasons.append(f"prediction spread {spread:.3f} < {self.min_prediction_std:g} (one rating for everyone)")
+        if reasons:
+            return "; ".join(reasons)
+        self.healthy_step = int(record["step"])
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_format": self.best_format, "healthy_step": self.healthy_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_format = float(state.get("best_format", -math.inf))
+        self.healthy_step = state.get("healthy_step")

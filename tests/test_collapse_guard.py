@@ -1,0 +1,92 @@
+"""The collapse guard: a run whose greedy format falls (or whose predictions collapse to one rating)
+is logged and, as configured, stopped or restored to its last healthy evaluation's weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_lm import tiny_config, tiny_model, tiny_tokenizer
+
+from recgym.agents.checkpoints import list_checkpoints
+from recgym.agents.collapse_guard import CollapseGuard
+from recgym.agents.trainer import GRPOTrainer
+
+
+def test_guard_flags_a_falling_format_and_a_collapsed_spread_never_a_low_start():
+    guard = CollapseGuard("warn", format_drop=0.25, min_prediction_std=0.05)
+    assert guard.check({"step": 0, "eval/format_rate": 0.0, "eval/prediction_std": 0.7}) is None  # RecZero's start
+    assert guard.check({"step": 2, "eval/format_rate": 0.97, "eval/prediction_std": 0.5}) is None
+    assert guard.check({"step": 4, "eval/format_rate": 0.80, "eval/prediction_std": 0.5}) is None  # 0.17 down
+    assert guard.healthy_step == 4
+    reason = guard.check({"step": 6, "eval/format_rate": 0.51, "eval/prediction_std": 0.5})
+    assert "51%" in reason and "97%" in reason and guard.healthy_step == 4
+    assert "spread" in guard.check({"step": 8, "eval/format_rate": 1.0, "eval/prediction_std": 0.0})
+    assert CollapseGuard("off").check({"step": 0, "eval/format_rate": 0.0, "eval/prediction_std": 0.0}) is None
+    with pytest.raises(ValueError):
+        CollapseGuard("explode")
+
+
+def scripted_trainer(tmp_path, action: str, formats: list[float]):
+    """A tiny trainer whose evaluations report ``formats`` in turn (a scripted run whose format
+    falls); each evaluation also records the model's weights at that moment."""
+    cfg = tiny_config(tmp_path, max_steps=6, eval_interval=2, save_interval=0, collapse_action=action)
+    trainer = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+    weights: dict[int, dict[str, torch.Tensor]] = {}
+    scripted = iter(formats)
+
+    def evaluate(logger=None, baselines=False):
+        record = {"step": trainer.step, "eval/mae": 1.0 + trainer.step, "eval/format_rate": next(scripted),
+                  "eval/prediction_std": 0.5}
+        weights[trainer.step] = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        trainer.eval_samples[trainer.step] = [{"index": 0, "target": 3.0, "prediction_or_fallback": 3.0}]
+        if logger is not None:
+            logger.log(record)
+        return [record]
+
+    trainer.evaluate = evaluate
+    return trainer, weights
+
+
+def guard_lines(cfg_dir: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (cfg_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in lines if "guard/collapse" in r]
+
+
+@pytest.mark.parametrize("action", ["warn", "stop", "restore"])
+def test_a_run_whose_format_falls_is_logged_and_acted_on(tmp_path, action):
+    # evaluations at steps 0, 2, 4, 6: the format falls at step 4
+    trainer, weights = scripted_trainer(tmp_path, action, [0.95, 0.97, 0.40, 0.30])
+    result = trainer.train()
+    out = Path(trainer.config.output_dir)
+    [logged] = guard_lines(out)[:1]
+    assert logged["step"] == 4 and "40%" in logged["guard/collapse"] and logged["guard/action"] == action
+    if action == "warn":
+        assert result.steps == 6 and len(guard_lines(out)) == 2  # steps 4 and 6 both flagged, the run went on
+        return
+    assert result.steps == 4 and len(guard_lines(out)) == 1       # ended at the collapse
+    assert [c.name for c in list_checkpoints(out)] == ["step-000004"]  # nothing lost
+    final = trainer.model.state_dict()
+    if action == "stop":
+        assert all(torch.equal(final[k], weights[4][k]) for k in final)
+        assert result.evals[-1]["eval/format_rate"] == 0.40
+    else:  # restore: the weights of step 2, the last healthy evaluation, and its evaluation as the final one
+        assert logged["guard/restored_step"] == 2
+        assert not all(torch.equal(weights[2][k], weights[4][k]) for k in final)
+        assert all(torch.equal(final[k], weights[2][k]) for k in final)
+        assert result.evals[-1]["step"] == 4 and result.evals[-1]["eval/restored_from_step"] == 2
+        assert result.evals[-1]["eval/format_rate"] == 0.97 and result.eval_samples[4] == result.eval_samples[2]
+        from safetensors.torch import load_file
+
+        saved = load_file(str(list_checkpoints(out)[-1] / "model" / "model.safetensors"))
+        assert all(torch.equal(saved[k], weights[2][k]) for k in saved)  # the checkpoint holds the restored model
+
+
+def test_restore_when_the_first_evaluation_already_collapsed_stops_instead(tmp_path):
+    trainer, _ = scripted_trainer(tmp_path, "restore", [0.5, 0.1, 0.1, 0.1])
+    trainer.guard.best_format = 1.0  # as if an earlier, resumed part of the run had shown 100%
+    result = trainer.train()
+    [logged] = guard_lines(Path(trainer.config.output_dir))
+    assert logged["step"] == 0 and logged["guard/action"] == "stop" and result.steps == 0
