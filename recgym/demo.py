@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ENV_ID = "RecRating-Synthetic-v0"
 #: Shorter histories keep prompts near 300 tokens.
 ENV_KWARGS = {"max_user_history": 4, "max_item_history": 2}
@@ -72,6 +74,10 @@ class DemoSettings:
     ``auto``: bfloat16 on a CPU with native bfloat16 (AVX512-BF16 or AMX), where it was measured
     faster, else float32 (on an H200, bfloat16 made the 135M learner slower). vLLM samples in float32
     on CPU either way."""
+    collapse_action: str = "warn"
+    """What a GRPO evaluation showing a collapse (falling greedy format, one rating for everyone)
+    does: ``warn``, ``stop``, ``restore`` (the last healthy evaluation's weights) or ``off``
+    (``GRPOConfig.collapse_action``)."""
     seed: int = 0
 
 
@@ -85,19 +91,34 @@ def learner_dtype(name: str) -> str:
     return "bfloat16" if cpu_bf16 else "float32"
 
 
-def summarize(rows: dict[str, dict[str, Any]], errors: dict[str, list[float]], seconds: float) -> dict[str, Any]:
-    """The ``summary.json`` content: one row per stage, the baselines on the same samples, and the
-    paired standard error of ``|err_sft| - |err_grpo|``."""
-    from recgym.metrics import paired_difference
+def summarize(rows: dict[str, dict[str, Any]], samples: dict[str, tuple[Any, Any]], seconds: float,
+              train_mean: float) -> dict[str, Any]:
+    """The ``summary.json`` content: one row per stage, the baselines on the same samples, the paired
+    standard error of ``|err_sft| - |err_grpo|``, and what is left of the change beyond each model's
+    mean shift (``beyond_bias``: MAE of the centred predictions, correlation with the truth).
+    ``samples`` maps a row's name to its ``(predictions, targets)``; ``sft`` and ``grpo`` must be there."""
+    from recgym.metrics import beyond_bias, centred_errors, paired_difference
+
+    def extra(name: str) -> dict[str, float]:
+        if name not in samples:
+            return {}
+        pred, target = (np.asarray(v, dtype=np.float64) for v in samples[name])
+        std_ok = pred.std() > 0 and target.std() > 0
+        return {"centred_mae": float(np.abs(centred_errors(pred, target, train_mean)).mean()),
+                "correlation": float(np.corrcoef(pred, target)[0, 1]) if std_ok else float("nan")}
 
     out_rows = [{"name": name, "mae": r.get("eval/mae"), "rmse": r.get("eval/rmse"), "coverage": r.get("eval/coverage"),
                  "format_rate": r.get("eval/format_rate"), "n": r.get("eval/n"),
-                 "prediction_std": r.get("eval/prediction_std")} for name, r in rows.items()]
+                 "prediction_std": r.get("eval/prediction_std"), **extra(name)} for name, r in rows.items()]
     last = list(rows.values())[-1]
     baselines = {k.removeprefix("eval/baseline/").removesuffix("_mae"): v for k, v in last.items()
                  if k.startswith("eval/baseline/")}
-    gain, se = paired_difference(errors["sft"], errors["grpo"])
-    return {"rows": out_rows, "baselines": baselines, "paired_gain": gain, "paired_se": se, "seconds": seconds}
+    (sft, target), (grpo, target_grpo) = samples["sft"], samples["grpo"]
+    errors_sft = np.asarray(sft, dtype=np.float64) - np.asarray(target, dtype=np.float64)
+    errors_grpo = np.asarray(grpo, dtype=np.float64) - np.asarray(target_grpo, dtype=np.float64)
+    gain, se = paired_difference(errors_sft, errors_grpo)
+    return {"rows": out_rows, "baselines": baselines, "paired_gain": gain, "paired_se": se,
+            "beyond_bias": beyond_bias(sft, grpo, target, train_mean), "train_mean": train_mean, "seconds": seconds}
 
 
 def cold_start_data(s: DemoSettings, out: Path, env_kwargs: dict[str, Any]) -> Any:
@@ -147,7 +168,7 @@ def grpo_stage(s: DemoSettings, out: Path, model: str, env_kwargs: dict[str, Any
         "max_new_tokens": s.max_new_tokens, "temperature": s.temperature,
         "learning_rate": s.learning_rate, "lr_scheduler_type": s.lr_scheduler_type, "micro_batch_size": s.group_size,
         "eval_interval": s.eval_interval, "eval_size": s.eval_size, "eval_batch_size": s.eval_size, "save_interval": 0,
-        "output_dir": str(out), "seed": s.seed, "live_display": make_console().is_terminal, **overrides,
+        "output_dir": str(out), "seed": s.seed, "collapse_action": s.collapse_action, "live_display": make_console().is_terminal, **overrides,
     })
     return GRPOTrainer(config, policy=policy).train()
 
@@ -159,8 +180,15 @@ def shared_policy(s: DemoSettings):
     return make_policy("vllm", s.model, max_model_len=2048, seed=s.seed)
 
 
+def sample_arrays(records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions (fallbacks included) and targets of an evaluation's per-sample records."""
+    return (np.array([r["prediction_or_fallback"] for r in records], dtype=np.float64),
+            np.array([r["target"] for r in records], dtype=np.float64))
+
+
 def sample_errors(result: Any, step: int) -> list[float]:
-    return [r["prediction_or_fallback"] - r["target"] for r in result.eval_samples[step]]
+    pred, target = sample_arrays(result.eval_samples[step])
+    return (pred - target).tolist()
 
 
 def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
@@ -183,8 +211,8 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
     console.rule("[bold]1/3 base model: greedy evaluation (vLLM)")
     policy = shared_policy(s)
     greedy = SamplingParams(temperature=0.0, max_new_tokens=s.max_new_tokens)
-    base = evaluate(gym.make(s.env_id, split="valid", **ENV_KWARGS), policy, n=s.eval_size, sampling=greedy,
-                    batch_size=s.eval_size)
+    eval_env = gym.make(s.env_id, split="valid", **ENV_KWARGS)
+    base = evaluate(eval_env, policy, n=s.eval_size, sampling=greedy, batch_size=s.eval_size)
     console.print(f"base: format rate {base.metrics.format_rate:.0%}, MAE {base.metrics.mae:.3f} "
                   f"({time.perf_counter() - start:.0f}s)")
 
@@ -195,14 +223,21 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
     console.rule(f"[bold]3/3 GRPO: {s.grpo_steps} steps from the SFT checkpoint")
     result = grpo_stage(s, out / "grpo", str(sft_dir), ENV_KWARGS, policy, s.grpo_steps)
     rows = {"base": eval_record(base, step=0), "sft": result.evals[0], "grpo": result.evals[-1]}
-    errors = {"sft": sample_errors(result, 0), "grpo": sample_errors(result, result.steps)}
-    summary = summarize(rows, errors, time.perf_counter() - start)
+    samples = {"base": sample_arrays(base.records), "sft": sample_arrays(result.eval_samples[0]),
+               "grpo": sample_arrays(result.eval_samples[result.steps])}
+    summary = summarize(rows, samples, time.perf_counter() - start, eval_env.unwrapped.dataset.train_mean())
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     table = comparison_table({"SmolLM2-135M base": rows["base"], "after cold-start SFT": rows["sft"],
                               f"after SFT + {result.steps} GRPO steps": rows["grpo"]},
                              title=f"{s.env_id}, first {s.eval_size} validation samples, greedy")
     console.print(table)
-    console.print(f"SFT -> GRPO: {paired_change_text(summary['paired_gain'], summary['paired_se'])}; "
+    beyond = summary["beyond_bias"]
+    console.print(f"SFT -> GRPO: {paired_change_text(summary['paired_gain'], summary['paired_se'])}")
+    console.print(f"beyond each model's mean shift: centred MAE {beyond['centred_mae_a']:.3f} -> "
+                  f"{beyond['centred_mae_b']:.3f} ({paired_change_text(beyond['centred_gain'], beyond['centred_se'])}); "
+                  f"correlation with the truth {beyond['correlation_a']:.3f} -> {beyond['correlation_b']:.3f} "
+                  f"({beyond['correlation_gain']:+.3f}, paired bootstrap SE {beyond['correlation_se']:.3f})")
+    console.print(f"summary {out / 'summary.json'}; "
                   f"summary {out / 'summary.json'}; curves {out / 'grpo' / 'curves.png'}; "
                   f"total {summary['seconds'] / 60:.1f} min")
     return summary
@@ -254,7 +289,6 @@ def parse_settings(parser: argparse.ArgumentParser, argv: list[str] | None = Non
 def scripted_demo(split: str = "valid", n: int | None = None) -> dict[str, Any]:
     """``--scripted``: the synthetic world and two scripted reference policies (no model, seconds)."""
     import gymnasium as gym
-    import numpy as np
 
     import recgym.envs  # noqa: F401  (registers the environments)
     from recgym.agents.evaluation import evaluate

@@ -99,3 +99,42 @@ def paired_difference(errors_a: np.ndarray, errors_b: np.ndarray) -> tuple[float
 def paired_change_text(gain: float, se: float) -> str:
     """``paired_difference``'s result in words: the MAE change, its standard error, and their ratio."""
     return f"MAE lower by {gain:+.3f} (paired standard error {se:.3f}, {gain / max(se, 1e-12):.1f} SE)"
+
+
+def centred_errors(predictions: Sequence[float], targets: Sequence[float], train_mean: float) -> np.ndarray:
+    """Errors after removing a model's mean shift: its predictions moved so that their mean is the
+    training ratings' mean (no truth of the evaluated samples is used), minus the targets."""
+    pred = np.asarray(predictions, dtype=np.float64)
+    return pred - pred.mean() + train_mean - np.asarray(targets, dtype=np.float64)
+
+
+def _correlation(pred: np.ndarray, targets: np.ndarray) -> float:
+    if len(pred) < 2 or pred.std() == 0 or targets.std() == 0:
+        return float("nan")  # one rating for everyone carries no ranking of the samples
+    return float(np.corrcoef(pred, targets)[0, 1])
+
+
+def beyond_bias(predictions_a: Sequence[float], predictions_b: Sequence[float], targets: Sequence[float],
+                train_mean: float, *, resamples: int = 2000, seed: int = 0) -> dict[str, float]:
+    """What is left of a change from model ``a`` to ``b`` (same samples) once each model's mean shift is
+    removed: the MAE of :func:`centred_errors` of each, their paired gain ``|e_a| - |e_b|`` with its
+    standard error; and the Pearson correlation of each model's predictions with the truth, with the
+    paired bootstrap standard error (``resamples`` draws of the samples, ``seed``) of ``corr_b - corr_a``.
+    Correlations are NaN for a model that gives every sample one rating."""
+    a, b, y = (np.asarray(v, dtype=np.float64) for v in (predictions_a, predictions_b, targets))
+    if not (a.shape == b.shape == y.shape) or a.ndim != 1 or len(y) < 2:
+        raise ValueError(f"beyond_bias needs three equal-length 1-d arrays of at least 2 values, "
+                         f"got shapes {a.shape}, {b.shape}, {y.shape}")
+    ca, cb = centred_errors(a, y, train_mean), centred_errors(b, y, train_mean)
+    gain, se = paired_difference(ca, cb)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(y), size=(resamples, len(y)))
+    diffs = np.array([_correlation(b[i], y[i]) - _correlation(a[i], y[i]) for i in draws])
+    diffs = diffs[np.isfinite(diffs)]
+    return {
+        "centred_mae_a": float(np.abs(ca).mean()), "centred_mae_b": float(np.abs(cb).mean()),
+        "centred_gain": gain, "centred_se": se,
+        "correlation_a": _correlation(a, y), "correlation_b": _correlation(b, y),
+        "correlation_gain": _correlation(b, y) - _correlation(a, y),
+        "correlation_se": float(diffs.std(ddof=1)) if len(diffs) > 1 else float("nan"),
+    }

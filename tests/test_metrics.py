@@ -62,15 +62,42 @@ def test_demo_summary_rows_baselines_and_paired_error():
         return {"eval/mae": mae, "eval/rmse": mae + 0.1, "eval/coverage": 1.0, "eval/format_rate": 0.95, "eval/n": n,
                 "eval/prediction_std": 0.6, "eval/baseline/user_mean_mae": 0.8, "eval/baseline/item_mean_mae": 0.7}
 
+    target = [3.0, 4.0, 2.0, 3.5]
+    sft = [4.0, 3.0, 3.0, 4.0]      # errors 1, -1, 1, 0.5
+    grpo = [3.5, 3.5, 3.0, 4.0]     # errors 0.5, -0.5, 1, 0.5
     summary = summarize({"base": record(1.0), "sft": record(0.9), "grpo": record(0.7)},
-                        {"sft": [1.0, -1.0, 1.0, 0.5], "grpo": [0.5, -0.5, 1.0, 0.5]}, seconds=12.5)
+                        {"sft": (sft, target), "grpo": (grpo, target)}, seconds=12.5, train_mean=3.0)
     assert [r["name"] for r in summary["rows"]] == ["base", "sft", "grpo"]
-    assert summary["rows"][2] == {"name": "grpo", "mae": 0.7, "rmse": pytest.approx(0.8), "coverage": 1.0,
+    assert summary["rows"][0] == {"name": "base", "mae": 1.0, "rmse": pytest.approx(1.1), "coverage": 1.0,
                                   "format_rate": 0.95, "n": 4, "prediction_std": 0.6}
+    # grpo's predictions (mean 3.5) centred to the training mean 3.0: 3, 3, 2.5, 3.5 -> errors 0, -1, 0.5, 0
+    assert summary["rows"][2]["centred_mae"] == pytest.approx(0.375)
+    assert summary["rows"][2]["correlation"] == pytest.approx(np.corrcoef(grpo, target)[0, 1])
     assert summary["baselines"] == {"user_mean": 0.8, "item_mean": 0.7}
     assert summary["paired_gain"] == pytest.approx(0.25)
     assert summary["paired_se"] == pytest.approx(np.std([0.5, 0.5, 0, 0], ddof=1) / 2)
-    assert summary["seconds"] == 12.5
+    assert summary["beyond_bias"]["centred_mae_b"] == pytest.approx(0.375)
+    assert summary["seconds"] == 12.5 and summary["train_mean"] == 3.0
+
+
+def test_beyond_bias_removes_a_pure_shift_and_keeps_a_real_gain():
+    from recgym.metrics import beyond_bias
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(1, 6, size=200).astype(float)
+    noisy = truth + rng.normal(0, 1.0, size=200)
+    shifted = noisy - 0.8                                    # the same model with a low bias
+    only_bias = beyond_bias(shifted, noisy, truth, train_mean=float(truth.mean()))
+    assert only_bias["centred_gain"] == pytest.approx(0.0, abs=1e-12)  # removing the shift leaves nothing
+    assert only_bias["correlation_gain"] == pytest.approx(0.0, abs=1e-12)
+    better = truth + rng.normal(0, 0.3, size=200) - 0.8      # a real improvement, also biased
+    real = beyond_bias(shifted, better, truth, train_mean=float(truth.mean()))
+    assert real["centred_gain"] > 4 * real["centred_se"] > 0
+    assert real["correlation_gain"] > 4 * real["correlation_se"] > 0
+    constant = beyond_bias(np.full(200, 3.0), noisy, truth, train_mean=3.0)
+    assert np.isnan(constant["correlation_a"]) and np.isfinite(constant["correlation_b"])
+    with pytest.raises(ValueError):
+        beyond_bias([1.0, 2.0], [1.0], [1.0, 2.0], train_mean=1.5)
 
 
 def test_demo_settings_from_defaults_then_config_file_then_flags(tmp_path):
