@@ -32,7 +32,7 @@ def anchors(page: Path) -> set[str]:
 
 
 def links(page: Path) -> list[str]:
-    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
     text = re.sub(r"`[^`\n]*`", "", text)
     return [target for target in LINK.findall(text) if not re.match(r"[a-z]+:", target)]
 
