@@ -10,11 +10,19 @@ each backend is a warm-up and not counted.
     python bench/train_step.py --policies hf --steps 2
     python bench/train_step.py --policies hf --dtype bfloat16 --lora     # on a GPU: mixed precision, LoRA
     python bench/train_step.py --policies vllm --dtype float32 bfloat16  # side by side, with the ratio
+    python bench/train_step.py --demo --policies vllm --layout padded packed  # make demo's step, before/after packing
+
+``--demo`` takes ``make demo``'s GRPO step instead (4 prompts x G=8, 128 new tokens, micro-batch 8,
+DAPO without its overlong penalty, lr 5e-5; ``--model runs/demo/sft`` for the demo's own SFT
+checkpoint, whose answers are shorter than the base model's). ``--layout padded`` runs the learner's
+shared-prompt pass with one padded row per completion (before packing), ``packed`` lets it pack each
+group's completions without padding where that costs less (the trainer's default).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
 from pathlib import Path
@@ -22,24 +30,37 @@ from pathlib import Path
 KEYS = ("time/step", "time/generation", "time/reward", "time/learning", "time/weight_sync")
 
 
-def bench(policy: str, steps: int, max_new_tokens: int, model: str, dtype: str, lora: bool) -> dict:
+#: ``make demo``'s GRPO step (recgym.demo.DemoSettings).
+DEMO = {"group_size": 8, "prompts_per_step": 4, "max_new_tokens": 128, "micro_batch_size": 8,
+        "algorithm": "dapo", "algorithm_kwargs": {"overlong_buffer": 0}, "learning_rate": 5e-5}
+
+
+def bench(policy: str, steps: int, max_new_tokens: int, model: str, dtype: str, lora: bool,
+          demo: bool = False, layout: str = "packed") -> dict:
+    from unittest import mock
+
     from recgym.agents.config import GRPOConfig
+    from recgym.agents.learner import logprobs
     from recgym.agents.trainer import GRPOTrainer
 
     out = tempfile.mkdtemp(prefix=f"bench_{policy}_")
+    shape = DEMO if demo else {"group_size": 4, "prompts_per_step": 2, "max_new_tokens": max_new_tokens,
+                               "micro_batch_size": 4, "learning_rate": 1e-6}
     config = GRPOConfig(
         env_kwargs={"max_user_history": 4, "max_item_history": 2}, policy=policy, model=model, dtype=dtype,
         use_lora=lora, lora_r=16, lora_alpha=32,
         policy_kwargs={"max_model_len": 2048} if policy == "vllm" else {},
-        group_size=4, prompts_per_step=2, max_steps=steps + 1, max_new_tokens=max_new_tokens,
-        temperature=1.0, learning_rate=1e-6, micro_batch_size=4, eval_interval=0, eval_size=1,
-        eval_max_new_tokens=1, save_interval=0, plot=False, live_display=False, output_dir=out,
+        max_steps=steps + 1, temperature=1.0, eval_interval=0, eval_size=1, eval_on_start=False,
+        eval_max_new_tokens=1, save_interval=0, plot=False, live_display=False, output_dir=out, **shape,
     )
-    GRPOTrainer(config).train()
+    padded = mock.patch.object(logprobs, "_packing_pays", lambda *_: False)
+    with padded if layout == "padded" else contextlib.nullcontext():
+        GRPOTrainer(config).train()
     rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "reward" in r][1:]  # drop the warm-up step
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in (*KEYS, "tokens_per_second", "completion_tokens")}
-    return {"policy": f"{policy}, {dtype}{', LoRA r=16' if lora else ''}", "backend": policy, "steps": len(rows), **mean}
+    return {"policy": f"{policy}, {dtype}{', LoRA r=16' if lora else ''}, {layout}", "backend": policy,
+            "steps": len(rows), **mean}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
                         help="the learner's compute dtype; several are measured side by side, each policy in turn")
     parser.add_argument("--lora", action="store_true", help="train LoRA adapters (r=16, every linear layer) instead of all weights")
+    parser.add_argument("--demo", action="store_true", help="make demo's GRPO step (4 prompts x G=8, 128 tokens, DAPO)")
+    parser.add_argument("--layout", nargs="+", default=["packed"], choices=["padded", "packed"],
+                        help="the learner's completion layout: one padded row each (before) or packed (now)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -61,12 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for policy in args.policies:
         for dtype in args.dtype:
-            try:
-                results.append(bench(policy, args.steps, args.max_new_tokens, args.model, dtype, args.lora))
-            except Exception as exc:  # noqa: BLE001 - report a backend that cannot run here, keep the others
-                results.append({"policy": f"{policy}, {dtype}", "error": f"{type(exc).__name__}: {exc}"[:300]})
+            for layout in args.layout:
+                try:
+                    results.append(bench(policy, args.steps, args.max_new_tokens, args.model, dtype, args.lora,
+                                         args.demo, layout))
+                except Exception as exc:  # noqa: BLE001 - report a backend that cannot run here, keep the others
+                    results.append({"policy": f"{policy}, {dtype}, {layout}",
+                                    "error": f"{type(exc).__name__}: {exc}"[:300]})
     machine = machine_description()
-    table = Table(title=f"GRPO step, {args.model}, 8 completions x {args.max_new_tokens} tokens max ({machine})")
+    completions, tokens = (32, DEMO["max_new_tokens"]) if args.demo else (8, args.max_new_tokens)
+    table = Table(title=f"GRPO step, {args.model}, {completions} completions x {tokens} tokens max ({machine})")
     for col in ("policy", "s/step", "generation s", "reward s", "learning s", "weight sync s",
                 "gen tokens/s", "tokens/completion", "learning speed-up"):
         table.add_column(col, justify="left" if col == "policy" else "right")

@@ -114,10 +114,10 @@ def rollout_batch(batch, seed: int = 0) -> RolloutBatch:
     )
 
 
-@pytest.fixture(params=["side-by-side", "row-per-completion"])
+@pytest.fixture(params=["packed", "row-per-completion"])
 def layout(request, monkeypatch):
     """Both layouts of the shared path's completion pass, whatever the sizes would pick."""
-    monkeypatch.setattr(lp, "_side_by_side_pays", lambda *_: request.param == "side-by-side")
+    monkeypatch.setattr(lp, "_packing_pays", lambda *_: request.param == "packed")
     return request.param
 
 
@@ -228,11 +228,51 @@ def test_bfloat16_autocast_runs_both_paths_alike(layout):
 def test_layout_choice():
     sdpa, eager, other = build("full"), build("eager"), build("full")
     other.config._attn_implementation = "flex_attention"  # takes no custom 4D tensor mask
-    assert lp._packs_completions(sdpa, 8, 63, 1500) == "sdpa"
-    assert lp._packs_completions(lora(eager), 8, 63, 1500) == "eager"
-    assert lp._packs_completions(sdpa, 8, 63, 300) is None  # completions longer than the prompt
-    assert lp._packs_completions(sdpa, 1, 63, 1500) is None
-    assert lp._packs_completions(other, 8, 63, 1500) is None
+    rows = torch.tensor([0, 0, 0, 0])
+    lengths = torch.tensor([9, 3, 3, 3])
+    mask = torch.arange(9) < lengths[:, None]
+    assert lp._packs_completions(sdpa, rows, lengths, mask, 20) == "sdpa"
+    assert lp._packs_completions(lora(eager), rows, lengths, mask, 20) == "eager"
+    assert lp._packs_completions(other, rows, lengths, mask, 20) is None
+    assert lp._packs_completions(sdpa, torch.arange(4), lengths, mask, 20) is None  # no prompt shared
+    holes = mask.clone()
+    holes[0, 2] = False  # tokens not a prefix of the row: only the padded layout keeps their places
+    assert lp._packs_completions(sdpa, rows, lengths - 1, holes, 20) is None
+
+
+def test_packing_pays_where_padding_costs_more_than_attention_over_the_group():
+    from transformers import AutoConfig, LlamaConfig
+
+    smollm2 = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                          num_key_value_heads=3, vocab_size=49152)
+    qwen7b = AutoConfig.for_model("qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                                  num_attention_heads=28, num_key_value_heads=4, vocab_size=152064)
+    # the demo: G=8 answers of ~75 tokens, one truncated at 127, on a ~300-token prompt
+    assert lp._packing_pays(smollm2, rows=8, row_tokens=127, groups=1, packed_tokens=8 * 75, prompt_len=300)
+    # 7B, G=8 answers of 1,024 tokens each, no padding: attention over the packed group costs more
+    assert not lp._packing_pays(qwen7b, rows=8, row_tokens=1024, groups=1, packed_tokens=8 * 1024, prompt_len=3072)
+    # ... but not once half the rows are padding
+    assert lp._packing_pays(qwen7b, rows=8, row_tokens=1024, groups=1, packed_tokens=8 * 512, prompt_len=3072)
+
+
+def test_packed_completions_run_no_padding_token():
+    """One long answer among short ones: the completion pass runs their real tokens only (17), not
+    four rows padded to the longest (4 x 11), and gives the per-row logprobs."""
+    model = build("full")
+    prompt = torch.randint(5, vocab(model), (1, 20)).expand(4, -1)
+    lengths = torch.tensor([12, 3, 3, 3])
+    mask = torch.arange(12) < lengths[:, None]
+    completions = torch.randint(5, vocab(model), (4, 12)) * mask
+    seen = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].numel()))
+    try:
+        shared = sequence_logprobs(model, prompt, torch.ones_like(prompt, dtype=torch.bool), completions, mask)
+    finally:
+        hook.remove()
+    assert seen == [20, 11 + 2 + 2 + 2]  # the prompt once, then the packed answers
+    per_row = sequence_logprobs(model, prompt, torch.ones_like(prompt, dtype=torch.bool), completions, mask,
+                                shared_prompt=False)
+    torch.testing.assert_close(shared, per_row, atol=1e-5, rtol=0)
 
 
 def test_prompt_groups_are_consecutive_equal_rows():

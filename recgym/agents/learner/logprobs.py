@@ -198,7 +198,7 @@ def _per_row(model, prompt_ids, prompt_mask, completion_ids, completion_mask, te
 def _shared(model, prompt_ids, prompt_mask, completion_ids, completion_mask, rows, temperature
             ) -> torch.Tensor:
     """One pass over the distinct prompts, whose keys/values stay in the graph, then one over the
-    completions on them (side by side or one row each, see :func:`_packs_completions`)."""
+    completions on them (packed, or one row each: see :func:`_packs_completions`)."""
     from transformers.cache_utils import DynamicCache
 
     starts = torch.cat([rows.new_ones(1), rows[1:] != rows[:-1]]).nonzero().squeeze(-1)
@@ -217,13 +217,12 @@ def _shared(model, prompt_ids, prompt_mask, completion_ids, completion_mask, row
         first = token_logprobs(out.logits[:, -1][rows], completion_ids[:, 0], temperature)
         if n == 0:
             return first[:, None]
-        slot = torch.arange(len(rows), device=rows.device) - starts[rows]  # row's place in its group
-        group = int(slot.max()) + 1
         prefix = DynamicCache()
-        if (attn := _packs_completions(model, group, n, prompt_ids.shape[1])) is not None:
+        lengths = completion_mask.sum(-1)
+        if (attn := _packs_completions(model, rows, lengths, completion_mask, prompt_ids.shape[1])) is not None:
             prefix.layers = [prefix_layer(layer.keys, layer.values) for layer in capture.layers]
-            rest = _side_by_side(model, attn, prefix, u_mask, completion_ids, completion_mask,
-                                 rows, slot, group, temperature, use_cache=not checkpointed)
+            rest = _packed(model, attn, prefix, u_mask, completion_ids, lengths, rows, temperature,
+                           use_cache=not checkpointed)
         else:
             def expand(x: torch.Tensor) -> torch.Tensor:
                 return x.expand(len(rows), -1, -1, -1) if len(starts) == 1 else x.index_select(0, rows)
@@ -240,51 +239,81 @@ def _shared(model, prompt_ids, prompt_mask, completion_ids, completion_mask, row
     return torch.cat([first[:, None], rest], dim=1)
 
 
-def _side_by_side(model, attn, prefix, u_mask, completion_ids, completion_mask, rows, slot, group,
-                  temperature, use_cache) -> torch.Tensor:
-    """Logprobs of completion tokens 1.. (``[b, C - 1]``) from one row per distinct prompt: its
-    group's completions side by side, a block-diagonal causal mask over them, each block seeing
-    the prompt's keys/values in ``prefix``."""
-    n = completion_ids.shape[1] - 1
-    shape = (len(u_mask), group, n)
-
-    def pack(x: torch.Tensor) -> torch.Tensor:  # [b, n] -> [U, group * n], zeros in missing rows
-        return x.new_zeros(shape).index_put_((rows, slot), x).view(shape[0], -1)
-
-    offset = torch.arange(group * n, device=rows.device) % n
-    segment = torch.arange(group * n, device=rows.device) // n
-    own = (segment[:, None] == segment[None, :]) & (offset[None, :] <= offset[:, None])
-    real = pack(completion_mask[:, :n])
-    allowed = torch.cat([u_mask[:, None, :].expand(-1, group * n, -1), own & real[:, None, :]], -1)[:, None]
+def _packed(model, attn, prefix, u_mask, completion_ids, lengths, rows, temperature, use_cache
+            ) -> torch.Tensor:
+    """Logprobs of completion tokens 1.. (``[b, C - 1]``, 0 past each row's end) from one row per
+    distinct prompt: its group's completions packed end to end without padding, a block-diagonal
+    causal mask over them, each block seeing the prompt's keys/values in ``prefix`` and positions
+    that continue its prompt."""
+    device, b, n = completion_ids.device, len(rows), completion_ids.shape[1] - 1
+    inputs = (lengths - 1).clamp(min=0)  # a row's last real token is only a target
+    row = torch.repeat_interleave(torch.arange(b, device=device), inputs)
+    first_of_row = torch.cumsum(inputs, 0) - inputs
+    offset = torch.arange(len(row), device=device) - first_of_row[row]  # place in its completion
+    group = rows[row]
+    before = torch.zeros(b, dtype=inputs.dtype, device=device)  # packed tokens of earlier rows of the group
+    for g in rows.unique():
+        members = rows == g
+        before[members] = torch.cumsum(inputs[members], 0) - inputs[members]
+    column = before[row] + offset
+    width = int(column.max()) + 1
+    shape = (len(u_mask), width)
+    ids = completion_ids.new_zeros(shape).index_put_((group, column), completion_ids[row, offset])
+    targets = completion_ids.new_zeros(shape).index_put_((group, column), completion_ids[row, offset + 1])
+    segment = torch.full(shape, -1, device=device).index_put_((group, column), row)
+    position = torch.zeros(shape, dtype=torch.long, device=device).index_put_((group, column), offset)
+    own = ((segment[:, :, None] == segment[:, None, :]) & (position[:, None, :] <= position[:, :, None])
+           & (segment[:, None, :] >= 0))
+    allowed = torch.cat([u_mask[:, None, :].expand(-1, width, -1), own], -1)[:, None]
     logits = model(
-        input_ids=pack(completion_ids[:, :n]), past_key_values=prefix, use_cache=use_cache,
+        input_ids=ids, past_key_values=prefix, use_cache=use_cache,
         attention_mask=allowed if attn == "sdpa" else _additive(allowed, model),
-        position_ids=u_mask.sum(-1, keepdim=True) + offset,
+        position_ids=u_mask.sum(-1, keepdim=True) + position,
     ).logits
-    logps = token_logprobs(logits, pack(completion_ids[:, 1:]), temperature)
-    return logps.view(shape)[rows, slot]
+    logps = token_logprobs(logits, targets, temperature)
+    return logps.new_zeros(b, n).index_put((row, offset), logps[group, column])
 
 
 #: Attention implementations that take a custom 4D mask as is (transformers passes it through).
 _MASK_ATTENTION = ("sdpa", "eager")
 
 
-def _packs_completions(model: torch.nn.Module, group: int, n: int, prompt_len: int) -> str | None:
-    """The attention implementation, if the completions of each group run side by side as one row
-    (the prompt's keys/values once, a custom mask) rather than one row each on a copy of them."""
+def _packs_completions(model: torch.nn.Module, rows: torch.Tensor, lengths: torch.Tensor,
+                       completion_mask: torch.Tensor, prompt_len: int) -> str | None:
+    """The attention implementation, if each group's completions run packed into one row (the
+    prompt's keys/values once, no padding, a custom mask) rather than one padded row each on a
+    copy of them: where the model takes a custom mask, every row's tokens are a prefix (right
+    padding only), and :func:`_packing_pays`."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     attn = getattr(base.config, "_attn_implementation", None)
-    pays = group > 1 and _side_by_side_pays(group, n, prompt_len)
-    return attn if attn in _MASK_ATTENTION and pays else None
+    if attn not in _MASK_ATTENTION or int(rows.max()) + 1 == len(rows):
+        return None
+    prefix_only = bool((completion_mask == (torch.arange(completion_mask.shape[1], device=lengths.device)
+                                            < lengths[:, None])).all())
+    inputs = (lengths - 1).clamp(min=0)
+    packed = int(torch.zeros(int(rows.max()) + 1, dtype=inputs.dtype, device=inputs.device)
+                 .index_add_(0, rows, inputs).max())
+    pays = prefix_only and packed > 0 and _packing_pays(base.config, len(rows), int(inputs.max()),
+                                                        int(rows.max()) + 1, packed, prompt_len)
+    return attn if pays else None
 
 
-def _side_by_side_pays(group: int, n: int, prompt_len: int) -> bool:
-    """Side by side, each completion token attends over ``group * n`` completion keys instead of
-    ``n``, but the per-row copies of the prompt's keys/values (and their repeats over the heads of
-    grouped-query attention) are gone, which costs more on long prompts: measured on CPU with
-    SmolLM2-135M, the break-even is around ``(group - 1) * n**2 / 150`` prompt tokens. This asks
-    for the simpler, more conservative: the group's completion tokens at most the prompt's."""
-    return group * n <= prompt_len
+def _packing_pays(config, rows: int, row_tokens: int, groups: int, packed_tokens: int, prompt_len: int) -> bool:
+    """Whether packing costs fewer FLOPs than one padded row per completion, by a model of a layer's
+    cost per token in units of attention keys: ``k_lin`` keys' worth for the linear layers and the
+    logits, plus one per key attended (SDPA computes the whole masked block). One row each:
+    ``rows * row_tokens`` tokens over ``prompt_len + row_tokens`` keys; packed: ``groups *
+    packed_tokens`` tokens over ``prompt_len + packed_tokens``. Padding makes the first dear, long
+    packed rows the second."""
+    d = getattr(config, "hidden_size", 1024)
+    heads = getattr(config, "num_attention_heads", 16)
+    kv = getattr(config, "num_key_value_heads", heads) * (getattr(config, "head_dim", None) or d // heads)
+    inter = getattr(config, "intermediate_size", 4 * d)
+    vocab, layers = getattr(config, "vocab_size", 32000), getattr(config, "num_hidden_layers", 24)
+    k_lin = (2 * d + 2 * kv) / 2 + 1.5 * inter + vocab / (2 * layers)
+    per_row = rows * row_tokens * (k_lin + prompt_len + row_tokens)
+    packed = groups * packed_tokens * (k_lin + prompt_len + packed_tokens)
+    return packed < per_row
 
 
 def _additive(allowed: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
