@@ -1,0 +1,382 @@
+"""recgym environments in verl: the exported parquet through verl's RLHFDataset, the custom reward
+through verl's naive reward manager, the tool environment through verl's multi-turn request, tool
+and interaction classes (the SGLang engine that drives them needs a GPU), and the example
+config's keys against verl's own ppo_trainer.yaml. CPU only, the embedded model's tokenizer."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+import pytest
+
+verl = pytest.importorskip("verl", reason="verl is not installed: pip install 'recgym[verl]'")
+
+import torch
+import yaml
+from omegaconf import OmegaConf
+
+import recgym  # noqa: F401  (registers the environments)
+from recgym.cli import main as cli
+from recgym.integrations.verl import SPLIT_FILES, compute_score, export_rows
+from recgym.rewards import FOUR_STEP_TAGS
+
+ROOT = Path(__file__).resolve().parents[1]
+VERL_CONFIG = Path(verl.__file__).parent / "trainer" / "config"
+ENV = "RecRating-Synthetic-v0"
+TOOLS_ENV = "RecRatingTools-Synthetic-v0"
+MOVIELENS = ROOT.parent / "shared" / "data" / "movielens_ml-latest-small"
+
+
+def answer(rating: str, steps: tuple[str, ...] = ("likes it", "fine", "ok")) -> str:
+    return "".join(f"<{t}>{x}</{t}>" for t, x in zip(FOUR_STEP_TAGS, (*steps, rating)))
+
+
+COMPLETIONS = [answer("4"), answer("1.5"), answer("9"), "no tags, 3 stars", answer("2") + " trailing", ""]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from recgym.agents.models import model_path
+
+    return AutoTokenizer.from_pretrained(model_path("smollm2-135m-instruct"))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("verl")
+    assert cli(["export", "verl", "--env", ENV, "--out", str(out), "-n", "6", "--quiet"]) == 0
+    return out
+
+
+def test_export_writes_verls_layout(exported):
+    assert sorted(p.name for p in exported.iterdir()) == ["train.parquet", "validation.parquet"]
+    frame = pd.read_parquet(exported / "train.parquet")
+    assert list(frame.columns) == ["data_source", "prompt", "ability", "reward_model", "extra_info"]
+    env = gym.make(ENV, split="train")
+    for _, row in frame.iterrows():
+        extra = row["extra_info"]
+        _, info = env.reset(options={"index": int(extra["index"])})
+        assert row["data_source"] == ENV and extra["env_id"] == ENV and extra["split"] == "train"
+        assert [dict(m) for m in row["prompt"]] == info["messages"]
+        assert row["reward_model"]["style"] == "rule"
+        assert row["reward_model"]["ground_truth"] == env.unwrapped.dataset.target("train", int(extra["index"]))
+        assert (extra["scale_low"], extra["scale_high"], extra["scale_step"]) == (1.0, 5.0, 1.0)
+        assert extra["user_id"] == info["user_id"] and extra["item_id"] == info["item_id"]
+
+
+def test_export_bad_input_is_one_line(tmp_path, capsys):
+    assert cli(["export", "verl", "--env", "RecRating-Nope-v0", "--out", str(tmp_path)]) == 2
+    assert cli(["export", "verl", "--env", ENV, "--out", str(tmp_path), "--env-kwargs", "[1]"]) == 2
+    assert cli(["export", "verl", "--env", ENV, "--out", str(tmp_path), "-n", "0"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all(e.startswith("recgym export: error: ") for e in errors)
+    assert not list(tmp_path.iterdir())
+
+
+def test_rlhf_dataset_gives_the_envs_prompt_ids(exported, tokenizer, tmp_path):
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    config = OmegaConf.create({"prompt_key": "prompt", "max_prompt_length": 4096, "return_raw_chat": True,
+                               "filter_overlong_prompts": False, "cache_dir": str(tmp_path)})
+    dataset = RLHFDataset(str(exported / SPLIT_FILES["valid"]), tokenizer, config)
+    env = gym.make(ENV, split="valid")
+    assert len(dataset) == 6
+    for item in dataset:
+        _, info = env.reset(options={"index": int(item["extra_info"]["index"])})
+        expected = tokenizer.apply_chat_template(info["messages"], add_generation_prompt=True, tokenize=False)
+        expected_ids = tokenizer(expected, add_special_tokens=False)["input_ids"]
+        ids = item["input_ids"][item["attention_mask"].bool()].tolist()
+        assert ids == expected_ids
+        assert list(item["raw_prompt"]) == info["messages"]
+
+
+def _naive_manager(tokenizer):
+    from verl.trainer.ppo.reward import load_reward_manager
+
+    config = OmegaConf.create({
+        "reward_model": {"reward_manager": "naive"},
+        "data": {"reward_fn_key": "data_source"},
+        "custom_reward_function": {"path": str(ROOT / "recgym" / "integrations" / "verl.py"), "name": "compute_score"},
+    })
+    return load_reward_manager(config, tokenizer, num_examine=0)
+
+
+def _batch(tokenizer, rows, prompts_ids, responses):
+    """A DataProto as verl's rollout leaves it: left-padded prompts, right-padded responses."""
+    from verl import DataProto
+
+    pad = tokenizer.pad_token_id
+    response_ids = [tokenizer(r, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for r in responses]
+    p_len, r_len = max(map(len, prompts_ids)), max(map(len, response_ids))
+    prompts = torch.tensor([[pad] * (p_len - len(p)) + p for p in prompts_ids])
+    resp = torch.tensor([r + [pad] * (r_len - len(r)) for r in response_ids])
+    mask = torch.tensor([[0] * (p_len - len(p)) + [1] * len(p) + [1] * len(r) + [0] * (r_len - len(r))
+                         for p, r in zip(prompts_ids, response_ids)])
+    non_tensor = {key: np.array([row[key] for row in rows], dtype=object)
+                  for key in ("data_source", "reward_model", "extra_info")}
+    return DataProto.from_dict(
+        tensors={"prompts": prompts, "responses": resp, "attention_mask": mask,
+                 "input_ids": torch.cat([prompts, resp], dim=1)},
+        non_tensors=non_tensor,
+    ), [len(r) for r in response_ids]
+
+
+def test_naive_reward_manager_scores_like_env_step(tokenizer):
+    rows = export_rows(ENV, "test", num_samples=len(COMPLETIONS))
+    prompts_ids = [tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in rows]
+    prompts_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts_ids]
+    batch, lengths = _batch(tokenizer, rows, prompts_ids, COMPLETIONS)
+    result = _naive_manager(tokenizer)(batch, return_dict=True)
+    env = gym.make(ENV, split="test")
+    expected = []
+    for row, completion in zip(rows, COMPLETIONS):
+        env.reset(options={"index": row["extra_info"]["index"]})
+        _, reward, terminated, _, info = env.step(completion)
+        assert terminated
+        expected.append((reward, info["reward_breakdown"]))
+    tensor = result["reward_tensor"]
+    for i, (reward, parts) in enumerate(expected):
+        assert tensor[i, lengths[i] - 1].item() == pytest.approx(reward)
+        assert tensor[i].sum().item() == pytest.approx(reward)
+        assert result["reward_extra_info"]["format"][i] == pytest.approx(parts["format"])
+        assert result["reward_extra_info"]["accuracy"][i] == pytest.approx(parts["accuracy"])
+    assert len({r for r, _ in expected}) > 3  # the completions span formats and errors
+
+
+def test_compute_score_without_extra_info_uses_the_data_source():
+    env = gym.make(ENV, split="train")
+    env.reset(options={"index": 0})
+    _, reward, _, _, info = env.step(answer("3"))
+    score = compute_score(ENV, answer("3"), info["target_rating"])
+    assert score == {"score": pytest.approx(reward), **{k: pytest.approx(info["reward_breakdown"][k])
+                                                         for k in ("format", "accuracy")}}
+
+
+# ---- the tool environment through verl's multi-turn interfaces ----
+
+
+def _scripted():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from recgym.agents.scripted import SimilarItemsToolPolicy
+    return SimilarItemsToolPolicy(limit=3)
+
+
+def _request(tokenizer, row, tool_schemas=None):
+    from verl.workers.rollout.schemas import AsyncRolloutRequest, AsyncRolloutRequestStateEnum
+
+    return AsyncRolloutRequest(
+        request_id="req-0", state=AsyncRolloutRequestStateEnum.PENDING, messages=row["prompt"],
+        tool_schemas=tool_schemas, tools_kwargs=row["extra_info"]["tools_kwargs"] if tool_schemas else {},
+        interaction_kwargs=row["extra_info"]["interaction_kwargs"], input_ids=None, attention_mask=None,
+        response_ids=[], response_attention_mask=[], response_position_ids=[], response_loss_mask=[],
+        reward_scores={}, max_prompt_len=4096, max_response_len=4096, max_model_len=8192,
+        use_inference_chat_template=False, tokenization_sanity_check_mode="strict", processing_class=tokenizer,
+    )
+
+
+def _env_episode(index: int):
+    """The scripted episode straight through the Gymnasium environment."""
+    env, policy = gym.make(TOOLS_ENV, split="train"), _scripted()
+    observation, _ = env.reset(options={"index": index})
+    turns = []
+    while True:
+        turns.append(policy.act(observation))
+        observation, reward, terminated, truncated, info = env.step(turns[-1])
+        if terminated or truncated:
+            return turns, reward, info
+
+
+def _decode_and_score(tokenizer, request, row):
+    response = tokenizer.decode(request.response_ids, skip_special_tokens=True)  # as the reward manager does
+    return compute_score(row["data_source"], response, row["reward_model"]["ground_truth"], row["extra_info"])
+
+
+def _env_message_mask(tokenizer, request, text):
+    """The loss mask over the response tokens of one environment message."""
+    ids = request.input_ids[len(request.prompt_ids):]
+    mask = request.loss_mask[len(request.prompt_ids):]
+    target = tokenizer(text, add_special_tokens=False)["input_ids"][2:-2]
+    for start in range(len(ids) - len(target)):
+        if ids[start:start + len(target)] == target:
+            return mask[start:start + len(target)]
+    raise AssertionError("the environment message is not in the response")
+
+
+def test_tool_episode_through_verls_interaction(tokenizer):
+    """The environment's own <call> protocol: verl's rollout loop (SGLang, GPU-only) replaced by
+    its steps, scripted: assistant message, interaction response as a user message, repeat."""
+    from recgym.integrations.verl_tools import RecRatingInteraction
+
+    row = export_rows(TOOLS_ENV, "train", num_samples=3)[2]
+    turns, env_reward, env_info = _env_episode(row["extra_info"]["index"])
+    assert len(turns) == 2 and env_info["num_calls"] == 1
+    request, interaction = _request(tokenizer, row), RecRatingInteraction({"name": "recgym"})
+    kwargs = row["extra_info"]["interaction_kwargs"]
+    asyncio.run(interaction.start_interaction(request.request_id, **kwargs))
+    policy, observation = _scripted(), row["prompt"][-1]["content"]
+    results = []
+    while True:
+        request.get_generation_prompt_ids(tokenizer)
+        request.add_assistant_message(tokenizer, policy.act(observation))
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        ended, observation, reward, _ = asyncio.run(interaction.generate_response(request.request_id, messages, **kwargs))
+        results.append((ended, observation, reward))
+        if ended:
+            break
+        request.add_user_message(tokenizer, observation)
+    request.finalize(tokenizer, {"user_turn_rewards": [r for _, _, r in results]})
+    assert results[-1][2] == pytest.approx(env_reward)
+    assert set(_env_message_mask(tokenizer, request, results[0][1])) == {0}
+    assert 1 in request.response_loss_mask and 0 in request.response_loss_mask
+    score = _decode_and_score(tokenizer, request, row)
+    assert score["score"] == pytest.approx(env_reward)
+    assert score["tool_cost"] == pytest.approx(env_info["reward_breakdown"]["tool_cost"])
+    assert score["tool_cost"] < 0
+    assert score["format"] == env_info["reward_breakdown"]["format"] and score["num_calls"] == 1
+
+
+def test_tool_episode_through_verls_native_tools(tokenizer):
+    """Native function calling: the tools from verl_tool_config.yaml, loaded by verl's own
+    initialize_tools_from_config; the call as SGLang's parser leaves it (tool_calls beside the text)."""
+    from verl.tools.base_tool import initialize_tools_from_config
+    from verl.tools.schemas import OpenAIFunctionCallSchema, OpenAIFunctionToolCall
+
+    tools = {t.name: t for t in initialize_tools_from_config(str(ROOT / "examples/configs/verl_tool_config.yaml"))}
+    assert sorted(tools) == sorted(row_tool for row_tool in export_rows(TOOLS_ENV, "train", 1)[0]["extra_info"]["tools_kwargs"])
+    row = export_rows(TOOLS_ENV, "train", num_samples=3)[2]
+    turns, env_reward, env_info = _env_episode(row["extra_info"]["index"])
+    request = _request(tokenizer, row, [t.get_openai_tool_schema() for t in tools.values()])
+    for name, tool in tools.items():
+        asyncio.run(tool.create(request.request_id, **row["extra_info"]["tools_kwargs"][name]["create_kwargs"]))
+    call = re.search(r"<call>(\w+)\(limit=(\d+)\)</call>", turns[0])
+    request.get_generation_prompt_ids(tokenizer)
+    tool_call = OpenAIFunctionToolCall(id="0", function=OpenAIFunctionCallSchema(
+        name=call.group(1), arguments={"limit": int(call.group(2))}))
+    request.add_assistant_message(tokenizer, "I should see how this user rated similar items.", tool_calls=[tool_call])
+    result, step_reward, _ = asyncio.run(tools[call.group(1)].execute(request.request_id, tool_call.function.arguments))
+    request.add_tool_response_messages(tokenizer, [result])
+    assert step_reward == 0.0 and result.startswith("Result of similar_items(limit=3):")
+    assert set(_env_message_mask(tokenizer, request, result)) == {0}
+    request.get_generation_prompt_ids(tokenizer)
+    request.add_assistant_message(tokenizer, _scripted().act(result))
+    costs = {name: asyncio.run(tool.calc_reward(request.request_id)) for name, tool in tools.items()}
+    for tool in tools.values():
+        asyncio.run(tool.release(request.request_id))
+    request.finalize(tokenizer, costs)
+    assert costs[call.group(1)] == pytest.approx(env_info["reward_breakdown"]["tool_cost"])
+    score = _decode_and_score(tokenizer, request, row)
+    assert score["score"] == pytest.approx(env_reward) and score["num_calls"] == 1
+
+
+def test_compute_score_replays_hermes_tool_calls():
+    """A Qwen2.5-style decoded response: the call in <tool_call> JSON, the result in <tool_response>."""
+    row = export_rows(TOOLS_ENV, "train", num_samples=2)[1]
+    turns, env_reward, _ = _env_episode(row["extra_info"]["index"])
+    env = gym.make(TOOLS_ENV, split="train")
+    env.reset(options={"index": row["extra_info"]["index"]})
+    result, *_ = env.step(turns[0])
+    response = ('Let me look.\n<tool_call>\n{"name": "similar_items", "arguments": {"limit": 3}}\n</tool_call>\n'
+                f"user\n<tool_response>\n{result}\n</tool_response>\nassistant\n{turns[1]}\n")
+    score = compute_score(row["data_source"], response, row["reward_model"]["ground_truth"], row["extra_info"])
+    assert score["score"] == pytest.approx(env_reward) and score["num_calls"] == 1
+
+
+def test_compute_score_of_a_tool_rollout_without_an_answer_is_truncation():
+    row = export_rows(TOOLS_ENV, "train", num_samples=1)[0]
+    env = gym.make(TOOLS_ENV, split="train")
+    env.reset(options={"index": 0})
+    env.step("I am not sure")
+    _, reward, _, truncated, info = env.unwrapped.end_episode()
+    assert truncated
+    score = compute_score(row["data_source"], "I am not sure", row["reward_model"]["ground_truth"], row["extra_info"])
+    assert score["score"] == pytest.approx(reward) and score["format"] == info["reward_breakdown"]["format"]
+
+
+# ---- the example configs ----
+
+
+def _flatten(tree, prefix=""):
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            yield from _flatten(value, f"{path}.")
+        else:
+            yield path, value
+
+
+def _has(config, path: str) -> bool:
+    node = config
+    for part in path.split("."):
+        if not OmegaConf.is_dict(node) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+@pytest.mark.parametrize("name", ["verl_grpo_yelp.yaml", "verl_grpo_tools_yelp.yaml"])
+def test_example_config_keys_are_verls(name):
+    defaults = OmegaConf.load(VERL_CONFIG / "ppo_trainer.yaml")
+    config = yaml.safe_load((ROOT / "examples" / "configs" / name).read_text())
+    assert config["defaults"][0] == "ppo_trainer"
+    keys = dict(_flatten({k: v for k, v in config.items() if k not in ("hydra", "defaults")}))
+    unknown = [k for k in keys if not _has(defaults, k)]
+    assert not unknown, f"not in verl {verl.__version__}'s ppo_trainer.yaml: {unknown}"
+    for key, value in keys.items():
+        if key.endswith("_path") or key == "custom_reward_function.path":
+            assert (ROOT / value).is_file(), key
+    if name == "verl_grpo_yelp.yaml":
+        assert keys["custom_reward_function.path"] == "recgym/integrations/verl.py"
+        assert keys["custom_reward_function.name"] == "compute_score"
+        assert keys["actor_rollout_ref.rollout.n"] == 8 and keys["algorithm.adv_estimator"] == "grpo"
+        assert keys["trainer.n_gpus_per_node"] == 8 and keys["trainer.nnodes"] == 1
+
+
+def test_example_config_composes_with_hydra():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(ROOT / "examples" / "configs"), version_base=None):
+        for name in ("verl_grpo_yelp", "verl_grpo_tools_yelp"):
+            config = compose(config_name=name, overrides=["trainer.nnodes=2"])
+            assert config.actor_rollout_ref.rollout.n == 8 and config.trainer.nnodes == 2
+            assert config.actor_rollout_ref.model.path == "Qwen/Qwen2.5-7B-Instruct"
+        assert config.actor_rollout_ref.rollout.multi_turn.enable and config.data.return_raw_chat
+
+
+def test_launch_script_overrides_are_verls():
+    defaults = OmegaConf.load(VERL_CONFIG / "ppo_trainer.yaml")
+    script = (ROOT / "examples" / "configs" / "verl_grpo_yelp.sh").read_text()
+    overrides = set(re.findall(r"\b([a-z_]+(?:\.[a-z_]+)+)=", script))
+    assert {"trainer.nnodes", "custom_reward_function.path", "data.train_files"} <= overrides
+    assert not [k for k in overrides if not _has(defaults, k)]
+    for config in re.findall(r"examples/configs/([\w.]+\.yaml)", script):
+        assert (ROOT / "examples" / "configs" / config).is_file()
+
+
+def test_tool_config_file_is_the_generated_one():
+    from recgym.integrations.verl_tools import tool_config
+
+    assert yaml.safe_load((ROOT / "examples/configs/verl_tool_config.yaml").read_text()) == tool_config()
+
+
+@pytest.mark.skipif(not MOVIELENS.is_dir(), reason=f"{MOVIELENS} is absent (the shared data folder)")
+def test_movielens_export_and_score(tmp_path):
+    out = tmp_path / "ml"
+    assert cli(["export", "verl", "--env", "RecRating-MovieLens-v0", "--data-dir", str(MOVIELENS),
+                "--env-kwargs", f'{{"cache_dir": "{tmp_path}"}}', "--out", str(out), "-n", "3", "--quiet",
+                "--splits", "valid"]) == 0
+    frame = pd.read_parquet(out / "validation.parquet")
+    row = frame.iloc[0]
+    score = compute_score(row["data_source"], answer("4"), row["reward_model"]["ground_truth"], dict(row["extra_info"]))
+    env = gym.make("RecRating-MovieLens-v0", split="valid", data_dir=str(MOVIELENS), cache_dir=str(tmp_path))
+    env.reset(options={"index": int(row["extra_info"]["index"])})
+    _, reward, *_ = env.step(answer("4"))
+    assert score["score"] == pytest.approx(reward)
