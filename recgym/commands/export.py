@@ -28,7 +28,7 @@ def run_verl(args: argparse.Namespace) -> int:
         if not isinstance(env_kwargs, dict):
             raise TypeError(f"expected a JSON object, got {args.env_kwargs!r}")
     if args.data_dir:
-        env_kwargs["data_dir"] = str(Path(args.data_dir).expanduser())
+        env_kwargs["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise CommandError(f"--out {out} exists and is not a folder")

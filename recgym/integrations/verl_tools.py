@@ -102,18 +102,15 @@ class RecRatingInteraction(BaseInteraction):
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config or {"name": "recgym"})
-        self._kwargs: dict[str, dict[str, Any]] = {}
 
     async def start_interaction(self, instance_id: str | None = None, **interaction_kwargs: Any) -> str:
-        instance_id = instance_id or str(uuid4())
-        self._kwargs[instance_id] = interaction_kwargs
-        return instance_id
+        """Nothing to set up: verl passes the row's ``interaction_kwargs`` on every response."""
+        return instance_id or str(uuid4())
 
     async def generate_response(self, instance_id: str, messages: list[dict[str, Any]],
                                 **interaction_kwargs: Any) -> tuple[bool, str, float, dict[str, Any]]:
-        kwargs = interaction_kwargs or self._kwargs[instance_id]
         turns = [str(m["content"]) for m in messages if m["role"] == "assistant"]
-        reward, info, ended = _replay(kwargs)(int(kwargs["index"]), turns)
+        reward, info, ended = _replay(interaction_kwargs)(int(interaction_kwargs["index"]), turns)
         if ended:
             return True, "", float(reward), {"reward_breakdown": info["reward_breakdown"]}
         return False, info["messages"][0]["content"], 0.0, {"num_calls": info["num_calls"]}
@@ -121,8 +118,8 @@ class RecRatingInteraction(BaseInteraction):
     async def calculate_score(self) -> float:
         return 0.0
 
-    async def finalize_interaction(self, instance_id: str | None = None, **kwargs: Any) -> None:
-        self._kwargs.pop(instance_id, None)
+    async def finalize_interaction(self, *args: Any, **kwargs: Any) -> None:
+        pass
 
 
 def interaction_config() -> dict[str, Any]:
