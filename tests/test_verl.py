@@ -211,7 +211,7 @@ def _env_message_mask(tokenizer, request, text):
     raise AssertionError("the environment message is not in the response")
 
 
-def test_tool_episode_through_verls_interaction(tokenizer):
+def test_tool_episode_through_verls_interaction_sglang_engine_loop_scripted(tokenizer):
     """The environment's own <call> protocol: verl's rollout loop (SGLang, GPU-only) replaced by
     its steps, scripted: assistant message, interaction response as a user message, repeat."""
     from recgym.integrations.verl_tools import RecRatingInteraction
@@ -244,7 +244,7 @@ def test_tool_episode_through_verls_interaction(tokenizer):
     assert score["format"] == env_info["reward_breakdown"]["format"] and score["num_calls"] == 1
 
 
-def test_tool_episode_through_verls_native_tools(tokenizer):
+def test_tool_episode_through_verls_native_tools_sglang_engine_loop_scripted(tokenizer):
     """Native function calling: the tools from verl_tool_config.yaml, loaded by verl's own
     initialize_tools_from_config; the call as SGLang's parser leaves it (tool_calls beside the text)."""
     from verl.tools.base_tool import initialize_tools_from_config
