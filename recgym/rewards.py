@@ -136,3 +136,78 @@ class RatingReward:
         divisor = self.max_error if self.max_error is not None else scale.max_error
         accuracy = self.accuracy_weight * (1.0 - error / divisor)
         return RewardBreakdown(fmt, accuracy, fmt + accuracy, prediction, error, parsed.format_ok)
+
+
+#: Think-before-Recommendation adapted to ranking. The last holds the ordered candidate labels.
+RANK_TAGS: tuple[str, ...] = ("analyze user", "analyze candidates", "match", "rank")
+_LABEL = re.compile(r"\[(\d{1,4})\]")
+
+
+@dataclass(frozen=True)
+class ParsedRanking:
+    order: tuple[int, ...]
+    """Candidate positions (0-based, prompt order) best first; the prompt's order on failure."""
+    format_ok: bool
+    reason: str
+
+
+def parse_ranking(text: str, num_candidates: int, tags: tuple[str, ...] = RANK_TAGS) -> ParsedRanking:
+    """Parse ``<rank>[3] [1] ...</rank>``; any failure falls back to the prompt's order."""
+    fallback = tuple(range(num_candidates))
+    if not isinstance(text, str):
+        return ParsedRanking(fallback, False, "completion is not str")
+    checked = _check_structure(text, tags)
+    if checked:
+        return ParsedRanking(fallback, False, checked)
+    inner = text[text.find(f"<{tags[-1]}>") + len(tags[-1]) + 2 : text.find(f"</{tags[-1]}>")]
+    if _LABEL.sub(" ", inner).replace(",", " ").replace(">", " ").strip():
+        return ParsedRanking(fallback, False, "text in <rank> other than labels")
+    labels = [int(x) - 1 for x in _LABEL.findall(inner)]
+    if len(set(labels)) != len(labels):
+        return ParsedRanking(fallback, False, "duplicate labels")
+    if any(not 0 <= x < num_candidates for x in labels):
+        return ParsedRanking(fallback, False, "unknown label")
+    if len(labels) != num_candidates:
+        return ParsedRanking(fallback, False, "missing candidates")
+    return ParsedRanking(tuple(labels), True, "")
+
+
+def _check_structure(text: str, tags: tuple[str, ...]) -> str:
+    position, previous = 0, None
+    for tag in tags:
+        open_tag, close_tag = f"<{tag}>", f"</{tag}>"
+        if text.count(open_tag) != 1 or text.count(close_tag) != 1:
+            return f"<{tag}> must open and close exactly once"
+        start, end = text.find(open_tag), text.find(close_tag)
+        if start < position or end < start:
+            return f"<{tag}> is out of order"
+        if not text[start + len(open_tag) : end].strip():
+            return f"<{tag}> is empty"
+        if text[position:start].strip():
+            return f"text between </{previous}> and <{tag}>" if previous else f"text before <{tag}>"
+        position, previous = end + len(close_tag), tag
+    return f"text after </{tags[-1]}>" if text[position:].strip() else ""
+
+
+def ndcg_at_k(rank: int, k: int) -> float:
+    """NDCG@k of one relevant item at 1-based ``rank``: ``1 / log2(rank + 1)`` if rank <= k."""
+    return 1.0 / math.log2(rank + 1) if rank <= k else 0.0
+
+
+@dataclass(frozen=True)
+class RankingReward:
+    """Format ±0.5 plus NDCG@k of the true item in the parsed (or fallback) order."""
+
+    format_reward: float = 0.5
+    format_penalty: float = -0.5
+    ndcg_weight: float = 1.0
+    k: int | None = None
+    tags: tuple[str, ...] = RANK_TAGS
+
+    def __call__(self, completion: str, target_position: int, num_candidates: int) -> dict:
+        parsed = parse_ranking(completion, num_candidates, self.tags)
+        fmt = self.format_reward if parsed.format_ok else self.format_penalty
+        rank = parsed.order.index(target_position) + 1
+        ndcg = self.ndcg_weight * ndcg_at_k(rank, self.k or num_candidates)
+        return {"format": fmt, "ndcg": ndcg, "total": fmt + ndcg, "rank_of_target": rank,
+                "format_ok": parsed.format_ok}

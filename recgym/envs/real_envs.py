@@ -5,7 +5,7 @@ Each passes its keyword arguments (``data_dir``, ``split``,
 from __future__ import annotations
 
 from recgym.data import loaders as _loaders  # noqa: F401  (registers the real datasets)
-from recgym.envs.registration import register_rating_env, register_tools_env
+from recgym.envs.registration import register_rank_env, register_rating_env, register_tools_env
 
 REAL_ENVS = {
     "RecRating-Yelp-v0": "yelp",
@@ -20,3 +20,4 @@ REAL_ENVS = {
 for _env_id, _dataset in REAL_ENVS.items():
     register_rating_env(_env_id, _dataset)
     register_tools_env(_env_id.replace("RecRating-", "RecRatingTools-", 1), _dataset)
+    register_rank_env(_env_id.replace("RecRating-", "RecRank-", 1), _dataset)

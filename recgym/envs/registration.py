@@ -41,3 +41,14 @@ register_rating_env("RecRating-Synthetic-v0", "synthetic")
 # newest fifteen: the tool environment's default, and the single-turn agent on the same samples
 register_tools_env("RecRatingTools-Synthetic-v0", "synthetic", long_history=True)
 register_rating_env("RecRating-SyntheticLong-v0", "synthetic", long_history=True)
+
+
+def register_rank_env(env_id: str, dataset: str, **default_kwargs: Any) -> None:
+    """Register ``env_id`` as a RecRankEnv over the registered dataset ``dataset``."""
+    if env_id not in gym.registry:
+        gym.register(id=env_id, entry_point="recgym.envs.rec_rank:RecRankEnv",
+                     kwargs={"dataset": dataset, **default_kwargs}, disable_env_checker=True)
+    REGISTERED[env_id] = dataset
+
+
+register_rank_env("RecRank-Synthetic-v0", "synthetic")

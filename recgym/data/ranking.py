@@ -1,0 +1,74 @@
+"""Candidate lists for ranking: the user's true target item plus sampled negatives.
+
+Negatives come from items the user has not interacted with before the target's time, drawn
+``"uniform"`` or by ``"popularity"`` (interaction counts strictly before the target's time). Each
+list is seeded by (seed, split, index), so every policy sees the same list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from recgym.data.dataset import RatingDataset
+from recgym.data.schema import SPLITS
+
+NEGATIVES = ("uniform", "popularity")
+
+
+@dataclass(frozen=True)
+class CandidateList:
+    items: tuple[int, ...]
+    """Item codes in prompt order (shuffled)."""
+    target_position: int
+    """Where the true item sits in ``items``."""
+    history_items: tuple[int, ...]
+    """The user's items strictly before the target's time, oldest first."""
+    shuffle_seed: int
+    history_rows: tuple[int, ...] = ()
+    """The interaction rows of that history (for ratings and reviews)."""
+
+
+def _popularity_before(dataset: RatingDataset, timestamp: int) -> np.ndarray:
+    before = dataset.timestamps < timestamp
+    return np.bincount(dataset.item_codes[before], minlength=len(dataset.item_ids)).astype(np.float64)
+
+
+def candidate_list(
+    dataset: RatingDataset,
+    split: str,
+    index: int,
+    num_candidates: int = 20,
+    negatives: str = "uniform",
+    seed: int = 0,
+) -> CandidateList | None:
+    """The candidate list of one sample, or None when the user has too few available negatives."""
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}, got {negatives!r}")
+    row = dataset.row(split, index)
+    h = dataset.history
+    history_rows = h.user_order[int(h.user_start[row]) : int(h.user_end[row])]
+    history_items = dataset.item_codes[history_rows]
+    target = int(dataset.item_codes[row])
+    excluded = np.zeros(len(dataset.item_ids), dtype=bool)
+    excluded[history_items] = True
+    excluded[target] = True
+    pool = np.nonzero(~excluded)[0]
+    need = num_candidates - 1
+    if len(pool) < need:
+        return None
+    shuffle_seed = int(np.random.SeedSequence([seed, SPLITS.index(split), index]).generate_state(1)[0])
+    rng = np.random.default_rng(shuffle_seed)
+    if negatives == "uniform":
+        chosen = rng.choice(pool, size=need, replace=False)
+    else:
+        weights = _popularity_before(dataset, int(dataset.timestamps[row]))[pool] + 1.0
+        chosen = rng.choice(pool, size=need, replace=False, p=weights / weights.sum())
+    items = np.concatenate([[target], chosen])
+    rng.shuffle(items)
+    position = int(np.nonzero(items == target)[0][0])
+    return CandidateList(
+        tuple(int(i) for i in items), position, tuple(int(i) for i in history_items), shuffle_seed,
+        tuple(int(r) for r in history_rows),
+    )

@@ -1,0 +1,123 @@
+"""``RecRankEnv``: order a candidate list so the user's next item comes first, by writing text."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import gymnasium as gym
+
+from recgym.data.dataset import RatingDataset
+from recgym.data.ranking import candidate_list
+from recgym.data.registry import load_dataset
+from recgym.envs.spaces import UnicodeText
+from recgym.rewards import RankingReward
+
+SYSTEM = (
+    "You rank candidate items for a user. Reason in four tagged steps, in order: "
+    "<analyze user>...</analyze user>, <analyze candidates>...</analyze candidates>, "
+    "<match>...</match>, then <rank>...</rank> holding every candidate label once, best first, "
+    "e.g. <rank>[3] [1] [2]</rank>."
+)
+
+
+def _clean(text: str) -> str:
+    return str(text).replace("<", "‹").replace(">", "›")
+
+
+class RecRankEnv(gym.Env[str, str]):
+    """One episode is one candidate list to rank.
+
+    ## Observation space
+    ``UnicodeText``: the prompt (the user's history strictly before the target's time and
+    ``num_candidates`` labelled candidates in a seeded shuffled order).
+
+    ## Action space
+    ``UnicodeText``: the completion text.
+
+    ## Rewards
+    ``RankingReward``: format +0.5 / -0.5 plus NDCG@k of the true item in the parsed order (the
+    prompt's order when the ranking does not parse). Range [-0.5, 1.5].
+
+    ## Episode end
+    One step (``terminated=True``). Samples whose user has fewer than ``num_candidates - 1``
+    available negatives are skipped; ``env.skipped`` counts them.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    task = "ranking"
+
+    def __init__(
+        self,
+        dataset: str | RatingDataset = "synthetic",
+        split: str = "train",
+        num_candidates: int = 20,
+        negatives: str = "uniform",
+        candidate_seed: int = 0,
+        reward: RankingReward | None = None,
+        max_user_history: int = 10,
+        max_observation_length: int = 200_000,
+        max_action_length: int = 100_000,
+        **dataset_kwargs: Any,
+    ) -> None:
+        if isinstance(dataset, str):
+            dataset = load_dataset(dataset, **dataset_kwargs)
+        self.dataset, self.split = dataset, split
+        self.num_candidates, self.negatives, self.candidate_seed = int(num_candidates), negatives, candidate_seed
+        self.reward_fn = reward or RankingReward()
+        self.max_user_history = int(max_user_history)
+        self.lists = []
+        for i in range(dataset.num_samples(split)):
+            c = candidate_list(dataset, split, i, self.num_candidates, negatives, candidate_seed)
+            if c is not None:
+                self.lists.append((i, c))
+        self.skipped = dataset.num_samples(split) - len(self.lists)
+        if not self.lists:
+            raise ValueError(f"split {split!r} has no sample with {num_candidates - 1} available negatives")
+        self.observation_space = UnicodeText(max_observation_length)
+        self.action_space = UnicodeText(max_action_length)
+        self._current = None
+
+    def __len__(self) -> int:
+        return len(self.lists)
+
+    def prompt(self, n: int) -> list[dict[str, str]]:
+        _, c = self.lists[n]
+        d = self.dataset
+        rows = c.history_rows[-self.max_user_history:] if self.max_user_history > 0 else ()
+        lines = ["User's past items, oldest first:"]
+        lines += [
+            f"- {_clean(d.item_titles[d.item_codes[r]])} ({_clean(d.item_categories[d.item_codes[r]])}), "
+            f"rated {float(d.ratings[r]):g}: {_clean(d.review_texts[r] or '')[:200]}"
+            for r in rows
+        ] or ["- none"]
+        lines.append("Candidates:")
+        for j, item in enumerate(c.items):
+            lines.append(f"[{j + 1}] {_clean(d.item_titles[item])}: {_clean(d.item_descriptions[item])}")
+        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        n = int(options["index"]) if "index" in options else int(self.np_random.integers(len(self.lists)))
+        if not 0 <= n < len(self.lists):
+            raise IndexError(f"options['index']={n} out of range: {len(self.lists)} lists")
+        self._current = n
+        messages = self.prompt(n)
+        sample, c = self.lists[n]
+        info = {"messages": messages, "index": n, "sample_index": sample,
+                "user_id": str(self.dataset.user_ids[int(self.dataset.user_codes[self.dataset.row(self.split, sample)])]),
+                "candidates": [str(self.dataset.item_ids[i]) for i in c.items], "shuffle_seed": c.shuffle_seed}
+        text = "\n\n".join(m["content"] for m in messages)
+        return text, info
+
+    def step(self, action: str):
+        if self._current is None:
+            raise RuntimeError("no episode in progress: call reset() before step()")
+        if not isinstance(action, str):
+            raise TypeError(f"the action must be the completion text (str), got {type(action).__name__}")
+        _, c = self.lists[self._current]
+        breakdown = self.reward_fn(action, c.target_position, len(c.items))
+        info = {"index": self._current, "reward_breakdown": breakdown,
+                "rank_of_target": breakdown["rank_of_target"]}
+        self._current = None
+        return "", float(breakdown["total"]), True, False, info

@@ -1,0 +1,82 @@
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from hypothesis import given
+from hypothesis import strategies as st
+
+import recgym  # noqa: F401
+from recgym.data.ranking import candidate_list
+from recgym.data.registry import load_dataset
+from recgym.rewards import RankingReward, ndcg_at_k, parse_ranking
+
+GOOD = "<analyze user>a</analyze user><analyze candidates>b</analyze candidates><match>c</match><rank>{}</rank>"
+
+
+def _rank(order):
+    return GOOD.format(" ".join(f"[{j + 1}]" for j in order))
+
+
+def test_synthetic_env_check_and_reward():
+    env = gym.make("RecRank-Synthetic-v0", split="valid", num_candidates=5)
+    check_env(env.unwrapped)
+    _, info = env.reset(options={"index": 0})
+    target = env.unwrapped.lists[0][1].target_position
+    order = [target] + [j for j in range(5) if j != target]
+    _, reward, terminated, _, info = env.step(_rank(order))
+    assert terminated and reward == pytest.approx(1.5)
+    assert info["reward_breakdown"]["rank_of_target"] == 1
+
+
+def test_ndcg_hand_computed():
+    assert ndcg_at_k(1, 10) == 1.0
+    assert ndcg_at_k(3, 10) == pytest.approx(0.5)
+    assert ndcg_at_k(11, 10) == 0.0
+    b = RankingReward()(_rank([2, 0, 1]), target_position=0, num_candidates=3)
+    assert b["rank_of_target"] == 2 and b["ndcg"] == pytest.approx(1 / math.log2(3))
+
+
+@pytest.mark.parametrize("bad", [_rank([0, 0, 1]), _rank([0, 1]), _rank([0, 1, 5]), "x" + _rank([0, 1, 2]), ""])
+def test_parse_failures_fall_back(bad):
+    parsed = parse_ranking(bad, 3)
+    assert not parsed.format_ok and parsed.order == (0, 1, 2)
+
+
+@given(st.text())
+def test_parser_never_raises(text):
+    parsed = parse_ranking(text, 4)
+    assert sorted(parsed.order) == [0, 1, 2, 3]
+
+
+def test_no_leakage_and_uniform_position_synthetic():
+    data = load_dataset("synthetic")
+    positions = []
+    for split in ("train", "valid", "test"):
+        for i in range(data.num_samples(split)):
+            row = data.row(split, i)
+            c = candidate_list(data, split, i, 20)
+            assert c is not None
+            t = data.timestamps[row]
+            assert all(data.timestamps[r] < t for r in c.history_rows)
+            user = data.user_codes[row]
+            before = set(data.item_codes[(data.user_codes == user) & (data.timestamps < t)].tolist())
+            negs = [x for j, x in enumerate(c.items) if j != c.target_position]
+            assert not before & set(negs) and len(set(c.items)) == 20
+            assert c.items[c.target_position] == data.item_codes[row]
+            positions.append(c.target_position)
+    counts = np.bincount(positions, minlength=20)
+    expected = len(positions) / 20
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 43.8  # p = 0.001 at 19 degrees of freedom
+
+
+def test_reproducible_lists():
+    data = load_dataset("synthetic")
+    assert candidate_list(data, "valid", 3, 20, "popularity") == candidate_list(data, "valid", 3, 20, "popularity")
+
+
+def test_too_few_negatives_are_counted_skips():
+    env = gym.make("RecRank-Synthetic-v0", split="valid", num_candidates=72).unwrapped
+    assert env.skipped > 0 and len(env) + env.skipped == env.dataset.num_samples("valid")
