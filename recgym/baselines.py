@@ -17,6 +17,7 @@ import numpy as np
 
 from recgym.data.dataset import RatingDataset
 from recgym.data.prepare import SPLIT_CODES
+from recgym.data.ranking import popularity_before
 
 BASELINES = ("global_mean", "user_mean", "item_mean", "user_item_bias", "biased_mf")
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -203,3 +204,123 @@ def run_baselines(
             users, items, targets = split_arrays(dataset, split)
             results[name][split] = error_metrics(predict(users, items), targets)
     return results
+
+
+# ---- ranking: scores for the candidates of a RecRank list --------------------------------------
+RANKING_BASELINES = ("random", "popularity", "item_knn", "bpr")
+Scorer = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
+"""``(row, history_items, candidate_items) -> scores`` (higher is better)."""
+
+
+@dataclass(frozen=True)
+class BPRConfig:
+    """BPR matrix factorisation (numpy mini-batch SGD on train interactions, uniform negatives)."""
+
+    factors: int = 32
+    lr: float = 0.05
+    reg: float = 0.001
+    epochs: int = 30
+    batch_size: int = 1024
+    seed: int = 0
+
+
+def rank_of_target(scores: np.ndarray, target_position: int) -> int:
+    """1-based rank of the target; ties go to the earlier prompt position (a shuffled order)."""
+    s = np.asarray(scores, dtype=np.float64)
+    t = s[target_position]
+    return int(1 + (s > t).sum() + (s[:target_position] == t).sum())
+
+
+def _train_interactions(ds: RatingDataset) -> tuple[np.ndarray, np.ndarray]:
+    train = np.asarray(ds.split_codes) == SPLIT_CODES["train"]
+    return np.asarray(ds.user_codes)[train].astype(np.int64), np.asarray(ds.item_codes)[train].astype(np.int64)
+
+
+def _dense_train_matrix(ds: RatingDataset) -> np.ndarray:
+    size = len(ds.user_ids) * len(ds.item_ids)
+    if size > 400_000_000:
+        raise ValueError(f"item_knn keeps a dense user x item matrix; {size:,} cells is too many for this baseline")
+    users, items = _train_interactions(ds)
+    x = np.zeros((len(ds.user_ids), len(ds.item_ids)), dtype=np.float32)
+    x[users, items] = 1.0
+    return x
+
+
+def fit_bpr(ds: RatingDataset, config: BPRConfig = BPRConfig()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """User factors, item factors and item biases of BPR fit on the train split only."""
+    rng = np.random.default_rng(config.seed)
+    users, items = _train_interactions(ds)
+    nu, ni = len(ds.user_ids), len(ds.item_ids)
+    p = rng.normal(0, 0.1, (nu, config.factors))
+    q = rng.normal(0, 0.1, (ni, config.factors))
+    b = np.zeros(ni)
+    for _ in range(config.epochs):
+        order = rng.permutation(len(users))
+        for start in range(0, len(order), config.batch_size):
+            at = order[start : start + config.batch_size]
+            u, i, j = users[at], items[at], rng.integers(ni, size=len(at))
+            x = (p[u] * (q[i] - q[j])).sum(1) + b[i] - b[j]
+            g = 1.0 / (1.0 + np.exp(np.clip(x, -30, 30)))  # d log sigmoid(x) / dx
+            gu = g[:, None] * (q[i] - q[j]) - config.reg * p[u]
+            gi = g[:, None] * p[u] - config.reg * q[i]
+            gj = -g[:, None] * p[u] - config.reg * q[j]
+            np.add.at(p, u, config.lr * gu)
+            np.add.at(q, i, config.lr * gi)
+            np.add.at(q, j, config.lr * gj)
+            np.add.at(b, i, config.lr * (g - config.reg * b[i]))
+            np.add.at(b, j, config.lr * (-g - config.reg * b[j]))
+    return p, q, b
+
+
+def fit_ranking_baselines(
+    ds: RatingDataset, names: Sequence[str] = RANKING_BASELINES, bpr: BPRConfig = BPRConfig(), seed: int = 0
+) -> dict[str, Scorer]:
+    """Fit the named ranking scorers: popularity counts before each target's time, item-kNN
+    (cosine co-occurrence over train histories), BPR on train; ``random`` is seeded per row."""
+    unknown = set(names) - set(RANKING_BASELINES)
+    if unknown:
+        raise ValueError(f"unknown ranking baselines {sorted(unknown)}; choose from {', '.join(RANKING_BASELINES)}")
+    scorers: dict[str, Scorer] = {}
+    if "random" in names:
+        scorers["random"] = lambda row, hist, cands: np.random.default_rng([seed, row]).random(len(cands))
+    if "popularity" in names:
+        def popularity(row: int, hist: np.ndarray, cands: np.ndarray) -> np.ndarray:
+            return popularity_before(ds, int(ds.timestamps[row]))[cands]
+
+        scorers["popularity"] = popularity
+    if "item_knn" in names:
+        x = _dense_train_matrix(ds)
+        norm = 1.0 / np.sqrt(np.maximum(x.sum(0), 1.0))
+
+        def item_knn(row: int, hist: np.ndarray, cands: np.ndarray) -> np.ndarray:
+            if len(hist) == 0:
+                return np.zeros(len(cands))
+            w = x[:, hist] @ norm[hist]
+            return (w @ x[:, cands]) * norm[cands]
+
+        scorers["item_knn"] = item_knn
+    if "bpr" in names:
+        p, q, b = fit_bpr(ds, bpr)
+        scorers["bpr"] = lambda row, hist, cands: q[cands] @ p[ds.user_codes[row]] + b[cands]
+    return {name: scorers[name] for name in names}
+
+
+def ranking_baseline_ranks(
+    ds: RatingDataset,
+    split: str,
+    lists: Sequence,
+    names: Sequence[str] = RANKING_BASELINES,
+    bpr: BPRConfig = BPRConfig(),
+) -> dict[str, np.ndarray]:
+    """The target's 1-based rank under each baseline, for ``lists`` of ``(sample_index,
+    CandidateList)`` (a RecRank env's ``lists``): the same lists the LLM ranks."""
+    scorers = fit_ranking_baselines(ds, names, bpr)
+    ranks: dict[str, np.ndarray] = {}
+    for name, score in scorers.items():
+        out = []
+        for sample, c in lists:
+            row = ds.row(split, sample)
+            scores = score(row, np.asarray(c.history_items, dtype=np.int64), np.asarray(c.items, dtype=np.int64))
+            out.append(rank_of_target(scores, c.target_position))
+        ranks[name] = np.asarray(out, dtype=np.int64)
+    return ranks

@@ -91,8 +91,12 @@ def paired_difference(errors_a: np.ndarray, errors_b: np.ndarray) -> tuple[float
     """Mean and standard error of the per-sample difference ``|err_a| - |err_b|`` over the same
     samples (positive: ``b`` is better). The standard error is ``std(d, ddof=1) / sqrt(n)``."""
     d = np.abs(np.asarray(errors_a, dtype=np.float64)) - np.abs(np.asarray(errors_b, dtype=np.float64))
+    return _mean_and_se(d)
+
+
+def _mean_and_se(d: np.ndarray) -> tuple[float, float]:
     if d.ndim != 1 or len(d) < 2:
-        raise ValueError(f"paired_difference needs two equal-length 1-d arrays of at least 2 errors, got shape {d.shape}")
+        raise ValueError(f"a paired difference needs two equal-length 1-d arrays of at least 2 values, got shape {d.shape}")
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
 
 
@@ -138,3 +142,32 @@ def beyond_bias(predictions_a: Sequence[float], predictions_b: Sequence[float], 
         "correlation_gain": _correlation(b, y) - _correlation(a, y),
         "correlation_se": float(diffs.std(ddof=1)) if len(diffs) > 1 else float("nan"),
     }
+
+
+RANKING_CUTOFFS = {"ndcg@5": 5, "ndcg@10": 10, "hr@1": 1, "hr@5": 5, "hr@10": 10}
+
+
+def ranking_values(ranks: Sequence[int]) -> dict[str, np.ndarray]:
+    """Per-sample NDCG@5/@10, HR@1/@5/@10 and reciprocal rank of 1-based target ranks."""
+    r = np.asarray(ranks, dtype=np.float64)
+    out = {}
+    for name, k in RANKING_CUTOFFS.items():
+        hit = r <= k
+        out[name] = np.where(hit, 1.0 / np.log2(r + 1), 0.0) if name.startswith("ndcg") else hit.astype(float)
+    out["mrr"] = 1.0 / r
+    return out
+
+
+def ranking_metrics(ranks: Sequence[int], format_ok: Sequence[bool] | None = None) -> dict[str, float]:
+    """Means of :func:`ranking_values`; with ``format_ok``, coverage (share that parsed) too."""
+    metrics = {name: float(v.mean()) if len(v) else float("nan") for name, v in ranking_values(ranks).items()}
+    metrics["n"] = len(ranks)
+    if format_ok is not None:
+        metrics["coverage"] = float(np.mean(format_ok)) if len(format_ok) else float("nan")
+    return metrics
+
+
+def paired_ranking_difference(ranks_a: Sequence[int], ranks_b: Sequence[int], metric: str = "ndcg@10") -> tuple[float, float]:
+    """Mean and standard error of the per-list gain of ``b`` over ``a`` in ``metric`` (positive: b better)."""
+    a, b = ranking_values(ranks_a)[metric], ranking_values(ranks_b)[metric]
+    return _mean_and_se(b - a)

@@ -30,7 +30,8 @@ class CandidateList:
     """The interaction rows of that history (for ratings and reviews)."""
 
 
-def _popularity_before(dataset: RatingDataset, timestamp: int) -> np.ndarray:
+def popularity_before(dataset: RatingDataset, timestamp: int) -> np.ndarray:
+    """Interactions per item strictly before ``timestamp``."""
     before = dataset.timestamps < timestamp
     return np.bincount(dataset.item_codes[before], minlength=len(dataset.item_ids)).astype(np.float64)
 
@@ -63,7 +64,7 @@ def candidate_list(
     if negatives == "uniform":
         chosen = rng.choice(pool, size=need, replace=False)
     else:
-        weights = _popularity_before(dataset, int(dataset.timestamps[row]))[pool] + 1.0
+        weights = popularity_before(dataset, int(dataset.timestamps[row]))[pool] + 1.0
         chosen = rng.choice(pool, size=need, replace=False, p=weights / weights.sum())
     items = np.concatenate([[target], chosen])
     rng.shuffle(items)
