@@ -93,10 +93,12 @@ def expected_rating(
 
 @dataclass
 class EvalResult:
-    metrics: RatingMetrics
+    metrics: RatingMetrics | dict[str, float]
+    """``RatingMetrics``; for ranking envs a dict (``ndcg@5`` ... ``mrr``, ``coverage``, ...)."""
     records: list[dict[str, Any]]
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
-    """``{baseline: {"mae", "rmse", "n"}}`` on the same samples; empty when unavailable."""
+    """``{baseline: {"mae", "rmse", "n"}}`` on the same samples (ranking: ``ranking_metrics``
+    plus ``paired_ndcg@10`` and its ``paired_se`` against the LLM); empty when unavailable."""
     baselines_note: str = ""
     seconds: float = 0.0
     skipped: int = 0
@@ -176,6 +178,10 @@ def evaluate(
             (``done``, ``mae``, ``coverage``), e.g. to drive a progress bar.
     """
     core = env.unwrapped
+    if getattr(core, "task", "rating") == "ranking":
+        return evaluate_ranking(env, policy, n=n, out=out, resume=resume, sampling=sampling,
+                                samples_per_prompt=samples_per_prompt, batch_size=batch_size,
+                                baselines=baselines, header=header, on_record=on_record)
     dataset, split, scale = core.dataset, core.split, core.scale
     total = len(core) if n is None else min(int(n), len(core))
     if total < 1:
@@ -193,16 +199,7 @@ def evaluate(
     fallbacks = fallback_predictions(user_avg, item_avg, dataset.train_mean())
 
     path = Path(out) if out is not None else None
-    records: list[dict[str, Any]] = []
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if resume:
-            records = [r for r in read_records(path) if r.get("index", total) < total]
-            _check_resumable(records, header, path)
-            # rewrite so that a torn last line is gone before appending
-            path.write_text("".join(json.dumps(r) + "\n" for r in read_records(path)))
-        else:
-            path.write_text("")
+    records = _open_records(path, resume, header, total)
     done = {int(r["index"]) for r in records}
     skipped = len(done)
     todo = [i for i in range(total) if i not in done]
@@ -359,3 +356,97 @@ def _record(
         "reward": float(np.mean([b["total"] for b in breakdowns])),
         "format_rate": float(np.mean([bool(b["format_ok"]) for b in breakdowns])),
     }
+
+
+def _open_records(path: Path | None, resume: bool, header: dict[str, Any], total: int) -> list[dict[str, Any]]:
+    """The records already in ``path`` to resume from (the file rewritten without a torn line)."""
+    if path is None:
+        return []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        path.write_text("")
+        return []
+    records = [r for r in read_records(path) if r.get("index", total) < total]
+    _check_resumable(records, header, path)
+    path.write_text("".join(json.dumps(r) + "\n" for r in read_records(path)))
+    return records
+
+
+def evaluate_ranking(
+    env: Any,
+    policy: Policy,
+    *,
+    n: int | None = None,
+    out: str | Path | None = None,
+    resume: bool = True,
+    sampling: SamplingParams | None = None,
+    samples_per_prompt: int = 1,
+    batch_size: int = 8,
+    baselines: bool = True,
+    header: dict[str, Any] | None = None,
+    on_record: Callable[[dict[str, Any], dict[str, float]], None] | None = None,
+) -> EvalResult:
+    """``evaluate`` for a RecRank env: NDCG@5/@10, HR@1/@5/@10, MRR (of the first completion's
+    order, the prompt's order where it does not parse), coverage, format rate, mean reward, and
+    the ranking baselines on the same candidate lists with paired standard errors."""
+    from recgym.metrics import paired_ranking_difference, ranking_metrics
+
+    core = env.unwrapped
+    total = len(core) if n is None else min(int(n), len(core))
+    if total < 1:
+        raise ValueError(f"nothing to evaluate: n={n}, split {core.split!r} has {len(core)} lists")
+    sampling = sampling or SamplingParams(temperature=0.0, max_new_tokens=512)
+    header = {"split": core.split, "dataset": core.dataset.name, "task": "ranking",
+              "num_candidates": core.num_candidates, "negatives": core.negatives, **(header or {})}
+    path = Path(out) if out is not None else None
+    records = _open_records(path, resume, header, total)
+    skipped = len(records)
+    done = {int(r["index"]) for r in records}
+    todo = [i for i in range(total) if i not in done]
+    start = time.perf_counter()
+    sink = path.open("a") if path is not None else None
+    try:
+        for offset in range(0, len(todo), max(1, batch_size)):
+            indices = todo[offset : offset + batch_size]
+            reset_infos = [env.reset(options={"index": index})[1] for index in indices]
+            groups = policy.generate([i["messages"] for i in reset_infos], n=samples_per_prompt, sampling=sampling)
+            for index, info, completions in zip(indices, reset_infos, groups):
+                breakdowns = []
+                for completion in completions:
+                    env.reset(options={"index": index})
+                    breakdowns.append(env.step(completion.text)[4]["reward_breakdown"])
+                record = {**header, "index": index, "user_id": info["user_id"],
+                          "prompt_sha1": prompt_hash(info["messages"]), "candidates": info["candidates"],
+                          "completions": [c.text for c in completions],
+                          "finish_reasons": [c.finish_reason for c in completions],
+                          "reward_breakdowns": breakdowns, "rank": breakdowns[0]["rank_of_target"],
+                          "reward": float(np.mean([b["total"] for b in breakdowns])),
+                          "format_rate": float(np.mean([bool(b["format_ok"]) for b in breakdowns]))}
+                records.append(record)
+                if sink is not None:
+                    sink.write(json.dumps(record) + "\n")
+                    sink.flush()
+                if on_record is not None:
+                    on_record(record, {"done": len(records), "total": total,
+                                       "mae": float(np.mean([1.0 / r["rank"] for r in records])),
+                                       "coverage": float(np.mean([r["format_rate"] for r in records]))})
+    finally:
+        if sink is not None:
+            sink.close()
+    seconds = time.perf_counter() - start
+    records.sort(key=lambda r: r["index"])
+    ranks = [r["rank"] for r in records]
+    metrics = ranking_metrics(ranks, [bool(r["reward_breakdowns"][0]["format_ok"]) for r in records])
+    metrics.update(format_rate=float(np.mean([r["format_rate"] for r in records])),
+                   mean_reward=float(np.mean([r["reward"] for r in records])))
+    scores: dict[str, dict[str, float]] = {}
+    if baselines:
+        from recgym.baselines import ranking_baseline_ranks
+
+        lists = [core.lists[r["index"]] for r in records]
+        for name, base in ranking_baseline_ranks(core.dataset, core.split, lists).items():
+            scores[name] = ranking_metrics(base)
+            if len(ranks) >= 2:
+                gain, se = paired_ranking_difference(base, ranks)
+                scores[name].update({"paired_ndcg@10": gain, "paired_se": se})
+    return EvalResult(metrics, records, scores, "", seconds, skipped)

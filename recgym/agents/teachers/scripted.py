@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from recgym.agents.types import Completion, Prompt, SamplingParams
 from recgym.prompts import messages_to_text
-from recgym.rewards import FOUR_STEP_TAGS
+from recgym.rewards import FOUR_STEP_TAGS, RANK_TAGS
 
 _USER_AVG = re.compile(r"The user's average rating so far: ([0-9.]+)")
 _ITEM_AVG = re.compile(r"The item's average rating so far: ([0-9.]+)")
@@ -115,7 +115,28 @@ _SIMILAR = re.compile(r"rated ([0-9.]+)\..*?\(similarity ([0-9.]+)\)")
 _PROFILE = re.compile(r"rated \d+ items before, ([0-9.]+) on average")
 _LIKED = re.compile(r"I liked the (.+?)\.")
 _DISLIKED = re.compile(r"I did not like the (.+?)\.")
-_RESTAURANT = re.compile(r"Description: An? (\w+) (\w+) restaurant with an? (.+?) atmosphere")
+_TRAITS = r"An? (\w+) (\w+) restaurant with an? (.+?) atmosphere"
+_RESTAURANT = re.compile(r"Description: " + _TRAITS)
+
+
+def _stated_tastes(text: str) -> tuple[set[str], set[str]]:
+    """What the synthetic world's reviews in ``text`` say the diner liked and disliked."""
+    liked = {p for m in _LIKED.findall(text) for p in m.split(" and the ")}
+    disliked = {p for m in _DISLIKED.findall(text) for p in m.split(" or the ")}
+    return liked, disliked
+
+
+def _trait_match(liked: set[str], disliked: set[str], price: str, cuisine: str, atmosphere: str) -> tuple[float, list[str]]:
+    """How far a restaurant's traits move a diner's rating, and which traits did."""
+    change, notes = 0.0, []
+    for trait, weight in ((f"{cuisine} food", 0.8), (f"{price} prices", 0.5), (f"{atmosphere} atmosphere", 0.4)):
+        if trait in liked:
+            change += weight
+            notes.append(f"{trait}: liked")
+        elif trait in disliked:
+            change -= weight
+            notes.append(f"{trait}: disliked")
+    return change, notes
 
 
 class SyntheticReasonerPolicy(ScriptedPolicy):
@@ -135,8 +156,7 @@ class SyntheticReasonerPolicy(ScriptedPolicy):
 
     def act(self, observation: str) -> str:
         user_part, _, item_part = observation.partition("The target item:")
-        liked = {p for m in _LIKED.findall(user_part) for p in m.split(" and the ")}
-        disliked = {p for m in _DISLIKED.findall(user_part) for p in m.split(" or the ")}
+        liked, disliked = _stated_tastes(user_part)
         user_avg = _USER_AVG.search(observation)
         item_avg = _ITEM_AVG.search(observation)
         rating = float(user_avg.group(1)) if user_avg else average_from_prompt(observation)
@@ -144,13 +164,8 @@ class SyntheticReasonerPolicy(ScriptedPolicy):
         notes = []
         if restaurant:
             price, cuisine, atmosphere = restaurant.groups()
-            for trait, weight in ((f"{cuisine} food", 0.8), (f"{price} prices", 0.5), (f"{atmosphere} atmosphere", 0.4)):
-                if trait in liked:
-                    rating += weight
-                    notes.append(f"{trait}: liked")
-                elif trait in disliked:
-                    rating -= weight
-                    notes.append(f"{trait}: disliked")
+            change, notes = _trait_match(liked, disliked, price, cuisine, atmosphere)
+            rating += change
             item = f"{price} {cuisine} place, {atmosphere} atmosphere"
         else:
             item = "no clear traits in the description"
@@ -167,3 +182,32 @@ class SyntheticReasonerPolicy(ScriptedPolicy):
         if self.rate_only:
             return f"<rate>{rating:g}</rate>"
         return "".join(f"<{tag}>{text}</{tag}>" for tag, text in zip(FOUR_STEP_TAGS, steps))
+
+
+_CANDIDATE = re.compile(r"^\[(\d+)\] [^:\n]*: (.*)$", re.MULTILINE)
+
+
+class SyntheticRankerPolicy(ScriptedPolicy):
+    """The ranking teacher of ``RecRank-Synthetic-v0``: reads the diner's stated likes and dislikes
+    from the history, scores each candidate's cuisine, price and atmosphere against them, and
+    answers the four ranking steps with the labels best first (ties keep the prompt's order)."""
+
+    name = "synthetic ranker, tagged"
+
+    def act(self, observation: str) -> str:
+        user_part, _, candidates = observation.partition("Candidates:")
+        liked, disliked = _stated_tastes(user_part)
+        scored = []
+        for label, description in _CANDIDATE.findall(candidates):
+            restaurant = re.match(_TRAITS, description)
+            change = _trait_match(liked, disliked, *restaurant.groups())[0] if restaurant else 0.0
+            scored.append((-change, int(label)))
+        order = [label for _, label in sorted(scored)]
+        best = order[:3]
+        steps = [
+            f"Likes {', '.join(sorted(liked)) or 'nothing stated'}; dislikes {', '.join(sorted(disliked)) or 'nothing stated'}.",
+            f"{len(order)} candidates, read by cuisine, price and atmosphere.",
+            f"Best matches: {', '.join(f'[{b}]' for b in best) or 'none'}.",
+            " ".join(f"[{label}]" for label in order),
+        ]
+        return "".join(f"<{tag}>{text}</{tag}>" for tag, text in zip(RANK_TAGS, steps))
