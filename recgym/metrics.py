@@ -159,12 +159,22 @@ def ranking_values(ranks: Sequence[int]) -> dict[str, np.ndarray]:
 
 
 def ranking_metrics(ranks: Sequence[int], format_ok: Sequence[bool] | None = None) -> dict[str, float]:
-    """Means of :func:`ranking_values`; with ``format_ok``, coverage (share that parsed) too."""
+    """Means of :func:`ranking_values`, ``n``, and ``mae``: the mean distance of the target's rank
+    from the top (``rank - 1``), the figure the trainer's evaluation log and its baselines share
+    with rating envs. With ``format_ok``, coverage (share that parsed) too."""
     metrics = {name: float(v.mean()) if len(v) else float("nan") for name, v in ranking_values(ranks).items()}
     metrics["n"] = len(ranks)
+    metrics["mae"] = float(np.mean(np.asarray(ranks, dtype=np.float64) - 1)) if len(ranks) else float("nan")
     if format_ok is not None:
         metrics["coverage"] = float(np.mean(format_ok)) if len(format_ok) else float("nan")
     return metrics
+
+
+class RankingMetrics(dict):
+    """``ranking_metrics``'s figures, with ``as_dict()`` like :class:`RatingMetrics`."""
+
+    def as_dict(self) -> dict:
+        return dict(self)
 
 
 def paired_ranking_difference(ranks_a: Sequence[int], ranks_b: Sequence[int], metric: str = "ndcg@10") -> tuple[float, float]:

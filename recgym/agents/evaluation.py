@@ -32,7 +32,7 @@ import numpy as np
 from recgym.agents.policies.base import token_strings
 from recgym.agents.types import Completion, Policy, SamplingParams
 from recgym.data.schema import RatingScale
-from recgym.metrics import RatingMetrics, fallback_predictions, rating_metrics
+from recgym.metrics import RankingMetrics, RatingMetrics, fallback_predictions, rating_metrics
 
 #: How many alternatives per token to ask for when decoding the rating from probabilities.
 RATING_TOP_LOGPROBS = 20
@@ -93,8 +93,8 @@ def expected_rating(
 
 @dataclass
 class EvalResult:
-    metrics: RatingMetrics | dict[str, float]
-    """``RatingMetrics``; for ranking envs a dict (``ndcg@5`` ... ``mrr``, ``coverage``, ...)."""
+    metrics: RatingMetrics | RankingMetrics
+    """``RatingMetrics``; for ranking envs ``RankingMetrics`` (``ndcg@5`` ... ``mrr``, ``coverage``, ...)."""
     records: list[dict[str, Any]]
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
     """``{baseline: {"mae", "rmse", "n"}}`` on the same samples (ranking: ``ranking_metrics``
@@ -420,6 +420,8 @@ def evaluate_ranking(
                           "completions": [c.text for c in completions],
                           "finish_reasons": [c.finish_reason for c in completions],
                           "reward_breakdowns": breakdowns, "rank": breakdowns[0]["rank_of_target"],
+                          # the rating records' error fields, as the distance from the top
+                          "target": 1, "prediction_or_fallback": breakdowns[0]["rank_of_target"],
                           "reward": float(np.mean([b["total"] for b in breakdowns])),
                           "format_rate": float(np.mean([bool(b["format_ok"]) for b in breakdowns]))}
                 records.append(record)
@@ -436,7 +438,7 @@ def evaluate_ranking(
     seconds = time.perf_counter() - start
     records.sort(key=lambda r: r["index"])
     ranks = [r["rank"] for r in records]
-    metrics = ranking_metrics(ranks, [bool(r["reward_breakdowns"][0]["format_ok"]) for r in records])
+    metrics = RankingMetrics(ranking_metrics(ranks, [bool(r["reward_breakdowns"][0]["format_ok"]) for r in records]))
     metrics.update(format_rate=float(np.mean([r["format_rate"] for r in records])),
                    mean_reward=float(np.mean([r["reward"] for r in records])))
     scores: dict[str, dict[str, float]] = {}

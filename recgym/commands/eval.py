@@ -76,12 +76,12 @@ def run(args) -> int:
             policy.close()
     if result.skipped:
         console.print(f"resumed: {result.skipped} samples were already in {args.out}")
-    make_console().print(
-        metrics_table(
-            f"{args.env_id} {args.split}: {args.model} ({args.policy})",
-            {"LLM": result.metrics}, result.baselines, result.baselines_note,
-        )
-    )
+    title = f"{args.env_id} {args.split}: {args.model} ({args.policy})"
+    ranking = getattr(env.unwrapped, "task", "rating") == "ranking"
+    if ranking:
+        make_console().print(_ranking_table(title, result.metrics, result.baselines))
+    else:
+        make_console().print(metrics_table(title, {"LLM": result.metrics}, result.baselines, result.baselines_note))
     if result.episode_stats:  # multi-turn (RecRatingTools-*): what the agent read to get there
         e = result.episode_stats
         make_console().print(
@@ -97,6 +97,26 @@ def run(args) -> int:
         with open(args.metrics_json, "w") as f:
             json.dump(payload, f, indent=2)
     return 0
+
+
+RANKING_COLUMNS = ("ndcg@5", "ndcg@10", "hr@1", "hr@5", "hr@10", "mrr")
+
+
+def _ranking_table(title: str, metrics: dict, baselines: dict):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("predictor", "n", *(c.upper() for c in RANKING_COLUMNS), "coverage", "format rate",
+                   "NDCG@10 vs LLM"):
+        table.add_column(column, justify="left" if column == "predictor" else "right", no_wrap=True)
+    table.add_row("LLM", str(metrics["n"]), *(fmt(metrics[c]) for c in RANKING_COLUMNS),
+                  fmt(metrics["coverage"], ".1%"), fmt(metrics["format_rate"], ".1%"), "-")
+    for name, m in baselines.items():
+        paired = f"{m['paired_ndcg@10']:+.3f} ± {m['paired_se']:.3f}" if "paired_se" in m else "-"
+        table.add_row(f"{name} (baseline)", str(m["n"]), *(fmt(m[c]) for c in RANKING_COLUMNS), "100.0%", "-", paired)
+    table.caption = ("unparsed rankings count in the prompt's (shuffled) order; NDCG@10 vs LLM: the LLM's mean "
+                     "per-list gain over the baseline ± its paired standard error")
+    return table
 
 
 def register(subparsers) -> None:

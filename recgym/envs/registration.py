@@ -1,4 +1,4 @@
-"""Registration of every ``RecRating-*-v0`` and ``RecRatingTools-*-v0`` id with gymnasium (done on
+"""Registration of every ``RecRating-*-v0``, ``RecRatingTools-*-v0`` and ``RecRank-*-v0`` id with gymnasium (done on
 ``import recgym``)."""
 
 from __future__ import annotations
@@ -45,10 +45,7 @@ register_rating_env("RecRating-SyntheticLong-v0", "synthetic", long_history=True
 
 def register_rank_env(env_id: str, dataset: str, **default_kwargs: Any) -> None:
     """Register ``env_id`` as a RecRankEnv over the registered dataset ``dataset``."""
-    if env_id not in gym.registry:
-        gym.register(id=env_id, entry_point="recgym.envs.rec_rank:RecRankEnv",
-                     kwargs={"dataset": dataset, **default_kwargs}, disable_env_checker=True)
-    REGISTERED[env_id] = dataset
+    _register(env_id, dataset, "rec_rank:RecRankEnv", "rank_vector_entry_point", default_kwargs)
 
 
 register_rank_env("RecRank-Synthetic-v0", "synthetic")

@@ -54,8 +54,10 @@ class GroupedRatingVecEnv(gym.vector.VectorEnv):
         self.envs = [fn() for fn in env_fns]
         self.num_envs = len(self.envs)
         first = self.envs[0].unwrapped
-        if not isinstance(first, RecRatingEnv):
-            raise TypeError("GroupedRatingVecEnv needs RecRatingEnv sub-environments")
+        from recgym.envs.rec_rank import RecRankEnv
+
+        if not isinstance(first, RecRatingEnv | RecRankEnv):
+            raise TypeError("GroupedRatingVecEnv needs RecRatingEnv or RecRankEnv sub-environments")
         self.num_samples = len(first)
         self.single_observation_space = first.observation_space
         self.single_action_space = first.action_space
@@ -148,3 +150,10 @@ def tools_vector_entry_point(num_envs: int, group_size: int | None = None, **kwa
     from recgym.envs.rec_rating_tools import RecRatingToolsEnv
 
     return grouped_vector_entry_point(num_envs, group_size, env_class=RecRatingToolsEnv, **kwargs)
+
+
+def rank_vector_entry_point(num_envs: int, group_size: int | None = None, **kwargs: Any):
+    """The same for the ranking ``RecRank-*`` ids."""
+    from recgym.envs.rec_rank import RecRankEnv
+
+    return grouped_vector_entry_point(num_envs, group_size, env_class=RecRankEnv, **kwargs)
