@@ -50,22 +50,34 @@ def test_parser_never_raises(text):
     assert sorted(parsed.order) == [0, 1, 2, 3]
 
 
+def check_leakage(data, split, indices, num_candidates=20):
+    """Every list: the history strictly before the target, no negative the user had before it,
+    the target in its recorded place, no repeated candidate. Returns the target positions."""
+    user_rows = {}
+    for row in np.argsort(data.user_codes, kind="stable"):
+        user_rows.setdefault(int(data.user_codes[row]), []).append(int(row))
+    positions = []
+    for i in indices:
+        row = data.row(split, i)
+        c = candidate_list(data, split, i, num_candidates)
+        assert c is not None
+        t = data.timestamps[row]
+        assert all(data.timestamps[r] < t for r in c.history_rows)
+        mine = user_rows[int(data.user_codes[row])]
+        before = {int(data.item_codes[r]) for r in mine if data.timestamps[r] < t}
+        assert set(c.history_items) == before
+        negs = [x for j, x in enumerate(c.items) if j != c.target_position]
+        assert not before & set(negs) and len(set(c.items)) == num_candidates
+        assert c.items[c.target_position] == data.item_codes[row]
+        positions.append(c.target_position)
+    return positions
+
+
 def test_no_leakage_and_uniform_position_synthetic():
     data = load_dataset("synthetic")
     positions = []
     for split in ("train", "valid", "test"):
-        for i in range(data.num_samples(split)):
-            row = data.row(split, i)
-            c = candidate_list(data, split, i, 20)
-            assert c is not None
-            t = data.timestamps[row]
-            assert all(data.timestamps[r] < t for r in c.history_rows)
-            user = data.user_codes[row]
-            before = set(data.item_codes[(data.user_codes == user) & (data.timestamps < t)].tolist())
-            negs = [x for j, x in enumerate(c.items) if j != c.target_position]
-            assert not before & set(negs) and len(set(c.items)) == 20
-            assert c.items[c.target_position] == data.item_codes[row]
-            positions.append(c.target_position)
+        positions += check_leakage(data, split, range(data.num_samples(split)))
     counts = np.bincount(positions, minlength=20)
     expected = len(positions) / 20
     chi2 = float(((counts - expected) ** 2 / expected).sum())

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import gymnasium as gym
+import numpy as np
 
 from recgym.data.dataset import RatingDataset
-from recgym.data.ranking import candidate_list
+from recgym.data.ranking import NEGATIVES, CandidateList, candidate_list
 from recgym.data.registry import load_dataset
 from recgym.envs.spaces import UnicodeText
 from recgym.rewards import RankingReward
@@ -22,6 +24,37 @@ SYSTEM = (
 
 def _clean(text: str) -> str:
     return str(text).replace("<", "‹").replace(">", "›")
+
+
+class CandidateLists(Sequence):
+    """``(sample_index, CandidateList)`` of every sample of a split with enough available
+    negatives, built on first access. Samples with fewer are counted in ``skipped``."""
+
+    def __init__(self, dataset: RatingDataset, split: str, num_candidates: int, negatives: str, seed: int) -> None:
+        if num_candidates < 2:
+            raise ValueError(f"num_candidates must be >= 2, got {num_candidates}")
+        if negatives not in NEGATIVES:
+            raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}, got {negatives!r}")
+        self.dataset, self.split, self.args = dataset, split, (num_candidates, negatives, seed)
+        if split not in dataset.samples:
+            raise ValueError(f"unknown split {split!r}: choose one of {', '.join(dataset.samples)}")
+        rows = dataset.samples[split]
+        # deduplicated interactions: a user's prior items are distinct and never the target
+        available = len(dataset.item_ids) - 1 - dataset.history.user_num_prior()[rows]
+        self.samples = np.nonzero(available >= num_candidates - 1)[0]
+        self.skipped = len(rows) - len(self.samples)
+        self._cache: dict[int, tuple[int, CandidateList]] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, n):
+        if isinstance(n, slice):
+            return [self[i] for i in range(*n.indices(len(self)))]
+        if n not in self._cache:
+            sample = int(self.samples[n])
+            self._cache[n] = (sample, candidate_list(self.dataset, self.split, sample, *self.args))
+        return self._cache[n]
 
 
 class RecRankEnv(gym.Env[str, str]):
@@ -41,6 +74,17 @@ class RecRankEnv(gym.Env[str, str]):
     ## Episode end
     One step (``terminated=True``). Samples whose user has fewer than ``num_candidates - 1``
     available negatives are skipped; ``env.skipped`` counts them.
+
+    ## Arguments
+    ``dataset``, ``split`` and loader keywords as ``RecRatingEnv``; ``num_candidates`` (20),
+    ``negatives`` (``"uniform"`` or ``"popularity"``: counts before the target's time),
+    ``candidate_seed`` (the lists and their shuffles), ``reward``, ``max_user_history``.
+
+    ## Reset and info
+    ``options={"index": n}`` pins list ``n`` (``len(env)`` lists). ``info``: ``messages``,
+    ``index``, ``sample_index``, ``user_id``, ``candidates`` (item ids in prompt order),
+    ``shuffle_seed``; never the target. ``step`` adds ``reward_breakdown`` (``format``, ``ndcg``,
+    ``total``, ``rank_of_target``, ``format_ok``) and ``rank_of_target``.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
@@ -61,16 +105,14 @@ class RecRankEnv(gym.Env[str, str]):
     ) -> None:
         if isinstance(dataset, str):
             dataset = load_dataset(dataset, **dataset_kwargs)
+        elif dataset_kwargs:
+            raise TypeError(f"dataset loader arguments {sorted(dataset_kwargs)} given with a prepared dataset")
         self.dataset, self.split = dataset, split
         self.num_candidates, self.negatives, self.candidate_seed = int(num_candidates), negatives, candidate_seed
         self.reward_fn = reward or RankingReward()
         self.max_user_history = int(max_user_history)
-        self.lists = []
-        for i in range(dataset.num_samples(split)):
-            c = candidate_list(dataset, split, i, self.num_candidates, negatives, candidate_seed)
-            if c is not None:
-                self.lists.append((i, c))
-        self.skipped = dataset.num_samples(split) - len(self.lists)
+        self.lists = CandidateLists(dataset, split, self.num_candidates, negatives, candidate_seed)
+        self.skipped = self.lists.skipped
         if not self.lists:
             raise ValueError(f"split {split!r} has no sample with {num_candidates - 1} available negatives")
         self.observation_space = UnicodeText(max_observation_length)
