@@ -17,7 +17,7 @@ from rich.table import Table
 import recgym  # noqa: F401
 from recgym.console import machine_description, make_console
 from recgym.data.schema import RatingScale
-from recgym.rewards import FOUR_STEP_TAGS, RatingReward
+from recgym.rewards import FOUR_STEP_TAGS, RANK_TAGS, RatingReward
 
 TARGETS = {"resets/s": 5_000, "reward computations/s": 20_000}
 
@@ -54,10 +54,24 @@ def main() -> None:
         for _ in range(n):
             reward(completion, 4.0, scale)
 
+    rank_env = gym.make("RecRank-Synthetic-v0").unwrapped
+    rank_env.reset(seed=0)
+    ranking = "".join(f"<{t}>{'The diner likes quiet Thai places. ' * 6}</{t}>" for t in RANK_TAGS[:3]) + (
+        "<rank>" + " ".join(f"[{j}]" for j in range(rank_env.num_candidates, 0, -1)) + "</rank>"
+    )
+    for n in range(len(rank_env)):  # build every list first: the rate is of reset + step alone
+        rank_env.lists[n]
+
+    def rank_episodes(n):
+        for _ in range(n):
+            rank_env.reset()
+            rank_env.step(ranking)
+
     results = {
         "resets/s": rate(resets, 20_000),
         "steps/s (reset + step)": rate(episodes, 20_000),
         "reward computations/s": rate(rewards, 100_000),
+        "RecRank steps/s (reset + step, 20 candidates)": rate(rank_episodes, 5_000),
     }
     table = Table(title=f"RecRating-Synthetic-v0 throughput, one core of a {machine_description()}")
     for column in ("measure", "per second", "target", "ratio to target"):
