@@ -34,7 +34,8 @@ def tiny_path(tmp_path_factory) -> str:
 
 
 def test_every_example_config_is_a_valid_grpo_config():
-    configs = sorted((EXAMPLES / "configs").glob("*.yaml"))
+    # verl_*.yaml are verl's own configs (tests/test_verl.py checks their keys against verl's)
+    configs = sorted(p for p in (EXAMPLES / "configs").glob("*.yaml") if not p.stem.startswith("verl_"))
     assert {p.stem for p in configs} >= {"reczero_synthetic", "recone_synthetic", "reczero_yelp",
                                           "reczero_amazon", "reczero_imdb"}
     for path in configs:
