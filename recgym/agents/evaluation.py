@@ -204,40 +204,27 @@ def evaluate(
     skipped = len(done)
     todo = [i for i in range(total) if i not in done]
     errors = [abs(r["prediction_or_fallback"] - r["target"]) for r in records]
-    parsed_count = sum(r["prediction"] is not None for r in records)
-
-    start = time.perf_counter()
-    sink = path.open("a") if path is not None else None
+    parsed = [r["prediction"] is not None for r in records]
     multi_turn = bool(getattr(core, "multi_turn", False))
     episode_envs: list[Any] = []
-    try:
-        for offset in range(0, len(todo), max(1, batch_size)):
-            indices = todo[offset : offset + batch_size]
-            if multi_turn:
-                scored = _play_episodes(core, episode_envs, indices, policy, sampling, samples_per_prompt, fallbacks,
-                                        rating_from_probs, decode)
-            else:
-                reset_infos = [env.reset(options={"index": index})[1] for index in indices]
-                groups = policy.generate([i["messages"] for i in reset_infos], n=samples_per_prompt, sampling=sampling)
-                scored = [_score(env, info, completions, float(fallbacks[index]), rating_from_probs, decode)
-                          for index, info, completions in zip(indices, reset_infos, groups)]
-            for record in scored:
-                record = {**header, **record}
-                records.append(record)
-                errors.append(abs(record["prediction_or_fallback"] - record["target"]))
-                parsed_count += record["prediction"] is not None
-                if sink is not None:
-                    sink.write(json.dumps(record) + "\n")
-                    sink.flush()
-                if on_record is not None:
-                    on_record(record, {
-                        "done": len(records), "total": total,
-                        "mae": float(np.mean(errors)), "coverage": parsed_count / len(records),
-                    })
-    finally:
-        if sink is not None:
-            sink.close()
-    seconds = time.perf_counter() - start
+
+    def score(indices: list[int]) -> list[dict[str, Any]]:
+        if multi_turn:
+            scored = _play_episodes(core, episode_envs, indices, policy, sampling, samples_per_prompt, fallbacks,
+                                    rating_from_probs, decode)
+        else:
+            reset_infos = [env.reset(options={"index": index})[1] for index in indices]
+            groups = policy.generate([i["messages"] for i in reset_infos], n=samples_per_prompt, sampling=sampling)
+            scored = [_score(env, info, completions, float(fallbacks[index]), rating_from_probs, decode)
+                      for index, info, completions in zip(indices, reset_infos, groups)]
+        return [{**header, **record} for record in scored]
+
+    def progress(record: dict[str, Any]) -> dict[str, float]:
+        errors.append(abs(record["prediction_or_fallback"] - record["target"]))
+        parsed.append(record["prediction"] is not None)
+        return {"mae": float(np.mean(errors)), "coverage": sum(parsed) / len(parsed)}
+
+    seconds = _record_batches(path, todo, batch_size, score, records, total, on_record, progress)
 
     records.sort(key=lambda r: r["index"])
     metrics = rating_metrics(
@@ -372,6 +359,37 @@ def _open_records(path: Path | None, resume: bool, header: dict[str, Any], total
     return records
 
 
+def _record_batches(
+    path: Path | None,
+    todo: list[int],
+    batch_size: int,
+    score: Callable[[list[int]], list[dict[str, Any]]],
+    records: list[dict[str, Any]],
+    total: int,
+    on_record: Callable[[dict[str, Any], dict[str, float]], None] | None,
+    progress: Callable[[dict[str, Any]], dict[str, float]],
+) -> float:
+    """Score ``todo`` in batches of ``batch_size`` (``score(indices) -> records``), appending each
+    record to ``records`` and to the JSONL at ``path`` as soon as it exists, and reporting
+    ``progress(record)`` with ``done``/``total`` to ``on_record``; returns the seconds taken."""
+    start = time.perf_counter()
+    sink = path.open("a") if path is not None else None
+    try:
+        for offset in range(0, len(todo), max(1, batch_size)):
+            for record in score(todo[offset : offset + batch_size]):
+                records.append(record)
+                stats = progress(record)
+                if sink is not None:
+                    sink.write(json.dumps(record) + "\n")
+                    sink.flush()
+                if on_record is not None:
+                    on_record(record, {"done": len(records), "total": total, **stats})
+    finally:
+        if sink is not None:
+            sink.close()
+    return time.perf_counter() - start
+
+
 def evaluate_ranking(
     env: Any,
     policy: Policy,
@@ -403,39 +421,35 @@ def evaluate_ranking(
     skipped = len(records)
     done = {int(r["index"]) for r in records}
     todo = [i for i in range(total) if i not in done]
-    start = time.perf_counter()
-    sink = path.open("a") if path is not None else None
-    try:
-        for offset in range(0, len(todo), max(1, batch_size)):
-            indices = todo[offset : offset + batch_size]
-            reset_infos = [env.reset(options={"index": index})[1] for index in indices]
-            groups = policy.generate([i["messages"] for i in reset_infos], n=samples_per_prompt, sampling=sampling)
-            for index, info, completions in zip(indices, reset_infos, groups):
-                breakdowns = []
-                for completion in completions:
-                    env.reset(options={"index": index})
-                    breakdowns.append(env.step(completion.text)[4]["reward_breakdown"])
-                record = {**header, "index": index, "user_id": info["user_id"],
-                          "prompt_sha1": prompt_hash(info["messages"]), "candidates": info["candidates"],
-                          "completions": [c.text for c in completions],
-                          "finish_reasons": [c.finish_reason for c in completions],
-                          "reward_breakdowns": breakdowns, "rank": breakdowns[0]["rank_of_target"],
-                          # the rating records' error fields, as the distance from the top
-                          "target": 1, "prediction_or_fallback": breakdowns[0]["rank_of_target"],
-                          "reward": float(np.mean([b["total"] for b in breakdowns])),
-                          "format_rate": float(np.mean([bool(b["format_ok"]) for b in breakdowns]))}
-                records.append(record)
-                if sink is not None:
-                    sink.write(json.dumps(record) + "\n")
-                    sink.flush()
-                if on_record is not None:
-                    on_record(record, {"done": len(records), "total": total,
-                                       "mae": float(np.mean([1.0 / r["rank"] for r in records])),
-                                       "coverage": float(np.mean([r["format_rate"] for r in records]))})
-    finally:
-        if sink is not None:
-            sink.close()
-    seconds = time.perf_counter() - start
+    inverse_ranks = [1.0 / r["rank"] for r in records]
+    formats = [r["format_rate"] for r in records]
+
+    def score(indices: list[int]) -> list[dict[str, Any]]:
+        reset_infos = [env.reset(options={"index": index})[1] for index in indices]
+        groups = policy.generate([i["messages"] for i in reset_infos], n=samples_per_prompt, sampling=sampling)
+        scored = []
+        for index, info, completions in zip(indices, reset_infos, groups):
+            breakdowns = []
+            for completion in completions:
+                env.reset(options={"index": index})
+                breakdowns.append(env.step(completion.text)[4]["reward_breakdown"])
+            scored.append({**header, "index": index, "user_id": info["user_id"],
+                           "prompt_sha1": prompt_hash(info["messages"]), "candidates": info["candidates"],
+                           "completions": [c.text for c in completions],
+                           "finish_reasons": [c.finish_reason for c in completions],
+                           "reward_breakdowns": breakdowns, "rank": breakdowns[0]["rank_of_target"],
+                           # the rating records' error fields, as the distance from the top
+                           "target": 1, "prediction_or_fallback": breakdowns[0]["rank_of_target"],
+                           "reward": float(np.mean([b["total"] for b in breakdowns])),
+                           "format_rate": float(np.mean([bool(b["format_ok"]) for b in breakdowns]))})
+        return scored
+
+    def progress(record: dict[str, Any]) -> dict[str, float]:
+        inverse_ranks.append(1.0 / record["rank"])
+        formats.append(record["format_rate"])
+        return {"mae": float(np.mean(inverse_ranks)), "coverage": float(np.mean(formats))}
+
+    seconds = _record_batches(path, todo, batch_size, score, records, total, on_record, progress)
     records.sort(key=lambda r: r["index"])
     ranks = [r["rank"] for r in records]
     metrics = RankingMetrics(ranking_metrics(ranks, [bool(r["reward_breakdowns"][0]["format_ok"]) for r in records]))
