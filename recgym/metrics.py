@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -20,6 +21,8 @@ FALLBACK = "user average, else item average, else training mean"
 
 @dataclass(frozen=True)
 class RatingMetrics:
+    headline: ClassVar[str] = "mae"
+    """The figure a training log and its baselines report (lower is better here)."""
     n: int
     mae: float
     """Over all samples, with the fallback for unparsed predictions."""
@@ -159,12 +162,11 @@ def ranking_values(ranks: Sequence[int]) -> dict[str, np.ndarray]:
 
 
 def ranking_metrics(ranks: Sequence[int], format_ok: Sequence[bool] | None = None) -> dict[str, float]:
-    """Means of :func:`ranking_values`, ``n``, and ``mae``: the mean distance of the target's rank
-    from the top (``rank - 1``), the figure the trainer's evaluation log and its baselines share
-    with rating envs. With ``format_ok``, coverage (share that parsed) too."""
+    """Means of :func:`ranking_values`, ``n``, and ``mean_rank`` (1-based) of the target. With
+    ``format_ok``, coverage (share that parsed) too."""
     metrics = {name: float(v.mean()) if len(v) else float("nan") for name, v in ranking_values(ranks).items()}
     metrics["n"] = len(ranks)
-    metrics["mae"] = float(np.mean(np.asarray(ranks, dtype=np.float64) - 1)) if len(ranks) else float("nan")
+    metrics["mean_rank"] = float(np.mean(ranks)) if len(ranks) else float("nan")
     if format_ok is not None:
         metrics["coverage"] = float(np.mean(format_ok)) if len(format_ok) else float("nan")
     return metrics
@@ -172,6 +174,9 @@ def ranking_metrics(ranks: Sequence[int], format_ok: Sequence[bool] | None = Non
 
 class RankingMetrics(dict):
     """``ranking_metrics``'s figures, with ``as_dict()`` like :class:`RatingMetrics`."""
+
+    headline: ClassVar[str] = "ndcg@10"
+    """The figure a training log and its baselines report (higher is better here)."""
 
     def as_dict(self) -> dict:
         return dict(self)

@@ -3,10 +3,13 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
+from rich.console import Console
 from tiny_lm import tiny_model, tiny_tokenizer
 
 import recgym  # noqa: F401
+from recgym.agents.collapse_guard import CollapseGuard
 from recgym.agents.evaluation import evaluate, read_records
+from recgym.agents.run_log import comparison_table, eval_record, is_eval_record
 from recgym.agents.teachers.scripted import SyntheticRankerPolicy
 from recgym.baselines import rank_of_target
 from recgym.metrics import paired_ranking_difference, ranking_metrics
@@ -66,12 +69,48 @@ def test_cli_eval_ranking_with_hf_policy(tmp_path, capsys):
     assert payload["metrics"]["n"] == 2 and payload["metrics"]["coverage"] == 0.0
 
 
-def test_trainer_two_steps_on_ranking(tmp_path):
+def test_ranking_eval_record_logs_ranking_figures_and_the_guard_reads_it():
+    env = gym.make(ENV, split="valid", num_candidates=5)
+    result = evaluate(env, SyntheticRankerPolicy(), n=6)
+    record = eval_record(result, step=3)
+    assert "eval/mae" not in record and not any(k.endswith("_mae") for k in record)
+    for key in ("eval/ndcg@10", "eval/hr@1", "eval/mrr", "eval/format_rate", "eval/coverage"):
+        assert record[key] == pytest.approx(result.metrics[key.removeprefix("eval/")])
+    assert record["eval/baseline/bpr_ndcg@10"] == result.baselines["bpr"]["ndcg@10"]
+    assert is_eval_record(record)
+    guard = CollapseGuard("stop")
+    assert guard.check(record) is None and guard.healthy_step == 3  # no rating spread to misread
+    assert "format rate" in guard.check({**record, "step": 4, "eval/format_rate": 0.5})
+    console = Console(width=200, record=True)
+    console.print(comparison_table({"LLM": record}))
+    text = console.export_text()
+    assert "NDCG@10" in text and "bpr (baseline)" in text and "MAE" not in text
+
+
+def test_ranking_progress_reports_ndcg():
+    env = gym.make(ENV, split="valid", num_candidates=5)
+    running = []
+    evaluate(env, SyntheticRankerPolicy(), n=3, baselines=False, on_record=lambda r, stats: running.append(stats))
+    assert "mae" not in running[-1] and running[-1]["coverage"] == 1.0
+    result = evaluate(env, SyntheticRankerPolicy(), n=3, baselines=False)
+    assert running[-1]["ndcg@10"] == pytest.approx(result.metrics["ndcg@10"])
+
+
+def test_trainer_two_steps_on_ranking_logs_ranking_evals_and_resumes(tmp_path):
     import tiny_lm
 
     from recgym.agents.trainer import GRPOTrainer
 
-    cfg = tiny_lm.tiny_config(tmp_path, env_id=ENV, env_kwargs={"num_candidates": 5, "max_user_history": 2},
-                              eval_on_start=False, eval_interval=0)
+    kwargs = {"env_id": ENV, "env_kwargs": {"num_candidates": 5, "max_user_history": 2}, "eval_interval": 1,
+              "save_interval": 1}
+    cfg = tiny_lm.tiny_config(tmp_path, **kwargs)
     result = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer()).train()
-    assert result is not None
+    assert result.steps == 2 and [r["step"] for r in result.evals] == [0, 1, 2]
+    assert all("eval/ndcg@10" in r and "eval/mae" not in r for r in result.evals)
+    assert "eval/baseline/random_ndcg@10" in result.evals[0]
+
+    more = tiny_lm.tiny_config(tmp_path, **kwargs, max_steps=3)
+    resumed = GRPOTrainer(more, model=tiny_model(seed=1), tokenizer=tiny_tokenizer()).train(resume=True)
+    assert resumed.steps == 3 and [r["step"] for r in resumed.evals] == [0, 1, 2, 3]
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "reward" in r] == [1, 2, 3]

@@ -5,6 +5,7 @@ once fell from 97% to 51%) or collapse to one rating for everyone (prediction sp
 every evaluation :class:`CollapseGuard` compares the greedy format rate with the best this run has
 shown and the spread of the predictions with a floor. It decides from the format and the spread
 only, never from the error, so a run it stops or restores is not selected on the error it reports.
+Ranking evaluations (``RecRank-*``) carry no rating spread; only their format rate is checked.
 """
 
 from __future__ import annotations

@@ -175,7 +175,8 @@ def evaluate(
         rating_from_probs: decode the rating as the expected value over the scale's digits.
         header: fields written into every record and checked on resume (e.g. env id, model).
         on_record: called after each sample with the record and the running figures
-            (``done``, ``mae``, ``coverage``), e.g. to drive a progress bar.
+            (``done``, ``total``, ``mae``, ``coverage``; ranking: ``ndcg@10`` for ``mae``), e.g. to
+            drive a progress bar.
     """
     core = env.unwrapped
     if getattr(core, "task", "rating") == "ranking":
@@ -408,6 +409,7 @@ def evaluate_ranking(
     order, the prompt's order where it does not parse), coverage, format rate, mean reward, and
     the ranking baselines on the same candidate lists with paired standard errors."""
     from recgym.metrics import paired_ranking_difference, ranking_metrics
+    from recgym.rewards import ndcg_at_k
 
     core = env.unwrapped
     total = len(core) if n is None else min(int(n), len(core))
@@ -421,8 +423,8 @@ def evaluate_ranking(
     skipped = len(records)
     done = {int(r["index"]) for r in records}
     todo = [i for i in range(total) if i not in done]
-    inverse_ranks = [1.0 / r["rank"] for r in records]
-    formats = [r["format_rate"] for r in records]
+    gains = [ndcg_at_k(r["rank"], 10) for r in records]
+    parsed = [bool(r["reward_breakdowns"][0]["format_ok"]) for r in records]
 
     def score(indices: list[int]) -> list[dict[str, Any]]:
         reset_infos = [env.reset(options={"index": index})[1] for index in indices]
@@ -445,9 +447,9 @@ def evaluate_ranking(
         return scored
 
     def progress(record: dict[str, Any]) -> dict[str, float]:
-        inverse_ranks.append(1.0 / record["rank"])
-        formats.append(record["format_rate"])
-        return {"mae": float(np.mean(inverse_ranks)), "coverage": float(np.mean(formats))}
+        gains.append(ndcg_at_k(record["rank"], 10))
+        parsed.append(bool(record["reward_breakdowns"][0]["format_ok"]))
+        return {"ndcg@10": float(np.mean(gains)), "coverage": float(np.mean(parsed))}
 
     seconds = _record_batches(path, todo, batch_size, score, records, total, on_record, progress)
     records.sort(key=lambda r: r["index"])

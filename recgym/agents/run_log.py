@@ -61,7 +61,7 @@ class RunLogger:
         columns = [
             ("step", "step", "{:d}"), ("reward", "reward", "{:.3f}"), ("format", "reward/format", "{:+.3f}"),
             ("accuracy", "reward/accuracy", "{:.3f}"), ("format rate", "format_rate", "{:.0%}"),
-            ("val MAE", "eval/mae", "{:.3f}"), ("val coverage", "eval/coverage", "{:.0%}"),
+            (*HEADLINES[_headline(self.records)], "{:.3f}"), ("val coverage", "eval/coverage", "{:.0%}"),
             ("tok/s", "tokens_per_second", "{:.0f}"), ("gen s", "time/generation", "{:.1f}"),
             ("learn s", "time/learning", "{:.1f}"),
         ]
@@ -70,7 +70,7 @@ class RunLogger:
         last_eval: dict[str, Any] = {}
         rows = []
         for r in self.records:
-            if "eval/mae" in r:
+            if is_eval_record(r):
                 last_eval = r
             if "reward" in r:
                 rows.append({**{k: v for k, v in last_eval.items() if k.startswith("eval/")}, **r})
@@ -85,6 +85,20 @@ class RunLogger:
             getattr(tracker, "close", lambda: None)()
 
 
+#: An evaluation's headline figure (``eval_record`` writes the one its metrics name) and its title.
+HEADLINES = {"eval/mae": ("val MAE", "eval/mae"), "eval/ndcg@10": ("val NDCG@10", "eval/ndcg@10")}
+
+
+def is_eval_record(record: dict[str, Any]) -> bool:
+    """An evaluation's line of ``metrics.jsonl`` (rating or ranking), not a training step's or the guard's."""
+    return any(key.startswith("eval/") for key in record)
+
+
+def _headline(records: list[dict[str, Any]]) -> str:
+    """``eval/ndcg@10`` for a ranking run's evaluations, else ``eval/mae``."""
+    return next((key for r in records if is_eval_record(r) for key in HEADLINES if key in r), "eval/mae")
+
+
 def _fmt(value: Any, fmt: str) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "-"
@@ -92,7 +106,7 @@ def _fmt(value: Any, fmt: str) -> str:
 
 
 def _one_line(record: dict[str, Any]) -> str:
-    keys = ("step", "reward", "format_rate", "eval/mae", "eval/coverage", "eval/format_rate", "time/step")
+    keys = ("step", "reward", "format_rate", *HEADLINES, "eval/coverage", "eval/format_rate", "time/step")
     return " ".join(f"{k}={record[k]:.4g}" if isinstance(record[k], float) else f"{k}={record[k]}"
                     for k in keys if k in record)
 
@@ -132,7 +146,8 @@ def _make_tracker(name: str, config: GRPOConfig) -> _Tracker:
 
 
 def plot_curves(records: list[dict[str, Any]], path: str | Path, baseline_mae: float | None = None) -> Path | None:
-    """Reward (and its parts), format rate, validation MAE and coverage against steps."""
+    """Reward (and its parts), format rate, the validation headline (MAE, or NDCG@10 for ranking)
+    and coverage against steps."""
     try:
         import matplotlib
 
@@ -141,7 +156,9 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path, baseline_mae: f
     except ImportError:
         return None
     train = [r for r in records if "reward" in r]
-    evals = [r for r in records if "eval/mae" in r]
+    evals = [r for r in records if is_eval_record(r)]
+    headline = _headline(records)
+    title = HEADLINES[headline][0].removeprefix("val ")
     fig, axes = plt.subplots(2, 3, figsize=(14, 7))
 
     def series(rows, key):
@@ -157,13 +174,13 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path, baseline_mae: f
     ax.plot(*series(evals, "eval/format_rate"), marker="o", label="validation (greedy)")
     ax.set_title("format rate"), ax.set_ylim(-0.05, 1.05), ax.legend()
     ax = axes[1, 0]
-    ax.plot(*series(evals, "eval/mae"), marker="o", label="model (fallback where unparsed)")
+    ax.plot(*series(evals, headline), marker="o", label="model (fallback where unparsed)")
     if baseline_mae is not None:
         ax.axhline(baseline_mae, color="grey", linestyle="--", label="user-average baseline")
-    ax.set_title("validation MAE"), ax.legend()
+    ax.set_title(f"validation {title}"), ax.legend()
     ax = axes[1, 1]
     ax.plot(*series(evals, "eval/coverage"), marker="o")
-    ax.set_title("validation coverage (rating parsed)"), ax.set_ylim(-0.05, 1.05)
+    ax.set_title("validation coverage (answer parsed)"), ax.set_ylim(-0.05, 1.05)
     ax = axes[0, 2]
     ax.plot(*series(train, "zero_std_group_frac"), marker=".")
     ax.set_title("share of sampled groups with zero reward variance"), ax.set_ylim(-0.05, 1.05)
@@ -179,14 +196,32 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path, baseline_mae: f
 
 
 def eval_record(result: Any, step: int) -> dict[str, Any]:
-    """A flat ``eval/*`` record from a :class:`recgym.agents.evaluation.EvalResult`."""
+    """A flat ``eval/*`` record from a :class:`recgym.agents.evaluation.EvalResult`: every figure of
+    its metrics (rating: MAE, RMSE, coverage, ...; ranking: NDCG@5/@10, HR@1/@5/@10, MRR, coverage,
+    format rate) and each baseline's headline figure, ``eval/baseline/<name>_<headline>``."""
+    headline = result.metrics.headline
     return {
         "step": step,
         **{f"eval/{k}": v for k, v in result.metrics.as_dict().items() if isinstance(v, int | float)},
         "eval/seconds": result.seconds,
-        **{f"eval/baseline/{name}_mae": m["mae"] for name, m in result.baselines.items()},
+        **{f"eval/baseline/{name}_{headline}": m[headline] for name, m in result.baselines.items()},
         **{f"eval/{k}": v for k, v in getattr(result, "episode_stats", {}).items()},  # multi-turn: tool calls, tokens read
     }
+
+
+#: The figures ``comparison_table`` shows after the shared ones (n, reward, format rate, coverage),
+#: by the records' headline: (title, key, format).
+_TABLE_FIGURES = {
+    "eval/mae": (("MAE", "eval/mae", "{:.3f}"), ("RMSE", "eval/rmse", "{:.3f}"),
+                 ("MAE parsed", "eval/mae_parsed", "{:.3f}"), ("pred. std", "eval/prediction_std", "{:.2f}")),
+    "eval/ndcg@10": (("NDCG@10", "eval/ndcg@10", "{:.3f}"), ("NDCG@5", "eval/ndcg@5", "{:.3f}"),
+                     ("HR@1", "eval/hr@1", "{:.3f}"), ("MRR", "eval/mrr", "{:.3f}")),
+}
+_TABLE_CAPTIONS = {
+    "eval/mae": "MAE/RMSE use the user's prior average (else item's, else global mean) where no rating parsed; "
+                "pred. std near 0: one rating for everyone",
+    "eval/ndcg@10": "unparsed rankings count in the prompt's (shuffled) order",
+}
 
 
 def comparison_table(rows: dict[str, dict[str, Any]], title: str = "validation, greedy decoding"):
@@ -194,24 +229,24 @@ def comparison_table(rows: dict[str, dict[str, Any]], title: str = "validation, 
     baselines found in the last record, all on the same samples."""
     from rich.table import Table
 
+    headline = _headline(list(rows.values()))
+    figures = _TABLE_FIGURES[headline]
     table = Table(title=title)
-    for column in ("predictor", "n", "mean reward", "format rate", "coverage", "MAE", "RMSE", "MAE parsed",
-                   "pred. std"):
+    for column in ("predictor", "n", "mean reward", "format rate", "coverage", *(f[0] for f in figures)):
         table.add_column(column, justify="left" if column == "predictor" else "right", no_wrap=True)
     last: dict[str, Any] = {}
     for name, r in rows.items():
         table.add_row(
             name, _fmt(r.get("eval/n"), "{:d}"), _fmt(r.get("eval/mean_reward"), "{:.3f}"),
             _fmt(r.get("eval/format_rate"), "{:.0%}"), _fmt(r.get("eval/coverage"), "{:.0%}"),
-            _fmt(r.get("eval/mae"), "{:.3f}"), _fmt(r.get("eval/rmse"), "{:.3f}"),
-            _fmt(r.get("eval/mae_parsed"), "{:.3f}"), _fmt(r.get("eval/prediction_std"), "{:.2f}"),
+            *(_fmt(r.get(key), fmt) for _, key, fmt in figures),
         )
         last = r
+    suffix = "_" + headline.removeprefix("eval/")
     for key, value in last.items():
-        if key.startswith("eval/baseline/"):
-            name = key.removeprefix("eval/baseline/").removesuffix("_mae")
+        if key.startswith("eval/baseline/") and key.endswith(suffix):
+            name = key.removeprefix("eval/baseline/").removesuffix(suffix)
             table.add_row(f"[dim]{name} (baseline)[/]", _fmt(last.get("eval/n"), "{:d}"), "-", "-", "100%",
-                          _fmt(value, "{:.3f}"), "-", "-", "-")
-    table.caption = ("MAE/RMSE use the user's prior average (else item's, else global mean) where no rating parsed; "
-                     "pred. std near 0: one rating for everyone")
+                          _fmt(value, "{:.3f}"), *["-"] * (len(figures) - 1))
+    table.caption = _TABLE_CAPTIONS[headline]
     return table

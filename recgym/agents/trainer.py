@@ -45,7 +45,7 @@ from recgym.agents.learner.loading import autocast, load_learner, reference_mode
 from recgym.agents.learner.logprobs import micro_batches, sequence_logprobs
 from recgym.agents.learner.weight_export import build_policy, sync_policy
 from recgym.agents.rollout.prompt_sampler import PromptSampler
-from recgym.agents.run_log import RunLogger, eval_record, plot_curves
+from recgym.agents.run_log import RunLogger, eval_record, is_eval_record, plot_curves
 from recgym.agents.types import RolloutBatch, SamplingParams
 
 #: Rollout metrics of multi-turn environments that a training step logs.
@@ -189,7 +189,7 @@ class GRPOTrainer:
             cfg.to_yaml(Path(cfg.output_dir) / "config.yaml")
             logger.print(f"{self.world_size} process(es): {self.world_size * self.batch_size} completions per step "
                          f"({self.world_size} x {cfg.prompts_per_step} prompts x {cfg.group_size})")
-        evals = [r for r in logger.records if "eval/mae" in r] if logger else []
+        evals = [r for r in logger.records if is_eval_record(r)] if logger else []
         try:
             stop = False
             if self.step == 0 and cfg.eval_on_start:
@@ -462,7 +462,7 @@ class GRPOTrainer:
             self.accelerator.wait_for_everyone()
             checkpoints.load_weights(self.model, healthy_dir)
             sync_policy(self.policy, self.model)
-            record = next((r for r in reversed(evals) if r["step"] == healthy and "eval/mae" in r), None)
+            record = next((r for r in reversed(evals) if r["step"] == healthy and is_eval_record(r)), None)
             if self.is_main and record is not None:
                 evals.append({**record, "step": self.step, "eval/restored_from_step": healthy})
                 if healthy in self.eval_samples:

@@ -54,13 +54,13 @@ def run(args) -> int:
     total = len(env.unwrapped) if args.n is None else min(args.n, len(env.unwrapped))
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("MAE {task.fields[mae]}  coverage {task.fields[coverage]}"), TimeElapsedColumn(),
-        console=console, disable=args.quiet,
+        TextColumn("{task.fields[running]}"), TimeElapsedColumn(), console=console, disable=args.quiet,
     ) as progress:
-        task = progress.add_task(f"eval {args.split}", total=total, mae="-", coverage="-")
+        task = progress.add_task(f"eval {args.split}", total=total, running="")
 
-        def on_record(record, running):
-            progress.update(task, completed=running["done"], mae=fmt(running["mae"]), coverage=fmt(running["coverage"], ".2f"))
+        def on_record(record, running):  # rating: MAE and coverage; ranking: NDCG@10 and coverage
+            figures = "  ".join(f"{k} {fmt(v)}" for k, v in running.items() if k not in ("done", "total"))
+            progress.update(task, completed=running["done"], running=figures)
 
         try:
             result = evaluate(
