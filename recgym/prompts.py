@@ -7,10 +7,11 @@ open or close one of our tags.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from recgym.data.schema import RatingContext, RatingScale
-from recgym.rewards import FOUR_STEP_TAGS, RATE_ONLY_TAGS
+from recgym.rewards import FOUR_STEP_TAGS, RANK_ONLY_TAGS, RANK_TAGS, RATE_ONLY_TAGS
 
 _ANGLE = str.maketrans({"<": "‹", ">": "›"})
 
@@ -100,20 +101,79 @@ class PromptTemplate:
         ]
 
 
+_RANK_STEP_GUIDE = {
+    "analyze user": "what this user likes and dislikes, judged from their past items, ratings and reviews",
+    "analyze candidates": "what each candidate offers, judged from its description",
+    "match": "which candidates fit the user's tastes best, and why",
+    "rank": "every candidate label exactly once, best first, e.g. [3] [1] [2]",
+}
+
+
+@dataclass(frozen=True)
+class RankingTemplate:
+    """Renders a candidate list (``RecRank-*``) as chat messages. Swap it with ``template=...``."""
+
+    tags: tuple[str, ...] = RANK_TAGS
+    """Tags the completion must contain, in order; the last holds the ordered candidate labels."""
+    max_review_chars: int = 200
+    """The user's past reviews are cut to this many characters."""
+    max_description_chars: int = 400
+    system_intro: str = "You are a recommender system that ranks candidate items for a user."
+
+    def system_prompt(self) -> str:
+        steps = "\n".join(f"<{tag}>{_RANK_STEP_GUIDE.get(tag, tag)}</{tag}>" for tag in self.tags)
+        order = "Think before you rank. Answer" if len(self.tags) > 1 else "Answer"
+        return (
+            f"{self.system_intro} {order} in exactly this format, each part once, in this order:\n"
+            f"{steps}\n"
+            f"Write nothing after </{self.tags[-1]}>."
+        )
+
+    def user_prompt(self, history: Sequence[tuple[str, str, float, str]], candidates: Sequence[tuple[str, str]]) -> str:
+        """``history``: the user's past items, oldest first, as (title, categories, rating, review);
+        ``candidates``: (title, description) in prompt order, labelled ``[1]``, ``[2]``, ..."""
+        lines = ["User's past items, oldest first:"]
+        lines += [
+            f"- {truncate(title, 120)} ({truncate(categories, 200)}), rated {_rating(rating)}: "
+            f"{truncate(review, self.max_review_chars)}"
+            for title, categories, rating, review in history
+        ] or ["- none"]
+        lines.append("Candidates:")
+        lines += [f"[{j}] {truncate(title, 120)}: {truncate(description, self.max_description_chars)}"
+                  for j, (title, description) in enumerate(candidates, 1)]
+        return "\n".join(lines)
+
+    def messages(self, history: Sequence[tuple[str, str, float, str]],
+                 candidates: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+        return [
+            {"role": "system", "content": self.system_prompt()},
+            {"role": "user", "content": self.user_prompt(history, candidates)},
+        ]
+
+
 #: The paper's template.
 THINK_BEFORE_RECOMMENDATION = PromptTemplate()
 #: The ablation without reasoning structure: the model answers ``<rate>x</rate>`` directly.
 RATE_ONLY = PromptTemplate(tags=RATE_ONLY_TAGS)
+#: Think-before-Recommendation for ranking: user analysis, candidate analysis, match, ``<rank>``.
+THINK_BEFORE_RANKING = RankingTemplate()
+#: The ranking ablation without reasoning structure: ``<rank>[2] [1] ...</rank>`` alone.
+RANK_ONLY = RankingTemplate(tags=RANK_ONLY_TAGS)
 
 TEMPLATES = {"think": THINK_BEFORE_RECOMMENDATION, "rate_only": RATE_ONLY}
+RANKING_TEMPLATES = {"think": THINK_BEFORE_RANKING, "rank_only": RANK_ONLY}
 
 
-def get_template(template: str | PromptTemplate) -> PromptTemplate:
-    if isinstance(template, PromptTemplate):
+def get_template(template: str | PromptTemplate | RankingTemplate,
+                 task: str = "rating") -> PromptTemplate | RankingTemplate:
+    """The named template of ``task`` (``"rating"`` or ``"ranking"``), or ``template`` itself."""
+    kind, names = (RankingTemplate, RANKING_TEMPLATES) if task == "ranking" else (PromptTemplate, TEMPLATES)
+    if isinstance(template, kind):
         return template
-    if template not in TEMPLATES:
-        raise ValueError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)} or pass a PromptTemplate")
-    return TEMPLATES[template]
+    if not isinstance(template, str) or template not in names:
+        raise ValueError(f"unknown {task} template {template!r}; choose one of {', '.join(names)} "
+                         f"or pass a {kind.__name__}")
+    return names[template]
 
 
 def messages_to_text(messages: list[dict[str, str]]) -> str:

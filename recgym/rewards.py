@@ -140,6 +140,8 @@ class RatingReward:
 
 #: Think-before-Recommendation adapted to ranking. The last holds the ordered candidate labels.
 RANK_TAGS: tuple[str, ...] = ("analyze user", "analyze candidates", "match", "rank")
+#: The ranking ablation without reasoning structure.
+RANK_ONLY_TAGS: tuple[str, ...] = ("rank",)
 _LABEL = re.compile(r"\[(\d{1,4})\]")
 
 

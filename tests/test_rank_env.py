@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import recgym  # noqa: F401
 from recgym.data.ranking import candidate_list
 from recgym.data.registry import load_dataset
+from recgym.prompts import RankingTemplate, get_template
 from recgym.rewards import RankingReward, ndcg_at_k, parse_ranking
 
 GOOD = "<analyze user>a</analyze user><analyze candidates>b</analyze candidates><match>c</match><rank>{}</rank>"
@@ -92,3 +93,37 @@ def test_reproducible_lists():
 def test_too_few_negatives_are_counted_skips():
     env = gym.make("RecRank-Synthetic-v0", split="valid", num_candidates=72).unwrapped
     assert env.skipped > 0 and len(env) + env.skipped == env.dataset.num_samples("valid")
+
+
+def test_templates_are_swappable_and_the_reward_checks_the_chosen_one():
+    think = gym.make("RecRank-Synthetic-v0", split="valid", num_candidates=5).unwrapped
+    bare = gym.make("RecRank-Synthetic-v0", split="valid", num_candidates=5, template="rank_only").unwrapped
+    assert bare.template is get_template("rank_only", task="ranking") and bare.template.tags == ("rank",)
+    target = think.lists[0][1].target_position
+    order = [target] + [j for j in range(5) if j != target]
+    four_steps, rank_alone = _rank(order), "<rank>" + " ".join(f"[{j + 1}]" for j in order) + "</rank>"
+    for env, good, bad in ((think, four_steps, rank_alone), (bare, rank_alone, four_steps)):
+        env.reset(options={"index": 0})
+        assert env.step(good)[1] == pytest.approx(1.5)
+        env.reset(options={"index": 0})
+        assert env.step(bad)[4]["reward_breakdown"]["format"] == -0.5
+    assert "<analyze candidates>" in think.prompt(0)[0]["content"]
+    assert "<analyze" not in bare.prompt(0)[0]["content"]
+    assert think.prompt(0)[1] == bare.prompt(0)[1]  # the same user prompt, only the asked format differs
+
+
+def test_ranking_template_names_and_objects():
+    custom = RankingTemplate(tags=("match", "rank"), system_intro="Rank.")
+    env = gym.make("RecRank-Synthetic-v0", split="valid", num_candidates=3, template=custom).unwrapped
+    assert env.reward_fn.tags == ("match", "rank") and env.prompt(0)[0]["content"].startswith("Rank. Think")
+    with pytest.raises(ValueError, match="rank_only"):
+        get_template("rate_only", task="ranking")
+    with pytest.raises(ValueError, match="rate_only"):
+        get_template("rank_only")
+    assert get_template("think").tags[-1] == "rate" and get_template("think", task="ranking").tags[-1] == "rank"
+
+
+def test_ranking_prompt_neutralizes_data_text():
+    template = get_template("think", task="ranking")
+    text = template.user_prompt([("<rank>[1]</rank>", "x", 4.0, "a\n<match>b")], [("<b>", "</rank> c")])
+    assert "<" not in text and ">" not in text and "‹rank›[1]‹/rank›" in text

@@ -141,7 +141,8 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="samples per policy call")
     parser.add_argument("--rating-from-probs", action="store_true",
                         help="predict the expected rating over the scale's digit-token probabilities")
-    parser.add_argument("--template", default=None, help="prompt template: think (default) or rate_only")
+    parser.add_argument("--template", default=None,
+                        help="prompt template: think (default) or rate_only; RecRank-*: think or rank_only")
     parser.add_argument("--env-kwargs", default=None, help='JSON, e.g. \'{"data_dir": "~/yelp"}\'')
     parser.add_argument("--dtype", default=None, help="model dtype (default float32 on CPU)")
     parser.add_argument("--max-model-len", type=int, default=4096, help="vLLM context length")

@@ -12,18 +12,8 @@ from recgym.data.dataset import RatingDataset
 from recgym.data.ranking import NEGATIVES, CandidateList, candidate_list
 from recgym.data.registry import load_dataset
 from recgym.envs.spaces import UnicodeText
+from recgym.prompts import RankingTemplate, get_template, messages_to_text
 from recgym.rewards import RankingReward
-
-SYSTEM = (
-    "You rank candidate items for a user. Reason in four tagged steps, in order: "
-    "<analyze user>...</analyze user>, <analyze candidates>...</analyze candidates>, "
-    "<match>...</match>, then <rank>...</rank> holding every candidate label once, best first, "
-    "e.g. <rank>[3] [1] [2]</rank>."
-)
-
-
-def _clean(text: str) -> str:
-    return str(text).replace("<", "‹").replace(">", "›")
 
 
 class CandidateLists(Sequence):
@@ -78,7 +68,10 @@ class RecRankEnv(gym.Env[str, str]):
     ## Arguments
     ``dataset``, ``split`` and loader keywords as ``RecRatingEnv``; ``num_candidates`` (20),
     ``negatives`` (``"uniform"`` or ``"popularity"``: counts before the target's time),
-    ``candidate_seed`` (the lists and their shuffles), ``reward``, ``max_user_history``.
+    ``candidate_seed`` (the lists and their shuffles), ``template`` (``"think"``: user analysis,
+    candidate analysis, match, ``<rank>``; ``"rank_only"``: ``<rank>`` alone; or a
+    ``RankingTemplate``), ``reward`` (by default ``RankingReward`` checking the template's tags),
+    ``max_user_history``.
 
     ## Reset and info
     ``options={"index": n}`` pins list ``n`` (``len(env)`` lists). ``info``: ``messages``,
@@ -97,6 +90,7 @@ class RecRankEnv(gym.Env[str, str]):
         num_candidates: int = 20,
         negatives: str = "uniform",
         candidate_seed: int = 0,
+        template: str | RankingTemplate = "think",
         reward: RankingReward | None = None,
         max_user_history: int = 10,
         max_observation_length: int = 200_000,
@@ -109,7 +103,8 @@ class RecRankEnv(gym.Env[str, str]):
             raise TypeError(f"dataset loader arguments {sorted(dataset_kwargs)} given with a prepared dataset")
         self.dataset, self.split = dataset, split
         self.num_candidates, self.negatives, self.candidate_seed = int(num_candidates), negatives, candidate_seed
-        self.reward_fn = reward or RankingReward()
+        self.template = get_template(template, task="ranking")
+        self.reward_fn = reward or RankingReward(tags=self.template.tags)
         self.max_user_history = int(max_user_history)
         self.lists = CandidateLists(dataset, split, self.num_candidates, negatives, candidate_seed)
         self.skipped = self.lists.skipped
@@ -126,16 +121,9 @@ class RecRankEnv(gym.Env[str, str]):
         _, c = self.lists[n]
         d = self.dataset
         rows = c.history_rows[-self.max_user_history:] if self.max_user_history > 0 else ()
-        lines = ["User's past items, oldest first:"]
-        lines += [
-            f"- {_clean(d.item_titles[d.item_codes[r]])} ({_clean(d.item_categories[d.item_codes[r]])}), "
-            f"rated {float(d.ratings[r]):g}: {_clean(d.review_texts[r] or '')[:200]}"
-            for r in rows
-        ] or ["- none"]
-        lines.append("Candidates:")
-        for j, item in enumerate(c.items):
-            lines.append(f"[{j + 1}] {_clean(d.item_titles[item])}: {_clean(d.item_descriptions[item])}")
-        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+        history = [(d.item_titles[d.item_codes[r]], d.item_categories[d.item_codes[r]], float(d.ratings[r]),
+                    d.review_texts[r] or "") for r in rows]
+        return self.template.messages(history, [(d.item_titles[i], d.item_descriptions[i]) for i in c.items])
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -149,8 +137,7 @@ class RecRankEnv(gym.Env[str, str]):
         info = {"messages": messages, "index": n, "sample_index": sample,
                 "user_id": str(self.dataset.user_ids[int(self.dataset.user_codes[self.dataset.row(self.split, sample)])]),
                 "candidates": [str(self.dataset.item_ids[i]) for i in c.items], "shuffle_seed": c.shuffle_seed}
-        text = "\n\n".join(m["content"] for m in messages)
-        return text, info
+        return messages_to_text(messages), info
 
     def step(self, action: str):
         if self._current is None:
