@@ -6,6 +6,12 @@ GRPO learner's :func:`~recgym.agents.learner.logprobs.sequence_logprobs`): the s
 the ``[rows, prompt + completion, vocab]`` logits and per-token entropy and accuracy it builds
 (``bench/sft_step.py``). The output directory is a full checkpoint that the GRPO trainer starts
 from (``model: <output_dir>``).
+
+**Multi-turn rows** (a tool env's episodes: a ``completion`` of the assistant's turns with the tool
+results between them) are tokenized by :func:`episode_tokens`, which replays the conversation
+through the rollout's own :func:`~recgym.agents.rollout.episodes.run_episodes`: the token layout and
+the loss mask are the ones GRPO trains multi-turn episodes on (the assistant's tokens and their
+EOS; never the prompt or a tool result).
 """
 
 from __future__ import annotations
@@ -55,14 +61,83 @@ class SFTTrainConfig(ConfigMixin):
     seed: int = 0
 
 
-def load_sft_data(path: str | Path):
-    """The cold-start JSONL as a ``datasets.Dataset`` with just ``prompt`` and ``completion``."""
-    from datasets import Dataset
-
+def read_sft_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The cold-start JSONL's rows, each with ``prompt`` and ``completion`` chat messages."""
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     if not rows:
         raise ValueError(f"{path} holds no training rows (did make-data keep any?)")
-    return Dataset.from_dict({"prompt": [r["prompt"] for r in rows], "completion": [r["completion"] for r in rows]})
+    for n, row in enumerate(rows, 1):
+        completion = row.get("completion") if isinstance(row, dict) else None
+        if not row.get("prompt") or not completion or completion[0].get("role") != "assistant":
+            raise ValueError(f"{path}, row {n}: needs a prompt and a completion that starts with an assistant turn")
+    return rows
+
+
+def is_multi_turn(row: dict[str, Any]) -> bool:
+    """A row whose completion holds more than one turn (a tool env's episode)."""
+    return len(row["completion"]) > 1
+
+
+def load_sft_data(path: str | Path, tokenizer: Any = None):
+    """The cold-start JSONL as a ``datasets.Dataset``: ``prompt`` and ``completion`` for single-turn
+    rows (TRL tokenizes them); ``input_ids`` and ``completion_mask`` (:func:`episode_tokens`, with
+    ``tokenizer``) when any row is a multi-turn episode."""
+    from datasets import Dataset
+
+    rows = read_sft_rows(path)
+    if not any(is_multi_turn(r) for r in rows):
+        return Dataset.from_dict({"prompt": [r["prompt"] for r in rows], "completion": [r["completion"] for r in rows]})
+    if tokenizer is None:
+        raise ValueError(f"{path} holds multi-turn episodes: tokenizing them needs the model's tokenizer")
+    tokens = [episode_tokens(tokenizer, r["prompt"], r["completion"]) for r in rows]
+    return Dataset.from_dict({"input_ids": [t[0] for t in tokens], "completion_mask": [t[1] for t in tokens]})
+
+
+class _ReplayPolicy:
+    """Plays recorded assistant turns at the token level (their tokens, then EOS, as a model that
+    stopped would have sampled them)."""
+
+    supports_token_ids = True
+
+    def __init__(self, tokenizer: Any, turns: list[str]) -> None:
+        from recgym.agents.policies import PromptEncoder
+
+        self.tokenizer, self.encoder, self._turns = tokenizer, PromptEncoder(tokenizer), iter(turns)
+
+    def generate_from_ids(self, contexts, n=1, sampling=None):
+        from recgym.agents.types import Completion
+
+        out = []
+        for ids in contexts:
+            text = next(self._turns)
+            own = [*self.tokenizer(text, add_special_tokens=False)["input_ids"], self.tokenizer.eos_token_id]
+            out.append([Completion(text, list(ids), own, [0.0] * len(own), "stop")])
+        return out
+
+
+def episode_tokens(tokenizer: Any, prompt: list[dict[str, str]], completion: list[dict[str, str]]
+                   ) -> tuple[list[int], list[int]]:
+    """Token ids of a recorded conversation and its loss mask (1 on the assistant's own tokens),
+    laid out by the rollout (:func:`~recgym.agents.rollout.episodes.run_episodes` replaying the
+    turns; the mask is its ``Episode.own``). Messages after the last assistant turn are dropped."""
+    from recgym.agents.rollout.episodes import run_episodes
+    from recgym.agents.types import SamplingParams
+
+    turns: list[tuple[str, list[dict[str, str]]]] = []
+    for message in completion:
+        if message["role"] == "assistant":
+            turns.append((message["content"], []))
+        else:
+            turns[-1][1].append(message)
+    played = iter(range(len(turns)))
+
+    def step(actions):
+        k = next(played)
+        return [("", 0.0, k == len(turns) - 1, False, {"messages": turns[k][1]})]
+
+    policy = _ReplayPolicy(tokenizer, [text for text, _ in turns])
+    (episode,) = run_episodes(step, [{"messages": prompt}], policy, SamplingParams(temperature=0.0), token_level=True)
+    return episode.context, [0] * len(episode.prompt_ids) + [int(own) for own in episode.own]
 
 
 def split_prompt_completion(input_ids, attention_mask, labels, pad_token_id: int = 0):
@@ -159,7 +234,7 @@ def build_sft_trainer(config: SFTTrainConfig, model: Any = None, tokenizer: Any 
         use_cpu=not torch.cuda.is_available(),
         bf16=config.dtype == "bfloat16",
     )
-    return _completion_logits_sft_trainer()(model=model, args=args, train_dataset=load_sft_data(config.data),
+    return _completion_logits_sft_trainer()(model=model, args=args, train_dataset=load_sft_data(config.data, tokenizer),
                                             processing_class=tokenizer, peft_config=peft_config)
 
 

@@ -27,21 +27,24 @@ def register(subparsers) -> None:
 
 def run_make_data(args) -> int:
     from recgym.agents.policies import POLICIES
-    from recgym.agents.teachers.cold_start import ColdStartConfig, run_cold_start
+    from recgym.agents.teachers.cold_start import SCRIPTED_TEACHERS, ColdStartConfig, run_cold_start
     from recgym.commands.train import check_env_id, config_from_args
 
     config = config_from_args(args, ColdStartConfig)
     check_env_id(config.env_id)
-    if config.teacher_policy not in POLICIES:
+    if config.teacher_policy not in (*POLICIES, "scripted"):
         raise CommandError(f"unknown policy {config.teacher_policy!r} for teacher_policy; choose one of "
-                           f"{', '.join(POLICIES)}")
+                           f"{', '.join(POLICIES)}, scripted")
+    if config.teacher_policy == "scripted" and config.teacher not in SCRIPTED_TEACHERS:
+        raise CommandError(f"unknown scripted teacher {config.teacher!r}; choose one of {', '.join(SCRIPTED_TEACHERS)} "
+                           "(similar_items plays the RecRatingTools-* envs)")
     report = run_cold_start(config)
     print(report.summary())
     return 0 if report.kept + report.rationalized else 1
 
 
 def run_train(args) -> int:
-    from recgym.agents.sft import SFTTrainConfig, load_sft_data, train_sft
+    from recgym.agents.sft import SFTTrainConfig, read_sft_rows, train_sft
     from recgym.commands.train import check_model, config_from_args
 
     config = config_from_args(args, SFTTrainConfig)
@@ -49,7 +52,7 @@ def run_train(args) -> int:
         raise CommandError(f"SFT data {config.data} does not exist: make it with `recgym sft make-data` "
                            "(or `python examples/train_recone.py`)")
     with given_values():  # a file without training rows
-        load_sft_data(config.data)
+        read_sft_rows(config.data)
     check_model(config.model)
     out = train_sft(config)
     print(f"SFT checkpoint: {out}  (start GRPO from it with --model {out})")

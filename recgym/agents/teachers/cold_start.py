@@ -7,6 +7,12 @@ offline the base model itself with several samples) writes the four-step reasoni
 teacher is asked again with the true rating given as a hint (*rationalization*); a valid answer is
 stored with the hint removed from the prompt. Samples with neither are *dropped*. Every row of
 the JSONL output carries its provenance (kept / rationalized, teacher, sample index, env).
+
+**Tool environments** (``RecRatingTools-*``, :func:`make_tool_cold_start_data`). The teacher plays
+whole episodes (``teacher_policy: scripted``, ``teacher: similar_items`` is the scripted tool agent);
+an episode is kept when it ends in an answer whose format holds within ``tolerance``. Its row's
+``completion`` is the rest of the conversation: the teacher's turns and the tool results between
+them, which ``recgym sft train`` masks out of the loss as the GRPO trainer does (no rationalization).
 """
 
 from __future__ import annotations
@@ -19,9 +25,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recgym.agents.config import ConfigMixin
+from recgym.agents.teachers.scripted import (
+    SimilarItemsToolPolicy,
+    SyntheticReasonerPolicy,
+    UserAveragePolicy,
+)
 from recgym.agents.types import Policy, SamplingParams
+
+#: The scripted teachers ``teacher_policy: scripted`` names (``similar_items`` plays tool envs).
+SCRIPTED_TEACHERS = {"similar_items": SimilarItemsToolPolicy, "reasoner": SyntheticReasonerPolicy,
+                     "user_average": UserAveragePolicy}
 
 HINT = (
     "\n\nHint for writing this example: the user's actual rating was {rating:g}. Reason step by step "
@@ -39,9 +55,10 @@ class ColdStartConfig(ConfigMixin):
     num_samples: int = 64
     """Training samples to write traces for (a seeded random subset)."""
     teacher: str = "smollm2-135m-instruct"
-    """Teacher model name/path (hf, vllm) or served model name (openai)."""
+    """Teacher model name/path (hf, vllm), served model name (openai), or with ``teacher_policy:
+    scripted`` a scripted teacher's name (``SCRIPTED_TEACHERS``; ``similar_items`` for a tool env)."""
     teacher_policy: str = "hf"
-    """hf, vllm or openai (an OpenAI-compatible server; set ``teacher_kwargs: {base_url: ...}``)."""
+    """hf, vllm, openai (an OpenAI-compatible server; set ``teacher_kwargs: {base_url: ...}``) or scripted."""
     teacher_kwargs: dict[str, Any] = field(default_factory=dict)
     samples_per_prompt: int = 4
     """Teacher attempts per sample (the first valid one is kept)."""
@@ -128,7 +145,7 @@ def make_cold_start_data(
             for index, messages, completions in zip(chunk, prompts, attempts):
                 found = _first_valid(env, index, completions, tolerance)
                 if found is not None:
-                    f.write(_row(index, messages, found, "kept", core, provenance) + "\n")
+                    f.write(_row(index, messages, _turn(found), found[1], "kept", core, provenance) + "\n")
                     counts["kept"] += 1
                 else:
                     pending.append((index, messages))
@@ -138,7 +155,7 @@ def make_cold_start_data(
                 for (index, messages), completions in zip(pending, retries):
                     found = _first_valid(env, index, completions, tolerance)
                     if found is not None:  # stored with the hint-free prompt
-                        f.write(_row(index, messages, found, "rationalized", core, provenance) + "\n")
+                        f.write(_row(index, messages, _turn(found), found[1], "rationalized", core, provenance) + "\n")
                         counts["rationalized"] += 1
                     else:
                         counts["dropped"] += 1
@@ -149,11 +166,15 @@ def make_cold_start_data(
                            time.perf_counter() - start)
 
 
-def _row(index: int, messages: list, found: tuple[Any, dict], how: str, core: Any, provenance: dict | None) -> str:
-    completion, info = found
+def _turn(found: tuple[Any, dict]) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": found[0].text}]
+
+
+def _row(index: int, messages: list, completion: list[dict[str, str]], info: dict, how: str, core: Any,
+         provenance: dict | None) -> str:
     return json.dumps({
         "prompt": messages,
-        "completion": [{"role": "assistant", "content": completion.text}],
+        "completion": completion,
         "target_rating": info["target_rating"],
         "parsed_rating": info["parsed_rating"],
         "reward": info["reward"],
@@ -163,6 +184,73 @@ def _row(index: int, messages: list, found: tuple[Any, dict], how: str, core: An
         "dataset": core.dataset.name,
         **(provenance or {}),
     })
+
+
+def _kept_episode(episode: Any, tolerance: float) -> bool:
+    info = episode.info
+    return (not episode.truncated and info.get("reward_breakdown", {}).get("format_ok", False)
+            and info.get("abs_error") is not None and info["abs_error"] <= tolerance)
+
+
+def make_tool_cold_start_data(
+    env: Any,
+    teacher: Policy,
+    indices: list[int],
+    output: str | Path,
+    *,
+    samples_per_prompt: int = 1,
+    tolerance: float = 0.5,
+    sampling: SamplingParams | None = None,
+    provenance: dict[str, Any] | None = None,
+    batch_size: int = 16,
+) -> ColdStartReport:
+    """:func:`make_cold_start_data` for a multi-turn tool env: the teacher plays ``samples_per_prompt``
+    episodes of each sample (all turn by turn together, each in its own copy of the env, as
+    evaluation plays them); the first kept one is written with the conversation after the prompt
+    as its ``completion``."""
+    import copy
+
+    from recgym.agents.rollout.episodes import list_stepper, run_episodes
+    from recgym.console import make_console
+
+    start = time.perf_counter()
+    sampling = sampling or SamplingParams(temperature=0.8, max_new_tokens=384)
+    core = env.unwrapped
+    counts: Counter[str] = Counter()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    with tmp.open("w") as f, Progress(TextColumn("tool-agent traces"), BarColumn(), MofNCompleteColumn(),
+                                      TimeElapsedColumn(), console=make_console(stderr=True)) as bar:
+        task = bar.add_task("traces", total=len(indices))
+        for first in range(0, len(indices), batch_size):
+            chunk = indices[first : first + batch_size]
+            envs = [copy.copy(core) for _ in range(len(chunk) * samples_per_prompt)]
+            resets = [e.reset(options={"index": chunk[k // samples_per_prompt]})[1] for k, e in enumerate(envs)]
+            episodes = run_episodes(list_stepper(envs), resets, teacher, sampling, samples_per_prompt,
+                                    end_episode=lambda k, reason, envs=envs: envs[k].end_episode(reason))
+            for n, index in enumerate(chunk):
+                played = episodes[n * samples_per_prompt : (n + 1) * samples_per_prompt]
+                kept = next((e for e in played if _kept_episode(e, tolerance)), None)
+                if kept is None:
+                    counts["dropped"] += 1
+                    continue
+                prompt = kept.reset_info["messages"]
+                info = kept.info
+                f.write(_row(index, prompt, kept.messages[len(prompt):], {**info, "reward": kept.reward}, "kept", core,
+                             {"num_calls": info["num_calls"], "tokens_read": info["tokens_read"], **(provenance or {})})
+                        + "\n")
+                counts["kept"] += 1
+            bar.advance(task, len(chunk))
+    tmp.replace(output)
+    return ColdStartReport(str(output), counts["kept"], 0, counts["dropped"], time.perf_counter() - start)
+
+
+def scripted_teacher(name: str) -> Policy:
+    """A scripted teacher by name (``SCRIPTED_TEACHERS``), with a one-line error for an unknown one."""
+    if name not in SCRIPTED_TEACHERS:
+        raise ValueError(f"unknown scripted teacher {name!r}; choose one of {', '.join(SCRIPTED_TEACHERS)}")
+    return SCRIPTED_TEACHERS[name]()
 
 
 def run_cold_start(config: ColdStartConfig, teacher: Policy | None = None) -> ColdStartReport:
@@ -175,13 +263,18 @@ def run_cold_start(config: ColdStartConfig, teacher: Policy | None = None) -> Co
     n = len(env.unwrapped)
     rng = np.random.default_rng(config.seed)
     indices = sorted(rng.choice(n, size=min(config.num_samples, n), replace=False).tolist())
-    if teacher is None:
+    if teacher is None and config.teacher_policy == "scripted":
+        teacher = scripted_teacher(config.teacher)
+    elif teacher is None:
         from recgym.agents.policies import make_policy
 
         teacher = make_policy(config.teacher_policy, config.teacher, **config.teacher_kwargs)
     sampling = SamplingParams(temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=config.seed)
+    provenance = {"teacher": config.teacher, "teacher_policy": config.teacher_policy, "env_id": config.env_id}
+    if getattr(env.unwrapped, "multi_turn", False):
+        return make_tool_cold_start_data(env, teacher, indices, config.output, samples_per_prompt=config.samples_per_prompt,
+                                         tolerance=config.tolerance, sampling=sampling, provenance=provenance)
     return make_cold_start_data(
         env, teacher, indices, config.output, samples_per_prompt=config.samples_per_prompt,
-        tolerance=config.tolerance, rationalize=config.rationalize, sampling=sampling,
-        provenance={"teacher": config.teacher, "teacher_policy": config.teacher_policy, "env_id": config.env_id},
+        tolerance=config.tolerance, rationalize=config.rationalize, sampling=sampling, provenance=provenance,
     )

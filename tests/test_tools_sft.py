@@ -1,0 +1,118 @@
+"""RecOne's multi-turn cold start: scripted tool-agent episodes as SFT data, the loss on the
+assistant's own turns only (the GRPO trainer's mask), and a checkpoint the tool env plays."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from tiny_lm import tiny_model, tiny_tokenizer
+
+import recgym  # noqa: F401
+from recgym.agents.sft import SFTTrainConfig, build_sft_trainer, episode_tokens, train_sft
+from recgym.agents.teachers.cold_start import ColdStartConfig, run_cold_start
+
+PROMPT = [{"role": "system", "content": "Rate items. Call tools as <call>name()</call>."},
+          {"role": "user", "content": "The target item: Title: Limi Garden. How will this user rate it?"}]
+CALL = "I should look at similar items. <call>similar_items(limit=2)</call>"
+RESULT = "Result of similar_items(limit=2):\n1. \"Kora\" rated 4. (similarity 0.91)\n2. \"Saba\" rated 2. (similarity 0.40)"
+ANSWER = ("<analyze user>Likes Kora.</analyze user><analyze item>Close to Kora.</analyze item>"
+          "<match>Alike.</match><rate>4</rate>")
+EPISODE = [{"role": "assistant", "content": CALL}, {"role": "user", "content": RESULT},
+           {"role": "assistant", "content": ANSWER}]
+
+
+def token_spans(ids: list[int], text: str, part: str) -> set[int]:
+    """Positions of the tokens of ``ids`` whose decoded characters overlap ``part`` inside ``text``."""
+    tok = tiny_tokenizer()
+    begin = text.index(part)
+    end = begin + len(part)
+    starts = [len(tok.decode(ids[:i])) for i in range(len(ids) + 1)]
+    return {i for i in range(len(ids)) if starts[i] < end and starts[i + 1] > begin}
+
+
+def write_rows(path, rows) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_two_turn_episode_mask_keeps_assistant_turns_and_drops_prompt_and_tool_result(tmp_path):
+    tok = tiny_tokenizer()
+    data = tmp_path / "episodes.jsonl"
+    write_rows(data, [{"prompt": PROMPT, "completion": EPISODE}] * 2)
+    config = SFTTrainConfig(data=str(data), output_dir=str(tmp_path / "sft"), max_steps=1, max_length=1024)
+    trainer = build_sft_trainer(config, tiny_model(), tok)
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    text = tok.decode(ids)
+    # the conversation is the chat template's rendering (the rollout's layout ends at the last EOS)
+    assert tok.apply_chat_template(PROMPT + EPISODE, tokenize=False).startswith(text)
+    labelled = {i for i, label in enumerate(labels) if label != -100}
+    call, answer = token_spans(ids, text, CALL), token_spans(ids, text, ANSWER)
+    eos = {max(call) + 1, max(answer) + 1}
+    assert all(ids[i] == tok.eos_token_id for i in eos)
+    assert labelled == call | answer | eos  # every assistant token and its EOS; nothing else
+    for part in (PROMPT[0]["content"], PROMPT[1]["content"], RESULT):
+        assert not token_spans(ids, text, part) & labelled
+    assert all(labels[i] == ids[i] for i in labelled)
+
+
+def test_episode_tokens_drops_messages_after_the_last_assistant_turn():
+    tok = tiny_tokenizer()
+    ids, mask = episode_tokens(tok, PROMPT, EPISODE)
+    cut_ids, cut_mask = episode_tokens(tok, PROMPT, EPISODE[:2])
+    assert RESULT not in tok.decode(cut_ids) and CALL in tok.decode(cut_ids)
+    assert cut_ids == ids[: len(cut_ids)] and cut_mask == mask[: len(cut_mask)]
+    assert cut_ids[-1] == tok.eos_token_id and cut_mask[-1] == 1
+
+
+def test_scripted_tool_agent_traces_are_multi_turn_rows(tmp_path):
+    out = tmp_path / "tools.jsonl"
+    report = run_cold_start(ColdStartConfig(env_id="RecRatingTools-Synthetic-v0", teacher_policy="scripted",
+                                            teacher="similar_items", num_samples=12, samples_per_prompt=1,
+                                            tolerance=0.5, output=str(out)))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert report.total == 12 and report.rationalized == 0 and len(rows) == report.kept > 0
+    for row in rows:
+        assert [m["role"] for m in row["prompt"]] == ["system", "user"]
+        assert [m["role"] for m in row["completion"]] == ["assistant", "user", "assistant"]
+        assert "<call>similar_items(limit=3)</call>" in row["completion"][0]["content"]
+        assert row["completion"][1]["content"].startswith("Result of similar_items(limit=3)")
+        assert abs(row["parsed_rating"] - row["target_rating"]) <= 0.5
+        assert row["num_calls"] == 1 and row["provenance"] == "kept" and row["teacher"] == "similar_items"
+
+
+def test_unknown_scripted_teacher_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    from recgym.cli import main
+
+    monkeypatch.delenv("RECGYM_DEBUG", raising=False)
+    with pytest.raises(ValueError, match="unknown scripted teacher 'nope'; choose one of similar_items"):
+        run_cold_start(ColdStartConfig(env_id="RecRatingTools-Synthetic-v0", teacher_policy="scripted",
+                                       teacher="nope", num_samples=1, output=str(tmp_path / "x.jsonl")))
+    assert main(["sft", "make-data", "--env_id", "RecRatingTools-Synthetic-v0", "--teacher_policy", "scripted",
+                 "--teacher", "nope", "--output", str(tmp_path / "x.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("recgym sft: error: unknown scripted teacher 'nope'") and "\n" not in err
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_sft_on_scripted_tool_traces_gives_a_checkpoint_the_tool_env_plays(tmp_path):
+    from recgym.agents.evaluation import evaluate
+    from recgym.agents.policies import make_policy
+    from recgym.agents.types import SamplingParams
+
+    data = tmp_path / "tools.jsonl"
+    run_cold_start(ColdStartConfig(env_id="RecRatingTools-Synthetic-v0", teacher_policy="scripted",
+                                   teacher="similar_items", num_samples=6, samples_per_prompt=1, tolerance=5.0,
+                                   output=str(data)))
+    config = SFTTrainConfig(data=str(data), output_dir=str(tmp_path / "sft"), max_steps=12, learning_rate=1e-2,
+                            per_device_train_batch_size=2, max_length=1024, lr_scheduler_type="constant")
+    out = train_sft(config, tiny_model(), tiny_tokenizer())
+    losses = [e["loss"] for e in json.loads((out / "sft_log.json").read_text()) if "loss" in e]
+    assert len(losses) == 12 and np.isfinite(losses).all() and losses[-1] < 0.7 * losses[0]
+    env = gym.make("RecRatingTools-Synthetic-v0", split="valid", max_turns=2)
+    result = evaluate(env, make_policy("hf", str(out)), n=2, batch_size=2, baselines=False,
+                      sampling=SamplingParams(temperature=0.0, max_new_tokens=4))
+    assert result.metrics.n == 2 and result.episode_stats["turns_mean"] >= 1
+    assert all(len(r["turns"]) == 1 for r in result.records)
