@@ -34,13 +34,15 @@ def load_environment(
     gym_id: str | None = None,
     **env_kwargs: Any,
 ):
-    """A ``verifiers.SingleTurnEnv`` over one split of a RecRating environment.
+    """A ``verifiers.SingleTurnEnv`` over one split of a RecRating or RecRank environment.
 
     Its dataset (and eval dataset) holds one row per sample: ``prompt`` (the chat messages the Gymnasium environment
-    shows), ``answer`` (the true rating, as text) and ``info`` (``target_rating``, ``scale`` as
-    ``[low, high, step]``, ``user_id``, ``item_id``, ``index``). Its rubric holds the environment's
-    reward in two parts, ``format_reward`` and ``accuracy_reward``, each with weight 1, so a
-    rollout's reward is exactly what ``env.step`` gives for the same completion.
+    shows), ``answer`` (the true rating, as text; ranking: the true item's label) and ``info``
+    (``target_rating``, ``scale`` as ``[low, high, step]``, ``user_id``, ``item_id``, ``index``;
+    ranking: ``target_position``, ``num_candidates``, ``user_id``, ``index``). Its rubric holds the
+    environment's reward in two parts, ``format_reward`` and ``accuracy_reward`` (ranking:
+    ``ndcg_reward``), each with weight 1, so a rollout's reward is exactly what ``env.step`` gives
+    for the same completion.
 
     Args:
         env_id: a registered ``RecRating-*-v0`` id.
@@ -58,7 +60,7 @@ def load_environment(
     import gymnasium as gym
 
     import recgym  # noqa: F401  (registers the environments)
-    from recgym.integrations.trl import env_to_dataset, reward_functions
+    from recgym.integrations.trl import env_to_dataset, reward_function_class, reward_functions
 
     env_id = gym_id or env_id
     env = gym.make(env_id, split=split, **env_kwargs)
@@ -66,36 +68,43 @@ def load_environment(
     if getattr(env.unwrapped, "multi_turn", False):
         return _tools_environment(vf, env.unwrapped, env_id, split, num_samples, seed, env_args)
     rows = env_to_dataset(env, split, num_samples=num_samples, seed=seed)
+    columns = reward_function_class(env.unwrapped.reward_fn).COLUMNS
     dataset = rows.map(
-        lambda row: {
-            "answer": format(row["target_rating"], "g"),
-            "info": {
-                "target_rating": row["target_rating"],
-                "scale": [row["scale_low"], row["scale_high"], row["scale_step"]],
-                "user_id": row["user_id"],
-                "item_id": row["item_id"],
-                "index": row["index"],
-            },
-            "task": env_id,
-        },
+        lambda row: {"answer": _answer(row), "info": _info(row, columns), "task": env_id},
         remove_columns=[c for c in rows.column_names if c != "prompt"],
     )
     funcs = [_per_rollout(f) for f in reward_functions(env)]
     return vf.SingleTurnEnv(
         dataset=dataset,
         eval_dataset=dataset,  # verifiers' evaluate reads this one
-        rubric=vf.Rubric(funcs=funcs, weights=[1.0, 1.0]),
+        rubric=vf.Rubric(funcs=funcs, weights=[1.0] * len(funcs)),
         env_id=VERIFIERS_ID,
         env_args=env_args,
     )
+
+
+_SCALE = ("scale_low", "scale_high", "scale_step")
+
+
+def _answer(row: dict[str, Any]) -> str:
+    """The true rating as text; ranking: the true item's label, e.g. ``[3]``."""
+    return format(row["target_rating"], "g") if "target_rating" in row else f"[{row['target_position'] + 1}]"
+
+
+def _info(row: dict[str, Any], columns: tuple[str, ...]) -> dict[str, Any]:
+    """A row's reward columns (the scale as ``[low, high, step]``), ``user_id``, ``item_id``, ``index``."""
+    info = {k: row[k] for k in columns if k not in _SCALE}
+    if "scale_low" in columns:
+        info["scale"] = [row[k] for k in _SCALE]
+    return {**info, **{k: row[k] for k in ("user_id", "item_id", "index") if k in row}}
 
 
 def _per_rollout(batch_reward: Callable[..., list[float]]) -> Callable[..., float]:
     """A verifiers reward function (one rollout) from a TRL-style one (a batch of completions)."""
 
     def reward(completion: Any, info: dict[str, Any], **kwargs: Any) -> float:
-        low, high, step = info["scale"]
-        return batch_reward([completion], [info["target_rating"]], [low], [high], [step])[0]
+        values = {**info, **dict(zip(_SCALE, info.get("scale", ())))}
+        return batch_reward([completion], **{k: [values[k]] for k in batch_reward.COLUMNS})[0]
 
     reward.__name__ = batch_reward.__name__
     return reward

@@ -77,7 +77,8 @@ class RecRankEnv(gym.Env[str, str]):
     ``options={"index": n}`` pins list ``n`` (``len(env)`` lists). ``info``: ``messages``,
     ``index``, ``sample_index``, ``user_id``, ``candidates`` (item ids in prompt order),
     ``shuffle_seed``; never the target. ``step`` adds ``reward_breakdown`` (``format``, ``ndcg``,
-    ``total``, ``rank_of_target``, ``format_ok``) and ``rank_of_target``.
+    ``total``, ``rank_of_target``, ``format_ok``), ``rank_of_target`` and ``abs_error`` (the
+    target's distance from the top, ``rank - 1``: what the cold start's ``tolerance`` bounds).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
@@ -147,6 +148,6 @@ class RecRankEnv(gym.Env[str, str]):
         _, c = self.lists[self._current]
         breakdown = self.reward_fn(action, c.target_position, len(c.items))
         info = {"index": self._current, "reward_breakdown": breakdown,
-                "rank_of_target": breakdown["rank_of_target"]}
+                "rank_of_target": breakdown["rank_of_target"], "abs_error": breakdown["rank_of_target"] - 1}
         self._current = None
         return "", float(breakdown["total"]), True, False, info

@@ -1,11 +1,12 @@
-"""Run TRL's ``GRPOTrainer`` on a RecRating environment.
+"""Run TRL's ``GRPOTrainer`` on a RecRating or RecRank environment.
 
 ``env_to_dataset`` renders an environment's samples into a ``datasets.Dataset`` with a
-conversational ``prompt`` column plus the columns the reward needs (``target_rating`` and the
-scale); ``reward_functions`` returns the environment's reward split into its format and accuracy
-parts, so TRL logs each under its own name (``rewards/format_reward``, ``rewards/accuracy_reward``)
-and sums them into the same total the environment's ``step`` gives. Everything TRL offers then
-applies: vLLM colocate or server mode, DeepSpeed/FSDP, PEFT::
+conversational ``prompt`` column plus the columns the env's reward needs (ratings: ``target_rating``
+and the scale; ranking: ``target_position`` and ``num_candidates``); ``reward_functions`` returns
+the environment's reward split into its parts (format and accuracy; ranking: format and ndcg), so
+TRL logs each under its own name (``rewards/format_reward``, ``rewards/accuracy_reward``) and sums
+them into the same total the environment's ``step`` gives. Everything TRL offers then applies:
+vLLM colocate or server mode, DeepSpeed/FSDP, PEFT::
 
     from trl import GRPOConfig, GRPOTrainer
     from recgym.integrations.trl import env_to_dataset, reward_functions
@@ -22,7 +23,7 @@ from typing import Any
 import gymnasium as gym
 
 from recgym.data.schema import RatingScale
-from recgym.rewards import RatingReward
+from recgym.rewards import RankingReward, RatingReward
 
 REWARD_COLUMNS = ("target_rating", "scale_low", "scale_high", "scale_step")
 
@@ -42,32 +43,28 @@ def env_to_dataset(
     seed: int | None = None,
     **env_kwargs: Any,
 ):
-    """A ``datasets.Dataset`` with one row per sample of ``split``: ``prompt`` (chat messages),
-    ``target_rating``, ``scale_low``/``scale_high``/``scale_step``, ``user_id``, ``item_id``,
-    ``index``. ``num_samples`` takes the first ones (after a shuffle when ``seed`` is given)."""
+    """A ``datasets.Dataset`` with one row per sample (ranking: candidate list) of ``split``:
+    ``prompt`` (chat messages), the reward's columns (:func:`reward_function_class`'s ``COLUMNS``),
+    ``user_id``, ``item_id`` (rating envs) and ``index``. ``num_samples`` takes the first ones
+    (after a shuffle when ``seed`` is given)."""
     import numpy as np
     from datasets import Dataset
 
     env = _make_env(env, split, env_kwargs)
     core = env.unwrapped
+    columns = reward_function_class(core.reward_fn).columns
     indices = np.arange(len(core))
     if seed is not None:
         indices = np.random.default_rng(seed).permutation(indices)
     if num_samples is not None:
         indices = indices[:num_samples]
-    rows: dict[str, list[Any]] = {k: [] for k in ("prompt", *REWARD_COLUMNS, "user_id", "item_id", "index")}
-    targets = np.asarray(core.dataset.targets(core.split), dtype=float)
+    rows: dict[str, list[Any]] = {"prompt": [], "user_id": [], "index": []}
     for index in indices.tolist():
         _, info = env.reset(options={"index": index})
-        scale: RatingScale = info["scale"]
         rows["prompt"].append(info["messages"])
-        rows["target_rating"].append(float(targets[index]))
-        rows["scale_low"].append(float(scale.low))
-        rows["scale_high"].append(float(scale.high))
-        rows["scale_step"].append(float(scale.step))
-        rows["user_id"].append(str(info["user_id"]))
-        rows["item_id"].append(str(info["item_id"]))
-        rows["index"].append(int(index))
+        for key, value in {**columns(core, index, info), "user_id": str(info["user_id"]), "index": int(index),
+                           **({"item_id": str(info["item_id"])} if "item_id" in info else {})}.items():
+            rows.setdefault(key, []).append(value)
     return Dataset.from_dict(rows)
 
 
@@ -85,12 +82,23 @@ class RatingRewardFunction:
     function: ``f(completions, target_rating, scale_low, scale_high, scale_step, **kwargs) -> list[float]``.
     A class instance, not a closure, so TRL can pickle it for its worker processes."""
 
+    PARTS = ("format", "accuracy")
+    """The parts that sum to the env's reward."""
+    COLUMNS = REWARD_COLUMNS
+
     def __init__(self, part: str, reward: RatingReward | None = None) -> None:
-        if part not in ("format", "accuracy", "total"):
-            raise ValueError(f"part must be format, accuracy or total, got {part!r}")
+        if part not in (*self.PARTS, "total"):
+            raise ValueError(f"part must be one of {', '.join(self.PARTS)}, total; got {part!r}")
         self.part = part
         self.reward = reward or RatingReward()
         self.__name__ = f"{part}_reward"  # TRL logs rewards/<__name__>
+
+    @staticmethod
+    def columns(core: Any, index: int, info: dict[str, Any]) -> dict[str, float]:
+        """The reward's columns of one sample of a RecRating env."""
+        scale: RatingScale = info["scale"]
+        return {"target_rating": float(core.dataset.target(core.split, index)), "scale_low": float(scale.low),
+                "scale_high": float(scale.high), "scale_step": float(scale.step)}
 
     def __call__(self, completions: list[Any], target_rating: list[float], scale_low: list[float],
                  scale_high: list[float], scale_step: list[float], **kwargs: Any) -> list[float]:
@@ -101,10 +109,42 @@ class RatingRewardFunction:
         return out
 
 
-def reward_functions(env: str | gym.Env | None = None, reward: RatingReward | None = None,
-                     **env_kwargs: Any) -> list[RatingRewardFunction]:
-    """``[format_reward, accuracy_reward]`` for ``GRPOTrainer(reward_funcs=...)``. With ``env``,
-    the environment's own reward (its template's tags) is used; equal weights sum to its total."""
+class RankingRewardFunction:
+    """One part (``"format"``, ``"ndcg"`` or ``"total"``) of a ``RankingReward`` as a TRL reward
+    function: ``f(completions, target_position, num_candidates, **kwargs) -> list[float]``."""
+
+    PARTS = ("format", "ndcg")
+    COLUMNS = ("target_position", "num_candidates")
+
+    def __init__(self, part: str, reward: RankingReward | None = None) -> None:
+        if part not in (*self.PARTS, "total"):
+            raise ValueError(f"part must be one of {', '.join(self.PARTS)}, total; got {part!r}")
+        self.part = part
+        self.reward = reward or RankingReward()
+        self.__name__ = f"{part}_reward"
+
+    @staticmethod
+    def columns(core: Any, index: int, info: dict[str, Any]) -> dict[str, int]:
+        """The reward's columns of one candidate list of a RecRank env (never shown to the model)."""
+        return {"target_position": int(core.lists[index][1].target_position), "num_candidates": len(info["candidates"])}
+
+    def __call__(self, completions: list[Any], target_position: list[int], num_candidates: list[int],
+                 **kwargs: Any) -> list[float]:
+        return [float(self.reward(completion_text(c), int(t), int(n))[self.part])
+                for c, t, n in zip(completions, target_position, num_candidates)]
+
+
+def reward_function_class(reward: Any) -> type[RatingRewardFunction | RankingRewardFunction]:
+    """The TRL reward function class for an env's reward (``RankingReward`` or a rating reward)."""
+    return RankingRewardFunction if isinstance(reward, RankingReward) else RatingRewardFunction
+
+
+def reward_functions(env: str | gym.Env | None = None, reward: RatingReward | RankingReward | None = None,
+                     **env_kwargs: Any) -> list[RatingRewardFunction] | list[RankingRewardFunction]:
+    """``[format_reward, accuracy_reward]`` (ranking: ``[format_reward, ndcg_reward]``) for
+    ``GRPOTrainer(reward_funcs=...)``. With ``env``, the environment's own reward (its template's
+    tags) is used; equal weights sum to its total."""
     if reward is None and env is not None:
         reward = _make_env(env, "train", env_kwargs).unwrapped.reward_fn
-    return [RatingRewardFunction("format", reward), RatingRewardFunction("accuracy", reward)]
+    cls = reward_function_class(reward)
+    return [cls(part, reward) for part in cls.PARTS]

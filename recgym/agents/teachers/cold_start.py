@@ -30,14 +30,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from recgym.agents.config import ConfigMixin
 from recgym.agents.teachers.scripted import (
     SimilarItemsToolPolicy,
+    SyntheticRankerPolicy,
     SyntheticReasonerPolicy,
     UserAveragePolicy,
 )
 from recgym.agents.types import Policy, SamplingParams
 
-#: The scripted teachers ``teacher_policy: scripted`` names (``similar_items`` plays tool envs).
+#: The scripted teachers ``teacher_policy: scripted`` names (``similar_items`` plays tool envs,
+#: ``ranker`` ranks ``RecRank-Synthetic-v0`` lists).
 SCRIPTED_TEACHERS = {"similar_items": SimilarItemsToolPolicy, "reasoner": SyntheticReasonerPolicy,
-                     "user_average": UserAveragePolicy}
+                     "user_average": UserAveragePolicy, "ranker": SyntheticRankerPolicy}
 
 HINT = (
     "\n\nHint for writing this example: the user's actual rating was {rating:g}. Reason step by step "
@@ -63,9 +65,10 @@ class ColdStartConfig(ConfigMixin):
     samples_per_prompt: int = 4
     """Teacher attempts per sample (the first valid one is kept)."""
     tolerance: float = 0.5
-    """A trace is kept when ``|rating - truth| <= tolerance`` and its format holds."""
+    """A trace is kept when ``|rating - truth| <= tolerance`` and its format holds (``RecRank-*``: the
+    env's ``abs_error``, the target's distance from the top, ``rank - 1``)."""
     rationalize: bool = True
-    """Ask again with the true rating as a hint when no attempt is kept."""
+    """Ask again with the true rating as a hint when no attempt is kept (envs with a rating scale only)."""
     temperature: float = 0.8
     max_new_tokens: int = 384
     output: str = "runs/sft/cold_start.jsonl"
@@ -131,6 +134,7 @@ def make_cold_start_data(
     sampling = sampling or SamplingParams(temperature=0.8, max_new_tokens=384)
     core = env.unwrapped
     tag = core.template.tags[-1]
+    rationalize = rationalize and hasattr(core, "scale")  # the hint is a rating; ranking envs have none
     targets = np.asarray(core.dataset.targets(core.split), dtype=float)
     counts: Counter[str] = Counter()
     output = Path(output)
@@ -175,8 +179,7 @@ def _row(index: int, messages: list, completion: list[dict[str, str]], info: dic
     return json.dumps({
         "prompt": messages,
         "completion": completion,
-        "target_rating": info["target_rating"],
-        "parsed_rating": info["parsed_rating"],
+        **{key: info[key] for key in ("target_rating", "parsed_rating", "rank_of_target") if key in info},
         "reward": info["reward"],
         "provenance": how,
         "index": int(index),
