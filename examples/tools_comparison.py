@@ -10,17 +10,29 @@ reasoner (:class:`~recgym.agents.teachers.scripted.SyntheticReasonerPolicy`) pla
 fit the tool agent's mean budget of tokens read, then with the default 10, then with the whole
 history. Tokens are SmolLM2's, counted on what each agent reads: the task message (and the
 history pasted into it) plus every tool result.
+
+    python examples/tools_comparison.py recone [--config FILE] [--FIELD VALUE ...]
+
+RecOne for the tool agent (:class:`RecOneToolsSettings`): the base model, then after a multi-turn
+SFT cold start on the scripted tool agent's episodes, then after GRPO
+(``examples/configs/recone_tools_synthetic.yaml``), each evaluated greedily on the first ``n``
+validation samples, beside the scripted rows above on the same samples, with paired standard errors.
 """
 
-from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 import recgym  # noqa: F401  (registers the environments)
+from recgym.agents.config import ConfigMixin
 from recgym.agents.evaluation import evaluate
 from recgym.agents.teachers.scripted import (
     SimilarItemsToolPolicy,
@@ -47,13 +59,21 @@ def row(name: str, result, tokens: float, calls: float) -> dict:
             "format_rate": m.format_rate, "tool_calls": calls, "tokens_read": tokens}
 
 
-def main(n: int = 300, split: str = "test", count=None) -> list[dict]:
+def sample_errors(result) -> np.ndarray:
+    """Per sample, in index order: the prediction (its fallback where unparseable) minus the truth."""
+    return np.array([r["prediction_or_fallback"] - r["target"] for r in sorted(result.records, key=lambda r: r["index"])])
+
+
+def main(n: int = 300, split: str = "test", count=None, errors: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """The scripted rows; ``errors`` (when given) receives each agent's :func:`sample_errors`."""
     count = count or token_counter()
+    errors = {} if errors is None else errors
     rows = []
     tools_env = gym.make("RecRatingTools-Synthetic-v0", split=split, token_counter=count)
     tool = evaluate(tools_env, SimilarItemsToolPolicy(), n=n, batch_size=50)
     budget = tool.episode_stats["tokens_read_mean"]
     rows.append(row("tools: similar_items(limit=3), then rate", tool, budget, tool.episode_stats["tool_calls_mean"]))
+    errors[rows[-1]["agent"]] = sample_errors(tool)
 
     def single(history: int):
         return gym.make("RecRating-SyntheticLong-v0", split=split, max_user_history=history, max_item_history=0)
@@ -66,6 +86,7 @@ def main(n: int = 300, split: str = "test", count=None) -> list[dict]:
         for policy in (SyntheticReasonerPolicy(), UserAveragePolicy()):
             result = evaluate(env, policy, n=n, baselines=False)
             rows.append(row(f"single turn, newest {history} reviews ({label}): {policy.name}", result, tokens, 0.0))
+            errors[rows[-1]["agent"]] = sample_errors(result)
     for name, scores in tool.baselines.items():
         rows.append({"agent": f"baseline: {name}", "n": scores["n"], "mae": scores["mae"], "rmse": scores["rmse"],
                      "coverage": 1.0, "format_rate": None, "tool_calls": None, "tokens_read": None})
@@ -84,7 +105,123 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+@dataclass
+class RecOneToolsSettings(ConfigMixin):
+    """RecOne on the tool env, measured (``python examples/tools_comparison.py recone``)."""
+
+    grpo_config: str = "examples/configs/recone_tools_synthetic.yaml"
+    """The GRPO stage: its ``env_id`` is the tool env, its ``model`` where the SFT checkpoint goes."""
+    base_model: str = "smollm2-135m-instruct"
+    policy: str = "vllm"
+    """One engine (built with the GRPO config's ``policy_kwargs``) samples every stage and evaluation
+    (``hf`` for tests)."""
+    n: int = 200
+    """The first ``n`` samples of ``split`` that every row is evaluated on."""
+    split: str = "valid"
+    cold_start_samples: int = 128
+    """Training samples the scripted tool agent plays (those within ``tolerance`` are kept)."""
+    tolerance: float = 0.5
+    sft_epochs: float = 2.0
+    sft_learning_rate: float = 5e-5
+    sft_max_length: int = 1024
+    """Tokens per SFT episode (SmolLM2's tool episodes are about 750)."""
+    grpo_overrides: dict[str, Any] = field(default_factory=dict)
+    """GRPOConfig fields replacing the file's (a smoke run: ``{max_steps: 1, group_size: 2}``)."""
+    eval_batch_size: int = 50
+    output: str = "runs/recone_tools/summary.json"
+
+
+def recone_tools(s: RecOneToolsSettings, count=None) -> dict[str, Any]:
+    """Base, SFT and GRPO rows on the tool env beside the scripted rows, with paired SEs; also
+    written to ``s.output``."""
+    from recgym.agents.config import GRPOConfig
+    from recgym.agents.policies import make_policy
+    from recgym.agents.sft import SFTTrainConfig, train_sft
+    from recgym.agents.teachers.cold_start import ColdStartConfig, run_cold_start
+    from recgym.agents.trainer import GRPOTrainer
+    from recgym.agents.types import SamplingParams
+    from recgym.console import make_console
+    from recgym.metrics import paired_change_text, paired_difference
+
+    console = make_console()
+    count = count or token_counter()
+    config = dataclasses.replace(GRPOConfig.from_yaml(s.grpo_config), policy=s.policy, **s.grpo_overrides)
+    out = Path(s.output).parent
+    env = gym.make(config.env_id, split=s.split, token_counter=count, **config.env_kwargs)
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=config.eval_max_new_tokens)
+    errors: dict[str, np.ndarray] = {}
+    rows: list[dict] = []
+
+    def measure(name: str, stage: str, policy) -> None:
+        result = evaluate(env, policy, n=s.n, sampling=greedy, batch_size=s.eval_batch_size, baselines=False,
+                          out=out / f"eval_{stage}.jsonl", resume=False)
+        stats = result.episode_stats
+        rows.append(row(name, result, stats["tokens_read_mean"], stats["tool_calls_mean"]))
+        errors[name] = sample_errors(result)
+        console.print(f"{name}: MAE {result.metrics.mae:.3f}, format rate {result.metrics.format_rate:.0%}, "
+                      f"{stats['tool_calls_mean']:.2f} calls, {stats['tokens_read_mean']:.0f} tokens read")
+
+    console.rule("[bold]1/3 base model on the tool env")
+    policy = make_policy(s.policy, s.base_model, **config.policy_kwargs)
+    measure("SmolLM2 base, tools", "base", policy)
+    console.rule("[bold]2/3 cold start: scripted tool-agent episodes, then multi-turn SFT")
+    report = run_cold_start(ColdStartConfig(
+        env_id=config.env_id, env_kwargs=config.env_kwargs, num_samples=s.cold_start_samples,
+        teacher_policy="scripted", teacher="similar_items", samples_per_prompt=1, tolerance=s.tolerance,
+        output=str(out / "cold_start.jsonl"), seed=config.seed))
+    console.print(f"cold start: {report.summary()}")
+    sft_dir = train_sft(SFTTrainConfig(
+        data=report.path, model=s.base_model, output_dir=config.model, num_train_epochs=s.sft_epochs,
+        learning_rate=s.sft_learning_rate, max_length=s.sft_max_length, lr_scheduler_type="constant",
+        dtype=config.dtype, seed=config.seed))
+    if hasattr(policy, "update_weights"):  # the running engine takes the checkpoint's weights
+        from transformers import AutoModelForCausalLM
+
+        policy.update_weights(AutoModelForCausalLM.from_pretrained(sft_dir))
+    else:
+        policy = make_policy(s.policy, str(sft_dir), **config.policy_kwargs)
+    measure("after multi-turn SFT, tools", "sft", policy)
+    console.rule(f"[bold]3/3 GRPO: {config.max_steps} steps from the SFT checkpoint")
+    trainer = GRPOTrainer(config, policy=policy if hasattr(policy, "update_weights") else None)
+    result = trainer.train()
+    measure(f"after SFT + {result.steps} GRPO steps, tools", "grpo", trainer.policy)
+
+    rows += main(s.n, s.split, count, errors)
+    names = [r["agent"] for r in rows]
+    trained, scripted_tool = names[2], names[3]
+    pairs = [(names[0], names[1]), (names[1], trained), (scripted_tool, trained),
+             *[(name, trained) for name in names[4:] if name in errors]]
+    comparisons = []
+    for a, b in pairs:
+        gain, se = paired_difference(errors[a], errors[b])
+        comparisons.append({"a": a, "b": b, "gain": gain, "se": se})
+    summary = {"settings": s.to_dict(), "grpo_config": config.to_dict(), "cold_start": report.summary(),
+               "rows": rows, "paired": comparisons}
+    Path(s.output).write_text(json.dumps(summary, indent=1, default=str))
+    console.print(markdown(rows))
+    for c in comparisons:
+        console.print(f"{c['a']} -> {c['b']}: {paired_change_text(c['gain'], c['se'])}")
+    return summary
+
+
+def recone_main(argv: list[str]) -> int:
+    from recgym.commands import CommandError
+    from recgym.commands.train import add_config_options, config_from_args
+
+    parser = argparse.ArgumentParser(prog="tools_comparison.py recone", description=RecOneToolsSettings.__doc__)
+    parser.add_argument("--config", help="YAML file of RecOneToolsSettings fields")
+    add_config_options(parser, RecOneToolsSettings)
+    try:
+        settings = config_from_args(parser.parse_args(argv), RecOneToolsSettings)
+    except CommandError as exc:
+        parser.error(str(exc))
+    recone_tools(settings)
+    return 0
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["recone"]:
+    sys.exit(recone_main(sys.argv[2:]))
+elif __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--split", default="test")

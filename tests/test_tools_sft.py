@@ -116,3 +116,34 @@ def test_sft_on_scripted_tool_traces_gives_a_checkpoint_the_tool_env_plays(tmp_p
                       sampling=SamplingParams(temperature=0.0, max_new_tokens=4))
     assert result.metrics.n == 2 and result.episode_stats["turns_mean"] >= 1
     assert all(len(r["turns"]) == 1 for r in result.records)
+
+
+def test_recone_tools_entry_measures_base_sft_and_grpo_on_the_same_samples(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "tools_comparison.py"
+    spec = importlib.util.spec_from_file_location("tools_comparison", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    base = tmp_path / "tiny"
+    tiny_model().save_pretrained(base)
+    tiny_tokenizer().save_pretrained(base)
+    settings = module.RecOneToolsSettings(
+        base_model=str(base), policy="hf", n=3, cold_start_samples=4, tolerance=5.0,
+        sft_epochs=1.0, eval_batch_size=3, output=str(tmp_path / "summary.json"),
+        grpo_overrides={"policy_kwargs": {}, "model": str(tmp_path / "sft"), "output_dir": str(tmp_path / "grpo"), "max_steps": 1,
+                        "group_size": 2, "prompts_per_step": 1, "micro_batch_size": 2, "max_new_tokens": 4,
+                        "eval_size": 1, "eval_max_new_tokens": 4, "eval_interval": 0, "dtype": "float32",
+                        "live_display": False, "plot": False})
+    summary = module.recone_tools(settings, count=lambda text: len(text.split()))
+    rows = summary["rows"]
+    assert [r["agent"] for r in rows[:4]] == ["SmolLM2 base, tools", "after multi-turn SFT, tools",
+                                              "after SFT + 1 GRPO steps, tools", "tools: similar_items(limit=3), then rate"]
+    assert all(r["n"] == 3 and r["tool_calls"] is not None for r in rows[:4])
+    assert any(r["agent"].startswith("single turn") for r in rows)
+    pairs = {(c["a"], c["b"]) for c in summary["paired"]}
+    assert (rows[0]["agent"], rows[1]["agent"]) in pairs and (rows[1]["agent"], rows[2]["agent"]) in pairs
+    assert all(np.isfinite(c["se"]) for c in summary["paired"])
+    assert json.loads((tmp_path / "summary.json").read_text())["rows"] == rows
+    assert (tmp_path / "sft" / "config.json").exists()
