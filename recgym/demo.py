@@ -137,30 +137,32 @@ def cold_start_data(s: DemoSettings, out: Path, env_kwargs: dict[str, Any]) -> A
     )
 
 
-def cold_start_sft(s: DemoSettings, out: Path, env_kwargs: dict[str, Any]) -> Path:
-    """The cold-start traces (:func:`cold_start_data`), then completion-only SFT; returns the checkpoint."""
+def cold_start_sft(s: DemoSettings, out: Path, env_kwargs: dict[str, Any], **overrides: Any) -> Path:
+    """The cold-start traces (:func:`cold_start_data`), then completion-only SFT; returns the checkpoint.
+    ``overrides`` are other ``SFTTrainConfig`` fields (``use_lora``, ...)."""
     from recgym.agents.sft import SFTTrainConfig, train_sft
     from recgym.console import make_console
 
     report = cold_start_data(s, out, env_kwargs)
     make_console().print(f"cold start: {report.summary()}")
-    return train_sft(SFTTrainConfig(
-        data=report.path, model=s.model, output_dir=str(out / "sft"), num_train_epochs=s.sft_epochs,
-        learning_rate=s.sft_learning_rate, per_device_train_batch_size=4, max_length=1024,
-        lr_scheduler_type="constant", dtype=learner_dtype(s.dtype), seed=s.seed,
-    ))
+    if report.kept + report.rationalized == 0:
+        raise ValueError(f"the cold start kept no trace of {report.total} samples: nothing to fine-tune on "
+                         "(give more cold_start_samples)")
+    return train_sft(SFTTrainConfig(**{
+        "data": report.path, "model": s.model, "output_dir": str(out / "sft"), "num_train_epochs": s.sft_epochs,
+        "learning_rate": s.sft_learning_rate, "per_device_train_batch_size": 4, "max_length": 1024,
+        "lr_scheduler_type": "constant", "dtype": learner_dtype(s.dtype), "seed": s.seed, **overrides,
+    }))
 
 
-def grpo_stage(s: DemoSettings, out: Path, model: str, env_kwargs: dict[str, Any], policy: Any, steps: int,
-               **overrides: Any):
-    """``steps`` GRPO steps from ``model`` with the shared vLLM ``policy``, evaluated before and
+def grpo_config(s: DemoSettings, out: Path, model: str, env_kwargs: dict[str, Any], steps: int, **overrides: Any):
+    """The ``GRPOConfig`` of ``steps`` GRPO steps from ``model`` with vLLM, evaluated before and
     after; ``overrides`` are other ``GRPOConfig`` fields (``algorithm``, ``eval_on_start``, ...)."""
     from recgym.agents.config import GRPOConfig
-    from recgym.agents.trainer import GRPOTrainer
     from recgym.console import make_console
 
     algorithm = overrides.pop("algorithm", s.algorithm)
-    config = GRPOConfig(**{
+    return GRPOConfig(**{
         "env_id": s.env_id, "env_kwargs": env_kwargs, "model": model, "policy": "vllm", "algorithm": algorithm,
         "dtype": learner_dtype(s.dtype),
         "algorithm_kwargs": s.algorithm_kwargs if algorithm == s.algorithm else {},  # they are that algorithm's knobs
@@ -170,14 +172,22 @@ def grpo_stage(s: DemoSettings, out: Path, model: str, env_kwargs: dict[str, Any
         "eval_interval": s.eval_interval, "eval_size": s.eval_size, "eval_batch_size": s.eval_size, "save_interval": 0,
         "output_dir": str(out), "seed": s.seed, "collapse_action": s.collapse_action, "live_display": make_console().is_terminal, **overrides,
     })
-    return GRPOTrainer(config, policy=policy).train()
 
 
-def shared_policy(s: DemoSettings):
-    """One vLLM engine on the base model; each stage pushes its weights into it."""
+def grpo_stage(s: DemoSettings, out: Path, model: str, env_kwargs: dict[str, Any], policy: Any, steps: int,
+               **overrides: Any):
+    """Train :func:`grpo_config`'s run with the shared ``policy``; returns the ``TrainResult``."""
+    from recgym.agents.trainer import GRPOTrainer
+
+    return GRPOTrainer(grpo_config(s, out, model, env_kwargs, steps, **overrides), policy=policy).train()
+
+
+def shared_policy(s: DemoSettings, **engine_kwargs: Any):
+    """One vLLM engine on the base model; each stage pushes its weights into it. ``engine_kwargs``
+    go to ``VLLMPolicy`` (``max_model_len``, ``kv_cache_gib``, ...)."""
     from recgym.agents.policies import make_policy
 
-    return make_policy("vllm", s.model, max_model_len=2048, seed=s.seed)
+    return make_policy("vllm", s.model, **{"max_model_len": 2048, "seed": s.seed, **engine_kwargs})
 
 
 def sample_arrays(records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,159 @@
+"""``recgym reproduce``: the table's shape, coverage beside every LLM figure, the resume (finished arms
+are never rerun), the paired comparisons, the shipped configs, and one-line errors for bad configs.
+The runs use the tiny random model of ``tests/tiny_lm.py`` with the HF backend on the synthetic worlds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from tiny_lm import SHORT_PROMPTS, tiny_model, tiny_tokenizer
+
+from recgym.cli import main
+from recgym.reproduce import ReproduceConfig, run_reproduce
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+DATASETS = [
+    {"name": "Synthetic", "env_id": "RecRating-Synthetic-v0", "env_kwargs": SHORT_PROMPTS},
+    {"name": "SyntheticLong", "env_id": "RecRating-SyntheticLong-v0", "env_kwargs": SHORT_PROMPTS},
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("tiny")
+    tiny_model().save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+def tiny_config(tmp_path: Path, model: str, **overrides) -> dict:
+    return {"datasets": DATASETS, "arms": ["zero_shot", "reczero"], "model": model, "policy": "hf", "eval_size": 4,
+            "max_new_tokens": 8, "grpo_steps": 1, "group_size": 2, "prompts_per_step": 2, "learning_rate": 1e-3,
+            "dtype": "float32", "cold_start_samples": 12, "live_display": False, "output_dir": str(tmp_path / "out"),
+            **overrides}
+
+
+def write_config(tmp_path: Path, values: dict) -> str:
+    path = tmp_path / "reproduce.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def test_tiny_reproduction_prints_the_table_and_resumes_without_rerunning(tmp_path, tiny_path, capsys):
+    values = tiny_config(tmp_path, tiny_path)
+    assert main(["reproduce", "--config", write_config(tmp_path, values)]) == 0
+    printed = capsys.readouterr().out
+    assert "recgym reproduce" in printed and "RecZero (GRPO)" in printed
+
+    out = tmp_path / "out"
+    table = json.loads((out / "table.json").read_text())
+    assert list(table["datasets"]) == ["Synthetic", "SyntheticLong"]
+    for column in table["datasets"].values():
+        assert column["n"] == 4 and column["scale"] == "1-5"
+        assert set(column["rows"]) == {"zero_shot", "reczero"}
+        for row in column["rows"].values():  # every LLM figure carries its coverage and format rate
+            assert row["kind"] == "llm" and 0 <= row["coverage"] <= 1 and 0 <= row["format_rate"] <= 1
+            assert row["n"] == 4 and row["mae"] >= 0
+        paired = column["paired"]["reczero_vs_zero_shot"]
+        assert paired["se"] >= 0 and abs(paired["gain"]) <= 4
+        assert "recone_vs_sft" not in column["paired"]
+
+    markdown = (out / "table.md").read_text().splitlines()
+    header, _rule, *rows = [line for line in markdown if line.startswith("|")]
+    assert header.count("|") - 1 == 1 + 3 * 2  # the arm, then MAE, RMSE, coverage/format per dataset
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "zero-shot", "RecZero (GRPO)", "RecZero (GRPO) vs zero-shot: MAE gain ± paired SE"]
+    for row in rows[:2]:
+        cells = [c.strip() for c in row.split("|")[2:-1]]
+        assert cells[2].startswith("cov ") and "fmt " in cells[2] and cells[5].startswith("cov ")
+
+    arm_files = sorted(out.glob("*/*.json"))
+    assert [p.relative_to(out).as_posix() for p in arm_files] == [
+        "Synthetic/reczero.json", "Synthetic/zero_shot.json", "SyntheticLong/reczero.json", "SyntheticLong/zero_shot.json"]
+    stamps = {p: p.stat().st_mtime_ns for p in arm_files}
+
+    config = ReproduceConfig.from_yaml(write_config(tmp_path, values))
+    again = run_reproduce(config)
+    assert again["ran"] == [] and len(again["reused"]) == 4
+    assert {p: p.stat().st_mtime_ns for p in arm_files} == stamps
+    assert again["datasets"] == table["datasets"]
+
+    (out / "SyntheticLong" / "reczero.json").unlink()  # as if killed during that arm
+    third = run_reproduce(config)
+    assert third["ran"] == [("SyntheticLong", "reczero")]
+
+
+def test_settings_changed_under_saved_results_are_refused_in_one_line(tmp_path, tiny_path, capsys):
+    values = tiny_config(tmp_path, tiny_path, arms=["baselines"], datasets=DATASETS[:1])
+    assert main(["reproduce", "--config", write_config(tmp_path, values)]) == 0
+    table = json.loads((tmp_path / "out" / "table.json").read_text())
+    rows = table["datasets"]["Synthetic"]["rows"]
+    assert {"global_mean", "user_mean", "biased_mf"} <= set(rows)
+    assert all(r["kind"] == "baseline" and r["mae"] > 0 for r in rows.values())
+    capsys.readouterr()
+    assert main(["reproduce", "--config", write_config(tmp_path, values), "--eval_size", "6"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "eval_size" in err and "other settings" in err
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"datasets": [{"name": "X", "env_id": "RecRating-Nope-v0"}]}, "RecRating-Nope-v0"),
+    ({"datasets": [{"name": "ML", "env_id": "RecRating-MovieLens-v0", "data_dir": "/nonexistent/movielens"}]},
+     "data_dir /nonexistent/movielens is not a folder"),
+    ({"datasets": [{"name": "ML", "env_id": "RecRating-MovieLens-v0"}]}, "ML"),  # no data_dir: the default place
+    ({"datasets": [{"name": "X", "env_id": "RecRating-Synthetic-v0", "dir": "x"}]}, "unknown key(s) dir"),
+    ({"datasets": []}, "datasets is empty"),
+    ({"arms": ["zero_shot", "ppo"]}, "unknown arm(s) ppo"),
+    ({"learning_rat": 1.0}, "unknown ReproduceConfig field(s): learning_rat"),
+    ({"grpo_steps": 0}, "grpo_steps must be >= 1"),
+])
+def test_a_bad_config_is_one_line_on_stderr(tmp_path, capsys, monkeypatch, change, expected):
+    monkeypatch.setenv("RECGYM_DATA_DIR", str(tmp_path / "no-data"))
+    values = {**tiny_config(tmp_path, "smollm2-135m-instruct"), **change}
+    assert main(["reproduce", "--config", write_config(tmp_path, values)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("recgym reproduce: error:") and expected in err, err
+
+
+def test_the_reasoner_teacher_is_refused_on_real_data():
+    with pytest.raises(ValueError, match="synthetic world only"):
+        ReproduceConfig(datasets=[{"name": "ML", "env_id": "RecRating-MovieLens-v0", "data_dir": "x"}],
+                        teacher="reasoner")
+
+
+def test_gpu_config_passes_estimate_memory(capsys):
+    assert main(["reproduce", "--config", str(ROOT / "examples/configs/reproduce_gpu.yaml"), "--estimate-memory"]) == 0
+    out = capsys.readouterr().out
+    assert "Qwen/Qwen2.5-7B-Instruct" in out and "fits" in out
+    config = ReproduceConfig.from_yaml(ROOT / "examples/configs/reproduce_gpu.yaml")
+    assert [s.env_id for s in config.dataset_specs()] == [
+        "RecRating-AmazonBook-v0", "RecRating-AmazonMusic-v0", "RecRating-Yelp-v0", "RecRating-IMDb-v0"]
+    assert config.model == "Qwen/Qwen2.5-7B-Instruct" and config.arms == ["baselines", "zero_shot", "sft", "reczero", "recone"]
+
+
+def test_cpu_config_names_the_shared_real_data():
+    config = ReproduceConfig.from_yaml(ROOT / "examples/configs/reproduce_cpu.yaml")
+    specs = config.dataset_specs()
+    assert [s.env_id for s in specs] == ["RecRating-MovieLens-v0", "RecRating-AmazonMusic-v0"]
+    assert config.teacher == "user-average" and config.arms == ["baselines", "zero_shot", "sft", "reczero", "recone"]
+    for spec in specs:
+        assert spec.data_dir.startswith("../shared/data/")
+        if SHARED_DATA.is_dir():
+            assert (ROOT / spec.data_dir).is_dir(), spec.data_dir
+
+
+def test_recone_starts_from_the_sft_arms_checkpoint(tmp_path, tiny_path):
+    values = tiny_config(tmp_path, tiny_path, arms=["sft", "recone"], datasets=DATASETS[:1], teacher="reasoner")
+    result = run_reproduce(ReproduceConfig(**values))
+    assert result["ran"] == [("Synthetic", "sft"), ("Synthetic", "recone")]
+    column = result["datasets"]["Synthetic"]
+    assert set(column["rows"]) == {"sft", "recone"} and "recone_vs_sft" in column["paired"]
+    out = tmp_path / "out" / "Synthetic"
+    sft, recone = (json.loads((out / f"{arm}.json").read_text()) for arm in ("sft", "recone"))
+    grpo_config = yaml.safe_load((Path(recone["model"]) / "config.yaml").read_text())
+    assert grpo_config["model"] == sft["model"] and Path(sft["model"]).name == "sft"
+    assert sft["indices"] == recone["indices"] == [0, 1, 2, 3]
