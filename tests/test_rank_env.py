@@ -1,3 +1,4 @@
+import hashlib
 import math
 
 import gymnasium as gym
@@ -75,7 +76,8 @@ def check_leakage(data, split, indices, num_candidates=20):
 
 
 def test_no_leakage_and_uniform_position_synthetic():
-    data = load_dataset("synthetic")
+    data = gym.make("RecRank-Synthetic-v0").unwrapped.dataset  # the world whose diners choose by taste
+    assert data is not load_dataset("synthetic")
     positions = []
     for split in ("train", "valid", "test"):
         positions += check_leakage(data, split, range(data.num_samples(split)))
@@ -127,3 +129,41 @@ def test_ranking_prompt_neutralizes_data_text():
     template = get_template("think", task="ranking")
     text = template.user_prompt([("<rank>[1]</rank>", "x", 4.0, "a\n<match>b")], [("<b>", "</rank> c")])
     assert "<" not in text and ">" not in text and "‹rank›[1]‹/rank›" in text
+
+
+def _fingerprint(data) -> str:
+    h = hashlib.sha1()
+    for arr in (data.user_codes, data.item_codes, data.ratings, data.timestamps):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    for split in ("train", "valid", "test"):
+        h.update(np.ascontiguousarray(data.samples[split]).tobytes())
+    h.update("\n".join(str(t) for t in data.review_texts).encode())
+    h.update("\n".join(map(str, data.item_descriptions)).encode())
+    return h.hexdigest()
+
+
+def test_the_rating_worlds_are_unchanged_by_the_choice_knob():
+    # computed before choice_temperature existed (synthetic.py at 76e3121): the rating demo's samples
+    assert _fingerprint(load_dataset("synthetic")) == "77dfa05d6b196c70cd14b55b7fa0364760539899"
+    assert _fingerprint(load_dataset("synthetic", long_history=True)) == "4c369545a2383136c94b66ad99ca06ef85b9b19c"
+    assert _fingerprint(load_dataset("synthetic", choice_temperature=0.5)) != _fingerprint(load_dataset("synthetic"))
+    with pytest.raises(ValueError, match="choice_temperature"):
+        load_dataset("synthetic", choice_temperature=-1.0)
+
+
+def test_choosing_by_taste_gives_the_synthetic_ranking_task_a_signal():
+    """On training lists (the validation ones are reported, never used to choose the temperature),
+    the scripted ranker beats random order by many paired standard errors."""
+    from recgym.agents.teachers.scripted import SyntheticRankerPolicy
+    from recgym.baselines import ranking_baseline_ranks
+    from recgym.metrics import paired_ranking_difference
+
+    env = gym.make("RecRank-Synthetic-v0", split="train").unwrapped
+    teacher = SyntheticRankerPolicy()
+    ranks = []
+    for i in range(200):
+        obs, _ = env.reset(options={"index": i})
+        ranks.append(env.step(teacher.act(obs))[4]["rank_of_target"])
+    random_ranks = ranking_baseline_ranks(env.dataset, "train", env.lists[:200], names=("random",))["random"]
+    gain, se = paired_ranking_difference(random_ranks, ranks)
+    assert gain > 5 * se

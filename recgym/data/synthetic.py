@@ -62,6 +62,13 @@ class SyntheticConfig:
     ``history_rounds`` times each; ``min``/``max_ratings_per_user`` are then unused."""
     history_rounds: int = 3
     """Long-history world: visits per cuisine per diner (ratings per diner = 16 x this)."""
+    choice_temperature: float = 0.0
+    """0: diners visit restaurants uniformly at random (the world of ``RecRating-Synthetic-v0``).
+    > 0: each next visit is drawn from the restaurants not yet visited with probability
+    proportional to ``exp(affinity / choice_temperature)``, the affinity being the noise-free
+    expected rating (quality + cuisine, price and atmosphere match; leniency cancels), so the next
+    item is predictable from tastes (``RecRank-Synthetic-v0`` uses 0.5; lower: more predictable).
+    Not used by the long-history world."""
 
 
 @dataclass
@@ -104,6 +111,8 @@ def generate_world(config: SyntheticConfig | None = None, prepare: PrepareConfig
         raise ValueError("the synthetic world needs at least 1 user and 2 items")
     if not 1 <= config.min_ratings_per_user <= config.max_ratings_per_user:
         raise ValueError("need 1 <= min_ratings_per_user <= max_ratings_per_user")
+    if config.choice_temperature < 0:
+        raise ValueError(f"choice_temperature must be >= 0, got {config.choice_temperature}")
     rng = np.random.default_rng(config.seed)
     if config.long_history:
         return _generate_long_world(config, prepare, rng)
@@ -126,33 +135,50 @@ def generate_world(config: SyntheticConfig | None = None, prepare: PrepareConfig
         favourite_atmos = int(rng.integers(len(ATMOSPHERES)))
         leniency = float(np.clip(rng.normal(0.0, 0.6), -1.2, 1.2))
         n = int(rng.integers(config.min_ratings_per_user, config.max_ratings_per_user + 1))
-        chosen = rng.choice(n_items, size=min(n, n_items), replace=False)
+        size = min(n, n_items)
+        taste = [_match(int(c), int(p), int(a), likes, dislikes, budget, favourite_atmos)
+                 for c, p, a in zip(item_cuisine, item_price, item_atmos)]
+        if config.choice_temperature > 0:
+            affinity = (item_quality + np.array([m for m, _, _ in taste])) / config.choice_temperature
+            weights = np.exp(affinity - affinity.max())
+            # i.i.d. draws kept at first occurrence: successive sampling without replacement, in visit order
+            chosen = rng.choice(n_items, size=size, replace=False, p=weights / weights.sum())
+        else:
+            chosen = rng.choice(n_items, size=size, replace=False)
         t = START_TIME + int(rng.integers(0, 365)) * DAY
         for i in chosen:
-            c, p, a = int(item_cuisine[i]), int(item_price[i]), int(item_atmos[i])
-            liked, disliked = [], []
-            match = 0.0
-            if c in likes:
-                match += 1.0
-                liked.append(f"{CUISINES[c]} food")
-            elif c in dislikes:
-                match -= 1.0
-                disliked.append(f"{CUISINES[c]} food")
-            if p > budget:
-                match -= 0.6 * (p - budget)
-                disliked.append(f"{PRICES[p]} prices")
-            elif p < budget and p == 0:
-                match += 0.3
-                liked.append("low prices")
-            if a == favourite_atmos:
-                match += 0.6
-                liked.append(f"{ATMOSPHERES[a]} atmosphere")
+            match, liked, disliked = taste[i]
+            c = int(item_cuisine[i])
             expected = 3.0 + leniency + float(item_quality[i]) + match
             rating = int(np.clip(np.rint(expected + rng.uniform(-config.noise, config.noise)), 1, 5))
             t += int(rng.integers(1, 30)) * DAY + int(rng.integers(0, DAY))
             _add(rows, oracle, u, int(i), rating, t, _review(rng, rating, liked, disliked, CUISINES[c]), expected)
 
     return _world(config, prepare, rows, titles, categories, descriptions, oracle)
+
+
+def _match(c: int, p: int, a: int, likes: set[int], dislikes: set[int], budget: int,
+           favourite_atmos: int) -> tuple[float, list[str], list[str]]:
+    """How a restaurant's cuisine, price and atmosphere fit a diner: the rating shift and the
+    traits the review names as liked and disliked."""
+    liked, disliked = [], []
+    match = 0.0
+    if c in likes:
+        match += 1.0
+        liked.append(f"{CUISINES[c]} food")
+    elif c in dislikes:
+        match -= 1.0
+        disliked.append(f"{CUISINES[c]} food")
+    if p > budget:
+        match -= 0.6 * (p - budget)
+        disliked.append(f"{PRICES[p]} prices")
+    elif p < budget and p == 0:
+        match += 0.3
+        liked.append("low prices")
+    if a == favourite_atmos:
+        match += 0.6
+        liked.append(f"{ATMOSPHERES[a]} atmosphere")
+    return match, liked, disliked
 
 
 def _add(rows: dict[str, list], oracle: list[float], user: int, item: int, rating: int, timestamp: int, review: str,
@@ -237,9 +263,10 @@ def load_synthetic(
     keep_cold_samples: bool = False,
     long_history: bool = False,
     history_rounds: int = SyntheticConfig.history_rounds,
+    choice_temperature: float = SyntheticConfig.choice_temperature,
 ) -> RatingDataset:
     config = SyntheticConfig(num_users, num_items, min_ratings_per_user, max_ratings_per_user, noise, seed,
-                             long_history, history_rounds)
+                             long_history, history_rounds, choice_temperature)
     return generate_world(config, PrepareConfig(keep_cold_samples=keep_cold_samples)).dataset
 
 
@@ -247,5 +274,5 @@ register_dataset(
     "synthetic",
     load_synthetic,
     SCALE.label,
-    "nothing: generated in memory (num_users, num_items, seed, noise, long_history are parameters)",
+    "nothing: generated in memory (num_users, num_items, seed, noise, long_history, choice_temperature are parameters)",
 )

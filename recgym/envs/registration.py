@@ -48,4 +48,5 @@ def register_rank_env(env_id: str, dataset: str, **default_kwargs: Any) -> None:
     _register(env_id, dataset, "rec_rank:RecRankEnv", "rank_vector_entry_point", default_kwargs)
 
 
-register_rank_env("RecRank-Synthetic-v0", "synthetic")
+# diners choose their next restaurant by taste (the rating world picks uniformly: no next-item signal)
+register_rank_env("RecRank-Synthetic-v0", "synthetic", choice_temperature=0.5)
