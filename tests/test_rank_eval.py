@@ -114,3 +114,15 @@ def test_trainer_two_steps_on_ranking_logs_ranking_evals_and_resumes(tmp_path):
     assert resumed.steps == 3 and [r["step"] for r in resumed.evals] == [0, 1, 2, 3]
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "reward" in r] == [1, 2, 3]
+
+
+def test_cli_eval_scripted_ranker(tmp_path, capsys):
+    from recgym.cli import main
+
+    metrics = tmp_path / "m.json"
+    assert main(["eval", ENV, "--policy", "scripted", "--model", "ranker", "--split", "valid", "-n", "4",
+                 "--quiet", "--no-baselines", "--metrics-json", str(metrics)]) == 0
+    payload = json.loads(metrics.read_text())["metrics"]
+    assert payload["n"] == 4 and payload["format_rate"] == 1.0 and payload["coverage"] == 1.0
+    assert main(["eval", ENV, "--policy", "scripted", "--model", "oracle", "-n", "1", "--quiet"]) != 0
+    assert "unknown scripted teacher 'oracle'" in capsys.readouterr().err

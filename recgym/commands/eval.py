@@ -47,7 +47,12 @@ def run(args) -> int:
     from recgym.agents.models import ModelNotFoundError
 
     try:
-        policy = make_policy(args.policy, args.model, **_policy_kwargs(args))
+        if args.policy == "scripted":  # a scripted teacher by name, e.g. --model ranker
+            from recgym.agents.teachers.cold_start import scripted_teacher
+
+            policy = scripted_teacher(args.model)
+        else:
+            policy = make_policy(args.policy, args.model, **_policy_kwargs(args))
     except (ModelNotFoundError, ImportError, ValueError, TypeError) as exc:
         raise CommandError(f"cannot load {args.model!r} for --policy {args.policy}: {exc}") from exc
     header = {"env_id": args.env_id, "model": args.model, "policy": args.policy}
@@ -73,7 +78,7 @@ def run(args) -> int:
             kept = f" (finished samples are kept in {args.out}; rerun to resume)" if args.out else ""
             raise CommandError(f"eval stopped: {exc}{kept}") from exc
         finally:
-            policy.close()
+            getattr(policy, "close", lambda: None)()
     if result.skipped:
         console.print(f"resumed: {result.skipped} samples were already in {args.out}")
     title = f"{args.env_id} {args.split}: {args.model} ({args.policy})"
@@ -127,8 +132,10 @@ def register(subparsers) -> None:
     )
     parser.add_argument("env_id", help="e.g. RecRating-Synthetic-v0, or the tool-using RecRatingTools-Synthetic-v0 "
                         "(see `recgym envs`)")
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="model name, local path or hub id")
-    parser.add_argument("--policy", choices=("hf", "vllm", "openai"), default="vllm")
+    parser.add_argument("--model", default="smollm2-135m-instruct",
+                        help="model name, local path or hub id; with --policy scripted a scripted teacher "
+                        "(reasoner, user_average, ranker)")
+    parser.add_argument("--policy", choices=("hf", "vllm", "openai", "scripted"), default="vllm")
     parser.add_argument("--split", choices=("train", "valid", "test"), default="test")
     parser.add_argument("-n", type=int, default=None, help="evaluate the first n samples (default: all)")
     parser.add_argument("--out", default=None, help="JSONL file of per-sample records (resumed if it exists)")
