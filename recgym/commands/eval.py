@@ -20,6 +20,8 @@ def _policy_kwargs(args) -> dict:
         kwargs["batch_size"] = args.batch_size * args.samples
     else:
         kwargs["max_model_len"] = args.max_model_len
+        if args.kv_cache_gib is not None:
+            kwargs["kv_cache_gib"] = args.kv_cache_gib
     return kwargs
 
 
@@ -153,6 +155,7 @@ def register(subparsers) -> None:
     parser.add_argument("--env-kwargs", default=None, help='JSON, e.g. \'{"data_dir": "~/yelp"}\'')
     parser.add_argument("--dtype", default=None, help="model dtype (default float32 on CPU)")
     parser.add_argument("--max-model-len", type=int, default=4096, help="vLLM context length")
+    parser.add_argument("--kv-cache-gib", type=float, default=None, help="vLLM KV cache in GiB (default: 4 on CPU)")
     parser.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (openai policy)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (openai policy)")
