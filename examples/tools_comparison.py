@@ -118,10 +118,10 @@ class RecOneToolsSettings(ConfigMixin):
     n: int = 200
     """The first ``n`` samples of ``split`` that every row is evaluated on."""
     split: str = "valid"
-    cold_start_samples: int = 128
+    cold_start_samples: int = 64
     """Training samples the scripted tool agent plays (those within ``tolerance`` are kept)."""
     tolerance: float = 0.5
-    sft_epochs: float = 2.0
+    sft_epochs: float = 3.0
     sft_learning_rate: float = 5e-5
     sft_max_length: int = 1024
     """Tokens per SFT episode (SmolLM2's tool episodes are about 750)."""
