@@ -108,6 +108,8 @@ def test_trainer_two_steps_on_ranking_logs_ranking_evals_and_resumes(tmp_path):
     assert result.steps == 2 and [r["step"] for r in result.evals] == [0, 1, 2]
     assert all("eval/ndcg@10" in r and "eval/mae" not in r for r in result.evals)
     assert "eval/baseline/random_ndcg@10" in result.evals[0]
+    steps = [r for r in result.records if "reward" in r]
+    assert all(-0.5 <= r["reward/format"] + r["reward/ndcg"] <= 1.5 and r["reward/rank_of_target"] >= 1 for r in steps)
 
     more = tiny_lm.tiny_config(tmp_path, **kwargs, max_steps=3)
     resumed = GRPOTrainer(more, model=tiny_model(seed=1), tokenizer=tiny_tokenizer()).train(resume=True)

@@ -58,10 +58,12 @@ class RunLogger:
         from rich.table import Table
 
         table = Table(title="recgym GRPO training", expand=False)
+        headline = _headline(self.records)
+        accuracy = next((k for k in ACCURACY_PARTS if any(k in r for r in self.records)), ACCURACY_PARTS[0])
         columns = [
             ("step", "step", "{:d}"), ("reward", "reward", "{:.3f}"), ("format", "reward/format", "{:+.3f}"),
-            ("accuracy", "reward/accuracy", "{:.3f}"), ("format rate", "format_rate", "{:.0%}"),
-            (*HEADLINES[_headline(self.records)], "{:.3f}"), ("val coverage", "eval/coverage", "{:.0%}"),
+            (accuracy.removeprefix("reward/"), accuracy, "{:.3f}"), ("format rate", "format_rate", "{:.0%}"),
+            (f"val {HEADLINES[headline]}", headline, "{:.3f}"), ("val coverage", "eval/coverage", "{:.0%}"),
             ("tok/s", "tokens_per_second", "{:.0f}"), ("gen s", "time/generation", "{:.1f}"),
             ("learn s", "time/learning", "{:.1f}"),
         ]
@@ -86,7 +88,9 @@ class RunLogger:
 
 
 #: An evaluation's headline figure (``eval_record`` writes the one its metrics name) and its title.
-HEADLINES = {"eval/mae": ("val MAE", "eval/mae"), "eval/ndcg@10": ("val NDCG@10", "eval/ndcg@10")}
+HEADLINES = {"eval/mae": "MAE", "eval/ndcg@10": "NDCG@10"}
+#: The reward part beside the format (rating: accuracy; ranking: NDCG of the true item).
+ACCURACY_PARTS = ("reward/accuracy", "reward/ndcg")
 
 
 def is_eval_record(record: dict[str, Any]) -> bool:
@@ -158,7 +162,6 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path, baseline_mae: f
     train = [r for r in records if "reward" in r]
     evals = [r for r in records if is_eval_record(r)]
     headline = _headline(records)
-    title = HEADLINES[headline][0].removeprefix("val ")
     fig, axes = plt.subplots(2, 3, figsize=(14, 7))
 
     def series(rows, key):
@@ -166,7 +169,7 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path, baseline_mae: f
         return ([p[0] for p in pts], [p[1] for p in pts])
 
     ax = axes[0, 0]
-    for key, label in (("reward", "total"), ("reward/format", "format"), ("reward/accuracy", "accuracy")):
+    for key, label in (("reward", "total"), ("reward/format", "format"), *((k, k.removeprefix("reward/")) for k in ACCURACY_PARTS)):
         ax.plot(*series(train, key), marker=".", label=label)
     ax.set_title("training reward"), ax.legend()
     ax = axes[0, 1]
@@ -177,7 +180,7 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path, baseline_mae: f
     ax.plot(*series(evals, headline), marker="o", label="model (fallback where unparsed)")
     if baseline_mae is not None:
         ax.axhline(baseline_mae, color="grey", linestyle="--", label="user-average baseline")
-    ax.set_title(f"validation {title}"), ax.legend()
+    ax.set_title(f"validation {HEADLINES[headline]}"), ax.legend()
     ax = axes[1, 1]
     ax.plot(*series(evals, "eval/coverage"), marker="o")
     ax.set_title("validation coverage (answer parsed)"), ax.set_ylim(-0.05, 1.05)

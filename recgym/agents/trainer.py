@@ -235,8 +235,8 @@ class GRPOTrainer:
         components = batch.reward_components
         mask = batch.completion_mask
         local: dict[str, Any] = {
-            "reward/format": rollout.get("reward/format"),
-            "reward/accuracy": rollout.get("reward/accuracy"),
+            # the reward's parts, as the env's breakdown names them (ranking: reward/ndcg, reward/rank_of_target)
+            **{key: value for key, value in rollout.items() if key.startswith("reward/")},
             "format_rate": float(np.mean(components["format_ok"])) if "format_ok" in components else None,
             "zero_std_group_frac": rollout["zero_std_group_frac"],
             "groups_dropped": rollout["groups_dropped"],
