@@ -32,10 +32,11 @@ from recgym.agents.config import ConfigMixin, plain_values
 
 ARMS = ("baselines", "zero_shot", "sft", "reczero", "recone")
 LABELS = {"zero_shot": "zero-shot", "sft": "SFT only", "reczero": "RecZero (GRPO)", "recone": "RecOne (SFT + GRPO)"}
+SHORT = {"zero_shot": "zero-shot", "sft": "SFT", "reczero": "RecZero", "recone": "RecOne"}
 #: The paired comparisons the table reports: ``(arm, against)``; a positive gain: ``arm`` has the lower MAE.
 PAIRS = (("recone", "sft"), ("reczero", "zero_shot"))
 #: Fields that change how a run goes but not what it measures (a rerun may change them).
-RUNTIME_FIELDS = ("datasets", "arms", "output_dir", "kv_cache_gib", "gpu_memory_gib", "live_display")
+RUNTIME_FIELDS = ("datasets", "arms", "output_dir", "kv_cache_gib", "gpu_memory_gib", "live_display", "keep_checkpoints")
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,9 @@ class ReproduceConfig(ConfigMixin):
     """Other ``GRPOConfig`` fields of both GRPO arms (``gradient_checkpointing``, ``lora_r``, ``warmup_steps``, ...)."""
     live_display: bool = True
     """The trainer's live table where the output is a terminal."""
+    keep_checkpoints: bool = False
+    """Keep each GRPO arm's final checkpoint (weights and optimizer state: 1.6 GB for SmolLM2) once its
+    result is saved; the SFT checkpoint is always kept (RecOne starts from it)."""
     output_dir: str = "runs/reproduce"
     seed: int = 0
 
@@ -292,6 +296,9 @@ class Reproduction:
                 result = getattr(self, f"arm_{arm}")(spec, envs[spec.name])
                 result.update(protocol=cfg.protocol(spec), seconds=time.perf_counter() - arm_start)
                 write_json_atomic(path, result)
+                if arm in ("reczero", "recone") and not cfg.keep_checkpoints:
+                    shutil.rmtree(Path(result["model"]) / "checkpoints", ignore_errors=True)
+                self.console.print(f"{spec.name}: {label}: {_arm_line(result)} ({result['seconds']:.0f} s) -> {path}")
                 self.ran.append((spec.name, arm))
                 results[spec.name][arm] = result
         finally:
@@ -416,6 +423,14 @@ class Reproduction:
                 "targets": targets.tolist(), "model": str(out), "steps": result.steps}
 
 
+def _arm_line(result: dict[str, Any]) -> str:
+    if "baselines" in result:
+        return "MAE " + ", ".join(f"{name} {m['mae']:.3f}" for name, m in result["baselines"].items())
+    r = result["record"]
+    return (f"MAE {r['eval/mae']:.3f}, RMSE {r['eval/rmse']:.3f}, coverage {r['eval/coverage']:.0%}, "
+            f"format {r['eval/format_rate']:.0%}")
+
+
 def run_reproduce(config: ReproduceConfig) -> dict[str, Any]:
     """Run (or finish) the reproduction; returns the table (also in ``table.json``), plus which
     ``(dataset, arm)`` pairs ``ran`` this time and which were ``reused`` from disk."""
@@ -472,7 +487,7 @@ def _rows(table: dict[str, Any]) -> list[tuple[str, str, list[tuple[str, str, st
             if r is None:
                 cells.append(("", "", ""))
             elif kind == "llm":
-                cells.append((num(r["mae"]), num(r["rmse"]), f"cov {num(r['coverage'], '.0%')} fmt {num(r['format_rate'], '.0%')}"))
+                cells.append((num(r["mae"]), num(r["rmse"]), f"{num(r['coverage'], '.0%')} / {num(r['format_rate'], '.0%')}"))
             else:
                 cells.append((num(r["mae"]), num(r["rmse"]), ""))
         rows.append((LABELS.get(key, key), kind, cells))
@@ -481,26 +496,28 @@ def _rows(table: dict[str, Any]) -> list[tuple[str, str, list[tuple[str, str, st
         if any(key in c["paired"] for c in columns):
             cells = [(f"{c['paired'][key]['gain']:+.3f} ± {c['paired'][key]['se']:.3f}", "", "") if key in c["paired"]
                      else ("", "", "") for c in columns]
-            rows.append((f"{LABELS[arm]} vs {LABELS[against]}: MAE gain ± paired SE", "paired", cells))
+            rows.append((f"{SHORT[arm]} vs {SHORT[against]}: gain ± SE", "paired", cells))
     return rows
 
 
 def _caption(table: dict[str, Any]) -> str:
     return (f"{table['model']}, greedy, the first n {table['eval_split']} samples of each dataset (the same for every row); "
             "MAE/RMSE use the user's prior average (else item's, else global mean) where no rating parsed; "
-            "cov: share parsed, fmt: share in the four-step format; a paired gain > 0: the first arm's MAE is lower. "
+            "cov / fmt: share parsed / share in the four-step format; gain ± SE: mean paired MAE gain of the first arm "
+            "over the second on the same samples (> 0: the first is better) and its standard error. "
             "Each column is on its own scale: columns are never averaged.")
 
 
 def rich_table(table: dict[str, Any]):
     from rich.table import Table
 
-    t = Table(title="recgym reproduce", caption=_caption(table))
+    sizes = ", ".join(f"{name} n={c['n']}" for name, c in table["datasets"].items())
+    t = Table(title=f"recgym reproduce ({sizes})", caption=_caption(table))
     t.add_column("arm", no_wrap=True)
     for name, column in table["datasets"].items():
-        t.add_column(f"{name} MAE\n({column['scale']}, n={column['n']})", justify="right", no_wrap=True)
-        t.add_column("RMSE", justify="right")
-        t.add_column("cov / fmt", justify="right", no_wrap=True)
+        t.add_column(f"{name}\n{column['scale']}\nMAE", justify="right", no_wrap=True)
+        t.add_column("\n\nRMSE", justify="right", no_wrap=True)
+        t.add_column("\n\ncov / fmt", justify="right", no_wrap=True)
     for label, kind, cells in _rows(table):
         t.add_row(f"[dim]{label}[/]" if kind == "baseline" else label, *[text for cell in cells for text in cell])
     return t

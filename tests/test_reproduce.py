@@ -5,6 +5,7 @@ The runs use the tiny random model of ``tests/tiny_lm.py`` with the HF backend o
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -66,10 +67,14 @@ def test_tiny_reproduction_prints_the_table_and_resumes_without_rerunning(tmp_pa
     header, _rule, *rows = [line for line in markdown if line.startswith("|")]
     assert header.count("|") - 1 == 1 + 3 * 2  # the arm, then MAE, RMSE, coverage/format per dataset
     assert [r.split("|")[1].strip() for r in rows] == [
-        "zero-shot", "RecZero (GRPO)", "RecZero (GRPO) vs zero-shot: MAE gain ± paired SE"]
-    for row in rows[:2]:
+        "zero-shot", "RecZero (GRPO)", "RecZero vs zero-shot: gain ± SE"]
+    assert "coverage / format" in header
+    for row in rows[:2]:  # coverage / format beside every LLM figure, in each dataset
         cells = [c.strip() for c in row.split("|")[2:-1]]
-        assert cells[2].startswith("cov ") and "fmt " in cells[2] and cells[5].startswith("cov ")
+        assert re.fullmatch(r"\d+% / \d+%", cells[2]) and re.fullmatch(r"\d+% / \d+%", cells[5]), cells
+    assert re.fullmatch(r"[+-]\d\.\d{3} ± \d\.\d{3}", rows[2].split("|")[2].strip())
+    assert not list(out.glob("*/reczero-*/checkpoints"))  # keep_checkpoints: false
+    assert list(out.glob("*/reczero-*/metrics.jsonl"))
 
     arm_files = sorted(out.glob("*/*.json"))
     assert [p.relative_to(out).as_posix() for p in arm_files] == [
