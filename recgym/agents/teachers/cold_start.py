@@ -105,13 +105,18 @@ def with_hint(messages: list[dict[str, str]], rating: float, tag: str) -> list[d
     return out
 
 
+def _keeps(info: dict[str, Any], tolerance: float) -> bool:
+    """A trace is kept when its format holds and its error is within ``tolerance``."""
+    return (info.get("reward_breakdown", {}).get("format_ok", False)
+            and info.get("abs_error") is not None and info["abs_error"] <= tolerance)
+
+
 def _first_valid(env: Any, index: int, completions: list[Any], tolerance: float) -> tuple[Any, dict] | None:
     """The first completion whose format holds and whose rating is within ``tolerance``."""
     for completion in completions:
         env.reset(options={"index": index})
         _, reward, _, _, info = env.step(completion.text)
-        breakdown = info["reward_breakdown"]
-        if breakdown["format_ok"] and info["abs_error"] is not None and info["abs_error"] <= tolerance:
+        if _keeps(info, tolerance):
             return completion, {**info, "reward": reward}
     return None
 
@@ -189,12 +194,6 @@ def _row(index: int, messages: list, completion: list[dict[str, str]], info: dic
     })
 
 
-def _kept_episode(episode: Any, tolerance: float) -> bool:
-    info = episode.info
-    return (not episode.truncated and info.get("reward_breakdown", {}).get("format_ok", False)
-            and info.get("abs_error") is not None and info["abs_error"] <= tolerance)
-
-
 def make_tool_cold_start_data(
     env: Any,
     teacher: Policy,
@@ -234,7 +233,7 @@ def make_tool_cold_start_data(
                                     end_episode=lambda k, reason, envs=envs: envs[k].end_episode(reason))
             for n, index in enumerate(chunk):
                 played = episodes[n * samples_per_prompt : (n + 1) * samples_per_prompt]
-                kept = next((e for e in played if _kept_episode(e, tolerance)), None)
+                kept = next((e for e in played if not e.truncated and _keeps(e.info, tolerance)), None)
                 if kept is None:
                     counts["dropped"] += 1
                     continue
