@@ -22,6 +22,17 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory) -> str:
+    """The tiny test model and its tokenizer saved to a folder, for tests that load a model by path."""
+    from tiny_lm import tiny_model, tiny_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny")
+    tiny_model().save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def openai_server(tmp_path_factory) -> Iterator[str]:
     """Base URL of vLLM's OpenAI-compatible server on the embedded model, started once per session
     for the tests that ask for it (about a minute on CPU) and stopped at its end."""

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from tiny_lm import tiny_model, tiny_tokenizer
 
 from recgym.agents.config import GRPOConfig
 
@@ -23,14 +22,6 @@ def load_example(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("tiny")
-    tiny_model().save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    return str(path)
 
 
 def test_every_example_config_is_a_valid_grpo_config():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tiny_lm import SHORT_PROMPTS, tiny_model, tiny_tokenizer
+from tiny_lm import SHORT_PROMPTS
 
 from recgym.cli import main
 from recgym.reproduce import ReproduceConfig, run_reproduce
@@ -21,14 +21,6 @@ DATASETS = [
     {"name": "Synthetic", "env_id": "RecRating-Synthetic-v0", "env_kwargs": SHORT_PROMPTS},
     {"name": "SyntheticLong", "env_id": "RecRating-SyntheticLong-v0", "env_kwargs": SHORT_PROMPTS},
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("tiny")
-    tiny_model().save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    return str(path)
 
 
 def tiny_config(tmp_path: Path, model: str, **overrides) -> dict:
