@@ -47,13 +47,24 @@ class DemoSettings:
     model: str = "smollm2-135m-instruct"
     """The base model (a recgym model name, HF id or checkpoint path)."""
     env_id: str = ENV_ID
+    env_kwargs: dict[str, Any] = field(default_factory=lambda: dict(ENV_KWARGS))
+    """The environment's keywords (the default shortens the rating env's histories; a ``RecRank-*``
+    env takes ``max_user_history``, ``num_candidates``, ...)."""
     teacher: str = "reasoner"
-    """Cold-start teacher: ``reasoner`` (reads the synthetic world's text) or ``user-average`` (any env)."""
+    """Cold-start teacher: ``reasoner`` (reads the synthetic world's text), ``user-average`` (any rating
+    env) or ``ranker`` (``RecRank-Synthetic-v0``: orders the candidates by the diner's stated tastes)."""
     eval_size: int = 100
     """Validation samples every row is evaluated on (the same first ones)."""
+    eval_base: bool = True
+    """Evaluate the base model first (its row in the table); off where it was measured elsewhere."""
     cold_start_samples: int = 96
+    cold_start_tolerance: float = 0.5
+    """A teacher trace is kept when its rating is within this of the truth (ranking: the true item
+    within this many places of the top) and its format holds."""
     sft_epochs: float = 1.0
     sft_learning_rate: float = 5e-5
+    sft_max_length: int = 1024
+    """Prompt plus trace tokens an SFT row is cut to (the rating demo's rows are near 450)."""
     grpo_steps: int = 6
     algorithm: str = "dapo"
     """The RL algorithm (``recgym algorithms``); DAPO refills groups whose rewards are all equal."""
@@ -93,11 +104,30 @@ def learner_dtype(name: str) -> str:
 
 def summarize(rows: dict[str, dict[str, Any]], samples: dict[str, tuple[Any, Any]], seconds: float,
               train_mean: float) -> dict[str, Any]:
-    """The ``summary.json`` content: one row per stage, the baselines on the same samples, the paired
-    standard error of ``|err_sft| - |err_grpo|``, and what is left of the change beyond each model's
-    mean shift (``beyond_bias``: MAE of the centred predictions, correlation with the truth).
-    ``samples`` maps a row's name to its ``(predictions, targets)``; ``sft`` and ``grpo`` must be there."""
-    from recgym.metrics import beyond_bias, centred_errors, paired_difference
+    """The ``summary.json`` content: one row per stage, the baselines on the same samples, and the
+    paired change from ``sft`` to ``grpo`` with its standard error (``samples`` maps a row's name to
+    its ``(predictions, targets)``; ``sft`` and ``grpo`` must be there). Rating rows: MAE, with
+    ``paired_gain`` the drop in absolute error, and what is left of it beyond each model's mean
+    shift (``beyond_bias``: MAE of the centred predictions, correlation with the truth). Ranking
+    rows (records with ``eval/ndcg@10``; a prediction is the true item's rank): NDCG@10, HR, MRR,
+    with ``paired_gain`` the rise in NDCG@10."""
+    from recgym.metrics import (
+        beyond_bias,
+        centred_errors,
+        paired_difference,
+        paired_ranking_difference,
+    )
+
+    last = list(rows.values())[-1]
+    common = ("coverage", "format_rate", "n")
+    if "eval/ndcg@10" in last:
+        out_rows = [{"name": name, **{k: r.get(f"eval/{k}") for k in ("ndcg@10", "ndcg@5", "hr@1", "hr@10", "mrr", *common)}}
+                    for name, r in rows.items()]
+        baselines = {k.removeprefix("eval/baseline/").removesuffix("_ndcg@10"): v for k, v in last.items()
+                     if k.startswith("eval/baseline/")}
+        gain, se = paired_ranking_difference(samples["sft"][0], samples["grpo"][0])
+        return {"task": "ranking", "metric": "ndcg@10", "rows": out_rows, "baselines": baselines,
+                "paired_gain": gain, "paired_se": se, "seconds": seconds}
 
     def extra(name: str) -> dict[str, float]:
         if name not in samples:
@@ -107,33 +137,44 @@ def summarize(rows: dict[str, dict[str, Any]], samples: dict[str, tuple[Any, Any
         return {"centred_mae": float(np.abs(centred_errors(pred, target, train_mean)).mean()),
                 "correlation": float(np.corrcoef(pred, target)[0, 1]) if std_ok else float("nan")}
 
-    out_rows = [{"name": name, "mae": r.get("eval/mae"), "rmse": r.get("eval/rmse"), "coverage": r.get("eval/coverage"),
-                 "format_rate": r.get("eval/format_rate"), "n": r.get("eval/n"),
-                 "prediction_std": r.get("eval/prediction_std"), **extra(name)} for name, r in rows.items()]
-    last = list(rows.values())[-1]
+    out_rows = [{"name": name, "mae": r.get("eval/mae"), "rmse": r.get("eval/rmse"),
+                 **{k: r.get(f"eval/{k}") for k in common}, "prediction_std": r.get("eval/prediction_std"),
+                 **extra(name)} for name, r in rows.items()]
     baselines = {k.removeprefix("eval/baseline/").removesuffix("_mae"): v for k, v in last.items()
                  if k.startswith("eval/baseline/")}
     (sft, target), (grpo, target_grpo) = samples["sft"], samples["grpo"]
     errors_sft = np.asarray(sft, dtype=np.float64) - np.asarray(target, dtype=np.float64)
     errors_grpo = np.asarray(grpo, dtype=np.float64) - np.asarray(target_grpo, dtype=np.float64)
     gain, se = paired_difference(errors_sft, errors_grpo)
-    return {"rows": out_rows, "baselines": baselines, "paired_gain": gain, "paired_se": se,
-            "beyond_bias": beyond_bias(sft, grpo, target, train_mean), "train_mean": train_mean, "seconds": seconds}
+    return {"task": "rating", "metric": "mae", "rows": out_rows, "baselines": baselines, "paired_gain": gain,
+            "paired_se": se, "beyond_bias": beyond_bias(sft, grpo, target, train_mean), "train_mean": train_mean,
+            "seconds": seconds}
 
 
 def cold_start_data(s: DemoSettings, out: Path, env_kwargs: dict[str, Any]) -> Any:
-    """Reasoning-teacher traces for ``cold_start_samples`` training samples (those within 0.5 of the
-    truth kept) in ``out/cold_start.jsonl``; returns the report. A ``rate_only`` template gets the
-    teacher's rating alone."""
+    """Scripted-teacher traces for ``cold_start_samples`` training samples (those within
+    ``cold_start_tolerance`` of the truth kept) in ``out/cold_start.jsonl``; returns the report. A
+    ``rate_only`` template gets the teacher's rating alone."""
     from recgym.agents.teachers.cold_start import ColdStartConfig, run_cold_start
-    from recgym.agents.teachers.scripted import SyntheticReasonerPolicy, UserAveragePolicy
+    from recgym.agents.teachers.scripted import (
+        SyntheticRankerPolicy,
+        SyntheticReasonerPolicy,
+        UserAveragePolicy,
+    )
 
+    teachers = {"reasoner": SyntheticReasonerPolicy, "user-average": UserAveragePolicy}
+    if s.teacher == "ranker":
+        teacher = SyntheticRankerPolicy()
+    elif s.teacher in teachers:
+        teacher = teachers[s.teacher](rate_only=env_kwargs.get("template") == "rate_only")
+    else:
+        raise ValueError(f"unknown teacher {s.teacher!r}: choose reasoner, user-average or ranker")
     return run_cold_start(
         ColdStartConfig(env_id=s.env_id, env_kwargs=env_kwargs, num_samples=s.cold_start_samples,
                         samples_per_prompt=1, rationalize=False, output=str(out / "cold_start.jsonl"),
-                        teacher=f"scripted {s.teacher}", teacher_policy="scripted", seed=s.seed),
-        teacher=(SyntheticReasonerPolicy if s.teacher == "reasoner" else UserAveragePolicy)(
-            rate_only=env_kwargs.get("template") == "rate_only"),
+                        teacher=f"scripted {s.teacher}", teacher_policy="scripted", tolerance=s.cold_start_tolerance,
+                        seed=s.seed),
+        teacher=teacher,
     )
 
 
@@ -150,7 +191,7 @@ def cold_start_sft(s: DemoSettings, out: Path, env_kwargs: dict[str, Any], **ove
                          "(give more cold_start_samples)")
     return train_sft(SFTTrainConfig(**{
         "data": report.path, "model": s.model, "output_dir": str(out / "sft"), "num_train_epochs": s.sft_epochs,
-        "learning_rate": s.sft_learning_rate, "per_device_train_batch_size": 4, "max_length": 1024,
+        "learning_rate": s.sft_learning_rate, "per_device_train_batch_size": 4, "max_length": s.sft_max_length,
         "lr_scheduler_type": "constant", "dtype": learner_dtype(s.dtype), "seed": s.seed, **overrides,
     }))
 
@@ -217,38 +258,42 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
     out = Path(s.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-
-    console.rule("[bold]1/3 base model: greedy evaluation (vLLM)")
+    rows: dict[str, dict[str, Any]] = {}
+    samples: dict[str, tuple[Any, Any]] = {}
+    eval_env = gym.make(s.env_id, split="valid", **s.env_kwargs)
     policy = shared_policy(s)
-    greedy = SamplingParams(temperature=0.0, max_new_tokens=s.max_new_tokens)
-    eval_env = gym.make(s.env_id, split="valid", **ENV_KWARGS)
-    base = evaluate(eval_env, policy, n=s.eval_size, sampling=greedy, batch_size=s.eval_size)
-    console.print(f"base: format rate {base.metrics.format_rate:.0%}, MAE {base.metrics.mae:.3f} "
-                  f"({time.perf_counter() - start:.0f}s)")
+    if s.eval_base:
+        console.rule("[bold]1/3 base model: greedy evaluation (vLLM)")
+        greedy = SamplingParams(temperature=0.0, max_new_tokens=s.max_new_tokens)
+        base = evaluate(eval_env, policy, n=s.eval_size, sampling=greedy, batch_size=s.eval_size)
+        rows["base"], samples["base"] = eval_record(base, step=0), sample_arrays(base.records)
+        headline = base.metrics.headline
+        console.print(f"base: format rate {rows['base']['eval/format_rate']:.0%}, {headline.upper()} "
+                      f"{rows['base'][f'eval/{headline}']:.3f} ({time.perf_counter() - start:.0f}s)")
 
-    console.rule("[bold]2/3 cold start: reasoning-teacher traces, then SFT")
-    sft_dir = cold_start_sft(s, out, ENV_KWARGS)
+    console.rule("[bold]2/3 cold start: scripted-teacher traces, then SFT")
+    sft_dir = cold_start_sft(s, out, s.env_kwargs)
     console.print(f"SFT checkpoint {sft_dir} ({time.perf_counter() - start:.0f}s)")
 
     console.rule(f"[bold]3/3 GRPO: {s.grpo_steps} steps from the SFT checkpoint")
-    result = grpo_stage(s, out / "grpo", str(sft_dir), ENV_KWARGS, policy, s.grpo_steps)
-    rows = {"base": eval_record(base, step=0), "sft": result.evals[0], "grpo": result.evals[-1]}
-    samples = {"base": sample_arrays(base.records), "sft": sample_arrays(result.eval_samples[0]),
-               "grpo": sample_arrays(result.eval_samples[result.steps])}
+    result = grpo_stage(s, out / "grpo", str(sft_dir), s.env_kwargs, policy, s.grpo_steps)
+    rows.update(sft=result.evals[0], grpo=result.evals[-1])
+    samples.update(sft=sample_arrays(result.eval_samples[0]), grpo=sample_arrays(result.eval_samples[result.steps]))
     summary = summarize(rows, samples, time.perf_counter() - start, eval_env.unwrapped.dataset.train_mean())
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    table = comparison_table({"SmolLM2-135M base": rows["base"], "after cold-start SFT": rows["sft"],
-                              f"after SFT + {result.steps} GRPO steps": rows["grpo"]},
+    names = {"base": "SmolLM2-135M base", "sft": "after cold-start SFT", "grpo": f"after SFT + {result.steps} GRPO steps"}
+    table = comparison_table({names[k]: r for k, r in rows.items()},
                              title=f"{s.env_id}, first {s.eval_size} validation samples, greedy")
     console.print(table)
-    beyond = summary["beyond_bias"]
-    console.print(f"SFT -> GRPO: {paired_change_text(summary['paired_gain'], summary['paired_se'])}")
-    console.print(f"beyond each model's mean shift: centred MAE {beyond['centred_mae_a']:.3f} -> "
-                  f"{beyond['centred_mae_b']:.3f} ({paired_change_text(beyond['centred_gain'], beyond['centred_se'])}); "
-                  f"correlation with the truth {beyond['correlation_a']:.3f} -> {beyond['correlation_b']:.3f} "
-                  f"({beyond['correlation_gain']:+.3f}, paired bootstrap SE {beyond['correlation_se']:.3f})")
-    console.print(f"summary {out / 'summary.json'}; "
-                  f"summary {out / 'summary.json'}; curves {out / 'grpo' / 'curves.png'}; "
+    what = "MAE lower by" if summary["task"] == "rating" else "NDCG@10 higher by"
+    console.print(f"SFT -> GRPO: {paired_change_text(summary['paired_gain'], summary['paired_se'], what)}")
+    if "beyond_bias" in summary:
+        beyond = summary["beyond_bias"]
+        console.print(f"beyond each model's mean shift: centred MAE {beyond['centred_mae_a']:.3f} -> "
+                      f"{beyond['centred_mae_b']:.3f} ({paired_change_text(beyond['centred_gain'], beyond['centred_se'])}); "
+                      f"correlation with the truth {beyond['correlation_a']:.3f} -> {beyond['correlation_b']:.3f} "
+                      f"({beyond['correlation_gain']:+.3f}, paired bootstrap SE {beyond['correlation_se']:.3f})")
+    console.print(f"summary {out / 'summary.json'}; curves {out / 'grpo' / 'curves.png'}; "
                   f"total {summary['seconds'] / 60:.1f} min")
     return summary
 
@@ -265,7 +310,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, output_dir: str = De
     for f in dataclasses.fields(DemoSettings):
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         default = output_dir if f.name == "output_dir" else default
-        kind = yaml.safe_load if isinstance(default, dict) else type(default)
+        kind = yaml.safe_load if isinstance(default, dict | bool) else type(default)  # bool('False') is True
         parser.add_argument(f"--{f.name}", type=kind, default=None, help=f"default: {default!r}")
     parser.settings_defaults = {"output_dir": output_dir}
 

