@@ -111,3 +111,19 @@ def test_recgym_train_grpo_two_steps_on_ranking_with_the_vllm_policy(tmp_path):
     evals = [r for r in rows if "eval/n" in r]
     assert evals and all("eval/ndcg@10" in r and "eval/mae" not in r for r in evals)
     assert -0.5 <= min(r["reward"] for r in rows if "reward" in r) <= 1.5
+
+
+def test_every_registered_algorithm_takes_a_step_on_ranking(tmp_path):
+    """No algorithm branches on the task: each one learns from the ranking env's reward as it is."""
+    import tiny_lm
+
+    from recgym.agents.algorithms import list_algorithms
+    from recgym.agents.trainer import GRPOTrainer
+
+    assert len(list_algorithms()) >= 8
+    for name in list_algorithms():
+        cfg = tiny_lm.tiny_config(tmp_path / name, env_id=ENV, env_kwargs=SMALL, algorithm=name, max_steps=1)
+        result = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer()).train()
+        step = [r for r in result.records if "reward" in r]
+        assert result.steps == 1 and len(step) == 1, name
+        assert step[0]["reward"] == pytest.approx(step[0]["reward/format"] + step[0]["reward/ndcg"]), name
