@@ -91,6 +91,14 @@ class DemoSettings:
     (``GRPOConfig.collapse_action``)."""
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.teacher not in TEACHERS:
+            raise ValueError(f"unknown teacher {self.teacher!r}: choose {', '.join(TEACHERS)}")
+
+
+#: ``DemoSettings.teacher``'s choices.
+TEACHERS = ("reasoner", "user-average", "ranker")
+
 
 def learner_dtype(name: str) -> str:
     """``name``, or for ``auto`` the faster precision for training on this machine."""
@@ -154,7 +162,7 @@ def summarize(rows: dict[str, dict[str, Any]], samples: dict[str, tuple[Any, Any
 def cold_start_data(s: DemoSettings, out: Path, env_kwargs: dict[str, Any]) -> Any:
     """Scripted-teacher traces for ``cold_start_samples`` training samples (those within
     ``cold_start_tolerance`` of the truth kept) in ``out/cold_start.jsonl``; returns the report. A
-    ``rate_only`` template gets the teacher's rating alone."""
+    ``rate_only`` (``rank_only``) template gets the teacher's rating (ranking) alone."""
     from recgym.agents.teachers.cold_start import ColdStartConfig, run_cold_start
     from recgym.agents.teachers.scripted import (
         SyntheticRankerPolicy,
@@ -162,19 +170,16 @@ def cold_start_data(s: DemoSettings, out: Path, env_kwargs: dict[str, Any]) -> A
         UserAveragePolicy,
     )
 
-    teachers = {"reasoner": SyntheticReasonerPolicy, "user-average": UserAveragePolicy}
-    if s.teacher == "ranker":
-        teacher = SyntheticRankerPolicy()
-    elif s.teacher in teachers:
-        teacher = teachers[s.teacher](rate_only=env_kwargs.get("template") == "rate_only")
-    else:
-        raise ValueError(f"unknown teacher {s.teacher!r}: choose reasoner, user-average or ranker")
+    short = env_kwargs.get("template") in ("rate_only", "rank_only")
+    teachers = {"reasoner": lambda: SyntheticReasonerPolicy(rate_only=short),
+                "user-average": lambda: UserAveragePolicy(rate_only=short),
+                "ranker": lambda: SyntheticRankerPolicy(rank_only=short)}
     return run_cold_start(
         ColdStartConfig(env_id=s.env_id, env_kwargs=env_kwargs, num_samples=s.cold_start_samples,
                         samples_per_prompt=1, rationalize=False, output=str(out / "cold_start.jsonl"),
                         teacher=f"scripted {s.teacher}", teacher_policy="scripted", tolerance=s.cold_start_tolerance,
                         seed=s.seed),
-        teacher=teacher,
+        teacher=teachers[s.teacher](),
     )
 
 
@@ -338,7 +343,11 @@ def parse_settings(parser: argparse.ArgumentParser, argv: list[str] | None = Non
             parser.error(f"--config {config}: unknown settings {', '.join(unknown)} (known: {', '.join(sorted(names))})")
         values.update(loaded)
     values.update({k: v for k, v in args.items() if k in names and v is not None})
-    return DemoSettings(**values), {k: v for k, v in args.items() if k not in names}
+    try:
+        settings = DemoSettings(**values)
+    except ValueError as e:
+        parser.error(str(e))
+    return settings, {k: v for k, v in args.items() if k not in names}
 
 
 def scripted_demo(split: str = "valid", n: int | None = None) -> dict[str, Any]:

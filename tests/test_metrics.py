@@ -142,6 +142,8 @@ def test_demo_settings_from_defaults_then_config_file_then_flags(tmp_path):
     assert settings.output_dir == "runs/elsewhere" and settings.group_size == DemoSettings.group_size
     settings, _ = parse("--algorithm_kwargs", "{clip_epsilon_high: 0.3}")
     assert settings.algorithm_kwargs == {"clip_epsilon_high": 0.3}
+    with pytest.raises(SystemExit):
+        parse("--teacher", "oracle")  # a one-line usage error, not a traceback later in the run
     assert parse("--eval_base", "false")[0].eval_base is False and parse("--eval_base", "true")[0].eval_base is True
     recipe.write_text("grpo_step: 40\n")
     with pytest.raises(SystemExit):

@@ -112,6 +112,14 @@ def test_templates_are_swappable_and_the_reward_checks_the_chosen_one():
     assert "<analyze candidates>" in think.prompt(0)[0]["content"]
     assert "<analyze" not in bare.prompt(0)[0]["content"]
     assert think.prompt(0)[1] == bare.prompt(0)[1]  # the same user prompt, only the asked format differs
+    from recgym.agents.teachers.scripted import SyntheticRankerPolicy
+
+    for env, teacher in ((think, SyntheticRankerPolicy()), (bare, SyntheticRankerPolicy(rank_only=True))):
+        text, _ = env.reset(options={"index": 1})
+        breakdown = env.step(teacher.act(text))[4]["reward_breakdown"]
+        assert breakdown["format_ok"], teacher.rank_only
+    assert SyntheticRankerPolicy(rank_only=True).act(text) == "<rank>" + \
+        SyntheticRankerPolicy().act(text).split("<rank>")[1]  # the same order, without the steps
 
 
 def test_ranking_template_names_and_objects():

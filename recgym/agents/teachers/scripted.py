@@ -194,6 +194,10 @@ class SyntheticRankerPolicy(ScriptedPolicy):
 
     name = "synthetic ranker, tagged"
 
+    def __init__(self, rank_only: bool = False) -> None:
+        self.rank_only = rank_only
+        """Answer ``<rank>...</rank>`` alone (the ``rank_only`` template)."""
+
     def act(self, observation: str) -> str:
         user_part, _, candidates = observation.partition("Candidates:")
         liked, disliked = _stated_tastes(user_part)
@@ -210,4 +214,6 @@ class SyntheticRankerPolicy(ScriptedPolicy):
             f"Best matches: {', '.join(f'[{b}]' for b in best) or 'none'}.",
             " ".join(f"[{label}]" for label in order),
         ]
+        if self.rank_only:
+            return f"<rank>{steps[-1]}</rank>"
         return "".join(f"<{tag}>{text}</{tag}>" for tag, text in zip(RANK_TAGS, steps))
