@@ -18,7 +18,9 @@ groups, entropy). Settings were chosen on training-split behaviour, never on the
 samples.
 
 ``--config examples/configs/recone_synthetic_long.yaml`` runs the same stages at the longer
-recipe's budget (about 55-60 minutes); every field of ``DemoSettings`` is also a flag.
+recipe's budget (about 55-60 minutes), and ``--config examples/configs/recone_rank_synthetic.yaml``
+on the ranking task (``RecRank-Synthetic-v0``: the scripted ranker's traces, the NDCG reward, the
+table and paired change in NDCG@10); every field of ``DemoSettings`` is also a flag.
 ``--scripted`` shows the synthetic world and two scripted reference policies instead, in seconds
 and without a model.
 """

