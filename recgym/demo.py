@@ -165,23 +165,14 @@ def cold_start_data(s: DemoSettings, out: Path, env_kwargs: dict[str, Any]) -> A
     """Scripted-teacher traces for ``cold_start_samples`` training samples (those within
     ``cold_start_tolerance`` of the truth kept) in ``out/cold_start.jsonl``; returns the report. A
     ``rate_only`` (``rank_only``) template gets the teacher's rating (ranking) alone."""
-    from recgym.agents.teachers.cold_start import ColdStartConfig, run_cold_start
-    from recgym.agents.teachers.scripted import (
-        SyntheticRankerPolicy,
-        SyntheticReasonerPolicy,
-        UserAveragePolicy,
-    )
+    from recgym.agents.teachers.cold_start import ColdStartConfig, run_cold_start, scripted_teacher
 
-    short = env_kwargs.get("template") in ("rate_only", "rank_only")
-    teachers = {"reasoner": lambda: SyntheticReasonerPolicy(rate_only=short),
-                "user-average": lambda: UserAveragePolicy(rate_only=short),
-                "ranker": lambda: SyntheticRankerPolicy(rank_only=short)}
     return run_cold_start(
         ColdStartConfig(env_id=s.env_id, env_kwargs=env_kwargs, num_samples=s.cold_start_samples,
                         samples_per_prompt=1, rationalize=False, output=str(out / "cold_start.jsonl"),
                         teacher=f"scripted {s.teacher}", teacher_policy="scripted", tolerance=s.cold_start_tolerance,
                         seed=s.seed),
-        teacher=teachers[s.teacher](),
+        teacher=scripted_teacher(s.teacher.replace("-", "_"), env_kwargs.get("template")),
     )
 
 

@@ -106,7 +106,9 @@ def _mean_and_se(d: np.ndarray) -> tuple[float, float]:
 def paired_change_text(gain: float, se: float, what: str = "MAE lower by") -> str:
     """A paired change in words: ``what`` (``paired_difference``'s MAE drop by default), the change,
     its standard error, and their ratio."""
-    return f"{what} {gain:+.3f} (paired standard error {se:.3f}, {gain / max(se, 1e-12):.1f} SE)"
+    if se == 0:
+        return f"{what} {gain:+.3f} (the same change on every sample: paired standard error 0)"
+    return f"{what} {gain:+.3f} (paired standard error {se:.3f}, {gain / se:.1f} SE)"
 
 
 def centred_errors(predictions: Sequence[float], targets: Sequence[float], train_mean: float) -> np.ndarray:

@@ -155,7 +155,8 @@ def test_paired_change_text_states_the_change_its_error_and_their_ratio():
 
     assert paired_change_text(0.035, 0.048) == "MAE lower by +0.035 (paired standard error 0.048, 0.7 SE)"
     assert paired_change_text(-0.063, 0.061).startswith("MAE lower by -0.063")
-    assert paired_change_text(0.0, 0.0).endswith("0.0 SE)")
+    assert paired_change_text(0.0, 0.0, "NDCG@10 higher by") == (
+        "NDCG@10 higher by +0.000 (the same change on every sample: paired standard error 0)")
 
 
 def test_demo_learner_dtype_auto_picks_bfloat16_only_on_a_cpu_with_native_bfloat16(monkeypatch):

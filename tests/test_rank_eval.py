@@ -126,5 +126,9 @@ def test_cli_eval_scripted_ranker(tmp_path, capsys):
                  "--quiet", "--no-baselines", "--metrics-json", str(metrics)]) == 0
     payload = json.loads(metrics.read_text())["metrics"]
     assert payload["n"] == 4 and payload["format_rate"] == 1.0 and payload["coverage"] == 1.0
+    bare = tmp_path / "bare.json"  # the rank_only template gets the teacher's <rank> alone
+    assert main(["eval", ENV, "--policy", "scripted", "--model", "ranker", "--split", "valid", "-n", "4", "--quiet",
+                 "--no-baselines", "--template", "rank_only", "--metrics-json", str(bare)]) == 0
+    assert json.loads(bare.read_text())["metrics"]["format_rate"] == 1.0
     assert main(["eval", ENV, "--policy", "scripted", "--model", "oracle", "-n", "1", "--quiet"]) != 0
     assert "unknown scripted teacher 'oracle'" in capsys.readouterr().err

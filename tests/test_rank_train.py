@@ -127,3 +127,13 @@ def test_every_registered_algorithm_takes_a_step_on_ranking(tmp_path):
         step = [r for r in result.records if "reward" in r]
         assert result.steps == 1 and len(step) == 1, name
         assert step[0]["reward"] == pytest.approx(step[0]["reward/format"] + step[0]["reward/ndcg"]), name
+
+
+def test_scripted_teachers_by_name_answer_alone_for_the_short_templates():
+    from recgym.agents.teachers.cold_start import scripted_teacher
+    from recgym.agents.teachers.scripted import SimilarItemsToolPolicy
+
+    assert scripted_teacher("ranker", "rank_only").rank_only and not scripted_teacher("ranker").rank_only
+    assert scripted_teacher("reasoner", "rate_only").rate_only and scripted_teacher("user_average", "rate_only").rate_only
+    assert not scripted_teacher("reasoner", "think").rate_only
+    assert isinstance(scripted_teacher("similar_items", "rate_only"), SimilarItemsToolPolicy)  # it has no short form

@@ -52,7 +52,7 @@ def run(args) -> int:
         if args.policy == "scripted":  # a scripted teacher by name, e.g. --model ranker
             from recgym.agents.teachers.cold_start import scripted_teacher
 
-            policy = scripted_teacher(args.model)
+            policy = scripted_teacher(args.model, args.template)
         else:
             policy = make_policy(args.policy, args.model, **_policy_kwargs(args))
     except (ModelNotFoundError, ImportError, ValueError, TypeError) as exc:

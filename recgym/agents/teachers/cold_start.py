@@ -248,11 +248,16 @@ def make_tool_cold_start_data(
     return ColdStartReport(str(output), counts["kept"], 0, counts["dropped"], time.perf_counter() - start)
 
 
-def scripted_teacher(name: str) -> Policy:
-    """A scripted teacher by name (``SCRIPTED_TEACHERS``), with a one-line error for an unknown one."""
+def scripted_teacher(name: str, template: Any = None) -> Policy:
+    """A scripted teacher by name (``SCRIPTED_TEACHERS``), with a one-line error for an unknown one.
+    For the ``rate_only`` / ``rank_only`` template, a teacher that can answers without the steps."""
+    import inspect
+
     if name not in SCRIPTED_TEACHERS:
         raise ValueError(f"unknown scripted teacher {name!r}; choose one of {', '.join(SCRIPTED_TEACHERS)}")
-    return SCRIPTED_TEACHERS[name]()
+    kind = SCRIPTED_TEACHERS[name]
+    short = template in ("rate_only", "rank_only") and template in inspect.signature(kind).parameters
+    return kind(**{template: True}) if short else kind()
 
 
 def run_cold_start(config: ColdStartConfig, teacher: Policy | None = None) -> ColdStartReport:
@@ -266,7 +271,7 @@ def run_cold_start(config: ColdStartConfig, teacher: Policy | None = None) -> Co
     rng = np.random.default_rng(config.seed)
     indices = sorted(rng.choice(n, size=min(config.num_samples, n), replace=False).tolist())
     if teacher is None and config.teacher_policy == "scripted":
-        teacher = scripted_teacher(config.teacher)
+        teacher = scripted_teacher(config.teacher, config.env_kwargs.get("template"))
     elif teacher is None:
         from recgym.agents.policies import make_policy
 
