@@ -250,7 +250,7 @@ def make_tool_cold_start_data(
 
 def scripted_teacher(name: str, template: Any = None) -> Policy:
     """A scripted teacher by name (``SCRIPTED_TEACHERS``), with a one-line error for an unknown one.
-    For the ``rate_only`` / ``rank_only`` template, a teacher that can answers without the steps."""
+    For the ``rate_only`` / ``rank_only`` template, a teacher that has that form answers without the steps."""
     import inspect
 
     if name not in SCRIPTED_TEACHERS:
