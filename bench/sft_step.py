@@ -33,10 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     from recgym.agents.learner.loading import autocast
     from recgym.agents.sft import SFTTrainConfig, build_sft_trainer
     from recgym.console import machine_description, make_console
-    from recgym.demo import ENV_KWARGS, DemoSettings, cold_start_data
+    from recgym.demo import DemoSettings, cold_start_data
 
     out = Path(tempfile.mkdtemp(prefix="bench_sft_"))
-    report = cold_start_data(DemoSettings(), out, ENV_KWARGS)
+    settings = DemoSettings()
+    report = cold_start_data(settings, out, settings.env_kwargs)
     config = SFTTrainConfig(data=report.path, output_dir=str(out / "sft"), per_device_train_batch_size=4,
                             max_length=1024, learning_rate=5e-5, lr_scheduler_type="constant")
     trl_loss, ours, ours_bf16 = ("TRL's SFTTrainer loss", "completion logits only (recgym)",

@@ -27,10 +27,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-import yaml
-
 from recgym.demo import (
-    ENV_KWARGS,
     DemoSettings,
     add_settings_arguments,
     cold_start_sft,
@@ -55,7 +52,7 @@ def arm_env_kwargs(arm: str, env_kwargs: dict) -> dict:
     return dict(env_kwargs)
 
 
-def run_ablations(settings: DemoSettings, arms: list[str], env_kwargs: dict) -> dict[str, dict]:
+def run_ablations(settings: DemoSettings, arms: list[str]) -> dict[str, dict]:
     """Run ``arms``; returns ``{arm: final evaluation record}`` (also written to ``ablations.json``)."""
     from recgym.agents.run_log import comparison_table
     from recgym.console import make_console
@@ -67,7 +64,7 @@ def run_ablations(settings: DemoSettings, arms: list[str], env_kwargs: dict) -> 
     errors: dict[str, list[float]] = {}
     sft: dict[str, str] = {}  # template -> checkpoint: the rewards do not change the SFT (same traces kept)
     for arm in arms:
-        kwargs = arm_env_kwargs(arm, env_kwargs)
+        kwargs = arm_env_kwargs(arm, settings.env_kwargs)
         arm_dir = out / arm
         model = settings.model
         template = str(kwargs.get("template", "think"))
@@ -94,10 +91,9 @@ def run_ablations(settings: DemoSettings, arms: list[str], env_kwargs: dict) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
-    parser.add_argument("--env_kwargs", type=yaml.safe_load, default=ENV_KWARGS)
     add_settings_arguments(parser, output_dir="runs/ablations")
     settings, args = parse_settings(parser, argv)
-    run_ablations(settings, args["arms"], args["env_kwargs"])
+    run_ablations(settings, args["arms"])
     return 0
 
 

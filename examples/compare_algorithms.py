@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 from recgym.demo import (
-    ENV_KWARGS,
     DemoSettings,
     add_settings_arguments,
     cold_start_sft,
@@ -42,12 +41,12 @@ def compare(settings: DemoSettings, algorithms: list[str], start: str | None) ->
 
     out = Path(settings.output_dir)
     policy = shared_policy(settings)
-    start = start or str(cold_start_sft(settings, out, ENV_KWARGS))
+    start = start or str(cold_start_sft(settings, out, settings.env_kwargs))
     rows: dict[str, dict] = {}
     start_errors = start_record = None
     for algorithm in algorithms:
         t0 = time.perf_counter()
-        result = grpo_stage(settings, out / algorithm, start, ENV_KWARGS, policy, settings.grpo_steps,
+        result = grpo_stage(settings, out / algorithm, start, settings.env_kwargs, policy, settings.grpo_steps,
                             algorithm=algorithm, eval_on_start=start_errors is None)
         if start_errors is None:
             start_errors, start_record = sample_errors(result, 0), result.evals[0]
