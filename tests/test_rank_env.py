@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import recgym  # noqa: F401
+from recgym.agents.teachers.scripted import SyntheticRankerPolicy
 from recgym.data.ranking import candidate_list
 from recgym.data.registry import load_dataset
 from recgym.prompts import RankingTemplate, get_template
@@ -112,8 +113,6 @@ def test_templates_are_swappable_and_the_reward_checks_the_chosen_one():
     assert "<analyze candidates>" in think.prompt(0)[0]["content"]
     assert "<analyze" not in bare.prompt(0)[0]["content"]
     assert think.prompt(0)[1] == bare.prompt(0)[1]  # the same user prompt, only the asked format differs
-    from recgym.agents.teachers.scripted import SyntheticRankerPolicy
-
     for env, teacher in ((think, SyntheticRankerPolicy()), (bare, SyntheticRankerPolicy(rank_only=True))):
         text, _ = env.reset(options={"index": 1})
         breakdown = env.step(teacher.act(text))[4]["reward_breakdown"]
