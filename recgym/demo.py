@@ -56,7 +56,10 @@ class DemoSettings:
     """Cold-start teacher: ``reasoner`` (reads the synthetic world's text), ``user-average`` (any rating
     env) or ``ranker`` (``RecRank-Synthetic-v0``: orders the candidates by the diner's stated tastes)."""
     eval_size: int = 100
-    """Validation samples every row is evaluated on (the same first ones)."""
+    """Samples every row is evaluated on (the same first ones of ``eval_split``)."""
+    eval_split: str = "valid"
+    """The split the rows are evaluated on: ``valid`` for what is reported, ``train`` to choose
+    settings (the first ``eval_size`` training samples; never tune on the reported samples)."""
     eval_base: bool = True
     """Evaluate the base model first (its row in the table); off where it was measured elsewhere."""
     cold_start_samples: int = 96
@@ -82,6 +85,9 @@ class DemoSettings:
     algorithm_kwargs: dict[str, Any] = field(default_factory=lambda: {"overlong_buffer": 0})
     """The algorithm's own knobs (``recgym algorithms``). DAPO's overlong penalty is off: at 128 tokens
     it fell on the four-step answers themselves and pushed them to drop a step."""
+    trainable_layers: int = 0
+    """SFT and GRPO train only the top this many of the model's transformer blocks (0: all weights;
+    ``GRPOConfig.trainable_layers``)."""
     dtype: str = "auto"
     """Learner precision for SFT and GRPO: ``float32``, ``bfloat16`` (autocast over float32 weights) or
     ``auto``: bfloat16 on a CPU with native bfloat16 (AVX512-BF16 or AMX), where it was measured
@@ -190,7 +196,8 @@ def cold_start_sft(s: DemoSettings, out: Path, env_kwargs: dict[str, Any], **ove
     return train_sft(SFTTrainConfig(**{
         "data": report.path, "model": s.model, "output_dir": str(out / "sft"), "num_train_epochs": s.sft_epochs,
         "learning_rate": s.sft_learning_rate, "per_device_train_batch_size": 4, "max_length": s.sft_max_length,
-        "lr_scheduler_type": "constant", "dtype": learner_dtype(s.dtype), "seed": s.seed, **overrides,
+        "lr_scheduler_type": "constant", "dtype": learner_dtype(s.dtype), "trainable_layers": s.trainable_layers,
+        "seed": s.seed, **overrides,
     }))
 
 
@@ -203,12 +210,12 @@ def grpo_config(s: DemoSettings, out: Path, model: str, env_kwargs: dict[str, An
     algorithm = overrides.pop("algorithm", s.algorithm)
     return GRPOConfig(**{
         "env_id": s.env_id, "env_kwargs": env_kwargs, "model": model, "policy": "vllm", "algorithm": algorithm,
-        "dtype": learner_dtype(s.dtype),
+        "dtype": learner_dtype(s.dtype), "trainable_layers": s.trainable_layers,
         "algorithm_kwargs": s.algorithm_kwargs if algorithm == s.algorithm else {},  # they are that algorithm's knobs
         "group_size": s.group_size, "prompts_per_step": s.prompts_per_step, "max_steps": steps,
         "max_new_tokens": s.max_new_tokens, "temperature": s.temperature,
         "learning_rate": s.learning_rate, "lr_scheduler_type": s.lr_scheduler_type, "micro_batch_size": s.group_size,
-        "eval_interval": s.eval_interval, "eval_size": s.eval_size, "eval_batch_size": s.eval_size, "save_interval": 0,
+        "eval_interval": s.eval_interval, "eval_split": s.eval_split, "eval_size": s.eval_size, "eval_batch_size": s.eval_size, "save_interval": 0,
         "output_dir": str(out), "seed": s.seed, "collapse_action": s.collapse_action, "live_display": make_console().is_terminal, **overrides,
     })
 
@@ -258,7 +265,7 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     rows: dict[str, dict[str, Any]] = {}
     samples: dict[str, tuple[Any, Any]] = {}
-    eval_env = gym.make(s.env_id, split="valid", **s.env_kwargs)
+    eval_env = gym.make(s.env_id, split=s.eval_split, **s.env_kwargs)
     policy = shared_policy(s)
     if s.eval_base:
         console.rule("[bold]1/3 base model: greedy evaluation (vLLM)")
@@ -281,7 +288,7 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     names = {"base": "SmolLM2-135M base", "sft": "after cold-start SFT", "grpo": f"after SFT + {result.steps} GRPO steps"}
     table = comparison_table({names[k]: r for k, r in rows.items()},
-                             title=f"{s.env_id}, first {s.eval_size} validation samples, greedy")
+                             title=f"{s.env_id}, first {s.eval_size} {s.eval_split} samples, greedy")
     console.print(table)
     what = "MAE lower by" if summary["task"] == "rating" else "NDCG@10 higher by"
     console.print(f"SFT -> GRPO: {paired_change_text(summary['paired_gain'], summary['paired_se'], what)}")

@@ -94,6 +94,48 @@ def test_bfloat16_keeps_float32_master_weights_so_small_updates_count(tmp_path):
     assert bf16 > 0.9 * f32, (bf16, f32)
 
 
+def test_trainable_layers_moves_only_the_top_blocks_whose_gradients_are_a_full_fine_tunes(tmp_path):
+    """trainable_layers 1 of 3: a step moves the top block and the final norm only (the embeddings,
+    tied to the output head, and the lower blocks stay bit-identical), and the top block's gradient
+    is the one a full fine-tune computes (freezing cuts the backward pass, not the loss)."""
+    cfg = tiny_config(tmp_path, trainable_layers=1, learning_rate=1e-2, max_grad_norm=0.0)
+    trainer = GRPOTrainer(cfg, model=tiny_model(layers=3), tokenizer=tiny_tokenizer())
+    names = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert names and all(n.startswith(("model.layers.2.", "model.norm.")) for n in names), names
+    assert sum(p.numel() for p in trainer.trainable) == sum(p.numel() for n, p in trainer.model.named_parameters() if n in names)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    for n, p in trainer.model.named_parameters():
+        assert torch.equal(p, before[n]) != (n in names), n
+
+    from recgym.agents.learner.loading import train_top_layers
+
+    ids = tiny_tokenizer()("How will user 3 rate the item? <rate>4</rate>", return_tensors="pt")["input_ids"]
+    full, frozen = tiny_model(layers=3).train(), tiny_model(layers=3).train()
+    train_top_layers(frozen, 1)
+    for model in (full, frozen):
+        model(ids, labels=ids).loss.backward()
+    assert frozen.model.embed_tokens.weight.grad is None and frozen.model.layers[1].mlp.up_proj.weight.grad is None
+    for (n, a), (_, b) in zip(full.named_parameters(), frozen.named_parameters()):
+        if b.requires_grad:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7, msg=n)
+
+
+@pytest.mark.parametrize("kwargs, message", [({"trainable_layers": -1}, ">= 0"),
+                                             ({"trainable_layers": 2, "use_lora": True}, "choose one")])
+def test_trainable_layers_refuses_bad_values_in_both_configs(kwargs, message):
+    from recgym.agents.sft import SFTTrainConfig
+
+    for config in (GRPOConfig, SFTTrainConfig):
+        with pytest.raises(ValueError, match=message):
+            config(**kwargs)
+
+
+def test_trainable_layers_beyond_the_model_says_how_many_blocks_it_has(tmp_path):
+    with pytest.raises(ValueError, match="more than the model's 2 blocks"):
+        GRPOTrainer(tiny_config(tmp_path, trainable_layers=3), model=tiny_model(), tokenizer=tiny_tokenizer())
+
+
 def test_every_update_after_the_first_sees_its_own_old_logprobs(tmp_path):
     """Two updates per rollout batch (gradient_accumulation_steps 1, two micro-batches): the second
     is off-policy, so its ratio differs from 1 and clipping can act."""

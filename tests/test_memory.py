@@ -58,6 +58,23 @@ def test_parameter_counts_match_transformers_and_peft():
         ModelShape.from_config(SHAPE).lora_parameters(8, ["qkv"])
 
 
+def test_trainable_layers_count_what_train_top_layers_leaves_trainable():
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from recgym.agents.learner.loading import train_top_layers
+
+    qwen = {**SHAPE, "model_type": "qwen2", "tie_word_embeddings": True}
+    for shape in (SHAPE, qwen):  # untied: the output head trains; tied: it is the frozen embedding
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**shape))
+        train_top_layers(model, 1)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        assert ModelShape.from_config(shape).top_layers_parameters(1) == trainable, shape["model_type"]
+    rows = {r.name: r.gb for r in estimate_memory(config(trainable_layers=1), model_config=SHAPE).rows}
+    assert rows["AdamW state"] == pytest.approx((36_992 + 64 + 1000 * 64) * 8 / 1e9)
+
+
 def test_known_models_have_their_published_sizes():
     counts = {name: ModelShape.from_config(shape).num_parameters for name, shape in KNOWN_MODELS.items()}
     assert counts["Qwen/Qwen2.5-7B-Instruct"] == 7_615_616_512  # "7.62B" on its model card

@@ -153,6 +153,19 @@ def test_bfloat16_sft_keeps_float32_master_weights(tmp_path):
         build_sft_trainer(SFTTrainConfig(data=str(data), model=str(model_dir), dtype="float16"))
 
 
+def test_sft_with_trainable_layers_moves_only_the_top_block(tmp_path):
+    data = tmp_path / "d.jsonl"
+    prompt = [{"role": "user", "content": "How will the user rate the item?"}]
+    data.write_text(json.dumps({"prompt": prompt, "completion": [{"role": "assistant", "content": trace(4)}]}) + "\n")
+    config = SFTTrainConfig(data=str(data), output_dir=str(tmp_path / "sft"), max_steps=2, learning_rate=1e-2,
+                            per_device_train_batch_size=1, max_length=256, trainable_layers=1)
+    trainer = build_sft_trainer(config, tiny_model(), tiny_tokenizer())
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    moved = {n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert moved and all(n.startswith(("model.layers.1.", "model.norm.")) for n in moved), moved
+
+
 def test_cold_start_config_round_trips_yaml(tmp_path):
     path = tmp_path / "c.yaml"
     ColdStartConfig(num_samples=7, tolerance=1.0).to_yaml(path)

@@ -18,6 +18,14 @@ from typing import Any
 import yaml
 
 
+def check_trainable_layers(trainable_layers: int, use_lora: bool) -> None:
+    """``trainable_layers``' checks, shared by the GRPO and SFT configs."""
+    if trainable_layers < 0:
+        raise ValueError(f"trainable_layers must be >= 0 (0: every weight trains), got {trainable_layers}")
+    if trainable_layers and use_lora:
+        raise ValueError("trainable_layers and use_lora are two ways to train part of the model: choose one")
+
+
 class ConfigMixin:
     """YAML loading, command-line overrides and validation for the training config dataclasses."""
 
@@ -207,6 +215,11 @@ class GRPOConfig(ConfigMixin):
     """Micro-batches per optimizer update; 0 means one update per pass over the whole rollout batch."""
     max_grad_norm: float = 1.0
     """Gradient-norm clipping; 0 disables it."""
+    trainable_layers: int = 0
+    """0: every weight trains. N > 0: only the top N transformer blocks and the final norm; the
+    embeddings (and an output head tied to them) and the lower blocks are frozen, so the backward
+    pass stops at the lowest trainable block (``make demo``'s learner: about 40% less learning time
+    for 10 of SmolLM2-135M's 30 blocks, ``bench/train_step.py``). Not with ``use_lora``."""
 
     # ---- LoRA (peft) ----
     use_lora: bool = False
@@ -261,6 +274,7 @@ class GRPOConfig(ConfigMixin):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.collapse_action not in ("off", "warn", "stop", "restore"):
             raise ValueError(f"collapse_action must be off, warn, stop or restore, got {self.collapse_action!r}")
+        check_trainable_layers(self.trainable_layers, self.use_lora)
         if self.policy not in ("hf", "vllm"):
             raise ValueError(f"policy must be 'hf' or 'vllm', got {self.policy!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):

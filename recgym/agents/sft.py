@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recgym.agents.config import ConfigMixin
+from recgym.agents.config import ConfigMixin, check_trainable_layers
 from recgym.agents.teachers.cold_start import (  # noqa: F401  (`recgym.agents.sft` kept these names)
     ColdStartConfig,
     ColdStartReport,
@@ -53,12 +53,18 @@ class SFTTrainConfig(ConfigMixin):
     dtype: str = "float32"
     """float32, or bfloat16 as mixed precision (float32 master weights and optimizer state, bfloat16
     autocast); float16 is refused (it needs loss scaling)."""
+    trainable_layers: int = 0
+    """0: every weight trains; N > 0: only the top N transformer blocks and the final norm
+    (``GRPOConfig.trainable_layers``)."""
     use_lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
     logging_steps: int = 1
     report_to: list[str] = field(default_factory=list)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_trainable_layers(self.trainable_layers, self.use_lora)
 
 
 def read_sft_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -210,6 +216,10 @@ def build_sft_trainer(config: SFTTrainConfig, model: Any = None, tokenizer: Any 
         from recgym.agents.models import load_model
 
         model, tokenizer = load_model(config.model, dtype="float32")  # master weights; bf16 is autocast
+    if config.trainable_layers:
+        from recgym.agents.learner.loading import train_top_layers
+
+        train_top_layers(model, config.trainable_layers)
     peft_config = None
     if config.use_lora:
         from peft import LoraConfig

@@ -49,10 +49,28 @@ def load_learner(cfg: GRPOConfig, model: torch.nn.Module | None = None, tokenize
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.use_lora:
         model = add_lora(model, cfg)
+    if cfg.trainable_layers:
+        train_top_layers(model, cfg.trainable_layers)
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
     return model, tokenizer
+
+
+def train_top_layers(model: torch.nn.Module, n: int) -> None:
+    """Freeze all but the top ``n`` transformer blocks and the final norm: the embeddings (and an
+    output head tied to them, as SmolLM2's is) and the lower blocks get ``requires_grad=False``."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    blocks = getattr(decoder, "layers", None)
+    if not isinstance(blocks, torch.nn.ModuleList):
+        raise ValueError(  # noqa: TRY004 - a config the model cannot take, not a wrong argument type
+            f"trainable_layers needs a decoder with a .layers list of blocks (Llama, Qwen, Mistral, ...); "
+            f"{type(model).__name__} has none: use trainable_layers: 0 or use_lora")
+    if n > len(blocks):
+        raise ValueError(f"trainable_layers {n} is more than the model's {len(blocks)} blocks")
+    model.get_input_embeddings().requires_grad_(False)
+    for block in blocks[: len(blocks) - n]:
+        block.requires_grad_(False)
 
 
 def add_lora(model: torch.nn.Module, cfg: GRPOConfig) -> torch.nn.Module:

@@ -148,12 +148,20 @@ class ModelShape:
         }
 
     @property
+    def layer_parameters(self) -> int:
+        """One decoder block's parameters (its linear modules and two RMSNorms)."""
+        return sum(i * o + (o if bias else 0) for i, o, bias in self.linear_shapes().values()) + 2 * self.hidden
+
+    @property
     def num_parameters(self) -> int:
         """Every parameter, the tied output embedding counted once."""
-        per_layer = sum(i * o + (o if bias else 0) for i, o, bias in self.linear_shapes().values())
-        per_layer += 2 * self.hidden  # the two RMSNorms
         embeddings = self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
-        return embeddings + self.layers * per_layer + self.hidden  # + the final norm
+        return embeddings + self.layers * self.layer_parameters + self.hidden  # + the final norm
+
+    def top_layers_parameters(self, n: int) -> int:
+        """What ``trainable_layers: n`` trains: the top ``n`` blocks, the final norm, and an untied output head."""
+        head = 0 if self.tied_embeddings else self.vocab * self.hidden
+        return min(n, self.layers) * self.layer_parameters + self.hidden + head
 
     def lora_parameters(self, r: int, targets: list[str]) -> int:
         """LoRA's A (r x in) and B (out x r) for every targeted module (peft's names; ``all-linear``)."""
@@ -377,7 +385,7 @@ def estimate_memory(
             f"adapters {trainable / 1e6:.1f}M x 4 B (float32)",
         ))
     else:
-        trainable = params
+        trainable = shape.top_layers_parameters(config.trainable_layers) if config.trainable_layers else params
         rows.append(MemoryRow("learner weights", params * 4 / GB, f"{params / 1e9:.3f}B x 4 B (float32 master weights)"))
         if compute != 4:
             rows.append(MemoryRow("autocast weight copies", params * compute / GB,
