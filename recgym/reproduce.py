@@ -109,7 +109,8 @@ class ReproduceConfig(ConfigMixin):
     collapse_action: str = "warn"
     """``GRPOConfig.collapse_action`` of both GRPO arms."""
     grpo_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Other ``GRPOConfig`` fields of both GRPO arms (``gradient_checkpointing``, ``lora_r``, ``warmup_steps``, ...)."""
+    """Other ``GRPOConfig`` fields of both GRPO arms (``gradient_checkpointing``, ``lora_r``, ``warmup_steps``, ...);
+    ``gradient_checkpointing`` also holds for the SFT stage."""
     live_display: bool = True
     """The trainer's live table where the output is a terminal."""
     keep_checkpoints: bool = False
@@ -349,7 +350,8 @@ class Reproduction:
         shutil.rmtree(checkpoint, ignore_errors=True)
         self._eval_path(spec, "sft").unlink(missing_ok=True)  # scored on a checkpoint that is gone
         s = self.config.stage_settings(spec)
-        return cold_start_sft(s, out, spec.make_kwargs(), use_lora=self.config.use_lora)
+        return cold_start_sft(s, out, spec.make_kwargs(), use_lora=self.config.use_lora,
+                              gradient_checkpointing=bool(self.config.grpo_kwargs.get("gradient_checkpointing", False)))
 
     def shared_policy(self, weights: str | None) -> Any:
         """The generation backend holding ``weights`` (a checkpoint; None: whatever it holds)."""

@@ -160,8 +160,13 @@ def test_sft_with_trainable_layers_moves_only_the_top_block(tmp_path):
     config = SFTTrainConfig(data=str(data), output_dir=str(tmp_path / "sft"), max_steps=2, learning_rate=1e-2,
                             per_device_train_batch_size=1, max_length=256, trainable_layers=1)
     trainer = build_sft_trainer(config, tiny_model(), tiny_tokenizer())
+    assert not trainer.args.gradient_checkpointing  # TRL's default recomputes every activation
+    needs_grad = []  # the frozen block's output must not require grad, or backward runs through it anyway
+    for block in trainer.model.model.layers:
+        block.register_forward_hook(lambda _m, _i, out: needs_grad.append((out[0] if isinstance(out, tuple) else out).requires_grad))
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
+    assert needs_grad[:2] == [False, True]
     moved = {n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[n])}
     assert moved and all(n.startswith(("model.layers.1.", "model.norm.")) for n in moved), moved
 

@@ -53,6 +53,9 @@ class SFTTrainConfig(ConfigMixin):
     dtype: str = "float32"
     """float32, or bfloat16 as mixed precision (float32 master weights and optimizer state, bfloat16
     autocast); float16 is refused (it needs loss scaling)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (TRL's default is on; recgym's is off: it costs a
+    forward pass per step, and the embedded model's activations fit; turn it on for a large model)."""
     trainable_layers: int = 0
     """0: every weight trains; N > 0: only the top N transformer blocks and the final norm
     (``GRPOConfig.trainable_layers``)."""
@@ -243,6 +246,7 @@ def build_sft_trainer(config: SFTTrainConfig, model: Any = None, tokenizer: Any 
         seed=config.seed,
         use_cpu=not torch.cuda.is_available(),
         bf16=config.dtype == "bfloat16",
+        gradient_checkpointing=config.gradient_checkpointing,
     )
     return _completion_logits_sft_trainer()(model=model, args=args, train_dataset=load_sft_data(config.data, tokenizer),
                                             processing_class=tokenizer, peft_config=peft_config)
