@@ -11,12 +11,14 @@ each backend is a warm-up and not counted.
     python bench/train_step.py --policies hf --dtype bfloat16 --lora     # on a GPU: mixed precision, LoRA
     python bench/train_step.py --policies vllm --dtype float32 bfloat16  # side by side, with the ratio
     python bench/train_step.py --demo --policies vllm --layout padded packed  # make demo's step, before/after packing
-    python bench/train_step.py --demo --policies vllm --model runs/demo/sft --trainable_layers 0 10  # all weights / top 10 blocks
+    python bench/train_step.py --demo before now --policies vllm --model runs/demo/sft  # the demo's step until 2026-12-06 / now
+    python bench/train_step.py --policies vllm --trainable_layers 0 10  # all weights / the top 10 blocks
 
 ``--demo`` takes ``make demo``'s GRPO step instead (``recgym.demo.DemoSettings``' group size, prompts
-per step, new tokens, algorithm and learning rate; micro-batch = one group; ``--model runs/demo/sft``
-for the demo's own SFT checkpoint, whose answers are shorter than the base model's).
-``--trainable_layers`` trains only the top N transformer blocks (0: every weight). ``--layout padded`` runs the learner's
+per step, new tokens, algorithm, learning rate and trainable blocks; micro-batch = one group;
+``--model runs/demo/sft`` for the demo's own SFT checkpoint, whose answers are shorter than the base
+model's); ``--demo before now`` measures the step until 2026-12-06 (4 prompts x G=8, 128 tokens,
+every weight) beside today's. ``--trainable_layers`` trains only the top N transformer blocks. ``--layout padded`` runs the learner's
 shared-prompt pass with one padded row per completion (before packing), ``packed`` lets it pack each
 group's completions without padding where that costs less (the trainer's default).
 """
@@ -32,18 +34,26 @@ from pathlib import Path
 KEYS = ("time/step", "time/generation", "time/reward", "time/learning", "time/weight_sync")
 
 
-def demo_step() -> dict:
-    """``make demo``'s GRPO step shape (``recgym.demo.DemoSettings``)."""
+#: ``make demo``'s GRPO step until 2026-12-06 (beside the current ``DemoSettings``).
+DEMO_BEFORE = {"prompts_per_step": 4, "max_new_tokens": 128, "trainable_layers": 0}
+
+
+def step_shape(demo: str | None, max_new_tokens: int, trainable_layers: int) -> dict:
+    """The step's batch and learner: ``demo`` ``now`` (``recgym.demo.DemoSettings``) or ``before``
+    (:data:`DEMO_BEFORE`); None: the fixed benchmark batch."""
+    if demo is None:
+        return {"group_size": 4, "prompts_per_step": 2, "max_new_tokens": max_new_tokens, "micro_batch_size": 4,
+                "learning_rate": 1e-6, "trainable_layers": trainable_layers}
     from recgym.demo import DemoSettings
 
     s = DemoSettings()
-    return {"group_size": s.group_size, "prompts_per_step": s.prompts_per_step, "max_new_tokens": s.max_new_tokens,
-            "micro_batch_size": s.group_size, "algorithm": s.algorithm, "algorithm_kwargs": s.algorithm_kwargs,
-            "learning_rate": s.learning_rate}
+    now = {"group_size": s.group_size, "prompts_per_step": s.prompts_per_step, "max_new_tokens": s.max_new_tokens,
+           "micro_batch_size": s.group_size, "algorithm": s.algorithm, "algorithm_kwargs": s.algorithm_kwargs,
+           "learning_rate": s.learning_rate, "trainable_layers": s.trainable_layers}
+    return {**now, **(DEMO_BEFORE if demo == "before" else {})}
 
 
-def bench(policy: str, steps: int, max_new_tokens: int, model: str, dtype: str, lora: bool,
-          demo: bool = False, layout: str = "packed", trainable_layers: int = 0) -> dict:
+def bench(policy: str, steps: int, model: str, dtype: str, lora: bool, shape: dict, layout: str = "packed") -> dict:
     from unittest import mock
 
     from recgym.agents.config import GRPOConfig
@@ -51,11 +61,9 @@ def bench(policy: str, steps: int, max_new_tokens: int, model: str, dtype: str, 
     from recgym.agents.trainer import GRPOTrainer
 
     out = tempfile.mkdtemp(prefix=f"bench_{policy}_")
-    shape = demo_step() if demo else {"group_size": 4, "prompts_per_step": 2, "max_new_tokens": max_new_tokens,
-                               "micro_batch_size": 4, "learning_rate": 1e-6}
     config = GRPOConfig(
         env_kwargs={"max_user_history": 4, "max_item_history": 2}, policy=policy, model=model, dtype=dtype,
-        use_lora=lora, lora_r=16, lora_alpha=32, trainable_layers=trainable_layers,
+        use_lora=lora, lora_r=16, lora_alpha=32,
         policy_kwargs={"max_model_len": 2048} if policy == "vllm" else {},
         max_steps=steps + 1, temperature=1.0, eval_interval=0, eval_size=1, eval_on_start=False,
         eval_max_new_tokens=1, save_interval=0, plot=False, live_display=False, output_dir=out, **shape,
@@ -65,10 +73,14 @@ def bench(policy: str, steps: int, max_new_tokens: int, model: str, dtype: str, 
         GRPOTrainer(config).train()
     rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "reward" in r][1:]  # drop the warm-up step
-    mean = {k: sum(r[k] for r in rows) / len(rows) for k in (*KEYS, "tokens_per_second", "completion_tokens")}
-    part = ", LoRA r=16" if lora else f", top {trainable_layers} blocks" if trainable_layers else ""
-    return {"policy": f"{policy}, {dtype}{part}, {layout}", "backend": policy,
-            "steps": len(rows), **mean}
+    return {"backend": policy, "steps": len(rows),
+            **{k: sum(r[k] for r in rows) / len(rows) for k in (*KEYS, "tokens_per_second", "completion_tokens")}}
+
+
+def describe(policy: str, dtype: str, lora: bool, shape: dict, layout: str) -> str:
+    learner = "LoRA r=16" if lora else f"top {shape['trainable_layers']} blocks" if shape["trainable_layers"] else "all weights"
+    batch = f"{shape['prompts_per_step']}x{shape['group_size']}, {shape['max_new_tokens']} tokens"
+    return f"{policy}, {dtype}, {batch}, {learner}, {layout}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,13 +92,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
                         help="the learner's compute dtype; several are measured side by side, each policy in turn")
     parser.add_argument("--lora", action="store_true", help="train LoRA adapters (r=16, every linear layer) instead of all weights")
-    parser.add_argument("--demo", action="store_true", help="make demo's GRPO step (4 prompts x G=8, 128 tokens, DAPO)")
+    parser.add_argument("--demo", nargs="*", choices=["now", "before"], default=None,
+                        help="make demo's GRPO step: now (DemoSettings; the default with no value) and/or before "
+                             "(until 2026-12-06: 4 prompts x G=8, 128 tokens, every weight)")
     parser.add_argument("--layout", nargs="+", default=["packed"], choices=["padded", "packed"],
                         help="the learner's completion layout: one padded row each (before) or packed (now)")
     parser.add_argument("--trainable_layers", nargs="+", type=int, default=[0],
-                        help="train only the top N transformer blocks (0: every weight); several are measured side by side")
+                        help="without --demo: train only the top N transformer blocks (0: every weight); several "
+                             "are measured side by side")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
+    if args.demo == []:
+        args.demo = ["now"]
+    shapes = ([step_shape(d, args.max_new_tokens, 0) for d in args.demo] if args.demo is not None
+              else [step_shape(None, args.max_new_tokens, n) for n in args.trainable_layers])
 
     from rich.table import Table
 
@@ -96,17 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     for policy in args.policies:
         for dtype in args.dtype:
             for layout in args.layout:
-                for layers in args.trainable_layers:
+                for shape in shapes:
+                    name = describe(policy, dtype, args.lora, shape, layout)
                     try:
-                        results.append(bench(policy, args.steps, args.max_new_tokens, args.model, dtype, args.lora,
-                                             args.demo, layout, layers))
+                        results.append({"policy": name, **bench(policy, args.steps, args.model, dtype, args.lora, shape, layout)})
                     except Exception as exc:  # noqa: BLE001 - report a backend that cannot run here, keep the others
-                        results.append({"policy": f"{policy}, {dtype}, {layout}, top {layers} blocks",
-                                        "error": f"{type(exc).__name__}: {exc}"[:300]})
+                        results.append({"policy": name, "error": f"{type(exc).__name__}: {exc}"[:300]})
     machine = machine_description()
-    shape = demo_step() if args.demo else {"group_size": 4, "prompts_per_step": 2, "max_new_tokens": args.max_new_tokens}
-    completions, tokens = shape["group_size"] * shape["prompts_per_step"], shape["max_new_tokens"]
-    table = Table(title=f"GRPO step, {args.model}, {completions} completions x {tokens} tokens max ({machine})")
+    table = Table(title=f"GRPO step, {args.model} ({machine})")
     for col in ("policy", "s/step", "generation s", "reward s", "learning s", "weight sync s",
                 "gen tokens/s", "tokens/completion", "learning speed-up"):
         table.add_column(col, justify="left" if col == "policy" else "right")

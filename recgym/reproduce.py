@@ -108,6 +108,10 @@ class ReproduceConfig(ConfigMixin):
     """One GPU's memory, for ``--estimate-memory`` and the trainer's check."""
     collapse_action: str = "warn"
     """``GRPOConfig.collapse_action`` of both GRPO arms."""
+    trainable_layers: int = 0
+    """Both GRPO arms train only the top this many transformer blocks (0: every weight; not with LoRA)."""
+    sft_lr_scheduler_type: str = "constant"
+    """The SFT stage's schedule (``constant``, ``linear``, ``cosine``, ...)."""
     grpo_kwargs: dict[str, Any] = field(default_factory=dict)
     """Other ``GRPOConfig`` fields of both GRPO arms (``gradient_checkpointing``, ``lora_r``, ``warmup_steps``, ...);
     ``gradient_checkpointing`` also holds for the SFT stage."""

@@ -124,7 +124,8 @@ ABLATIONS = """
     import ablations
     ablations.main(["--model", model_dir, "--output_dir", out, "--eval_size", "2", "--grpo_steps", "1",
                     "--cold_start_samples", "8", "--group_size", "2", "--prompts_per_step", "1",
-                    "--max_new_tokens", "8", "--env_kwargs", "{max_user_history: 2, max_item_history: 1}"])"""
+                    "--max_new_tokens", "8", "--trainable_layers", "1",
+                    "--env_kwargs", "{max_user_history: 2, max_item_history: 1}"])"""
 
 
 @pytest.mark.slow
@@ -160,7 +161,7 @@ COMPARE = """
     import compare_algorithms
     compare_algorithms.main(["--model", model_dir, "--start", model_dir, "--output_dir", out, "--eval_size", "3",
                              "--grpo_steps", "1", "--group_size", "2", "--prompts_per_step", "2",
-                             "--max_new_tokens", "8", "--algorithms", "grpo", "dapo", "ppo"])"""
+                             "--max_new_tokens", "8", "--trainable_layers", "0", "--algorithms", "grpo", "dapo", "ppo"])"""
 
 
 @pytest.mark.slow

@@ -150,6 +150,23 @@ def test_demo_settings_from_defaults_then_config_file_then_flags(tmp_path):
         parse("--config", str(recipe))
 
 
+def test_demo_grpo_trains_the_top_blocks_its_sft_every_weight_on_the_tuning_split(tmp_path, monkeypatch):
+    """The demo's GRPO config carries trainable_layers and eval_split; its SFT config trains every
+    weight on the configured schedule (train_sft replaced by a recorder: no model is loaded)."""
+    from pathlib import Path
+
+    import recgym.agents.sft as sft
+    from recgym.demo import DemoSettings, cold_start_sft, grpo_config
+
+    s = DemoSettings(output_dir=str(tmp_path), eval_split="train", sft_lr_scheduler_type="cosine", cold_start_samples=8)
+    config = grpo_config(s, tmp_path / "grpo", "m", s.env_kwargs, steps=2)
+    assert (config.trainable_layers, config.eval_split, config.prompts_per_step) == (10, "train", 3)
+    seen = []
+    monkeypatch.setattr(sft, "train_sft", lambda c: seen.append(c) or Path(c.output_dir))
+    cold_start_sft(s, tmp_path, s.env_kwargs)
+    assert seen[0].trainable_layers == 0 and seen[0].lr_scheduler_type == "cosine"
+
+
 def test_paired_change_text_states_the_change_its_error_and_their_ratio():
     from recgym.metrics import paired_change_text
 
