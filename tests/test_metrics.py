@@ -155,7 +155,7 @@ def test_demo_grpo_trains_the_top_blocks_its_sft_every_weight_on_the_tuning_spli
     weight on the configured schedule (train_sft replaced by a recorder: no model is loaded)."""
     from pathlib import Path
 
-    import recgym.agents.sft as sft
+    from recgym.agents import sft
     from recgym.demo import DemoSettings, cold_start_sft, grpo_config
 
     s = DemoSettings(output_dir=str(tmp_path), eval_split="train", sft_lr_scheduler_type="cosine", cold_start_samples=8)
