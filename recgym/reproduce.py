@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +197,13 @@ class ReproduceConfig(ConfigMixin):
         values = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
         return plain_values({**values, "dataset": spec.__dict__})
 
+    def changed_since(self, saved: dict[str, Any], spec: DatasetSpec) -> list[str]:
+        """The fields whose values differ from a saved result's ``protocol``; a field the saved one
+        lacks (added to recgym later) counts as unchanged at its default."""
+        defaults = plain_values({f.name: f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+                                 for f in fields(self)})
+        return sorted(k for k, v in self.protocol(spec).items() if saved.get(k, defaults.get(k)) != v)
+
     def protocol_key(self, spec: DatasetSpec) -> str:
         """A short hash of :meth:`protocol`, naming the partial files of a run under it."""
         import hashlib
@@ -269,9 +276,8 @@ class Reproduction:
                 path = self.out / spec.name / f"{arm}.json"
                 if path.exists():
                     saved = json.loads(path.read_text())
-                    if saved.get("protocol") != cfg.protocol(spec):
-                        old = saved.get("protocol", {})
-                        changed = sorted(k for k, v in cfg.protocol(spec).items() if old.get(k) != v)
+                    changed = cfg.changed_since(saved.get("protocol", {}), spec)
+                    if changed:
                         raise ValueError(f"{path} was measured under other settings ({', '.join(changed)}); "
                                          "use another output_dir or remove it")
                     self.saved[spec.name, arm] = saved

@@ -95,6 +95,13 @@ def test_settings_changed_under_saved_results_are_refused_in_one_line(tmp_path, 
     assert main(["reproduce", "--config", write_config(tmp_path, values), "--eval_size", "6"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "eval_size" in err and "other settings" in err
+    saved = tmp_path / "out" / "Synthetic" / "baselines.json"  # saved before trainable_layers existed
+    result = json.loads(saved.read_text())
+    del result["protocol"]["trainable_layers"]
+    saved.write_text(json.dumps(result))
+    assert main(["reproduce", "--config", write_config(tmp_path, values)]) == 0
+    assert main(["reproduce", "--config", write_config(tmp_path, values), "--trainable_layers", "2"]) == 2
+    assert "trainable_layers" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("change", "expected"), [
