@@ -218,8 +218,8 @@ class GRPOConfig(ConfigMixin):
     trainable_layers: int = 0
     """0: every weight trains. N > 0: only the top N transformer blocks and the final norm; the
     embeddings (and an output head tied to them) and the lower blocks are frozen, so the backward
-    pass stops at the lowest trainable block (``make demo``'s learner: about 40% less learning time
-    for 10 of SmolLM2-135M's 30 blocks, ``bench/train_step.py``). Not with ``use_lora``."""
+    pass stops at the lowest trainable block (``make demo``'s learner: a third less learning time for
+    10 of SmolLM2-135M's 30 blocks, ``docs/benchmarks.md``). Not with ``use_lora``."""
 
     # ---- LoRA (peft) ----
     use_lora: bool = False

@@ -67,7 +67,8 @@ def train_top_layers(model: torch.nn.Module, n: int) -> None:
             f"trainable_layers needs a decoder with a .layers list of blocks (Llama, Qwen, Mistral, ...); "
             f"{type(model).__name__} has none: use trainable_layers: 0 or use_lora")
     if n > len(blocks):
-        raise ValueError(f"trainable_layers {n} is more than the model's {len(blocks)} blocks")
+        raise ValueError(f"trainable_layers {n} is more than the model's {len(blocks)} blocks: "
+                         f"give at most {len(blocks)}, or 0 to train every weight")
     model.get_input_embeddings().requires_grad_(False)
     for block in blocks[: len(blocks) - n]:
         block.requires_grad_(False)
