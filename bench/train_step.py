@@ -18,9 +18,10 @@ each backend is a warm-up and not counted.
 per step, new tokens, algorithm, learning rate and trainable blocks; micro-batch = one group;
 ``--model runs/demo/sft`` for the demo's own SFT checkpoint, whose answers are shorter than the base
 model's); ``--demo before now`` measures the step until 2026-12-06 (4 prompts x G=8, 128 tokens,
-every weight) beside today's. ``--trainable_layers`` trains only the top N transformer blocks. ``--layout padded`` runs the learner's
-shared-prompt pass with one padded row per completion (before packing), ``packed`` lets it pack each
-group's completions without padding where that costs less (the trainer's default).
+every weight) beside today's. ``--trainable_layers`` trains only the top N transformer blocks.
+``--layout padded`` runs the learner's shared-prompt pass with one padded row per completion (before
+packing), ``packed`` lets it pack each group's completions without padding where that costs less
+(the trainer's default).
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ KEYS = ("time/step", "time/generation", "time/reward", "time/learning", "time/we
 DEMO_BEFORE = {"prompts_per_step": 4, "max_new_tokens": 128, "trainable_layers": 0}
 
 
-def step_shape(demo: str | None, max_new_tokens: int, trainable_layers: int) -> dict:
-    """The step's batch and learner: ``demo`` ``now`` (``recgym.demo.DemoSettings``) or ``before``
-    (:data:`DEMO_BEFORE`); None: the fixed benchmark batch."""
-    if demo is None:
-        return {"group_size": 4, "prompts_per_step": 2, "max_new_tokens": max_new_tokens, "micro_batch_size": 4,
-                "learning_rate": 1e-6, "trainable_layers": trainable_layers}
+def bench_shape(max_new_tokens: int, trainable_layers: int) -> dict:
+    """The fixed benchmark batch and its learner."""
+    return {"group_size": 4, "prompts_per_step": 2, "max_new_tokens": max_new_tokens, "micro_batch_size": 4,
+            "learning_rate": 1e-6, "trainable_layers": trainable_layers}
+
+
+def demo_shape(demo: str) -> dict:
+    """``make demo``'s step: ``now`` (``recgym.demo.DemoSettings``) or ``before`` (:data:`DEMO_BEFORE`)."""
     from recgym.demo import DemoSettings
 
     s = DemoSettings()
@@ -104,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.demo == []:
         args.demo = ["now"]
-    shapes = ([step_shape(d, args.max_new_tokens, 0) for d in args.demo] if args.demo is not None
-              else [step_shape(None, args.max_new_tokens, n) for n in args.trainable_layers])
+    shapes = ([demo_shape(d) for d in args.demo] if args.demo is not None
+              else [bench_shape(args.max_new_tokens, n) for n in args.trainable_layers])
 
     from rich.table import Table
 

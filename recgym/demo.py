@@ -319,11 +319,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser, output_dir: str = De
 
     import yaml
 
+    from recgym.agents.config import field_default
+
     parser.add_argument("--config", type=Path, default=None,
                         help="YAML file of DemoSettings fields, e.g. examples/configs/recone_synthetic_long.yaml")
     for f in dataclasses.fields(DemoSettings):
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        default = output_dir if f.name == "output_dir" else default
+        default = output_dir if f.name == "output_dir" else field_default(f)
         kind = yaml.safe_load if isinstance(default, dict | bool) else type(default)  # bool('False') is True
         parser.add_argument(f"--{f.name}", type=kind, default=None, help=f"default: {default!r}")
     parser.settings_defaults = {"output_dir": output_dir}

@@ -22,13 +22,13 @@ import json
 import os
 import shutil
 import time
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from recgym.agents.config import ConfigMixin, plain_values
+from recgym.agents.config import ConfigMixin, field_default, plain_values
 
 ARMS = ("baselines", "zero_shot", "sft", "reczero", "recone")
 LABELS = {"zero_shot": "zero-shot", "sft": "SFT only", "reczero": "RecZero (GRPO)", "recone": "RecOne (SFT + GRPO)"}
@@ -200,8 +200,7 @@ class ReproduceConfig(ConfigMixin):
     def changed_since(self, saved: dict[str, Any], spec: DatasetSpec) -> list[str]:
         """The fields whose values differ from a saved result's ``protocol``; a field the saved one
         lacks (added to recgym later) counts as unchanged at its default."""
-        defaults = plain_values({f.name: f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
-                                 for f in fields(self)})
+        defaults = plain_values({f.name: field_default(f) for f in fields(self)})
         return sorted(k for k, v in self.protocol(spec).items() if saved.get(k, defaults.get(k)) != v)
 
     def protocol_key(self, spec: DatasetSpec) -> str:

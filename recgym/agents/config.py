@@ -18,6 +18,11 @@ from typing import Any
 import yaml
 
 
+def field_default(f: dataclasses.Field) -> Any:
+    """A dataclass field's default value (a fresh one from its ``default_factory``)."""
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+
+
 def check_trainable_layers(trainable_layers: int, use_lora: bool) -> None:
     """``trainable_layers``' checks, shared by the GRPO and SFT configs."""
     if trainable_layers < 0:

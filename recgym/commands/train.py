@@ -20,10 +20,12 @@ SFT_HINT = ("a RecOne SFT checkpoint is made by `recgym sft train` (or `python e
 
 def add_config_options(parser: argparse.ArgumentParser, config_cls: type) -> None:
     """One ``--field`` option per config field (values are parsed as YAML, typed by the field)."""
+    from recgym.agents.config import field_default
+
     group = parser.add_argument_group("config overrides (any field; YAML values)")
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = field_default(f)
         kind = getattr(hints[f.name], "__name__", str(hints[f.name]))
         group.add_argument(f"--{f.name}", dest=f"cfg__{f.name}", default=None, metavar="V",
                            help=f"{kind}, default {default!r}")
