@@ -73,6 +73,8 @@ def test_trainable_layers_count_what_train_top_layers_leaves_trainable():
         assert ModelShape.from_config(shape).top_layers_parameters(1) == trainable, shape["model_type"]
     rows = {r.name: r.gb for r in estimate_memory(config(trainable_layers=1), model_config=SHAPE).rows}
     assert rows["AdamW state"] == pytest.approx((36_992 + 64 + 1000 * 64) * 8 / 1e9)
+    with pytest.raises(ValueError, match="more than the model's"):  # what the trainer would refuse
+        estimate_memory(config(trainable_layers=SHAPE["num_hidden_layers"] + 1), model_config=SHAPE)
 
 
 def test_known_models_have_their_published_sizes():

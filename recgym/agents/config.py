@@ -31,6 +31,13 @@ def check_trainable_layers(trainable_layers: int, use_lora: bool) -> None:
         raise ValueError("trainable_layers and use_lora are two ways to train part of the model: choose one")
 
 
+def check_layer_count(trainable_layers: int, blocks: int) -> None:
+    """Refuse ``trainable_layers`` above the model's number of transformer blocks."""
+    if trainable_layers > blocks:
+        raise ValueError(f"trainable_layers {trainable_layers} is more than the model's {blocks} blocks: "
+                         f"give at most {blocks}, or 0 to train every weight")
+
+
 class ConfigMixin:
     """YAML loading, command-line overrides and validation for the training config dataclasses."""
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from recgym.agents.config import GRPOConfig
+from recgym.agents.config import GRPOConfig, check_layer_count
 
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -66,9 +66,7 @@ def train_top_layers(model: torch.nn.Module, n: int) -> None:
         raise ValueError(  # noqa: TRY004 - a config the model cannot take, not a wrong argument type
             f"trainable_layers needs a decoder with a .layers list of blocks (Llama, Qwen, Mistral, ...); "
             f"{type(model).__name__} has none: use trainable_layers: 0 or use_lora")
-    if n > len(blocks):
-        raise ValueError(f"trainable_layers {n} is more than the model's {len(blocks)} blocks: "
-                         f"give at most {len(blocks)}, or 0 to train every weight")
+    check_layer_count(n, len(blocks))
     model.get_input_embeddings().requires_grad_(False)
     for block in blocks[: len(blocks) - n]:
         block.requires_grad_(False)

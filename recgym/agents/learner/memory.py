@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recgym.agents.config import check_layer_count
+
 if TYPE_CHECKING:
     from rich.table import Table
 
@@ -160,8 +162,9 @@ class ModelShape:
 
     def top_layers_parameters(self, n: int) -> int:
         """What ``trainable_layers: n`` trains: the top ``n`` blocks, the final norm, and an untied output head."""
+        check_layer_count(n, self.layers)
         head = 0 if self.tied_embeddings else self.vocab * self.hidden
-        return min(n, self.layers) * self.layer_parameters + self.hidden + head
+        return n * self.layer_parameters + self.hidden + head
 
     def lora_parameters(self, r: int, targets: list[str]) -> int:
         """LoRA's A (r x in) and B (out x r) for every targeted module (peft's names; ``all-linear``)."""
