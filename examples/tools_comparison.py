@@ -33,12 +33,13 @@ import numpy as np
 
 import recgym  # noqa: F401  (registers the environments)
 from recgym.agents.config import ConfigMixin
-from recgym.agents.evaluation import evaluate
+from recgym.agents.evaluation import evaluate, read_records
 from recgym.agents.teachers.scripted import (
     SimilarItemsToolPolicy,
     SyntheticReasonerPolicy,
     UserAveragePolicy,
 )
+from recgym.commands import CommandError
 
 
 def token_counter():
@@ -128,7 +129,60 @@ class RecOneToolsSettings(ConfigMixin):
     grpo_overrides: dict[str, Any] = field(default_factory=dict)
     """GRPOConfig fields replacing the file's (a smoke run: ``{max_steps: 1, group_size: 2}``)."""
     eval_batch_size: int = 50
+    single_turn_run: str = ""
+    """A ``python -m recgym.demo`` run on ``RecRating-SyntheticLong-v0`` evaluated on the first ``n``
+    samples of ``split`` (``--eval_size n``): its trained rows (``predictions.jsonl``) join the table,
+    paired with the trained tool agent on the same samples."""
     output: str = "runs/recone_tools/summary.json"
+    """Also where the stages' evaluations go (``eval_{base,sft,grpo}.jsonl``): a rerun reuses every
+    finished one, and skips the training when the trained model's evaluation is complete."""
+
+
+def trained_steps(run: Path) -> int:
+    """The last training step a GRPO run's ``metrics.jsonl`` records."""
+    return max((r["step"] for r in read_records(run / "metrics.jsonl") if "reward" in r), default=0)
+
+
+def single_turn_rows(run: Path, n: int, split: str, count, errors: dict[str, np.ndarray],
+                     targets: np.ndarray) -> list[dict]:
+    """The ``sft`` and ``grpo`` rows of a demo run on the single-turn env (``python -m recgym.demo
+    --env_id RecRating-SyntheticLong-v0 --eval_size n``), on the same samples as ``targets``;
+    ``errors`` receives their per-sample errors."""
+    from recgym.agents.config import GRPOConfig
+    from recgym.demo import read_predictions
+
+    config = GRPOConfig.from_yaml(run / "grpo" / "config.yaml")
+    env = gym.make(config.env_id, split=split, **config.env_kwargs)
+    summary = {r["name"]: r for r in json.loads((run / "summary.json").read_text())["rows"]}
+    history = config.env_kwargs.get("max_user_history", "default")
+    rows = []
+    for stage, label in (("sft", "after SFT"), ("grpo", f"after SFT + {trained_steps(run / 'grpo')} GRPO steps")):
+        records = read_predictions(run / "predictions.jsonl", stage)
+        if config.eval_split != split or [r["index"] for r in records] != list(range(n)):
+            raise CommandError(f"{run} evaluated {len(records)} {config.eval_split} samples; the table needs the first "
+                             f"{n} of {split}: run the demo with --eval_split {split} --eval_size {n}")
+        truth = np.array([r["target"] for r in records])
+        if not np.allclose(truth, targets):
+            raise CommandError(f"{run}'s samples are not the tool env's ({config.env_id} vs the tool env's world)")
+        err = np.array([r["prediction"] for r in records]) - truth
+        name = f"single turn, newest {history} reviews, trained: {label} ({run})"
+        errors[name] = err
+        rows.append({"agent": name, "n": n, "mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean())),
+                     "coverage": summary[stage]["coverage"], "format_rate": summary[stage]["format_rate"],
+                     "tool_calls": 0.0, "tokens_read": single_turn_tokens(env, n, count)})
+    return rows
+
+
+def check_same_run(path: Path, s: RecOneToolsSettings, config) -> None:
+    """Record the settings that decide the measured rows in ``path``, or refuse to reuse a folder
+    whose evaluations were measured under others."""
+    measured = {k: v for k, v in s.to_dict().items() if k not in ("single_turn_run", "eval_batch_size", "output")}
+    current = json.loads(json.dumps({"settings": measured, "grpo_config": config.to_dict()}, default=str))
+    if path.is_file() and json.loads(path.read_text()) != current:
+        raise CommandError(f"{path.parent} holds evaluations measured under other settings (see {path}): "
+                         "give another --output, or delete that folder to measure again")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(current, indent=1))
 
 
 def recone_tools(s: RecOneToolsSettings, count=None) -> dict[str, Any]:
@@ -150,43 +204,62 @@ def recone_tools(s: RecOneToolsSettings, count=None) -> dict[str, Any]:
     env = gym.make(config.env_id, split=s.split, token_counter=count, **config.env_kwargs)
     greedy = SamplingParams(temperature=0.0, max_new_tokens=config.eval_max_new_tokens)
     errors: dict[str, np.ndarray] = {}
+    targets: dict[str, np.ndarray] = {}
     rows: list[dict] = []
 
     def measure(name: str, stage: str, policy) -> None:
         result = evaluate(env, policy, n=s.n, sampling=greedy, batch_size=s.eval_batch_size, baselines=False,
-                          out=out / f"eval_{stage}.jsonl", resume=False)
+                          out=out / f"eval_{stage}.jsonl", resume=policy is None or stage == "base")
         stats = result.episode_stats
         rows.append(row(name, result, stats["tokens_read_mean"], stats["tool_calls_mean"]))
         errors[name] = sample_errors(result)
+        targets[name] = np.array([r["target"] for r in sorted(result.records, key=lambda r: r["index"])])
         console.print(f"{name}: MAE {result.metrics.mae:.3f}, format rate {result.metrics.format_rate:.0%}, "
                       f"{stats['tool_calls_mean']:.2f} calls, {stats['tokens_read_mean']:.0f} tokens read")
 
-    console.rule("[bold]1/3 base model on the tool env")
-    policy = make_policy(s.policy, s.base_model, **config.policy_kwargs)
-    measure("SmolLM2 base, tools", "base", policy)
-    console.rule("[bold]2/3 cold start: scripted tool-agent episodes, then multi-turn SFT")
-    report = run_cold_start(ColdStartConfig(
-        env_id=config.env_id, env_kwargs=config.env_kwargs, num_samples=s.cold_start_samples,
-        teacher_policy="scripted", teacher="similar_items", samples_per_prompt=1, tolerance=s.tolerance,
-        output=str(out / "cold_start.jsonl"), seed=config.seed))
-    console.print(f"cold start: {report.summary()}")
-    sft_dir = train_sft(SFTTrainConfig(
-        data=report.path, model=s.base_model, output_dir=config.model, num_train_epochs=s.sft_epochs,
-        learning_rate=s.sft_learning_rate, max_length=s.sft_max_length, lr_scheduler_type="constant",
-        dtype=config.dtype, seed=config.seed))
-    if hasattr(policy, "update_weights"):  # the running engine takes the checkpoint's weights
-        from transformers import AutoModelForCausalLM
+    def finished(stage: str) -> bool:
+        path = out / f"eval_{stage}.jsonl"
+        return path.is_file() and len({r["index"] for r in read_records(path) if r.get("index", s.n) < s.n}) == s.n
 
-        policy.update_weights(AutoModelForCausalLM.from_pretrained(sft_dir))
+    check_same_run(out / "run_settings.json", s, config)
+    reuse = finished("sft") and finished("grpo")
+    policy = None if finished("base") and reuse else make_policy(s.policy, s.base_model, **config.policy_kwargs)
+    console.rule("[bold]1/3 base model on the tool env")
+    measure("SmolLM2 base, tools", "base", policy)
+    if reuse:
+        earlier = Path(s.output)
+        cold_start = json.loads(earlier.read_text()).get("cold_start") if earlier.is_file() else None
+        steps = trained_steps(Path(config.output_dir))
+        console.print(f"the SFT and GRPO evaluations in {out} are complete: reusing them ({steps} GRPO steps)")
+        measure("after multi-turn SFT, tools", "sft", None)
+        measure(f"after SFT + {steps} GRPO steps, tools", "grpo", None)
     else:
-        policy = make_policy(s.policy, str(sft_dir), **config.policy_kwargs)
-    measure("after multi-turn SFT, tools", "sft", policy)
-    console.rule(f"[bold]3/3 GRPO: {config.max_steps} steps from the SFT checkpoint")
-    trainer = GRPOTrainer(config, policy=policy if hasattr(policy, "update_weights") else None)
-    result = trainer.train()
-    measure(f"after SFT + {result.steps} GRPO steps, tools", "grpo", trainer.policy)
+        console.rule("[bold]2/3 cold start: scripted tool-agent episodes, then multi-turn SFT")
+        report = run_cold_start(ColdStartConfig(
+            env_id=config.env_id, env_kwargs=config.env_kwargs, num_samples=s.cold_start_samples,
+            teacher_policy="scripted", teacher="similar_items", samples_per_prompt=1, tolerance=s.tolerance,
+            output=str(out / "cold_start.jsonl"), seed=config.seed))
+        cold_start = report.summary()
+        console.print(f"cold start: {cold_start}")
+        sft_dir = train_sft(SFTTrainConfig(
+            data=report.path, model=s.base_model, output_dir=config.model, num_train_epochs=s.sft_epochs,
+            learning_rate=s.sft_learning_rate, max_length=s.sft_max_length, lr_scheduler_type="constant",
+            dtype=config.dtype, seed=config.seed))
+        if hasattr(policy, "update_weights"):  # the running engine takes the checkpoint's weights
+            from transformers import AutoModelForCausalLM
+
+            policy.update_weights(AutoModelForCausalLM.from_pretrained(sft_dir))
+        else:
+            policy = make_policy(s.policy, str(sft_dir), **config.policy_kwargs)
+        measure("after multi-turn SFT, tools", "sft", policy)
+        console.rule(f"[bold]3/3 GRPO: {config.max_steps} steps from the SFT checkpoint")
+        trainer = GRPOTrainer(config, policy=policy if hasattr(policy, "update_weights") else None)
+        result = trainer.train()
+        measure(f"after SFT + {result.steps} GRPO steps, tools", "grpo", trainer.policy)
 
     rows += main(s.n, s.split, count, errors)
+    if s.single_turn_run:
+        rows += single_turn_rows(Path(s.single_turn_run), s.n, s.split, count, errors, targets[rows[2]["agent"]])
     names = [r["agent"] for r in rows]
     trained, scripted_tool = names[2], names[3]
     pairs = [(names[0], names[1]), (names[1], trained), (scripted_tool, trained),
@@ -195,7 +268,7 @@ def recone_tools(s: RecOneToolsSettings, count=None) -> dict[str, Any]:
     for a, b in pairs:
         gain, se = paired_difference(errors[a], errors[b])
         comparisons.append({"a": a, "b": b, "gain": gain, "se": se})
-    summary = {"settings": s.to_dict(), "grpo_config": config.to_dict(), "cold_start": report.summary(),
+    summary = {"settings": s.to_dict(), "grpo_config": config.to_dict(), "cold_start": cold_start,
                "rows": rows, "paired": comparisons}
     Path(s.output).write_text(json.dumps(summary, indent=1, default=str))
     console.print(markdown(rows))
@@ -205,7 +278,6 @@ def recone_tools(s: RecOneToolsSettings, count=None) -> dict[str, Any]:
 
 
 def recone_main(argv: list[str]) -> int:
-    from recgym.commands import CommandError
     from recgym.commands.train import add_config_options, config_from_args
 
     parser = argparse.ArgumentParser(prog="tools_comparison.py recone", description=RecOneToolsSettings.__doc__)
@@ -215,7 +287,11 @@ def recone_main(argv: list[str]) -> int:
         settings = config_from_args(parser.parse_args(argv), RecOneToolsSettings)
     except CommandError as exc:
         parser.error(str(exc))
-    recone_tools(settings)
+    try:
+        recone_tools(settings)
+    except (CommandError, FileNotFoundError) as exc:  # settings that do not fit the saved runs
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -251,6 +251,27 @@ def sample_arrays(records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray
             np.array([r["target"] for r in records], dtype=np.float64))
 
 
+def write_predictions(path: Path, stages: dict[str, list[dict[str, Any]]]) -> None:
+    """One JSON line per row and sample: ``row``, ``index``, ``target``, ``prediction`` (its fallback
+    where unparsed), so that another run's rows can be paired with these on the same samples."""
+    with path.open("w") as f:
+        for name, records in stages.items():
+            for r in sorted(records, key=lambda r: r["index"]):
+                f.write(json.dumps({"row": name, "index": int(r["index"]), "target": float(r["target"]),
+                                    "prediction": float(r["prediction_or_fallback"])}) + "\n")
+
+
+def read_predictions(path: Path, row: str) -> list[dict[str, Any]]:
+    """The records of ``row`` in a :func:`write_predictions` file, in index order."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: a demo run writes it (rerun `python -m recgym.demo` "
+                                "with this code to get per-sample predictions)")
+    records = [r for r in map(json.loads, path.read_text().splitlines()) if r["row"] == row]
+    if not records:
+        raise ValueError(f"{path} has no row {row!r}")
+    return records
+
+
 def sample_errors(result: Any, step: int) -> list[float]:
     pred, target = sample_arrays(result.eval_samples[step])
     return (pred - target).tolist()
@@ -273,14 +294,14 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     rows: dict[str, dict[str, Any]] = {}
-    samples: dict[str, tuple[Any, Any]] = {}
+    records: dict[str, list[dict[str, Any]]] = {}
     eval_env = gym.make(s.env_id, split=s.eval_split, **s.env_kwargs)
     policy = shared_policy(s)
     if s.eval_base:
         console.rule("[bold]1/3 base model: greedy evaluation (vLLM)")
         greedy = SamplingParams(temperature=0.0, max_new_tokens=s.max_new_tokens)
         base = evaluate(eval_env, policy, n=s.eval_size, sampling=greedy, batch_size=s.eval_size)
-        rows["base"], samples["base"] = eval_record(base, step=0), sample_arrays(base.records)
+        rows["base"], records["base"] = eval_record(base, step=0), base.records
         headline = base.metrics.headline
         console.print(f"base: format rate {rows['base']['eval/format_rate']:.0%}, {headline.upper()} "
                       f"{rows['base'][f'eval/{headline}']:.3f} ({time.perf_counter() - start:.0f}s)")
@@ -292,9 +313,11 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
     console.rule(f"[bold]3/3 GRPO: {s.grpo_steps} steps from the SFT checkpoint")
     result = grpo_stage(s, out / "grpo", str(sft_dir), s.env_kwargs, policy, s.grpo_steps)
     rows.update(sft=result.evals[0], grpo=result.evals[-1])
-    samples.update(sft=sample_arrays(result.eval_samples[0]), grpo=sample_arrays(result.eval_samples[result.steps]))
+    records.update(sft=result.eval_samples[0], grpo=result.eval_samples[result.steps])
+    samples = {name: sample_arrays(stage) for name, stage in records.items()}
     summary = summarize(rows, samples, time.perf_counter() - start, eval_env.unwrapped.dataset.train_mean())
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_predictions(out / "predictions.jsonl", records)
     names = {"base": "SmolLM2-135M base", "sft": "after cold-start SFT", "grpo": f"after SFT + {result.steps} GRPO steps"}
     table = comparison_table({names[k]: r for k, r in rows.items()},
                              title=f"{s.env_id}, first {s.eval_size} {s.eval_split} samples, greedy")
@@ -307,7 +330,7 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
                       f"{beyond['centred_mae_b']:.3f} ({paired_change_text(beyond['centred_gain'], beyond['centred_se'])}); "
                       f"correlation with the truth {beyond['correlation_a']:.3f} -> {beyond['correlation_b']:.3f} "
                       f"({beyond['correlation_gain']:+.3f}, paired bootstrap SE {beyond['correlation_se']:.3f})")
-    console.print(f"summary {out / 'summary.json'}; curves {out / 'grpo' / 'curves.png'}; "
+    console.print(f"summary {out / 'summary.json'}; per-sample predictions {out / 'predictions.jsonl'}; curves {out / 'grpo' / 'curves.png'}; "
                   f"total {summary['seconds'] / 60:.1f} min")
     return summary
 

@@ -205,3 +205,5 @@ def test_demo_runs_the_ranking_recipe_and_reports_the_paired_ndcg_gain(tmp_path)
     traces = [json.loads(line) for line in (tmp_path / "out" / "cold_start.jsonl").read_text().splitlines()]
     assert traces and all(t["teacher"] == "scripted ranker" and t["rank_of_target"] <= 5 for t in traces)
     assert "NDCG@10 higher by" in run.stdout
+    predictions = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert [(p["row"], p["index"]) for p in predictions] == [(row, i) for row in ("base", "sft", "grpo") for i in range(3)]

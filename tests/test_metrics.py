@@ -80,6 +80,22 @@ def test_demo_summary_rows_baselines_and_paired_error():
     assert summary["seconds"] == 12.5 and summary["train_mean"] == 3.0
 
 
+def test_demo_predictions_file_keeps_every_row_per_sample_in_index_order(tmp_path):
+    from recgym.demo import read_predictions, write_predictions
+
+    path = tmp_path / "predictions.jsonl"
+    write_predictions(path, {"sft": [{"index": 1, "target": 4.0, "prediction_or_fallback": 3.5},
+                                     {"index": 0, "target": 2.0, "prediction_or_fallback": 2.5}],
+                             "grpo": [{"index": 0, "target": 2.0, "prediction_or_fallback": 2.0}]})
+    assert read_predictions(path, "sft") == [{"row": "sft", "index": 0, "target": 2.0, "prediction": 2.5},
+                                             {"row": "sft", "index": 1, "target": 4.0, "prediction": 3.5}]
+    assert [r["prediction"] for r in read_predictions(path, "grpo")] == [2.0]
+    with pytest.raises(ValueError, match="no row 'base'"):
+        read_predictions(path, "base")
+    with pytest.raises(FileNotFoundError, match="rerun"):
+        read_predictions(tmp_path / "old_run" / "predictions.jsonl", "sft")
+
+
 def test_demo_summary_on_ranking_rows_gives_the_paired_ndcg_gain():
     from recgym.demo import summarize
 

@@ -3,6 +3,7 @@ assistant's own turns only (the GRPO trainer's mask), and a checkpoint the tool 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import gymnasium as gym
@@ -118,7 +119,7 @@ def test_sft_on_scripted_tool_traces_gives_a_checkpoint_the_tool_env_plays(tmp_p
     assert all(len(r["turns"]) == 1 for r in result.records)
 
 
-def test_recone_tools_entry_measures_base_sft_and_grpo_on_the_same_samples(tmp_path):
+def test_recone_tools_entry_measures_base_sft_and_grpo_on_the_same_samples_then_reuses_them(tmp_path):
     import importlib.util
     from pathlib import Path
 
@@ -147,3 +148,43 @@ def test_recone_tools_entry_measures_base_sft_and_grpo_on_the_same_samples(tmp_p
     assert all(np.isfinite(c["se"]) for c in summary["paired"])
     assert json.loads((tmp_path / "summary.json").read_text())["rows"] == rows
     assert (tmp_path / "sft" / "config.json").exists()
+
+    # a rerun reuses the finished evaluations (no training), and adds a trained single-turn run's rows
+    trained_at = (tmp_path / "sft" / "config.json").stat().st_mtime_ns
+    single = hand_made_demo_run(tmp_path / "single", tmp_path / "eval_grpo.jsonl", n=3)
+    again = module.recone_tools(dataclasses.replace(settings, single_turn_run=str(single)),
+                                count=lambda text: len(text.split()))
+    assert (tmp_path / "sft" / "config.json").stat().st_mtime_ns == trained_at
+    assert again["rows"][:len(rows)] == rows
+    extra = again["rows"][len(rows):]
+    assert [r["agent"].split(": ")[1].split(" (")[0] for r in extra] == ["after SFT", "after SFT + 2 GRPO steps"]
+    assert [r["mae"] for r in extra] == pytest.approx([0.5, 0.25]) and extra[0]["tool_calls"] == 0.0
+    assert (extra[1]["agent"], rows[2]["agent"]) in {(c["a"], c["b"]) for c in again["paired"]}
+
+    # other settings in the same folder are refused, not mixed with the saved evaluations
+    with pytest.raises(module.CommandError, match="other settings"):
+        module.recone_tools(dataclasses.replace(settings, sft_epochs=2.0), count=lambda text: len(text.split()))
+    # a single-turn run on other samples is refused
+    short = hand_made_demo_run(tmp_path / "short", tmp_path / "eval_grpo.jsonl", n=2)
+    with pytest.raises(module.CommandError, match="--eval_size 3"):
+        module.recone_tools(dataclasses.replace(settings, single_turn_run=str(short)), count=lambda text: len(text.split()))
+
+
+def hand_made_demo_run(folder, tool_eval, n):
+    """A demo run folder as ``python -m recgym.demo --env_id RecRating-SyntheticLong-v0`` writes it:
+    its SFT predictions 0.5 off the truth, its GRPO predictions 0.25 off, on the tool run's first ``n``."""
+    from recgym.agents.config import GRPOConfig
+    from recgym.demo import write_predictions
+
+    truth = sorted(({"index": r["index"], "target": r["target"]} for r in map(json.loads, tool_eval.read_text().splitlines())),
+                   key=lambda r: r["index"])[:n]
+    (folder / "grpo").mkdir(parents=True)
+    GRPOConfig(env_id="RecRating-SyntheticLong-v0", env_kwargs={"max_user_history": 4, "max_item_history": 0},
+               eval_split="valid", output_dir=str(folder / "grpo")).to_yaml(folder / "grpo" / "config.yaml")
+    (folder / "grpo" / "metrics.jsonl").write_text("".join(json.dumps({"step": k, "reward": 1.0}) + "\n" for k in (1, 2)))
+    (folder / "summary.json").write_text(json.dumps({"rows": [{"name": name, "coverage": 1.0, "format_rate": 1.0}
+                                                              for name in ("base", "sft", "grpo")]}))
+    write_predictions(folder / "predictions.jsonl", {
+        stage: [{**r, "prediction_or_fallback": r["target"] + off} for r in truth]
+        for stage, off in (("sft", 0.5), ("grpo", -0.25))})
+    return folder
