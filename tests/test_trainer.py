@@ -129,6 +129,32 @@ def test_zero_advantage_batches_leave_weights_unchanged(tmp_path):
     assert all(torch.equal(v.cpu(), before[k]) for k, v in model.state_dict().items())
 
 
+def test_an_update_without_signal_after_one_with_signal_leaves_weights_and_moments_alone(tmp_path):
+    """Step 1 learns from made-up advantages; step 2's are all 0. Adam's momentum from step 1 would
+    move every weight again in step 2 (the old behaviour); the trainer skips that update instead."""
+    cfg = tiny_config(tmp_path, env_kwargs=SHORT_PROMPTS, max_steps=2, weight_decay=0.0, eval_on_start=False,
+                      eval_interval=0, plot=False)
+    trainer = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+    made_up = iter([lambda n: np.where(np.arange(n) % 2 == 0, 1.0, -1.0), np.zeros])
+    trainer.algorithm.advantages = lambda batch: next(made_up)(len(batch)).astype(np.float32)
+    after: list[dict[str, torch.Tensor]] = []
+    learn = trainer.learn
+
+    def learn_and_keep(batch, advantages):
+        out = learn(batch, advantages)
+        after.append({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+        return out
+
+    trainer.learn = learn_and_keep
+    trainer.train()
+    start = tiny_model().state_dict()
+    assert any(not torch.equal(after[0][k], start[k]) for k in start), "step 1 had a signal and must move the weights"
+    assert all(torch.equal(after[1][k], after[0][k]) for k in start)
+    rows = [r for r in read_metrics(Path(cfg.output_dir) / "metrics.jsonl") if "reward" in r]
+    assert rows[0]["grad_norm"] > 0 and "skipped_updates" not in rows[0]
+    assert rows[1]["grad_norm"] == 0 and rows[1]["skipped_updates"] == 1
+
+
 def test_adam_epsilon_reaches_the_optimizer_and_damps_small_gradients(tmp_path):
     def moved(eps: float) -> float:
         cfg = tiny_config(tmp_path / str(eps), max_steps=1, eval_on_start=False, eval_size=1, adam_epsilon=eps)

@@ -361,10 +361,14 @@ class GRPOTrainer:
                     for key, value in stats.items():
                         sums[key] = sums.get(key, 0.0) + value / cfg.num_inner_epochs
                 average_gradients(self.trainable, self.world_size)
-                if cfg.max_grad_norm > 0:
-                    norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
-                    sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm)
-                self.optimizer.step()
+                norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm)
+                # no signal in the whole update (every advantage 0): Adam would still move every weight
+                # along its momentum from earlier steps, so the weights and the moments stay as they are
+                if float(norm) > 0:
+                    self.optimizer.step()
+                else:
+                    sums["skipped_updates"] = sums.get("skipped_updates", 0.0) + 1
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 for key, value in self.algorithm.after_update().items():
