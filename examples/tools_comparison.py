@@ -173,16 +173,26 @@ def single_turn_rows(run: Path, n: int, split: str, count, errors: dict[str, np.
     return rows
 
 
-def check_same_run(path: Path, s: RecOneToolsSettings, config) -> None:
-    """Record the settings that decide the measured rows in ``path``, or refuse to reuse a folder
-    whose evaluations were measured under others."""
-    measured = {k: v for k, v in s.to_dict().items() if k not in ("single_turn_run", "eval_batch_size", "output")}
-    current = json.loads(json.dumps({"settings": measured, "grpo_config": config.to_dict()}, default=str))
-    if path.is_file() and json.loads(path.read_text()) != current:
+SFT_STAGE_FIELDS = ("env_id", "env_kwargs", "model", "dtype", "seed", "eval_max_new_tokens", "policy_kwargs")
+"""The GRPO config's fields that also decide the base and SFT rows."""
+
+
+def check_same_run(path: Path, s: RecOneToolsSettings, config) -> bool:
+    """Record in ``path`` the settings that decide the measured rows. Refuse a folder whose base and
+    SFT rows were measured under other settings; return True when only the GRPO stage's changed
+    (its row is measured again from the saved SFT checkpoint)."""
+    settings = {k: v for k, v in s.to_dict().items()
+                if k not in ("single_turn_run", "eval_batch_size", "output", "grpo_config", "grpo_overrides")}
+    grpo = config.to_dict()
+    current = json.loads(json.dumps({"sft": {**settings, **{k: grpo[k] for k in SFT_STAGE_FIELDS}}, "grpo": grpo},
+                                    default=str))
+    saved = json.loads(path.read_text()) if path.is_file() else current
+    if saved.get("sft") != current["sft"]:
         raise CommandError(f"{path.parent} holds evaluations measured under other settings (see {path}): "
-                         "give another --output, or delete that folder to measure again")
+                           "give another --output, or delete that folder to measure again")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(current, indent=1))
+    return saved["grpo"] != current["grpo"]
 
 
 def recone_tools(s: RecOneToolsSettings, count=None) -> dict[str, Any]:
@@ -221,18 +231,29 @@ def recone_tools(s: RecOneToolsSettings, count=None) -> dict[str, Any]:
         path = out / f"eval_{stage}.jsonl"
         return path.is_file() and len({r["index"] for r in read_records(path) if r.get("index", s.n) < s.n}) == s.n
 
-    check_same_run(out / "run_settings.json", s, config)
-    reuse = finished("sft") and finished("grpo")
-    policy = None if finished("base") and reuse else make_policy(s.policy, s.base_model, **config.policy_kwargs)
+    def load(path: str, policy):
+        """The engine takes the checkpoint's weights (HF: a new policy on it)."""
+        if hasattr(policy, "update_weights"):
+            from transformers import AutoModelForCausalLM
+
+            policy.update_weights(AutoModelForCausalLM.from_pretrained(path))
+            return policy
+        return make_policy(s.policy, path, **config.policy_kwargs)
+
+    grpo_changed = check_same_run(out / "run_settings.json", s, config)
+    sft_done = finished("sft") and (Path(config.model) / "config.json").is_file()
+    grpo_done = sft_done and finished("grpo") and not grpo_changed
+    engine = not (finished("base") and grpo_done)
+    policy = make_policy(s.policy, s.base_model, **config.policy_kwargs) if engine else None
     console.rule("[bold]1/3 base model on the tool env")
     measure("SmolLM2 base, tools", "base", policy)
-    if reuse:
-        earlier = Path(s.output)
-        cold_start = json.loads(earlier.read_text()).get("cold_start") if earlier.is_file() else None
-        steps = trained_steps(Path(config.output_dir))
-        console.print(f"the SFT and GRPO evaluations in {out} are complete: reusing them ({steps} GRPO steps)")
+    earlier = Path(s.output)
+    cold_start = json.loads(earlier.read_text()).get("cold_start") if earlier.is_file() else None
+    if sft_done:
+        console.print(f"the SFT evaluation in {out} is complete: reusing it and the checkpoint {config.model}")
         measure("after multi-turn SFT, tools", "sft", None)
-        measure(f"after SFT + {steps} GRPO steps, tools", "grpo", None)
+        if not grpo_done:
+            policy = load(config.model, policy)
     else:
         console.rule("[bold]2/3 cold start: scripted tool-agent episodes, then multi-turn SFT")
         report = run_cold_start(ColdStartConfig(
@@ -245,13 +266,15 @@ def recone_tools(s: RecOneToolsSettings, count=None) -> dict[str, Any]:
             data=report.path, model=s.base_model, output_dir=config.model, num_train_epochs=s.sft_epochs,
             learning_rate=s.sft_learning_rate, max_length=s.sft_max_length, lr_scheduler_type="constant",
             dtype=config.dtype, seed=config.seed))
-        if hasattr(policy, "update_weights"):  # the running engine takes the checkpoint's weights
-            from transformers import AutoModelForCausalLM
-
-            policy.update_weights(AutoModelForCausalLM.from_pretrained(sft_dir))
-        else:
-            policy = make_policy(s.policy, str(sft_dir), **config.policy_kwargs)
+        policy = load(str(sft_dir), policy)
         measure("after multi-turn SFT, tools", "sft", policy)
+    if grpo_done:
+        steps = trained_steps(Path(config.output_dir))
+        console.print(f"the GRPO evaluation in {out} is complete: reusing it ({steps} GRPO steps)")
+        measure(f"after SFT + {steps} GRPO steps, tools", "grpo", None)
+    else:
+        if grpo_changed:
+            console.print("the GRPO stage's settings changed: training it again from the saved SFT checkpoint")
         console.rule(f"[bold]3/3 GRPO: {config.max_steps} steps from the SFT checkpoint")
         trainer = GRPOTrainer(config, policy=policy if hasattr(policy, "update_weights") else None)
         result = trainer.train()

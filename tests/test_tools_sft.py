@@ -161,7 +161,17 @@ def test_recone_tools_entry_measures_base_sft_and_grpo_on_the_same_samples_then_
     assert [r["mae"] for r in extra] == pytest.approx([0.5, 0.25]) and extra[0]["tool_calls"] == 0.0
     assert (extra[1]["agent"], rows[2]["agent"]) in {(c["a"], c["b"]) for c in again["paired"]}
 
-    # other settings in the same folder are refused, not mixed with the saved evaluations
+    # a change to the GRPO stage alone trains it again from the saved SFT checkpoint
+    grpo_metrics = tmp_path / "grpo" / "metrics.jsonl"
+    grpo_before = grpo_metrics.stat().st_mtime_ns
+    retrained = module.recone_tools(
+        dataclasses.replace(settings, grpo_overrides={**settings.grpo_overrides, "learning_rate": 1e-4}),
+        count=lambda text: len(text.split()))
+    assert (tmp_path / "sft" / "config.json").stat().st_mtime_ns == trained_at
+    assert grpo_metrics.stat().st_mtime_ns > grpo_before
+    assert retrained["rows"][:2] == rows[:2] and retrained["grpo_config"]["learning_rate"] == 1e-4
+
+    # other settings of the base or SFT rows in the same folder are refused, not mixed with them
     with pytest.raises(module.CommandError, match="other settings"):
         module.recone_tools(dataclasses.replace(settings, sft_epochs=2.0), count=lambda text: len(text.split()))
     # a single-turn run on other samples is refused

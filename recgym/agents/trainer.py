@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -367,9 +368,12 @@ class GRPOTrainer:
                 # along its momentum from earlier steps, so the weights and the moments stay as they are
                 if float(norm) > 0:
                     self.optimizer.step()
+                    self.scheduler.step()
                 else:
                     sums["skipped_updates"] = sums.get("skipped_updates", 0.0) + 1
-                self.scheduler.step()
+                    with warnings.catch_warnings():  # the schedule moves on with the steps, as intended
+                        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                        self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 for key, value in self.algorithm.after_update().items():
                     sums[key] = sums.get(key, 0.0) + value / self.updates_per_step
