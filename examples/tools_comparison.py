@@ -155,6 +155,7 @@ def single_turn_rows(run: Path, n: int, split: str, count, errors: dict[str, np.
     env = gym.make(config.env_id, split=split, **config.env_kwargs)
     summary = {r["name"]: r for r in json.loads((run / "summary.json").read_text())["rows"]}
     history = config.env_kwargs.get("max_user_history", "default")
+    tokens = single_turn_tokens(env, n, count)
     rows = []
     for stage, label in (("sft", "after SFT"), ("grpo", f"after SFT + {trained_steps(run / 'grpo')} GRPO steps")):
         records = read_predictions(run / "predictions.jsonl", stage)
@@ -169,7 +170,7 @@ def single_turn_rows(run: Path, n: int, split: str, count, errors: dict[str, np.
         errors[name] = err
         rows.append({"agent": name, "n": n, "mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean())),
                      "coverage": summary[stage]["coverage"], "format_rate": summary[stage]["format_rate"],
-                     "tool_calls": 0.0, "tokens_read": single_turn_tokens(env, n, count)})
+                     "tool_calls": 0.0, "tokens_read": tokens})
     return rows
 
 
@@ -214,16 +215,17 @@ def recone_tools(s: RecOneToolsSettings, count=None) -> dict[str, Any]:
     env = gym.make(config.env_id, split=s.split, token_counter=count, **config.env_kwargs)
     greedy = SamplingParams(temperature=0.0, max_new_tokens=config.eval_max_new_tokens)
     errors: dict[str, np.ndarray] = {}
-    targets: dict[str, np.ndarray] = {}
+    truth = np.zeros(0)  # the samples' ratings, in index order (the same for every stage)
     rows: list[dict] = []
 
     def measure(name: str, stage: str, policy) -> None:
+        nonlocal truth
         result = evaluate(env, policy, n=s.n, sampling=greedy, batch_size=s.eval_batch_size, baselines=False,
                           out=out / f"eval_{stage}.jsonl", resume=policy is None or stage == "base")
         stats = result.episode_stats
         rows.append(row(name, result, stats["tokens_read_mean"], stats["tool_calls_mean"]))
         errors[name] = sample_errors(result)
-        targets[name] = np.array([r["target"] for r in sorted(result.records, key=lambda r: r["index"])])
+        truth = np.array([r["target"] for r in sorted(result.records, key=lambda r: r["index"])])
         console.print(f"{name}: MAE {result.metrics.mae:.3f}, format rate {result.metrics.format_rate:.0%}, "
                       f"{stats['tool_calls_mean']:.2f} calls, {stats['tokens_read_mean']:.0f} tokens read")
 
@@ -282,7 +284,7 @@ def recone_tools(s: RecOneToolsSettings, count=None) -> dict[str, Any]:
 
     rows += main(s.n, s.split, count, errors)
     if s.single_turn_run:
-        rows += single_turn_rows(Path(s.single_turn_run), s.n, s.split, count, errors, targets[rows[2]["agent"]])
+        rows += single_turn_rows(Path(s.single_turn_run), s.n, s.split, count, errors, truth)
     names = [r["agent"] for r in rows]
     trained, scripted_tool = names[2], names[3]
     pairs = [(names[0], names[1]), (names[1], trained), (scripted_tool, trained),
