@@ -82,6 +82,9 @@ class DemoSettings:
     """The RL algorithm (``recgym algorithms``); DAPO refills groups whose rewards are all equal."""
     group_size: int = 8
     prompts_per_step: int = 3
+    prompt_sampling: str = "shuffle"
+    """Which training prompts a GRPO step draws (``GRPOConfig.prompt_sampling``): ``shuffle`` or
+    ``stratified`` (one from each band of the target ratings)."""
     learning_rate: float = 5e-5
     lr_scheduler_type: str = "constant"
     """GRPO's schedule (any ``transformers.get_scheduler`` name: constant, cosine, linear, ...)."""
@@ -221,7 +224,8 @@ def grpo_config(s: DemoSettings, out: Path, model: str, env_kwargs: dict[str, An
         "env_id": s.env_id, "env_kwargs": env_kwargs, "model": model, "policy": "vllm", "algorithm": algorithm,
         "dtype": learner_dtype(s.dtype), "trainable_layers": s.trainable_layers,
         "algorithm_kwargs": s.algorithm_kwargs if algorithm == s.algorithm else {},  # they are that algorithm's knobs
-        "group_size": s.group_size, "prompts_per_step": s.prompts_per_step, "max_steps": steps,
+        "group_size": s.group_size, "prompts_per_step": s.prompts_per_step,
+        "prompt_sampling": s.prompt_sampling, "max_steps": steps,
         "max_new_tokens": s.max_new_tokens, "temperature": s.temperature,
         "learning_rate": s.learning_rate, "lr_scheduler_type": s.lr_scheduler_type, "micro_batch_size": s.group_size,
         "eval_interval": s.eval_interval, "eval_split": s.eval_split, "eval_size": s.eval_size, "eval_batch_size": s.eval_size, "save_interval": 0,

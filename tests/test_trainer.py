@@ -67,6 +67,36 @@ def test_prompt_sampler_covers_each_epoch_once_and_resumes():
     assert b.take(8) == first[4:] + PromptSampler(10, seed=1, position=10).take(2)
 
 
+def test_stratified_sampler_gives_each_step_one_prompt_per_band_of_targets():
+    keys = np.random.default_rng(0).integers(1, 6, size=301).astype(float)
+    stratified, shuffled = PromptSampler(301, seed=2, strata=keys, block=3), PromptSampler(301, seed=2)
+    order = stratified.take(301)
+    assert sorted(order) == list(range(301))  # still one pass over the split per epoch
+    low, high = np.quantile(keys, [1 / 3, 2 / 3])
+    steps = [keys[order[i : i + 3]] for i in range(0, 300, 3)]
+    assert all(step.min() <= low and step.max() >= high for step in steps)
+    step_means = [step.mean() for step in steps]
+    shuffled_means = [keys[shuffled.take(3)].mean() for _ in range(100)]
+    assert np.std(step_means) < 0.5 * np.std(shuffled_means)
+    assert PromptSampler(301, seed=2, strata=keys, block=3, position=7).take(5) == order[7:12]  # resumes
+    with pytest.raises(ValueError, match="strata has 3 keys for 301 samples"):
+        PromptSampler(301, seed=2, strata=keys[:3], block=3)
+
+
+def test_stratified_prompt_sampling_reaches_the_trainer_and_refuses_a_ranking_env(tmp_path):
+    cfg = tiny_config(tmp_path, max_steps=1, prompts_per_step=2, prompt_sampling="stratified")
+    trainer = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+    targets = trainer.train_env.envs[0].unwrapped.dataset.targets("train")
+    drawn = targets[trainer.sampler.take(2 * 20)].reshape(20, 2)
+    assert (drawn.min(axis=1) <= np.median(targets)).all() and (drawn.max(axis=1) >= np.median(targets)).all()
+    ranking = tiny_config(tmp_path / "rank", env_id="RecRank-Synthetic-v0", prompt_sampling="stratified",
+                          env_kwargs={"num_candidates": 4, "max_user_history": 2})
+    with pytest.raises(ValueError, match="RecRank-Synthetic-v0 has none: use 'shuffle'"):
+        GRPOTrainer(ranking, model=tiny_model(), tokenizer=tiny_tokenizer())
+    with pytest.raises(ValueError, match="prompt_sampling must be shuffle or stratified"):
+        tiny_config(tmp_path, prompt_sampling="balanced")
+
+
 def test_learner_logprobs_equal_the_hf_policys_sampling_logprobs():
     from recgym.agents.policies import make_policy
 
@@ -118,15 +148,43 @@ def test_eval_on_start_off_skips_only_the_first_evaluation(tmp_path):
     assert [r["step"] for r in read_metrics(Path(cfg.output_dir) / "metrics.jsonl") if "eval/mae" in r] == [1, 2]
 
 
-def test_zero_advantage_batches_leave_weights_unchanged(tmp_path):
+def learner_forward_calls(trainer: GRPOTrainer) -> list[int]:
+    """Counts the model's forward calls inside ``trainer.learn`` (not in generation or evaluation)."""
+    calls, learn = [], trainer.learn
+
+    def counted(*args, **kwargs):
+        hook = trainer.model.register_forward_hook(lambda *_: calls.append(1))
+        try:
+            return learn(*args, **kwargs)
+        finally:
+            hook.remove()
+
+    trainer.learn = counted
+    return calls
+
+
+def test_zero_advantage_batches_leave_weights_unchanged_and_skip_the_learners_pass(tmp_path):
     cfg = tiny_config(tmp_path, env_kwargs=SHORT_PROMPTS, max_steps=1, weight_decay=0.0)
     model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    GRPOTrainer(cfg, model=model, tokenizer=tiny_tokenizer()).train()
+    trainer = GRPOTrainer(cfg, model=model, tokenizer=tiny_tokenizer())
+    calls = learner_forward_calls(trainer)
+    trainer.train()
     # a random model never writes the format: every reward is -0.5, every advantage 0
     row = next(r for r in read_metrics(Path(cfg.output_dir) / "metrics.jsonl") if "reward" in r)
     assert row["reward"] == -0.5 and row["advantage_abs"] == 0.0
     assert all(torch.equal(v.cpu(), before[k]) for k, v in model.state_dict().items())
+    assert calls == [] and row["skipped_updates"] == 1 and row["grad_norm"] == 0.0
+    assert trainer.scheduler.last_epoch == 1  # the schedule moved on
+
+
+def test_zero_advantages_still_run_the_learner_where_a_kl_term_has_a_gradient(tmp_path):
+    cfg = tiny_config(tmp_path, env_kwargs=SHORT_PROMPTS, max_steps=1, beta=0.1)
+    trainer = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+    calls = learner_forward_calls(trainer)
+    trainer.train()
+    row = next(r for r in read_metrics(Path(cfg.output_dir) / "metrics.jsonl") if "reward" in r)
+    assert row["advantage_abs"] == 0.0 and len(calls) > 0
 
 
 def test_an_update_without_signal_after_one_with_signal_leaves_weights_and_moments_alone(tmp_path):

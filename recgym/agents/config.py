@@ -200,6 +200,12 @@ class GRPOConfig(ConfigMixin):
     advantage_epsilon: float = 1e-4
 
     # ---- sampling ----
+    prompt_sampling: str = "shuffle"
+    """Which training prompts a step draws: ``shuffle``, a shuffled pass over the split;
+    ``stratified``, the same pass ordered so that each step's prompts come one from each of
+    ``prompts_per_step`` equal bands of the target ratings (a step's mean target then stays near the
+    split's, where a few prompts drawn at random push every prediction toward theirs). Rating
+    environments only."""
     max_steps: int = 20
     max_new_tokens: int = 256
     temperature: float = 1.0
@@ -287,6 +293,8 @@ class GRPOConfig(ConfigMixin):
         if self.collapse_action not in ("off", "warn", "stop", "restore"):
             raise ValueError(f"collapse_action must be off, warn, stop or restore, got {self.collapse_action!r}")
         check_trainable_layers(self.trainable_layers, self.use_lora)
+        if self.prompt_sampling not in ("shuffle", "stratified"):
+            raise ValueError(f"prompt_sampling must be shuffle or stratified, got {self.prompt_sampling!r}")
         if self.policy not in ("hf", "vllm"):
             raise ValueError(f"policy must be 'hf' or 'vllm', got {self.policy!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):

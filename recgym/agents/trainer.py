@@ -101,7 +101,8 @@ class GRPOTrainer:
             cfg.env_id, cfg.prompts_per_step, cfg.group_size, split=cfg.train_split, **cfg.env_kwargs
         )
         self.eval_env = gym.make(cfg.env_id, split=cfg.eval_split, **cfg.env_kwargs)
-        self.sampler = PromptSampler(len(self.train_env), cfg.seed)
+        self.sampler = PromptSampler.for_env(self.train_env, cfg.prompt_sampling, cfg.seed,
+                                             block=cfg.prompts_per_step * self.world_size)
 
         # learner (float32 trainable weights, + LoRA), reference model for the KL term, algorithm
         model_given = model is not None
@@ -304,6 +305,9 @@ class GRPOTrainer:
     def learn(self, batch: RolloutBatch, advantages: np.ndarray) -> dict[str, float]:
         """Optimizer steps on the algorithm's loss over the rollout batch (micro-batches, inner epochs)."""
         cfg, device = self.config, self.device
+        if self.algorithm.learns_only_from_advantages and not self.any_process(bool(np.any(advantages))):
+            self.skip_updates(self.updates_per_step)  # no gradient to compute
+            return {"skipped_updates": float(self.updates_per_step), "grad_norm": 0.0}
         t = {
             "prompt_ids": torch.as_tensor(batch.prompt_ids, device=device),
             "prompt_mask": torch.as_tensor(batch.prompt_mask, device=device),
@@ -364,16 +368,12 @@ class GRPOTrainer:
                 average_gradients(self.trainable, self.world_size)
                 norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm)
-                # no signal in the whole update (every advantage 0): Adam would still move every weight
-                # along its momentum from earlier steps, so the weights and the moments stay as they are
                 if float(norm) > 0:
                     self.optimizer.step()
                     self.scheduler.step()
                 else:
+                    self.skip_updates(1)
                     sums["skipped_updates"] = sums.get("skipped_updates", 0.0) + 1
-                    with warnings.catch_warnings():  # the schedule moves on with the steps, as intended
-                        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
-                        self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 for key, value in self.algorithm.after_update().items():
                     sums[key] = sums.get(key, 0.0) + value / self.updates_per_step
@@ -382,6 +382,15 @@ class GRPOTrainer:
             sums["grad_norm"] /= updates
         self.model.eval()
         return sums
+
+    def skip_updates(self, n: int) -> None:
+        """``n`` updates without signal (a gradient of exactly 0). Adam would still move every weight
+        along its momentum from earlier steps, so the weights and the moments stay as they are; the
+        schedule moves on, as it would have."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+            for _ in range(n):
+                self.scheduler.step()
 
     def _ref_logps(self, logps, sl: slice) -> torch.Tensor:
         if self.ref_model is not None:

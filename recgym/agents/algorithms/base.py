@@ -202,6 +202,12 @@ class Algorithm:
         return self.beta > 0
 
     @property
+    def learns_only_from_advantages(self) -> bool:
+        """Whether the loss's gradient is exactly 0 where every advantage is 0 (no KL term, no other
+        part), so that the trainer may skip the learner's pass on such a batch."""
+        return not self.needs_reference
+
+    @property
     def frozen_model_copies(self) -> dict[str, str]:
         """The frozen copies of the initial model this algorithm keeps without LoRA (with LoRA the
         base model with the adapter off serves instead), name -> purpose, for the memory estimate."""

@@ -161,6 +161,10 @@ class PPO(Algorithm):
         return advantages.astype(np.float32)
 
     # ---- the critic's updates ----
+    @property
+    def learns_only_from_advantages(self) -> bool:
+        return False  # the critic learns from the returns whatever the advantages
+
     def after_update(self) -> dict[str, float]:
         if self._cache is None or self.critic_updates == 0:
             return {}
