@@ -174,7 +174,7 @@ def test_zero_advantage_batches_leave_weights_unchanged_and_skip_the_learners_pa
     row = next(r for r in read_metrics(Path(cfg.output_dir) / "metrics.jsonl") if "reward" in r)
     assert row["reward"] == -0.5 and row["advantage_abs"] == 0.0
     assert all(torch.equal(v.cpu(), before[k]) for k, v in model.state_dict().items())
-    assert calls == [] and row["skipped_updates"] == 1 and row["grad_norm"] == 0.0
+    assert calls == [] and row["skipped_updates"] == 1 and row["grad_norm"] == 0.0 and row["loss"] == 0.0
     assert trainer.scheduler.last_epoch == 1  # the schedule moved on
 
 

@@ -306,8 +306,8 @@ class GRPOTrainer:
         """Optimizer steps on the algorithm's loss over the rollout batch (micro-batches, inner epochs)."""
         cfg, device = self.config, self.device
         if self.algorithm.learns_only_from_advantages and not self.any_process(bool(np.any(advantages))):
-            self.skip_updates(self.updates_per_step)  # no gradient to compute
-            return {"skipped_updates": float(self.updates_per_step), "grad_norm": 0.0}
+            self.skip_updates(self.updates_per_step)  # no gradient to compute; the loss is exactly 0
+            return {"loss": 0.0, "grad_norm": 0.0, "skipped_updates": float(self.updates_per_step)}
         t = {
             "prompt_ids": torch.as_tensor(batch.prompt_ids, device=device),
             "prompt_mask": torch.as_tensor(batch.prompt_mask, device=device),
