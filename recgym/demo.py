@@ -66,6 +66,10 @@ class DemoSettings:
     eval_base: bool = True
     """Evaluate the base model first (its row in the table); off where it was measured elsewhere."""
     cold_start_samples: int = 96
+    """Training samples the teacher is asked about (with ``cold_start_match_ratings``: traces kept)."""
+    cold_start_match_ratings: bool = False
+    """Keep the cold start's traces in the training ratings' proportions (``ColdStartConfig.match_ratings``)
+    instead of whichever ratings the teacher gets within the tolerance."""
     cold_start_tolerance: float = 0.5
     """A teacher trace is kept when its rating is within this of the truth (ranking: the true item
     within this many places of the top) and its format holds."""
@@ -190,7 +194,7 @@ def cold_start_data(s: DemoSettings, out: Path, env_kwargs: dict[str, Any]) -> A
         ColdStartConfig(env_id=s.env_id, env_kwargs=env_kwargs, num_samples=s.cold_start_samples,
                         samples_per_prompt=1, rationalize=False, output=str(out / "cold_start.jsonl"),
                         teacher=f"scripted {s.teacher}", teacher_policy="scripted", tolerance=s.cold_start_tolerance,
-                        seed=s.seed),
+                        seed=s.seed, match_ratings=s.cold_start_match_ratings),
         teacher=scripted_teacher(s.teacher.replace("-", "_"), env_kwargs.get("template")),
     )
 

@@ -13,7 +13,12 @@ from tiny_lm import tiny_model, tiny_tokenizer
 
 import recgym  # noqa: F401
 from recgym.agents.sft import SFTTrainConfig, build_sft_trainer, train_sft
-from recgym.agents.teachers.cold_start import ColdStartConfig, make_cold_start_data
+from recgym.agents.teachers.cold_start import (
+    ColdStartConfig,
+    make_cold_start_data,
+    rating_quotas,
+    run_cold_start,
+)
 from recgym.agents.types import Completion, SamplingParams
 
 ENV = "RecRating-Synthetic-v0"
@@ -71,6 +76,47 @@ def test_no_rationalization_drops_the_rest(tmp_path):
                                   sampling=SamplingParams(max_new_tokens=8))
     assert report.rationalized == 0 and report.kept + report.dropped == 10
     assert len(teacher.calls) == 2  # one batch of 8, one of 2; no hinted retries
+
+
+def test_rating_quotas_share_the_total_in_the_splits_proportions():
+    # exact shares 0.625, 1.25, 2.5, 0.625: floors 0, 1, 2, 0, then the two largest remainders
+    assert rating_quotas(np.array([1, 2, 2, 3, 3, 3, 3, 5]), 5) == {1.0: 1, 2.0: 1, 3.0: 2, 5.0: 1}
+    assert sum(rating_quotas(np.arange(7) % 3, 10).values()) == 10
+
+
+def test_match_ratings_keeps_the_reasoners_traces_in_the_splits_rating_proportions(tmp_path):
+    """The scripted reasoner gets low ratings right more often than high ones; the tolerance filter alone
+    keeps that lean, the quotas keep the split's proportions."""
+    config = ColdStartConfig(num_samples=30, teacher="reasoner", teacher_policy="scripted", samples_per_prompt=1,
+                             rationalize=False, match_ratings=True, output=str(tmp_path / "d.jsonl"))
+    report = run_cold_start(config)
+    rows = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]
+    split = gym.make(ENV, split="train").unwrapped.dataset.targets("train")
+    kept = dict(zip(*np.unique([r["target_rating"] for r in rows], return_counts=True)))
+    assert {float(k): int(v) for k, v in kept.items()} == rating_quotas(split, 30)
+    assert report.kept == 30 and report.short == 0 and report.dropped > 0
+    assert all(abs(r["parsed_rating"] - r["target_rating"]) <= 0.5 for r in rows)
+
+
+def test_match_ratings_asks_only_while_a_rating_has_room_and_reports_the_shortfall(tmp_path):
+    env = gym.make(ENV, split="train")
+    targets = np.asarray(env.unwrapped.dataset.targets("train"))[:200]
+    teacher = ScriptedTeacher()  # rates 3: only the 3s are kept
+    report = make_cold_start_data(env, teacher, list(range(200)), tmp_path / "d.jsonl", rationalize=False,
+                                  quotas={1.0: 2, 3.0: 2})
+    asked = sum(len(batch) for batch in teacher.calls)
+    ones = int((targets == 1).sum())
+    assert report.kept == 2 and report.dropped == ones and report.short == 2
+    assert asked == ones + 2  # every 1 (none kept), the first two 3s, no other rating
+    assert "2 short of the rating quotas" in report.summary()
+
+
+def test_match_ratings_refuses_an_env_without_ratings_in_one_line(tmp_path):
+    config = ColdStartConfig(env_id="RecRank-Synthetic-v0", teacher="ranker", teacher_policy="scripted",
+                             match_ratings=True, output=str(tmp_path / "d.jsonl"))
+    with pytest.raises(ValueError, match="match_ratings") as err:
+        run_cold_start(config)
+    assert "\n" not in str(err.value)
 
 
 def test_sft_loss_on_completion_only_and_output_is_a_loadable_checkpoint(tmp_path):
