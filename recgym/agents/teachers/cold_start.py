@@ -134,11 +134,14 @@ def _batches(indices: list[int], targets: np.ndarray, batch_size: int,
         batch: list[int] = []
         rest: list[int] = []
         asked: Counter[float] = Counter()
-        for index in waiting:
+        for position, index in enumerate(waiting):
+            if len(batch) == batch_size:
+                rest.extend(waiting[position:])  # scanned with the next batch
+                break
             rating = float(targets[index])
             if wanted.get(rating, 0) <= 0:
                 continue
-            if wanted[rating] - asked[rating] > 0 and len(batch) < batch_size:
+            if wanted[rating] - asked[rating] > 0:
                 batch.append(index)
                 asked[rating] += 1
             else:
