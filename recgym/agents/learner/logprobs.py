@@ -86,7 +86,9 @@ class _TokenLogprob(torch.autograd.Function):
         lse = torch.empty_like(out)
         for start in range(0, logits.shape[0], chunk):
             rows = slice(start, start + chunk)
-            x = logits[rows].to(dtype) * scale
+            x = logits[rows].to(dtype)
+            if scale != 1.0:
+                x = x * scale
             lse[rows] = torch.logsumexp(x, dim=-1)
             out[rows] = x.gather(-1, tokens[rows, None]).squeeze(-1) - lse[rows]
         ctx.save_for_backward(logits, tokens, lse)
@@ -100,9 +102,16 @@ class _TokenLogprob(torch.autograd.Function):
         for start in range(0, logits.shape[0], ctx.chunk):
             rows = slice(start, start + ctx.chunk)
             g = grad_out[rows, None].to(lse.dtype)
-            d = torch.exp(logits[rows].to(lse.dtype) * ctx.scale - lse[rows, None]).mul_(-g)
-            d.scatter_add_(-1, tokens[rows, None], g)
-            grad[rows] = d.mul_(ctx.scale)
+            x = logits[rows].to(lse.dtype)
+            if ctx.scale != 1.0:
+                x = x * ctx.scale
+            in_place = grad.dtype == lse.dtype  # float32 logits: no temporary, three passes over the chunk
+            d = grad[rows] if in_place else torch.empty_like(x)
+            torch.sub(x, lse[rows, None], out=d).exp_().mul_(-g).scatter_add_(-1, tokens[rows, None], g)
+            if ctx.scale != 1.0:
+                d.mul_(ctx.scale)
+            if not in_place:
+                grad[rows] = d
         return grad, None, None, None
 
 
