@@ -70,10 +70,10 @@ def test_prompt_sampler_covers_each_epoch_once_and_resumes():
 def test_stratified_sampler_gives_each_step_one_prompt_per_band_of_targets():
     keys = np.random.default_rng(0).integers(1, 6, size=301).astype(float)
     stratified, shuffled = PromptSampler(301, seed=2, strata=keys, block=3), PromptSampler(301, seed=2)
-    order = stratified.take(301)
-    assert sorted(order) == list(range(301))  # still one pass over the split per epoch
+    order = stratified.take(303)  # 301 samples in whole steps of 3: two of them twice
+    assert sorted(set(order)) == list(range(301)) and len(order) == 303  # still one pass over the split per epoch
     low, high = np.quantile(keys, [1 / 3, 2 / 3])
-    steps = [keys[order[i : i + 3]] for i in range(0, 300, 3)]
+    steps = [keys[order[i : i + 3]] for i in range(0, 303, 3)]
     assert all(step.min() <= low and step.max() >= high for step in steps)
     step_means = [step.mean() for step in steps]
     shuffled_means = [keys[shuffled.take(3)].mean() for _ in range(100)]
@@ -81,6 +81,21 @@ def test_stratified_sampler_gives_each_step_one_prompt_per_band_of_targets():
     assert PromptSampler(301, seed=2, strata=keys, block=3, position=7).take(5) == order[7:12]  # resumes
     with pytest.raises(ValueError, match="strata has 3 keys for 301 samples"):
         PromptSampler(301, seed=2, strata=keys[:3], block=3)
+
+
+def test_stratified_sampler_keeps_its_steps_aligned_across_epochs():
+    """A step never straddles two epochs' runs, also where its size does not divide the split: 10
+    samples in 3 bands were drawn as epochs of 10, so from the second epoch on every step took two
+    runs' pieces (two samples of one band, none of another)."""
+    keys = np.array([1.0] * 4 + [2.0] * 3 + [3.0] * 3)
+    sampler = PromptSampler(10, seed=0, strata=keys, block=3)
+    steps = [sorted(keys[sampler.take(3)]) for _ in range(4 * 3)]  # three epochs
+    assert all(step == [1.0, 2.0, 3.0] for step in steps)
+    assert sampler.epoch_length == 12 and PromptSampler(10, seed=0).epoch_length == 10
+    assert PromptSampler(10, seed=0, strata=keys, block=3, position=14).take(4) == PromptSampler(
+        10, seed=0, strata=keys, block=3).take(18)[14:]  # resumes
+    few = PromptSampler(2, seed=0, strata=np.array([1.0, 5.0]), block=3)
+    assert set(few.take(6)) == {0, 1}  # fewer samples than a step: repeats, no error
 
 
 def test_stratified_prompt_sampling_reaches_the_trainer_and_refuses_a_ranking_env(tmp_path):

@@ -9,29 +9,38 @@ import numpy as np
 
 
 def stratified_permutation(keys: np.ndarray, block: int, rng: np.random.Generator) -> np.ndarray:
-    """A permutation of ``range(len(keys))`` whose every aligned run of ``block`` indices holds one
+    """An order of every index of ``keys`` whose every aligned run of ``block`` indices holds one
     sample from each of ``block`` equal bands of ``keys`` (lowest to highest, ties broken at random).
 
     So a step of ``block`` prompts spans the keys' range: its mean key stays near the split's mean
     instead of following the luck of a small draw (3 prompts' mean rating has a standard error of
-    about 0.65 on a 1-5 scale, and GRPO moves every prediction toward the step's prompts)."""
+    about 0.65 on a 1-5 scale, and GRPO moves every prediction toward the step's prompts).
+    Where ``block`` does not divide ``len(keys)`` the last run is completed with random members of
+    the bands it lacks (``stratified_epoch_length`` indices in all), so that the next epoch's runs
+    stay aligned with the steps."""
     shuffled = rng.permutation(len(keys))
     ranked = shuffled[np.argsort(keys[shuffled], kind="stable")]
     bands = [rng.permutation(band) for band in np.array_split(ranked, block)]
     order = []
     for row in range(max(len(band) for band in bands)):
         for b in rng.permutation(block):  # so that no rank of a data-parallel run always gets the lowest band
-            if row < len(bands[b]):
-                order.append(bands[b][row])
+            band = bands[b] if len(bands[b]) else ranked  # fewer samples than bands: any will do
+            order.append(band[row] if row < len(band) else rng.choice(band))
     return np.array(order, dtype=np.int64)
+
+
+def stratified_epoch_length(num_samples: int, block: int) -> int:
+    """Indices in one :func:`stratified_permutation`: ``num_samples`` rounded up to whole runs."""
+    return -(-num_samples // block) * block
 
 
 @dataclass
 class PromptSampler:
     """Yields sample indices from a fresh permutation per epoch; ``position`` is all its state.
 
-    With ``strata`` (one key per sample, e.g. its target rating) each epoch's permutation is
-    :func:`stratified_permutation` in runs of ``block`` (the prompts of one global step).
+    With ``strata`` (one key per sample, e.g. its target rating) each epoch's order is
+    :func:`stratified_permutation` in runs of ``block`` (the prompts of one global step); an epoch
+    then ends on a step's boundary, a few samples drawn twice where ``block`` does not divide the split.
     Every process of a data-parallel run holds the same sampler and takes the same global draw;
     :meth:`take_shard` hands each rank its own disjoint share of it.
     """
@@ -70,10 +79,17 @@ class PromptSampler:
             return rng.permutation(self.num_samples)
         return stratified_permutation(np.asarray(self.strata, dtype=np.float64), self.block, rng)
 
+    @property
+    def epoch_length(self) -> int:
+        """Indices per epoch: every sample once; with ``strata``, rounded up to whole steps."""
+        if self.strata is None:
+            return self.num_samples
+        return stratified_epoch_length(self.num_samples, self.block)
+
     def take(self, n: int) -> list[int]:
         out = []
         for _ in range(n):
-            epoch, offset = divmod(self.position, self.num_samples)
+            epoch, offset = divmod(self.position, self.epoch_length)
             if epoch != self._epoch:
                 self._order, self._epoch = self.permutation(epoch), epoch
             out.append(int(self._order[offset]))
