@@ -16,8 +16,8 @@ def stratified_permutation(keys: np.ndarray, block: int, rng: np.random.Generato
     instead of following the luck of a small draw (3 prompts' mean rating has a standard error of
     about 0.65 on a 1-5 scale, and GRPO moves every prediction toward the step's prompts).
     Where ``block`` does not divide ``len(keys)`` the last run is completed with random members of
-    the bands it lacks (``stratified_epoch_length`` indices in all), so that the next epoch's runs
-    stay aligned with the steps."""
+    the bands it lacks (``len(keys)`` rounded up to whole runs), so that the next epoch's runs stay
+    aligned with the steps."""
     shuffled = rng.permutation(len(keys))
     ranked = shuffled[np.argsort(keys[shuffled], kind="stable")]
     bands = [rng.permutation(band) for band in np.array_split(ranked, block)]
@@ -27,11 +27,6 @@ def stratified_permutation(keys: np.ndarray, block: int, rng: np.random.Generato
             band = bands[b] if len(bands[b]) else ranked  # fewer samples than bands: any will do
             order.append(band[row] if row < len(band) else rng.choice(band))
     return np.array(order, dtype=np.int64)
-
-
-def stratified_epoch_length(num_samples: int, block: int) -> int:
-    """Indices in one :func:`stratified_permutation`: ``num_samples`` rounded up to whole runs."""
-    return -(-num_samples // block) * block
 
 
 @dataclass
@@ -84,7 +79,7 @@ class PromptSampler:
         """Indices per epoch: every sample once; with ``strata``, rounded up to whole steps."""
         if self.strata is None:
             return self.num_samples
-        return stratified_epoch_length(self.num_samples, self.block)
+        return -(-self.num_samples // self.block) * self.block
 
     def take(self, n: int) -> list[int]:
         out = []
