@@ -2,7 +2,7 @@
 
     python examples/ablations.py                                   # every arm, synthetic world, CPU budget
     python examples/ablations.py --arms recone reczero --grpo_steps 4 --eval_size 40
-    python examples/ablations.py --env_id RecRating-Yelp-v0 --teacher user-average --env_kwargs '{data_dir: ~/yelp}'
+    python examples/ablations.py --env_id RecRating-Yelp-v0 --teacher user_average --env_kwargs '{data_dir: ~/yelp}'
 
 Arms (the paper's findings in brackets):
 

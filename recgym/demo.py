@@ -56,7 +56,7 @@ class DemoSettings:
     """The environment's keywords (the default shortens the rating env's histories; a ``RecRank-*``
     env takes ``max_user_history``, ``num_candidates``, ...)."""
     teacher: str = "reasoner"
-    """Cold-start teacher: ``reasoner`` (reads the synthetic world's text), ``user-average`` (any rating
+    """Cold-start teacher: ``reasoner`` (reads the synthetic world's text), ``user_average`` (any rating
     env) or ``ranker`` (``RecRank-Synthetic-v0``: orders the candidates by the diner's stated tastes)."""
     eval_size: int = 100
     """Samples every row is evaluated on (the same first ones of ``eval_split``)."""
@@ -117,12 +117,15 @@ class DemoSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        from recgym.agents.teachers.cold_start import teacher_key
+
+        self.teacher = teacher_key(self.teacher)
         if self.teacher not in TEACHERS:
             raise ValueError(f"unknown teacher {self.teacher!r}: choose {', '.join(TEACHERS)}")
 
 
 #: ``DemoSettings.teacher``'s choices.
-TEACHERS = ("reasoner", "user-average", "ranker")
+TEACHERS = ("reasoner", "user_average", "ranker")
 
 
 def learner_dtype(name: str) -> str:
@@ -195,7 +198,7 @@ def cold_start_data(s: DemoSettings, out: Path, env_kwargs: dict[str, Any]) -> A
                         samples_per_prompt=1, rationalize=False, output=str(out / "cold_start.jsonl"),
                         teacher=f"scripted {s.teacher}", teacher_policy="scripted", tolerance=s.cold_start_tolerance,
                         seed=s.seed, match_ratings=s.cold_start_match_ratings),
-        teacher=scripted_teacher(s.teacher.replace("-", "_"), env_kwargs.get("template")),
+        teacher=scripted_teacher(s.teacher, env_kwargs.get("template")),
     )
 
 

@@ -82,8 +82,8 @@ class ReproduceConfig(ConfigMixin):
     """Samples every arm is evaluated on (the first ones of ``eval_split``, the same for all)."""
     max_new_tokens: int = 128
     """Generation cap, in training and evaluation."""
-    teacher: str = "user-average"
-    """Cold-start teacher: ``user-average`` (any data) or ``reasoner`` (reads the synthetic world's text only)."""
+    teacher: str = "user_average"
+    """Cold-start teacher: ``user_average`` (any data; ``user-average`` too) or ``reasoner`` (reads the synthetic world's text only)."""
     cold_start_samples: int = 96
     """Training samples the teacher writes traces for (those within 0.5 of the truth are kept)."""
     sft_epochs: float = 1.0
@@ -131,8 +131,11 @@ class ReproduceConfig(ConfigMixin):
             raise ValueError("arms is empty; give any of " + ", ".join(ARMS))
         if self.policy not in ("vllm", "hf"):
             raise ValueError(f"policy must be vllm or hf, got {self.policy!r}")
-        if self.teacher not in ("user-average", "reasoner"):
-            raise ValueError(f"teacher must be user-average or reasoner, got {self.teacher!r}")
+        from recgym.agents.teachers.cold_start import teacher_key
+
+        self.teacher = teacher_key(self.teacher)
+        if self.teacher not in ("user_average", "reasoner"):
+            raise ValueError(f"teacher must be user_average or reasoner, got {self.teacher!r}")
         for name in ("eval_size", "max_new_tokens", "cold_start_samples", "group_size", "prompts_per_step"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -165,7 +168,7 @@ class ReproduceConfig(ConfigMixin):
             for spec in specs:
                 if not spec.env_id.startswith("RecRating-Synthetic"):
                     raise ValueError(f"teacher reasoner reads the synthetic world only, not {spec.env_id} "
-                                     f"({spec.name}); use teacher: user-average")
+                                     f"({spec.name}); use teacher: user_average")
         return specs
 
     def stage_settings(self, spec: DatasetSpec) -> Any:

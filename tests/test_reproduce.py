@@ -143,7 +143,7 @@ def test_cpu_config_names_the_shared_real_data():
     config = ReproduceConfig.from_yaml(ROOT / "examples/configs/reproduce_cpu.yaml")
     specs = config.dataset_specs()
     assert [s.env_id for s in specs] == ["RecRating-MovieLens-v0", "RecRating-AmazonMusic-v0"]
-    assert config.teacher == "user-average" and config.arms == ["baselines", "zero_shot", "sft", "reczero", "recone"]
+    assert config.teacher == "user_average" and config.arms == ["baselines", "zero_shot", "sft", "reczero", "recone"]
     for spec in specs:
         assert spec.data_dir.startswith("../shared/data/")
         if SHARED_DATA.is_dir():

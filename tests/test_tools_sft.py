@@ -198,3 +198,18 @@ def hand_made_demo_run(folder, tool_eval, n):
         stage: [{**r, "prediction_or_fallback": r["target"] + off} for r in truth]
         for stage, off in (("sft", 0.5), ("grpo", -0.25))})
     return folder
+
+
+def test_scripted_teachers_take_either_spelling_everywhere(tmp_path):
+    """The demo and reproduce configs spell ``user-average``, ``recgym sft make-data`` and
+    ``recgym eval --policy scripted`` took only ``user_average``: one name, either separator."""
+    from recgym.agents.teachers.cold_start import scripted_teacher
+    from recgym.agents.teachers.scripted import SimilarItemsToolPolicy, UserAveragePolicy
+    from recgym.cli import main
+
+    assert isinstance(scripted_teacher("user-average"), UserAveragePolicy)
+    assert isinstance(scripted_teacher("similar-items"), SimilarItemsToolPolicy)
+    out = tmp_path / "x.jsonl"
+    assert main(["sft", "make-data", "--env_id", "RecRating-Synthetic-v0", "--teacher_policy", "scripted",
+                 "--teacher", "user-average", "--num_samples", "4", "--output", str(out)]) in (0, 1)
+    assert out.exists()

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
 
 def run_make_data(args) -> int:
     from recgym.agents.policies import POLICIES
-    from recgym.agents.teachers.cold_start import SCRIPTED_TEACHERS, ColdStartConfig, run_cold_start
+    from recgym.agents.teachers.cold_start import SCRIPTED_TEACHERS, ColdStartConfig, run_cold_start, teacher_key
     from recgym.commands.train import check_env_id, config_from_args
 
     config = config_from_args(args, ColdStartConfig)
@@ -35,7 +35,7 @@ def run_make_data(args) -> int:
     if config.teacher_policy not in (*POLICIES, "scripted"):
         raise CommandError(f"unknown policy {config.teacher_policy!r} for teacher_policy; choose one of "
                            f"{', '.join(POLICIES)}, scripted")
-    if config.teacher_policy == "scripted" and config.teacher not in SCRIPTED_TEACHERS:
+    if config.teacher_policy == "scripted" and teacher_key(config.teacher) not in SCRIPTED_TEACHERS:
         raise CommandError(f"unknown scripted teacher {config.teacher!r}; choose one of {', '.join(SCRIPTED_TEACHERS)} "
                            "(similar_items plays the RecRatingTools-* envs)")
     report = run_cold_start(config)

@@ -313,14 +313,20 @@ def make_tool_cold_start_data(
     return ColdStartReport(str(output), counts["kept"], 0, counts["dropped"], time.perf_counter() - start)
 
 
+def teacher_key(name: str) -> str:
+    """A scripted teacher's name as ``SCRIPTED_TEACHERS`` keys it: ``user-average`` is ``user_average``."""
+    return name.replace("-", "_")
+
+
 def scripted_teacher(name: str, template: Any = None) -> Policy:
-    """A scripted teacher by name (``SCRIPTED_TEACHERS``), with a one-line error for an unknown one.
-    For the ``rate_only`` / ``rank_only`` template, a teacher that has that form answers without the steps."""
+    """A scripted teacher by name (``SCRIPTED_TEACHERS``, ``-`` or ``_`` between words), with a one-line
+    error for an unknown one. For the ``rate_only`` / ``rank_only`` template, a teacher that has that
+    form answers without the steps."""
     import inspect
 
-    if name not in SCRIPTED_TEACHERS:
+    if teacher_key(name) not in SCRIPTED_TEACHERS:
         raise ValueError(f"unknown scripted teacher {name!r}; choose one of {', '.join(SCRIPTED_TEACHERS)}")
-    kind = SCRIPTED_TEACHERS[name]
+    kind = SCRIPTED_TEACHERS[teacher_key(name)]
     short = template in ("rate_only", "rank_only") and template in inspect.signature(kind).parameters
     return kind(**{template: True}) if short else kind()
 
