@@ -27,7 +27,12 @@ def register(subparsers) -> None:
 
 def run_make_data(args) -> int:
     from recgym.agents.policies import POLICIES
-    from recgym.agents.teachers.cold_start import SCRIPTED_TEACHERS, ColdStartConfig, run_cold_start, teacher_key
+    from recgym.agents.teachers.cold_start import (
+        SCRIPTED_TEACHERS,
+        ColdStartConfig,
+        run_cold_start,
+        teacher_key,
+    )
     from recgym.commands.train import check_env_id, config_from_args
 
     config = config_from_args(args, ColdStartConfig)
