@@ -41,6 +41,7 @@ def serve(model_dir: Path, log: Path, max_model_len: int = 2048) -> Iterator[str
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
         "--served-model-name", SERVED_NAME, "--dtype", "float32", "--enforce-eager",
         "--host", "127.0.0.1", "--port", str(port), "--max-model-len", str(max_model_len),
+        "--block-size", "32",  # as VLLMPolicy and docs/evaluation.md on CPU: n samples share their prompt
     ]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
     base_url = f"http://127.0.0.1:{port}/v1"
