@@ -11,6 +11,7 @@ engine directly, with no copy through another process.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from collections.abc import Iterable, Mapping
@@ -62,6 +63,14 @@ def _listed(names: Iterable[str], limit: int = 12) -> str:
     return ", ".join(names[:limit]) + more
 
 
+def _rotary_cache_notice(record: logging.LogRecord) -> bool:
+    """False for vLLM's "<...>RotaryEmbedding: Failed to load weights", logged on every in-place
+    reload: the rotary cos/sin cache is a buffer no checkpoint holds, vLLM puts it back as it was,
+    and :meth:`VLLMPolicy.update_weights` checks every parameter itself."""
+    layer, _, rest = record.getMessage().partition(": ")
+    return not (rest == "Failed to load weights" and layer.endswith("RotaryEmbedding"))
+
+
 def _reload_in_worker(worker: Any, weights: list[tuple[str, Any]]) -> list[str] | None:
     """Run the worker's in-place ``reload_weights``; return the model parameters it did not load.
 
@@ -80,10 +89,13 @@ def _reload_in_worker(worker: Any, weights: list[tuple[str, Any]]) -> list[str] 
         return loaded
 
     model.load_weights = recording_load
+    reload_log = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+    reload_log.addFilter(_rotary_cache_notice)
     try:
         worker.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
     finally:
         del model.load_weights
+        reload_log.removeFilter(_rotary_cache_notice)
     if not reports or reports[0] is None or worker.model_runner.model_config.quantization is not None:
         return None
     return sorted(expected - set(reports[0]))
