@@ -201,7 +201,7 @@ def hand_made_demo_run(folder, tool_eval, n):
 
 
 def test_scripted_teachers_take_either_spelling_everywhere(tmp_path):
-    """The demo and reproduce configs spell ``user-average``, ``recgym sft make-data`` and
+    """The demo and reproduce configs spelled ``user-average`` where ``recgym sft make-data`` and
     ``recgym eval --policy scripted`` took only ``user_average``: one name, either separator."""
     from recgym.agents.teachers.cold_start import scripted_teacher
     from recgym.agents.teachers.scripted import SimilarItemsToolPolicy, UserAveragePolicy
