@@ -324,9 +324,9 @@ def scripted_teacher(name: str, template: Any = None) -> Policy:
     form answers without the steps."""
     import inspect
 
-    if teacher_key(name) not in SCRIPTED_TEACHERS:
+    kind = SCRIPTED_TEACHERS.get(teacher_key(name))
+    if kind is None:
         raise ValueError(f"unknown scripted teacher {name!r}; choose one of {', '.join(SCRIPTED_TEACHERS)}")
-    kind = SCRIPTED_TEACHERS[teacher_key(name)]
     short = template in ("rate_only", "rank_only") and template in inspect.signature(kind).parameters
     return kind(**{template: True}) if short else kind()
 
