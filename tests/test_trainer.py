@@ -258,6 +258,36 @@ def test_lora_trains_only_the_adapter_with_kl_to_the_base(tmp_path):
     assert (ckpt / "adapter_model.safetensors").exists()
 
 
+def test_a_fresh_run_in_a_used_output_dir_logs_only_its_own_evaluations(tmp_path):
+    """A second run (not a resume) in the same ``output_dir`` replaces the first one's logs:
+    ``metrics.jsonl`` and ``completions.jsonl`` hold its own steps once, not both runs' lines."""
+    cfg = tiny_config(tmp_path, max_steps=1, eval_interval=1, log_completions=1, plot=False)
+    for seed in (0, 1):
+        GRPOTrainer(cfg, model=tiny_model(seed=seed), tokenizer=tiny_tokenizer()).train()
+    out = Path(cfg.output_dir)
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "eval/mae" in r] == [0, 1]
+    logged = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [0, 1]
+
+
+def test_a_resumed_run_keeps_the_logged_lines_its_checkpoint_had_seen(tmp_path):
+    """Resuming from step 2 drops what a killed run logged after its checkpoint (an evaluation at
+    step 3 that the resumed run makes again), in both logs."""
+    from recgym.agents.run_log import RunLogger
+
+    cfg = tiny_config(tmp_path, live_display=False)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True)
+    for name in ("metrics.jsonl", "completions.jsonl"):
+        (out / name).write_text("".join(json.dumps({"step": step, "x": 1}) + "\n" for step in range(4)))
+    logger = RunLogger(cfg, resume_step=2)
+    assert [r["step"] for r in logger.records] == [0, 1, 2]
+    logger.log_completions(3, [{"index": 7, "target": 4.0, "completions": ["<rate>4</rate>"]}])
+    logged = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [0, 1, 2, 3] and logged[-1]["index"] == 7
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [0, 1, 2]
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path, max_steps=1)
     trainer = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
@@ -347,6 +377,8 @@ def assert_same_run(full: Path, resumed: Path) -> None:
     s_full = torch.load(full / "checkpoints/step-000004/training_state.pt", weights_only=False)
     s_res = torch.load(resumed / "checkpoints/step-000004/training_state.pt", weights_only=False)
     assert s_full["scheduler"] == s_res["scheduler"]
+    logged = [(resumed / "completions.jsonl").read_text(), (full / "completions.jsonl").read_text()]
+    assert logged[0] == logged[1] and logged[0]
 
 
 @pytest.mark.slow

@@ -14,6 +14,16 @@ import numpy as np
 from recgym.agents.config import GRPOConfig
 
 
+def _restart(path: Path, resume_step: int) -> list[dict[str, Any]]:
+    """Rewrite the JSON lines at ``path`` to those of steps up to ``resume_step`` (a resumed run keeps
+    what its checkpoint had seen; a fresh one, ``resume_step`` 0, starts empty); returns them."""
+    kept = []
+    if resume_step and path.exists():
+        kept = [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= resume_step]
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
 class RunLogger:
     """Writes one JSON line per step/evaluation and mirrors it to the display and trackers."""
 
@@ -21,13 +31,9 @@ class RunLogger:
         self.dir = Path(config.output_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "metrics.jsonl"
-        self.records: list[dict[str, Any]] = []
-        if resume_step and self.path.exists():  # keep what the checkpoint had seen, drop the rest
-            for line in self.path.read_text().splitlines():
-                record = json.loads(line)
-                if record["step"] <= resume_step:
-                    self.records.append(record)
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+        self.completions_path = self.dir / "completions.jsonl"
+        self.records = _restart(self.path, resume_step)
+        _restart(self.completions_path, resume_step)
         self.trackers = [_make_tracker(name, config) for name in config.report_to]
         self.live = None
         if config.live_display:
@@ -47,6 +53,13 @@ class RunLogger:
             self.live.update(self._table())
         else:
             print(_one_line(record), flush=True)
+
+    def log_completions(self, step: int, records: list[dict[str, Any]]) -> None:
+        """Append an evaluation's first completions (its per-sample records) to ``completions.jsonl``."""
+        with self.completions_path.open("a") as f:
+            for r in records:
+                f.write(json.dumps({"step": step, "index": r["index"], "target": r["target"],
+                                    "completion": r["completions"][0]}) + "\n")
 
     def print(self, *args: Any) -> None:
         if self.live is not None:

@@ -438,10 +438,7 @@ class GRPOTrainer:
                                             for r in result.records]
             if logger is not None:
                 logger.log(record)
-                with (Path(cfg.output_dir) / "completions.jsonl").open("a") as f:
-                    for r in result.records[: cfg.log_completions]:
-                        f.write(json.dumps({"step": self.step, "index": r["index"], "target": r["target"],
-                                            "completion": r["completions"][0]}) + "\n")
+                logger.log_completions(self.step, result.records[: cfg.log_completions])
         self.accelerator.wait_for_everyone()
         return records
 
