@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +116,11 @@ class DemoSettings:
     does: ``warn``, ``stop``, ``restore`` (the last healthy evaluation's weights) or ``off``
     (``GRPOConfig.collapse_action``)."""
     seed: int = 0
+    resume: bool = False
+    """Reuse what a stopped run with the same settings left in ``output_dir``: the base evaluation
+    (``base_eval.jsonl``) and a finished SFT checkpoint; GRPO starts again from that
+    checkpoint. Other settings saved there are a one-line error. Without it a run starts afresh,
+    removing the stages an earlier run left there."""
 
     def __post_init__(self) -> None:
         from recgym.agents.teachers.cold_start import teacher_key
@@ -126,6 +132,53 @@ class DemoSettings:
 
 #: ``DemoSettings.teacher``'s choices.
 TEACHERS = ("reasoner", "user_average", "ranker")
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write ``payload`` so that ``path`` is either absent or complete, whenever the process dies."""
+    import os
+
+    from recgym.agents.config import plain_values
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(plain_values(payload), indent=1))
+    os.replace(tmp, path)
+
+
+#: ``DemoSettings`` fields that change where and how a run goes, not what it measures.
+RUNTIME_SETTINGS = ("output_dir", "resume")
+#: What a run writes in ``output_dir``: the stages a fresh run removes first.
+STAGE_FILES = ("settings.json", "base_eval.jsonl", "cold_start.jsonl", "sft", "grpo", "summary.json",
+               "predictions.jsonl")
+
+
+def start_output(s: DemoSettings, out: Path) -> bool:
+    """Make ``out`` ready for ``s``'s run and record its settings in ``settings.json``; returns whether
+    finished stages there may be reused. With ``resume`` the saved settings must be ``s``'s (a
+    ``CommandError`` names the fields that differ) and only the GRPO stage's files are removed;
+    otherwise every stage an earlier run left (:data:`STAGE_FILES`) is."""
+    import dataclasses
+    import shutil
+
+    from recgym.agents.config import field_default, plain_values
+    from recgym.commands import CommandError
+
+    now = plain_values({k: v for k, v in dataclasses.asdict(s).items() if k not in RUNTIME_SETTINGS})
+    path = out / "settings.json"
+    reuse = s.resume and path.is_file()
+    if reuse:
+        saved = json.loads(path.read_text())
+        defaults = plain_values({f.name: field_default(f) for f in dataclasses.fields(DemoSettings)})
+        changed = sorted(k for k in now if saved.get(k, defaults.get(k)) != now[k])
+        if changed:
+            raise CommandError(f"{out} holds a run with other settings ({', '.join(changed)}): resume it with the "
+                               "same ones, or drop --resume to start afresh there, or use another --output_dir")
+    for name in STAGE_FILES if not reuse else ("grpo", "summary.json", "predictions.jsonl"):
+        target = out / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    write_json_atomic(path, now)
+    return reuse
 
 
 def learner_dtype(name: str) -> str:
@@ -303,26 +356,38 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
     console = make_console()
     out = Path(s.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    reuse = start_output(s, out)
     start = time.perf_counter()
     rows: dict[str, dict[str, Any]] = {}
     records: dict[str, list[dict[str, Any]]] = {}
     eval_env = gym.make(s.env_id, split=s.eval_split, **s.env_kwargs)
     policy = shared_policy(s)
-    if s.eval_base:
-        console.rule("[bold]1/3 base model: greedy evaluation (vLLM)")
-        greedy = SamplingParams(temperature=0.0, max_new_tokens=s.max_new_tokens)
-        base = evaluate(eval_env, policy, n=s.eval_size, sampling=greedy, batch_size=s.eval_size)
-        rows["base"], records["base"] = eval_record(base, step=0), base.records
-        headline = base.metrics.headline
-        console.print(f"base: format rate {rows['base']['eval/format_rate']:.0%}, {headline.upper()} "
-                      f"{rows['base'][f'eval/{headline}']:.3f} ({time.perf_counter() - start:.0f}s)")
+    sft_dir = out / "sft"
+    try:
+        if s.eval_base:
+            console.rule("[bold]1/3 base model: greedy evaluation (vLLM)")
+            greedy = SamplingParams(temperature=0.0, max_new_tokens=s.max_new_tokens)
+            base = evaluate(eval_env, policy, n=s.eval_size, sampling=greedy, batch_size=s.eval_size,
+                            out=out / "base_eval.jsonl", header={"model": s.model})
+            rows["base"], records["base"] = eval_record(base, step=0), base.records
+            headline = base.metrics.headline
+            console.print(f"base: format rate {rows['base']['eval/format_rate']:.0%}, {headline.upper()} "
+                          f"{rows['base'][f'eval/{headline}']:.3f} ({time.perf_counter() - start:.0f}s)")
 
-    console.rule("[bold]2/3 cold start: scripted-teacher traces, then SFT")
-    sft_dir = cold_start_sft(s, out, s.env_kwargs)
-    console.print(f"SFT checkpoint {sft_dir} ({time.perf_counter() - start:.0f}s)")
+        console.rule("[bold]2/3 cold start: scripted-teacher traces, then SFT")
+        if reuse and (sft_dir / "sft_log.json").is_file():  # train_sft writes it last
+            console.print(f"SFT checkpoint {sft_dir}: finished by the stopped run, reused")
+        else:
+            sft_dir = cold_start_sft(s, out, s.env_kwargs)
+            console.print(f"SFT checkpoint {sft_dir} ({time.perf_counter() - start:.0f}s)")
 
-    console.rule(f"[bold]3/3 GRPO: {s.grpo_steps} steps from the SFT checkpoint")
-    result = grpo_stage(s, out / "grpo", str(sft_dir), s.env_kwargs, policy, s.grpo_steps)
+        console.rule(f"[bold]3/3 GRPO: {s.grpo_steps} steps from the SFT checkpoint")
+        result = grpo_stage(s, out / "grpo", str(sft_dir), s.env_kwargs, policy, s.grpo_steps)
+    except BaseException:
+        if (out / "base_eval.jsonl").is_file() or (sft_dir / "sft_log.json").is_file():
+            console.print(f"[yellow]stopped: the same command with --resume true reuses what {out} holds "
+                          "(the base evaluation and a finished SFT checkpoint)[/]")
+        raise
     rows.update(sft=result.evals[0], grpo=result.evals[-1])
     records.update(sft=result.eval_samples[0], grpo=result.eval_samples[result.steps])
     samples = {name: sample_arrays(stage) for name, stage in records.items()}
@@ -346,9 +411,11 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
     return summary
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser, output_dir: str = DemoSettings.output_dir) -> None:
-    """One ``--<field>`` flag per ``DemoSettings`` field (for this script and the examples built on it),
-    and ``--config FILE``: a YAML of fields (a longer recipe), which flags given beside it override."""
+def add_settings_arguments(parser: argparse.ArgumentParser, output_dir: str = DemoSettings.output_dir,
+                           without: tuple[str, ...] = ("resume",)) -> None:
+    """One ``--<field>`` flag per ``DemoSettings`` field but ``without`` (for this script and the
+    examples built on it; only :func:`run_demo` resumes), and ``--config FILE``: a YAML of fields
+    (a longer recipe), which flags given beside it override."""
     import dataclasses
 
     import yaml
@@ -358,6 +425,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser, output_dir: str = De
     parser.add_argument("--config", type=Path, default=None,
                         help="YAML file of DemoSettings fields, e.g. examples/configs/recone_synthetic_long.yaml")
     for f in dataclasses.fields(DemoSettings):
+        if f.name in without:
+            continue
         default = output_dir if f.name == "output_dir" else field_default(f)
         kind = yaml.safe_load if isinstance(default, dict | bool) else type(default)  # bool('False') is True
         parser.add_argument(f"--{f.name}", type=kind, default=None, help=f"default: {default!r}")
@@ -426,14 +495,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the scripted reference policies on the synthetic world (no model, seconds)")
     parser.add_argument("--split", default="valid", help="--scripted: the split to evaluate")
     parser.add_argument("-n", type=int, default=None, help="--scripted: samples to evaluate (default: the whole split)")
-    add_settings_arguments(parser)
+    add_settings_arguments(parser, without=())
     settings, args = parse_settings(parser, argv)
     if args["scripted"]:
         start = time.perf_counter()
         scripted_demo(args["split"], args["n"])
         print(f"done in {time.perf_counter() - start:.1f}s")
         return 0
-    run_demo(settings)
+    from recgym.cli import expected_errors, one_line
+
+    try:
+        run_demo(settings)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except expected_errors() as exc:
+        print(f"recgym.demo: error: {one_line(exc)}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -19,7 +19,6 @@ sample from its ``eval.jsonl``). ``<output_dir>/table.json`` and ``table.md`` ho
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field, fields
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from recgym.agents.config import ConfigMixin, field_default, plain_values
+from recgym.demo import write_json_atomic
 
 ARMS = ("baselines", "zero_shot", "sft", "reczero", "recone")
 LABELS = {"zero_shot": "zero-shot", "sft": "SFT only", "reczero": "RecZero (GRPO)", "recone": "RecOne (SFT + GRPO)"}
@@ -241,14 +241,6 @@ def check_datasets(config: ReproduceConfig) -> dict[str, Any]:
             raise ValueError(f"dataset {spec.name} ({spec.env_id}): {' '.join(str(exc).split())}") from exc
         envs[spec.name] = env
     return envs
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write ``payload`` so that ``path`` is either absent or complete, whenever the process dies."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(plain_values(payload), indent=1))
-    os.replace(tmp, path)
 
 
 class Reproduction:

