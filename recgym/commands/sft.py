@@ -27,12 +27,7 @@ def register(subparsers) -> None:
 
 def run_make_data(args) -> int:
     from recgym.agents.policies import POLICIES
-    from recgym.agents.teachers.cold_start import (
-        SCRIPTED_TEACHERS,
-        ColdStartConfig,
-        run_cold_start,
-        teacher_key,
-    )
+    from recgym.agents.teachers.cold_start import ColdStartConfig, run_cold_start, scripted_teacher
     from recgym.commands.train import check_env_id, config_from_args
 
     config = config_from_args(args, ColdStartConfig)
@@ -40,9 +35,9 @@ def run_make_data(args) -> int:
     if config.teacher_policy not in (*POLICIES, "scripted"):
         raise CommandError(f"unknown policy {config.teacher_policy!r} for teacher_policy; choose one of "
                            f"{', '.join(POLICIES)}, scripted")
-    if config.teacher_policy == "scripted" and teacher_key(config.teacher) not in SCRIPTED_TEACHERS:
-        raise CommandError(f"unknown scripted teacher {config.teacher!r}; choose one of {', '.join(SCRIPTED_TEACHERS)} "
-                           "(similar_items plays the RecRatingTools-* envs)")
+    if config.teacher_policy == "scripted":
+        with given_values():
+            scripted_teacher(config.teacher)
     report = run_cold_start(config)
     print(report.summary())
     return 0 if report.kept + report.rationalized else 1

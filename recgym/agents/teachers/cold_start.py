@@ -326,7 +326,8 @@ def scripted_teacher(name: str, template: Any = None) -> Policy:
 
     kind = SCRIPTED_TEACHERS.get(teacher_key(name))
     if kind is None:
-        raise ValueError(f"unknown scripted teacher {name!r}; choose one of {', '.join(SCRIPTED_TEACHERS)}")
+        raise ValueError(f"unknown scripted teacher {name!r}; choose one of {', '.join(SCRIPTED_TEACHERS)} "
+                         "(similar_items plays the RecRatingTools-* envs)")
     short = template in ("rate_only", "rank_only") and template in inspect.signature(kind).parameters
     return kind(**{template: True}) if short else kind()
 
