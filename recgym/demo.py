@@ -157,7 +157,9 @@ def start_output(s: DemoSettings, out: Path) -> bool:
     """Make ``out`` ready for ``s``'s run and record its settings in ``settings.json``; returns whether
     finished stages there may be reused. With ``resume`` the saved settings must be ``s``'s (a
     ``CommandError`` names the fields that differ) and only the GRPO stage's files are removed;
-    otherwise every stage an earlier run left (:data:`STAGE_FILES`) is."""
+    otherwise every stage an earlier demo run left (:data:`STAGE_FILES`) is. A folder without
+    ``settings.json`` (another program's, or a run of older code) loses nothing here: the run
+    writes over its own files there and reuses none."""
     import dataclasses
     import shutil
 
@@ -166,7 +168,8 @@ def start_output(s: DemoSettings, out: Path) -> bool:
 
     now = plain_values({k: v for k, v in dataclasses.asdict(s).items() if k not in RUNTIME_SETTINGS})
     path = out / "settings.json"
-    reuse = s.resume and path.is_file()
+    earlier = path.is_file()
+    reuse = s.resume and earlier
     if reuse:
         saved = json.loads(path.read_text())
         defaults = plain_values({f.name: field_default(f) for f in dataclasses.fields(DemoSettings)})
@@ -174,9 +177,12 @@ def start_output(s: DemoSettings, out: Path) -> bool:
         if changed:
             raise CommandError(f"{out} holds a run with other settings ({', '.join(changed)}): resume it with the "
                                "same ones, or drop --resume to start afresh there, or use another --output_dir")
-    for name in STAGE_FILES if not reuse else ("grpo", "summary.json", "predictions.jsonl"):
+    for name in (STAGE_FILES if not reuse else ("grpo", "summary.json", "predictions.jsonl")) if earlier else ():
         target = out / name
-        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
     write_json_atomic(path, now)
     return reuse
 

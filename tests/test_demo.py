@@ -40,17 +40,24 @@ def test_resume_refuses_other_settings_and_touches_nothing(tmp_path):
     assert json.loads((tmp_path / "settings.json").read_text())["seed"] == 3
 
 
-@pytest.mark.parametrize("resume", [False, True])
-def test_a_fresh_start_clears_every_stage_an_earlier_run_left(tmp_path, resume):
-    """Without ``--resume``, and with it where no settings were saved (a run of older code), nothing
-    left there can pass for this run's stages."""
+@pytest.mark.parametrize("seed", [3, 5])
+def test_a_run_without_resume_clears_every_stage_an_earlier_run_left(tmp_path, seed):
+    """With the earlier run's settings or others, nothing it left can pass for this run's stages;
+    files that are not the demo's stay."""
     leave_a_stopped_run(tmp_path, DemoSettings(output_dir=str(tmp_path), seed=3))
-    if resume:
-        (tmp_path / "settings.json").unlink()
     (tmp_path / "notes.txt").write_text("mine")
-    assert not start_output(DemoSettings(output_dir=str(tmp_path), seed=5, resume=resume), tmp_path)
+    assert not start_output(DemoSettings(output_dir=str(tmp_path), seed=seed), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "settings.json"]
-    assert json.loads((tmp_path / "settings.json").read_text())["seed"] == 5
+    assert json.loads((tmp_path / "settings.json").read_text())["seed"] == seed
+
+
+def test_a_folder_without_saved_settings_is_neither_cleared_nor_reused(tmp_path):
+    """Another program's folder, or a demo run of older code: its ``sft`` stays (the run writes over
+    it) and nothing there is reused, even with ``--resume``."""
+    leave_a_stopped_run(tmp_path, DemoSettings(output_dir=str(tmp_path)))
+    (tmp_path / "settings.json").unlink()
+    assert not start_output(DemoSettings(output_dir=str(tmp_path), resume=True), tmp_path)
+    assert (tmp_path / "sft" / "sft_log.json").is_file() and (tmp_path / "settings.json").is_file()
 
 
 def test_demo_refuses_to_resume_other_settings_in_one_line(tmp_path):
