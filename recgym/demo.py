@@ -187,6 +187,19 @@ def start_output(s: DemoSettings, out: Path) -> bool:
     return reuse
 
 
+def check_layers(s: DemoSettings) -> None:
+    """Refuse a ``trainable_layers`` above the model's blocks before anything slow (the GRPO stage
+    would, after the base evaluation and SFT)."""
+    from recgym.agents.config import check_layer_count
+    from recgym.agents.models import model_path
+    from recgym.commands import given_values
+
+    blocks = json.loads((model_path(s.model) / "config.json").read_text()).get("num_hidden_layers")
+    if blocks is not None:
+        with given_values(f"--model {s.model}: "):
+            check_layer_count(s.trainable_layers, int(blocks))
+
+
 def learner_dtype(name: str) -> str:
     """``name``, or for ``auto`` the faster precision for training on this machine."""
     import torch
@@ -270,8 +283,10 @@ def cold_start_sft(s: DemoSettings, out: Path, env_kwargs: dict[str, Any], **ove
     report = cold_start_data(s, out, env_kwargs)
     make_console().print(f"cold start: {report.summary()}")
     if report.kept + report.rationalized == 0:
-        raise ValueError(f"the cold start kept no trace of {report.total} samples: nothing to fine-tune on "
-                         "(give more cold_start_samples)")
+        from recgym.commands import CommandError
+
+        raise CommandError(f"the cold start kept no trace of {report.total} samples: nothing to fine-tune on "
+                           "(give more cold_start_samples)")
     return train_sft(SFTTrainConfig(**{
         "data": report.path, "model": s.model, "output_dir": str(out / "sft"), "num_train_epochs": s.sft_epochs,
         "learning_rate": s.sft_learning_rate, "per_device_train_batch_size": 4, "max_length": s.sft_max_length,
@@ -362,6 +377,7 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
     console = make_console()
     out = Path(s.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    check_layers(s)
     reuse = start_output(s, out)
     start = time.perf_counter()
     rows: dict[str, dict[str, Any]] = {}

@@ -112,3 +112,14 @@ def test_a_run_stopped_in_grpo_resumes_to_the_uninterrupted_result(tmp_path):
     for key in ("rows", "paired_gain", "paired_se", "beyond_bias"):
         assert a[key] == b[key], key
     assert (whole / "predictions.jsonl").read_text() == (out / "predictions.jsonl").read_text()
+
+
+def test_demo_refuses_more_trainable_layers_than_the_model_has_before_anything_slow(tmp_path, tiny_path):
+    run = subprocess.run([sys.executable, "-m", "recgym.demo", "--model", tiny_path, "--output_dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert run.stderr.strip().splitlines() == [
+        (f"recgym.demo: error: --model {tiny_path}: trainable_layers 10 is more than the model's 2 blocks: give "
+         "at most 2, or 0 to train every weight")]
+    assert not (tmp_path / "settings.json").exists()
+
