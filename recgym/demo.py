@@ -407,8 +407,8 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
         result = grpo_stage(s, out / "grpo", str(sft_dir), s.env_kwargs, policy, s.grpo_steps)
     except BaseException:
         if (out / "base_eval.jsonl").is_file() or (sft_dir / "sft_log.json").is_file():
-            console.print(f"[yellow]stopped: the same command with --resume true reuses what {out} holds "
-                          "(the base evaluation and a finished SFT checkpoint)[/]")
+            console.print(f"[yellow]stopped: `python -m recgym.demo` with these settings and --resume true reuses "
+                          f"what {out} holds (the base evaluation and a finished SFT checkpoint)[/]")
         raise
     rows.update(sft=result.evals[0], grpo=result.evals[-1])
     records.update(sft=result.eval_samples[0], grpo=result.eval_samples[result.steps])
