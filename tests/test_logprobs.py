@@ -114,14 +114,10 @@ def rollout_batch(batch, seed: int = 0) -> RolloutBatch:
     )
 
 
-#: The shared path's completion layouts: packs per group (0: one padded row per completion).
-LAYOUTS = {"packed": 1, "two-packs": 2, "row-per-completion": 0}
-
-
-@pytest.fixture(params=list(LAYOUTS))
+@pytest.fixture(params=["packed", "row-per-completion"])
 def layout(request, monkeypatch):
-    """Every layout of the shared path's completion pass, whatever the sizes would pick."""
-    monkeypatch.setattr(lp, "_pack_count", lambda *_: LAYOUTS[request.param])
+    """Both layouts of the shared path's completion pass, whatever the sizes would pick."""
+    monkeypatch.setattr(lp, "_packing_pays", lambda *_: request.param == "packed")
     return request.param
 
 
@@ -235,8 +231,8 @@ def test_layout_choice():
     rows = torch.tensor([0, 0, 0, 0])
     lengths = torch.tensor([9, 3, 3, 3])
     mask = torch.arange(9) < lengths[:, None]
-    assert lp._packs_completions(sdpa, rows, lengths, mask, 20)[0] == "sdpa"
-    assert lp._packs_completions(lora(eager), rows, lengths, mask, 20)[0] == "eager"
+    assert lp._packs_completions(sdpa, rows, lengths, mask, 20) == "sdpa"
+    assert lp._packs_completions(lora(eager), rows, lengths, mask, 20) == "eager"
     assert lp._packs_completions(other, rows, lengths, mask, 20) is None
     assert lp._packs_completions(sdpa, torch.arange(4), lengths, mask, 20) is None  # no prompt shared
     holes = mask.clone()
@@ -244,32 +240,19 @@ def test_layout_choice():
     assert lp._packs_completions(sdpa, rows, lengths - 1, holes, 20) is None
 
 
-def test_pack_count_weighs_padding_against_attention_over_a_pack():
+def test_packing_pays_where_padding_costs_more_than_attention_over_the_group():
     from transformers import AutoConfig, LlamaConfig
 
     smollm2 = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                           num_key_value_heads=3, vocab_size=49152)
     qwen7b = AutoConfig.for_model("qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
                                   num_attention_heads=28, num_key_value_heads=4, vocab_size=152064)
-    one_group = torch.zeros(8, dtype=torch.long)
-    # the demo: G=8 answers of 60-95 tokens on a 420-token prompt: two packs of ~290 tokens cost less
-    # than one of 585 (attention over all of it) and than 8 rows padded to 95
-    demo = torch.tensor([95, 60, 65, 70, 72, 68, 75, 80])
-    assert lp._pack_count(smollm2, one_group, demo, prompt_len=420) == 2
-    assert lp._pack_count(smollm2, torch.arange(16) // 8, torch.cat([demo, demo]), prompt_len=420) == 2
-    # 7B, G=8 answers of 1,024 tokens each, no padding: one row each
-    assert lp._pack_count(qwen7b, one_group, torch.full((8,), 1024), prompt_len=3072) == 0
-    # ... but not once most rows are half as long: one pack of 1,024 and two of 1,536
-    assert lp._pack_count(qwen7b, one_group, torch.tensor([1024] + [512] * 7), prompt_len=3072) == 3
-
-
-def test_pack_rows_balances_a_groups_tokens_and_keeps_groups_apart():
-    rows = torch.tensor([0, 0, 0, 0, 1, 1, 1])
-    inputs = torch.tensor([9, 1, 5, 5, 3, 3, 3])
-    packs = lp._pack_rows(rows, inputs, 2)
-    assert packs.tolist() == [0, 0, 1, 1, 2, 3, 2]  # 9 + 1 and 5 + 5; 3 + 3 and 3
-    assert lp._pack_rows(rows, inputs, 1).tolist() == rows.tolist()
-    assert sorted(lp._pack_rows(rows, inputs, 9).tolist()) == list(range(7))  # a pack per row at most
+    # the demo: G=8 answers of ~75 tokens, one truncated at 127, on a ~300-token prompt
+    assert lp._packing_pays(smollm2, rows=8, row_tokens=127, groups=1, packed_tokens=8 * 75, prompt_len=300)
+    # 7B, G=8 answers of 1,024 tokens each, no padding: attention over the packed group costs more
+    assert not lp._packing_pays(qwen7b, rows=8, row_tokens=1024, groups=1, packed_tokens=8 * 1024, prompt_len=3072)
+    # ... but not once half the rows are padding
+    assert lp._packing_pays(qwen7b, rows=8, row_tokens=1024, groups=1, packed_tokens=8 * 512, prompt_len=3072)
 
 
 def test_packed_completions_run_no_padding_token():

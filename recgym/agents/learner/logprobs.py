@@ -228,14 +228,9 @@ def _shared(model, prompt_ids, prompt_mask, completion_ids, completion_mask, row
             return first[:, None]
         prefix = DynamicCache()
         lengths = completion_mask.sum(-1)
-        if (plan := _packs_completions(model, rows, lengths, completion_mask, prompt_ids.shape[1])) is not None:
-            attn, packs, pack_prompt = plan
-
-            def per_pack(x: torch.Tensor) -> torch.Tensor:
-                return x if len(pack_prompt) == len(starts) else x.index_select(0, pack_prompt)
-
-            prefix.layers = [prefix_layer(per_pack(layer.keys), per_pack(layer.values)) for layer in capture.layers]
-            rest = _packed(model, attn, prefix, u_mask[pack_prompt], completion_ids, lengths, packs, temperature,
+        if (attn := _packs_completions(model, rows, lengths, completion_mask, prompt_ids.shape[1])) is not None:
+            prefix.layers = [prefix_layer(layer.keys, layer.values) for layer in capture.layers]
+            rest = _packed(model, attn, prefix, u_mask, completion_ids, lengths, rows, temperature,
                            use_cache=not checkpointed)
         else:
             def expand(x: torch.Tensor) -> torch.Tensor:
@@ -255,10 +250,10 @@ def _shared(model, prompt_ids, prompt_mask, completion_ids, completion_mask, row
 
 def _packed(model, attn, prefix, u_mask, completion_ids, lengths, rows, temperature, use_cache
             ) -> torch.Tensor:
-    """Logprobs of completion tokens 1.. (``[b, C - 1]``, 0 past each row's end) from one packed row
-    per pack (``rows``: each completion's pack): its completions end to end without padding, a
-    block-diagonal causal mask over them, each block seeing its prompt's keys/values in ``prefix``
-    (one row per pack) and positions that continue its prompt."""
+    """Logprobs of completion tokens 1.. (``[b, C - 1]``, 0 past each row's end) from one row per
+    distinct prompt: its group's completions packed end to end without padding, a block-diagonal
+    causal mask over them, each block seeing the prompt's keys/values in ``prefix`` and positions
+    that continue its prompt."""
     device, b, n = completion_ids.device, len(rows), completion_ids.shape[1] - 1
     inputs = (lengths - 1).clamp(min=0)  # a row's last real token is only a target
     row = torch.repeat_interleave(torch.arange(b, device=device), inputs)
@@ -293,13 +288,11 @@ _MASK_ATTENTION = ("sdpa", "eager")
 
 
 def _packs_completions(model: torch.nn.Module, rows: torch.Tensor, lengths: torch.Tensor,
-                       completion_mask: torch.Tensor, prompt_len: int
-                       ) -> tuple[str, torch.Tensor, torch.Tensor] | None:
-    """The attention implementation, each row's pack and each pack's distinct prompt, if a group's
-    completions run packed into rows (its prompt's keys/values once per pack, no padding inside a
-    pack, a custom mask) rather than one padded row each on a copy of them: where the model takes a
-    custom mask, every row's tokens are a prefix (right padding only), and :func:`_pack_count` finds
-    packs cheaper."""
+                       completion_mask: torch.Tensor, prompt_len: int) -> str | None:
+    """The attention implementation, if each group's completions run packed into one row (the
+    prompt's keys/values once, no padding, a custom mask) rather than one padded row each on a
+    copy of them: where the model takes a custom mask, every row's tokens are a prefix (right
+    padding only), and :func:`_packing_pays`."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     attn = getattr(base.config, "_attn_implementation", None)
     if attn not in _MASK_ATTENTION or int(rows.max()) + 1 == len(rows):
@@ -307,54 +300,29 @@ def _packs_completions(model: torch.nn.Module, rows: torch.Tensor, lengths: torc
     prefix_only = bool((completion_mask == (torch.arange(completion_mask.shape[1], device=lengths.device)
                                             < lengths[:, None])).all())
     inputs = (lengths - 1).clamp(min=0)
-    k = _pack_count(base.config, rows, inputs, prompt_len) if prefix_only and int(inputs.max()) > 0 else 0
-    if k == 0:
-        return None
-    packs = _pack_rows(rows, inputs, k)
-    pack_prompt = torch.zeros(int(packs.max()) + 1, dtype=rows.dtype, device=rows.device).index_put_((packs,), rows)
-    return attn, packs, pack_prompt
+    packed = int(torch.zeros(int(rows.max()) + 1, dtype=inputs.dtype, device=inputs.device)
+                 .index_add_(0, rows, inputs).max())
+    pays = prefix_only and packed > 0 and _packing_pays(base.config, len(rows), int(inputs.max()),
+                                                        int(rows.max()) + 1, packed, prompt_len)
+    return attn if pays else None
 
 
-def _pack_rows(rows: torch.Tensor, inputs: torch.Tensor, k: int) -> torch.Tensor:
-    """Each row's pack: every group (``rows``: its distinct prompt) split into ``min(k, its rows)``
-    packs of near-equal tokens, the longest completion first into the lightest pack."""
-    packs = torch.empty_like(rows)
-    first = 0
-    for g in range(int(rows.max()) + 1):
-        members = (rows == g).nonzero().squeeze(-1).tolist()
-        n = min(k, len(members))
-        load = [0] * n
-        for i in sorted(members, key=lambda i: -int(inputs[i])):
-            j = min(range(n), key=load.__getitem__)
-            packs[i], load[j] = first + j, load[j] + int(inputs[i])
-        first += n
-    return packs
-
-
-def _pack_count(config, rows: torch.Tensor, inputs: torch.Tensor, prompt_len: int) -> int:
-    """Packs per group that cost the fewest FLOPs, or 0 for one padded row per completion, by a model
-    of a layer's cost per token in units of attention keys: ``k_lin`` keys' worth for the linear
-    layers and the logits, plus one per key attended (SDPA computes the whole masked block). One row
-    each: ``rows * longest`` tokens over ``prompt_len + longest`` keys; ``k`` packs a group: every
-    pack as wide as the fullest, over ``prompt_len + width`` keys. Padding makes the first dear, a
-    group's long single pack its attention; balanced packs between the two often cost least."""
+def _packing_pays(config, rows: int, row_tokens: int, groups: int, packed_tokens: int, prompt_len: int) -> bool:
+    """Whether packing costs fewer FLOPs than one padded row per completion, by a model of a layer's
+    cost per token in units of attention keys: ``k_lin`` keys' worth for the linear layers and the
+    logits, plus one per key attended (SDPA computes the whole masked block). One row each:
+    ``rows * row_tokens`` tokens over ``prompt_len + row_tokens`` keys; packed: ``groups *
+    packed_tokens`` tokens over ``prompt_len + packed_tokens``. Padding makes the first dear, long
+    packed rows the second."""
     d = getattr(config, "hidden_size", 1024)
     heads = getattr(config, "num_attention_heads", 16)
     kv = getattr(config, "num_key_value_heads", heads) * (getattr(config, "head_dim", None) or d // heads)
     inter = getattr(config, "intermediate_size", 4 * d)
     vocab, layers = getattr(config, "vocab_size", 32000), getattr(config, "num_hidden_layers", 24)
     k_lin = (2 * d + 2 * kv) / 2 + 1.5 * inter + vocab / (2 * layers)
-
-    def cost(packed_rows: int, width: int) -> float:
-        return packed_rows * width * (k_lin + prompt_len + width)
-
-    best, best_cost = 0, cost(len(rows), int(inputs.max()))
-    for k in range(1, int(torch.bincount(rows).max()) + 1):
-        packs = _pack_rows(rows, inputs, k)
-        loads = torch.zeros(int(packs.max()) + 1, dtype=inputs.dtype, device=inputs.device).index_add_(0, packs, inputs)
-        if (c := cost(len(loads), int(loads.max()))) < best_cost:
-            best, best_cost = k, c
-    return best
+    per_row = rows * row_tokens * (k_lin + prompt_len + row_tokens)
+    packed = groups * packed_tokens * (k_lin + prompt_len + packed_tokens)
+    return packed < per_row
 
 
 def _additive(allowed: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
