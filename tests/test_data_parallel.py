@@ -69,3 +69,28 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_state(tmp_path):
     assert_same_run(full, killed)
     rows = [r for r in read_metrics(full / "metrics.jsonl") if "reward" in r]
     assert all(len(set(r["sample_indices"])) == 4 for r in rows)
+
+
+ENDS_ITS_GROUP = """
+import sys
+import torch.distributed as dist
+from recgym.cli import main
+
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+code = main(["train", "grpo", "--model", sys.argv[2], "--output_dir", sys.argv[3], "--max_steps", "1",
+             "--group_size", "2", "--prompts_per_step", "1", "--max_new_tokens", "4", "--eval_size", "1",
+             "--eval_max_new_tokens", "2", "--live_display", "false", "--plot", "false", "--save_interval", "0",
+             "--env_kwargs", "{max_user_history: 2, max_item_history: 1}"])
+print("exit", code, "group left:", dist.is_initialized())
+"""
+
+
+@pytest.mark.slow
+def test_a_finished_cli_run_destroys_its_process_group(tmp_path, tiny_path):
+    """Left to the interpreter's exit, gloo's threads can abort a rank of a finished run (SIGABRT)."""
+    script = tmp_path / "run.py"
+    script.write_text(ENDS_ITS_GROUP)
+    done = run([sys.executable, str(script), str(tmp_path / "store"), tiny_path, str(tmp_path / "out")])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "exit 0 group left: False"
+

@@ -313,6 +313,7 @@ import os, signal, sys
 sys.path.insert(0, {tests!r})
 from tiny_lm import SHORT_PROMPTS, SpaceReward, tiny_model, tiny_tokenizer
 from recgym.agents.config import GRPOConfig
+from recgym.agents.learner.data_parallel import end_process_group
 from recgym.agents.trainer import GRPOTrainer
 import torch
 
@@ -333,6 +334,7 @@ if kill_in_step:
         return out
     trainer.learn = learn_then_die
 trainer.train(resume=sys.argv[3] == "resume")
+end_process_group()
 """
 
 

@@ -126,11 +126,13 @@ def run(args) -> int:
     check_env_id(config.env_id)
     check_model(config.model, SFT_HINT)
 
+    from recgym.agents.learner.data_parallel import end_process_group
     from recgym.agents.run_log import comparison_table
     from recgym.agents.trainer import train
     from recgym.console import make_console
 
     result = train(config, resume=args.resume)
+    end_process_group()
     if result.evals:  # the main process's; the others of a multi-process run print nothing
         rows = {f"step {result.evals[0]['step']}": result.evals[0]}
         if len(result.evals) > 1:

@@ -21,3 +21,14 @@ def average_gradients(parameters: list[torch.nn.Parameter], world_size: int) -> 
         n = g.numel()
         p.grad = flat[offset : offset + n].view_as(p).clone()
         offset += n
+
+
+def end_process_group() -> None:
+    """Destroy the default process group, once a run has finished on every rank (not after a
+    failure, where another rank may still wait in a collective). Left to the interpreter's exit,
+    gloo's worker threads can abort a rank (SIGABRT, "terminate called without an active
+    exception"), and torchrun then reports a finished run as failed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
