@@ -93,4 +93,3 @@ def test_a_finished_cli_run_destroys_its_process_group(tmp_path, tiny_path):
     done = run([sys.executable, str(script), str(tmp_path / "store"), tiny_path, str(tmp_path / "out")])
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "exit 0 group left: False"
-
