@@ -148,9 +148,10 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 
 #: ``DemoSettings`` fields that change where and how a run goes, not what it measures.
 RUNTIME_SETTINGS = ("output_dir", "resume")
-#: What a run writes in ``output_dir``: the stages a fresh run removes first.
-STAGE_FILES = ("settings.json", "base_eval.jsonl", "cold_start.jsonl", "sft", "grpo", "summary.json",
-               "predictions.jsonl")
+#: What the GRPO stage and the end of a run write in ``output_dir``: a resumed run removes them first.
+GRPO_FILES = ("grpo", "summary.json", "predictions.jsonl")
+#: What a run writes in ``output_dir``: a fresh run removes it all first.
+STAGE_FILES = ("settings.json", "base_eval.jsonl", "cold_start.jsonl", "sft", *GRPO_FILES)
 
 
 def start_output(s: DemoSettings, out: Path) -> bool:
@@ -163,26 +164,23 @@ def start_output(s: DemoSettings, out: Path) -> bool:
     import dataclasses
     import shutil
 
-    from recgym.agents.config import field_default, plain_values
+    from recgym.agents.config import changed_fields, plain_values
     from recgym.commands import CommandError
 
     now = plain_values({k: v for k, v in dataclasses.asdict(s).items() if k not in RUNTIME_SETTINGS})
     path = out / "settings.json"
     earlier = path.is_file()
     reuse = s.resume and earlier
-    if reuse:
-        saved = json.loads(path.read_text())
-        defaults = plain_values({f.name: field_default(f) for f in dataclasses.fields(DemoSettings)})
-        changed = sorted(k for k in now if saved.get(k, defaults.get(k)) != now[k])
-        if changed:
-            raise CommandError(f"{out} holds a run with other settings ({', '.join(changed)}): resume it with the "
-                               "same ones, or drop --resume to start afresh there, or use another --output_dir")
-    for name in (STAGE_FILES if not reuse else ("grpo", "summary.json", "predictions.jsonl")) if earlier else ():
-        target = out / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        else:
-            target.unlink(missing_ok=True)
+    if reuse and (changed := changed_fields(DemoSettings, now, json.loads(path.read_text()))):
+        raise CommandError(f"{out} holds a run with other settings ({', '.join(changed)}): resume it with the "
+                           "same ones, or drop --resume to start afresh there, or use another --output_dir")
+    if earlier:
+        for name in GRPO_FILES if reuse else STAGE_FILES:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
     write_json_atomic(path, now)
     return reuse
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from recgym.agents.config import ConfigMixin, field_default, plain_values
+from recgym.agents.config import ConfigMixin, changed_fields, plain_values
 from recgym.demo import write_json_atomic
 
 ARMS = ("baselines", "zero_shot", "sft", "reczero", "recone")
@@ -203,8 +203,7 @@ class ReproduceConfig(ConfigMixin):
     def changed_since(self, saved: dict[str, Any], spec: DatasetSpec) -> list[str]:
         """The fields whose values differ from a saved result's ``protocol``; a field the saved one
         lacks (added to recgym later) counts as unchanged at its default."""
-        defaults = plain_values({f.name: field_default(f) for f in fields(self)})
-        return sorted(k for k, v in self.protocol(spec).items() if saved.get(k, defaults.get(k)) != v)
+        return changed_fields(type(self), self.protocol(spec), saved)
 
     def protocol_key(self, spec: DatasetSpec) -> str:
         """A short hash of :meth:`protocol`, naming the partial files of a run under it."""

@@ -86,6 +86,13 @@ def plain_values(value: Any) -> Any:
     return repr(value)
 
 
+def changed_fields(cls: type, now: dict[str, Any], saved: dict[str, Any]) -> list[str]:
+    """The keys of ``now`` (plain values of dataclass ``cls``'s settings) whose values differ from
+    ``saved``; a field ``saved`` lacks (added to recgym later) counts as unchanged at its default."""
+    defaults = plain_values({f.name: field_default(f) for f in dataclasses.fields(cls)})
+    return sorted(k for k, v in now.items() if saved.get(k, defaults.get(k)) != v)
+
+
 def parse_overrides(args: list[str], names: list[str]) -> dict[str, Any]:
     """``["--max_steps", "3", "--policy=hf"]`` -> ``{"max_steps": 3, "policy": "hf"}`` (YAML-typed)."""
     out: dict[str, Any] = {}
