@@ -185,13 +185,19 @@ def start_output(s: DemoSettings, out: Path) -> bool:
     return reuse
 
 
-def check_layers(s: DemoSettings) -> None:
-    """Refuse a ``trainable_layers`` above the model's blocks before anything slow (the GRPO stage
-    would, after the base evaluation and SFT)."""
+def check_settings(s: DemoSettings) -> None:
+    """Refuse what a later stage would, before anything slow: the GRPO stage's config (its fields, the
+    algorithm's knobs, the schedule, the environment on both splits: ``check_config``), SFT's
+    schedule, and a ``trainable_layers`` above the model's blocks. Each is a one-line ``CommandError``."""
     from recgym.agents.config import check_layer_count
     from recgym.agents.models import model_path
     from recgym.commands import given_values
+    from recgym.commands.train import check_config, check_schedule
 
+    with given_values():
+        config = grpo_config(s, Path(s.output_dir) / "grpo", s.model, s.env_kwargs, s.grpo_steps)
+    check_config(config, model_hint="")
+    check_schedule(s.sft_lr_scheduler_type, "sft_lr_scheduler_type")
     blocks = json.loads((model_path(s.model) / "config.json").read_text()).get("num_hidden_layers")
     if blocks is not None:
         with given_values(f"--model {s.model}: "):
@@ -375,7 +381,7 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
     console = make_console()
     out = Path(s.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    check_layers(s)
+    check_settings(s)
     reuse = start_output(s, out)
     start = time.perf_counter()
     rows: dict[str, dict[str, Any]] = {}

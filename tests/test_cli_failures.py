@@ -37,6 +37,12 @@ def write(path: Path, text: str) -> str:
     return str(path)
 
 
+def synthetic_only(tmp: Path) -> list[str]:
+    """``recgym reproduce``'s options for the synthetic column alone."""
+    return ["--config", write(tmp / "r.yaml", f"datasets: [{{name: synthetic, env_id: {SYNTH}}}]\n"),
+            "--output_dir", str(tmp / "r")]
+
+
 def bad_yelp(tmp: Path) -> str:
     root = fx.yelp(tmp / "yelp")
     with open(root / "yelp_academic_dataset_review.json", "a") as f:
@@ -86,6 +92,16 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "train-bad-type": (lambda t: ["train", "grpo", "--max_steps", "many"], "max_steps"),
     "train-unknown-algorithm": (lambda t: ["train", "grpo", "--algorithm", "nope"], "unknown algorithm 'nope'"),
     "train-unknown-env": (lambda t: ["train", "grpo", "--env_id", "RecRating-Nope-v0"], "see `recgym envs`"),
+    "train-bad-algorithm-kwargs": (lambda t: ["train", "grpo", "--algorithm_kwargs", "{bogus: 1}"],
+                                   "algorithm_kwargs: "),
+    "train-unknown-schedule": (lambda t: ["train", "grpo", "--lr_scheduler_type", "bogus"],
+                               "lr_scheduler_type 'bogus' is not a schedule"),
+    "train-bad-env-kwargs": (lambda t: ["train", "grpo", "--env_kwargs", "{nope: 1}"], "env_kwargs"),
+    "train-unknown-split": (lambda t: ["train", "grpo", "--eval_split", "nope"], "split must be one of"),
+    "reproduce-unknown-schedule": (lambda t: ["reproduce", *synthetic_only(t), "--sft_lr_scheduler_type", "bogus"],
+                                   "sft_lr_scheduler_type 'bogus'"),
+    "reproduce-bad-algorithm-kwargs": (lambda t: ["reproduce", *synthetic_only(t), "--algorithm_kwargs", "{bogus: 1}"],
+                                       "algorithm_kwargs: "),
     # sft
     "sft-make-data-missing-config": (lambda t: ["sft", "make-data", "--config", str(t / "none.yaml")],
                                      "cannot read config file"),
@@ -99,6 +115,8 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
                                                 str(t / "o.jsonl")], "unknown policy"),
     "sft-train-missing-data": (lambda t: ["sft", "train", "--data", str(t / "none.jsonl")], "recgym sft make-data"),
     "sft-train-empty-data": (lambda t: ["sft", "train", "--data", write(t / "d.jsonl", "\n")], "no training rows"),
+    "sft-train-unknown-schedule": (lambda t: ["sft", "train", "--data", write(t / "d.jsonl", SFT_ROW),
+                                              "--lr_scheduler_type", "bogus"], "lr_scheduler_type 'bogus'"),
     "sft-train-missing-model": (lambda t: ["sft", "train", "--data", write(t / "d.jsonl", SFT_ROW), "--model",
                                            str(t / "none")], "not found"),
 }

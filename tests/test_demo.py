@@ -123,3 +123,32 @@ def test_demo_refuses_more_trainable_layers_than_the_model_has_before_anything_s
          "at most 2, or 0 to train every weight")]
     assert not (tmp_path / "settings.json").exists()
 
+
+
+#: a bad setting -> the words its one-line error holds
+BAD_SETTINGS = {
+    "env_kwargs": (["--env_kwargs", "{nope: 1}"], "env_kwargs"),
+    "algorithm_kwargs": (["--algorithm_kwargs", "{bogus: 1}"], "algorithm_kwargs: "),
+    "collapse_action": (["--collapse_action", "sometimes"], "collapse_action must be"),
+    "schedule": (["--lr_scheduler_type", "bogus"], "lr_scheduler_type 'bogus' is not a schedule"),
+    "sft_schedule": (["--sft_lr_scheduler_type", "bogus"], "sft_lr_scheduler_type 'bogus' is not a schedule"),
+    "split": (["--eval_split", "nope"], "split must be one of"),
+    "eval_size": (["--eval_size", "0"], "eval_size must be >= 1"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SETTINGS)
+def test_demo_refuses_a_bad_setting_in_one_line_before_anything_slow(case, tmp_path, capsys, monkeypatch):
+    """Settings that only a later stage's config used to check (after minutes of evaluation and SFT,
+    with a traceback) fail before the engine starts or anything is written."""
+    from recgym import demo
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("the vLLM engine started")
+
+    monkeypatch.setattr(demo, "shared_policy", no_engine)
+    argv, words = BAD_SETTINGS[case]
+    assert demo.main(["--output_dir", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("recgym.demo: error: ") and words in err[0], err
+    assert not (tmp_path / "settings.json").exists()

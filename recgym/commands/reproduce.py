@@ -30,15 +30,18 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from recgym.commands.train import check_model, config_from_args, estimate
+    from recgym.commands.train import check_config, check_schedule, config_from_args, estimate
     from recgym.reproduce import ReproduceConfig, Reproduction
 
     config = config_from_args(args, ReproduceConfig)
     if args.estimate_memory:
         return estimate(config.grpo_config(config.dataset_specs()[0]))
-    check_model(config.model)
     reproduction = Reproduction(config)
     with given_values():
         reproduction.prepare()
+        grpo_configs = [config.grpo_config(spec) for spec in config.dataset_specs()]
+    check_schedule(config.sft_lr_scheduler_type, "sft_lr_scheduler_type")
+    for grpo in grpo_configs:  # what the GRPO arms would refuse after the baselines and SFT; the model
+        check_config(grpo, model_hint="")
     reproduction.run()
     return 0

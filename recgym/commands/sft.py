@@ -45,9 +45,10 @@ def run_make_data(args) -> int:
 
 def run_train(args) -> int:
     from recgym.agents.sft import SFTTrainConfig, read_sft_rows, train_sft
-    from recgym.commands.train import check_model, config_from_args
+    from recgym.commands.train import check_model, check_schedule, config_from_args
 
     config = config_from_args(args, SFTTrainConfig)
+    check_schedule(config.lr_scheduler_type)
     if not Path(config.data).is_file():
         raise CommandError(f"SFT data {config.data} does not exist: make it with `recgym sft make-data` "
                            "(or `python examples/train_recone.py`)")

@@ -75,6 +75,39 @@ def check_env_id(env_id: str) -> None:
         raise CommandError(f"env_id: {exc} (see `recgym envs`)") from exc
 
 
+def check_schedule(name: str, field: str = "lr_scheduler_type") -> None:
+    """A learning-rate schedule that ``transformers.get_scheduler`` knows, checked before anything slow
+    (the configs do not import transformers to check it themselves)."""
+    from transformers import SchedulerType
+
+    known = [s.value for s in SchedulerType]
+    if name not in known:
+        raise CommandError(f"{field} {name!r} is not a schedule transformers knows: choose one of {', '.join(known)}")
+
+
+def check_config(config, model_hint: str = SFT_HINT) -> None:
+    """What a ``GRPOConfig`` names, checked before the model loads: the algorithm and its
+    ``algorithm_kwargs``, the schedule, the environment with its ``env_kwargs`` on the training and
+    evaluation splits, and the model (``model_hint`` says where a missing one comes from). A problem
+    is a :class:`CommandError` naming the field."""
+    import gymnasium as gym
+
+    from recgym.agents.algorithms import get_algorithm
+
+    try:
+        algorithm = get_algorithm(config.algorithm)
+    except KeyError as exc:
+        raise CommandError(f"{exc.args[0]} (see `recgym algorithms`)") from exc
+    with given_values("algorithm_kwargs: "):
+        algorithm.from_config(config, **config.algorithm_kwargs)
+    check_schedule(config.lr_scheduler_type)
+    check_env_id(config.env_id)
+    for split in dict.fromkeys((config.train_split, config.eval_split)):  # datasets load once per process
+        with given_values(f"{config.env_id}, split {split!r}, env_kwargs {config.env_kwargs}: "):
+            gym.make(config.env_id, split=split, **config.env_kwargs).close()
+    check_model(config.model, model_hint)
+
+
 def register(subparsers) -> None:
     from recgym.agents.config import GRPOConfig
 
@@ -113,18 +146,12 @@ def estimate(config) -> int:
 
 
 def run(args) -> int:
-    from recgym.agents.algorithms import get_algorithm
     from recgym.agents.config import GRPOConfig
 
     config = config_from_args(args, GRPOConfig)
     if args.estimate_memory:
         return estimate(config)
-    try:
-        get_algorithm(config.algorithm)
-    except KeyError as exc:
-        raise CommandError(f"{exc.args[0]} (see `recgym algorithms`)") from exc
-    check_env_id(config.env_id)
-    check_model(config.model, SFT_HINT)
+    check_config(config)
 
     from recgym.agents.learner.data_parallel import end_process_group
     from recgym.agents.run_log import comparison_table
