@@ -327,20 +327,24 @@ def test_reentrant_checkpointing_falls_back_with_correct_gradients():
         torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=0, msg=name)
 
 
+@pytest.mark.parametrize("reuse", [False, True], ids=["fresh-gradient", "gradient-over-logits"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("temperature", [1.0, 0.7, 0.0])
-def test_token_logprobs_equals_log_softmax_gather(monkeypatch, dtype, temperature):
+def test_token_logprobs_equals_log_softmax_gather(monkeypatch, dtype, temperature, reuse):
     monkeypatch.setattr(lp, "_CHUNK_ELEMENTS", 3 * 50)  # chunks of 3 rows over 10: a ragged last one
     g = torch.Generator().manual_seed(0)
     logits = (4 * torch.randn(2, 5, 50, generator=g)).to(dtype).requires_grad_()
     tokens = torch.randint(0, 50, (2, 5), generator=g)
     upstream = torch.randn(2, 5, generator=g)
-
-    got = token_logprobs(logits, tokens, temperature)
-    (grad,) = torch.autograd.grad((got * upstream).sum(), logits)
     scaled = logits.float() / (temperature if temperature > 0 else 1.0)
     want = torch.log_softmax(scaled, -1).gather(-1, tokens[..., None]).squeeze(-1)
     (want_grad,) = torch.autograd.grad((want * upstream).sum(), logits)
+
+    output = logits * 1  # a model's output: with reuse its memory becomes its gradient
+    got = token_logprobs(output, tokens, temperature, reuse_logits=reuse)
+    (grad,) = torch.autograd.grad((got * upstream).sum(), logits)
+    overwritten = reuse and dtype == torch.float32  # bfloat16 logits get a float32 gradient of their own
+    assert torch.equal(output, grad) == overwritten and torch.equal(output, logits) != overwritten
 
     assert got.shape == tokens.shape and got.dtype == torch.float32 and grad.dtype == dtype
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)

@@ -42,6 +42,7 @@ from recgym.agents.algorithms import LossInputs, get_algorithm
 from recgym.agents.collapse_guard import CollapseGuard
 from recgym.agents.config import GRPOConfig, plain_values
 from recgym.agents.learner.data_parallel import average_gradients
+from recgym.agents.learner.host_memory import keep_freed_memory
 from recgym.agents.learner.loading import autocast, load_learner, reference_model
 from recgym.agents.learner.logprobs import micro_batches, sequence_logprobs
 from recgym.agents.learner.weight_export import build_policy, sync_policy
@@ -95,6 +96,8 @@ class GRPOTrainer:
         self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
         self.device = self.accelerator.device
+        if cfg.keep_freed_memory and self.device.type == "cpu":
+            keep_freed_memory()
 
         # environments: the training split, and the validation split for evaluation
         self.train_env = make_group_vec(

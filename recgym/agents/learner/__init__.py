@@ -4,7 +4,8 @@
 - :mod:`~recgym.agents.learner.logprobs`: per-token logprobs, with each group's prompt run once;
 - :mod:`~recgym.agents.learner.data_parallel`: gradients averaged over processes;
 - :mod:`~recgym.agents.learner.weight_export`: the learner's weights to a policy (LoRA merged);
-- :mod:`~recgym.agents.learner.memory`: the peak-memory estimate of a config (``--estimate-memory``).
+- :mod:`~recgym.agents.learner.memory`: the peak-memory estimate of a config (``--estimate-memory``);
+- :mod:`~recgym.agents.learner.host_memory`: a CPU learner keeps the memory it frees for its next step.
 """
 
 from recgym.agents.learner.data_parallel import average_gradients

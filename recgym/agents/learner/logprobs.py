@@ -75,11 +75,12 @@ class _TokenLogprob(torch.autograd.Function):
     float32 (float64 for float64 logits).
 
     Saves the logits (no copy) and one logsumexp per row; the backward recomputes the softmax
-    chunk by chunk, so the only full-size tensor it allocates is the logits' gradient.
+    chunk by chunk. With ``reuse`` (float32 or float64 logits that nothing else reads) it writes the
+    gradient over the logits; otherwise the logits' gradient is the one full-size tensor it allocates.
     """
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, tokens: torch.Tensor, scale: float, chunk: int
+    def forward(ctx, logits: torch.Tensor, tokens: torch.Tensor, scale: float, chunk: int, reuse: bool
                 ) -> torch.Tensor:
         dtype = torch.promote_types(logits.dtype, torch.float32)
         out = torch.empty(logits.shape[0], dtype=dtype, device=logits.device)
@@ -92,40 +93,43 @@ class _TokenLogprob(torch.autograd.Function):
             lse[rows] = torch.logsumexp(x, dim=-1)
             out[rows] = x.gather(-1, tokens[rows, None]).squeeze(-1) - lse[rows]
         ctx.save_for_backward(logits, tokens, lse)
-        ctx.scale, ctx.chunk = scale, chunk
+        ctx.scale, ctx.chunk, ctx.reuse = scale, chunk, reuse and logits.dtype == dtype
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         logits, tokens, lse = ctx.saved_tensors
-        grad = torch.empty_like(logits)
+        # a fresh [N, V] gradient costs a page fault per 4 KiB on CPU (glibc maps blocks this size anew)
+        grad = logits if ctx.reuse else torch.empty_like(logits)
+        copy_back = not ctx.reuse and grad.dtype != lse.dtype  # bfloat16 logits: float32 chunks, copied back
         for start in range(0, logits.shape[0], ctx.chunk):
             rows = slice(start, start + ctx.chunk)
             g = grad_out[rows, None].to(lse.dtype)
             x = logits[rows].to(lse.dtype)
             if ctx.scale != 1.0:
-                x = x * ctx.scale
-            in_place = grad.dtype == lse.dtype  # float32 logits: no temporary, three passes over the chunk
-            d = grad[rows] if in_place else torch.empty_like(x)
+                x = x.mul_(ctx.scale) if ctx.reuse else x * ctx.scale
+            d = x if ctx.reuse else torch.empty_like(x) if copy_back else grad[rows]
             torch.sub(x, lse[rows, None], out=d).exp_().mul_(-g).scatter_add_(-1, tokens[rows, None], g)
             if ctx.scale != 1.0:
                 d.mul_(ctx.scale)
-            if not in_place:
+            if copy_back:
                 grad[rows] = d
-        return grad, None, None, None
+        return grad, None, None, None, None
 
 
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0
-                   ) -> torch.Tensor:
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0, *,
+                   reuse_logits: bool = False) -> torch.Tensor:
     """``log_softmax(logits / temperature).gather(tokens)`` in float32 (or float64), in row chunks.
 
     ``logits`` is ``[..., V]`` in any float dtype, ``tokens`` ``[...]``; the result is ``tokens``'
-    shape. Each chunk is ``logit[token] - logsumexp(logits)``; temperature 0 (greedy) means 1.
+    shape. Each chunk is ``logit[token] - logsumexp(logits)``; temperature 0 (greedy) means 1. With
+    ``reuse_logits`` the backward pass writes the logits' gradient over float32 (float64) logits, so
+    that nothing may read them after it (the learner's own model outputs).
     """
     scale = 1.0 / temperature if temperature > 0 else 1.0
     flat = logits.reshape(-1, logits.shape[-1])
     chunk = max(1, _CHUNK_ELEMENTS // max(flat.shape[1], 1))
-    out = _TokenLogprob.apply(flat, tokens.reshape(-1), scale, chunk)
+    out = _TokenLogprob.apply(flat, tokens.reshape(-1), scale, chunk, reuse_logits)
     return out.view(tokens.shape)
 
 
@@ -201,7 +205,7 @@ def _per_row(model, prompt_ids, prompt_mask, completion_ids, completion_mask, te
         input_ids=input_ids, attention_mask=attention, position_ids=position_ids, use_cache=False,
         logits_to_keep=c,
     ).logits
-    return token_logprobs(logits, completion_ids, temperature)
+    return token_logprobs(logits, completion_ids, temperature, reuse_logits=True)
 
 
 def _shared(model, prompt_ids, prompt_mask, completion_ids, completion_mask, rows, temperature
@@ -223,7 +227,7 @@ def _shared(model, prompt_ids, prompt_mask, completion_ids, completion_mask, row
             position_ids=(u_mask.long().cumsum(-1) - 1).clamp(min=0), past_key_values=capture,
             use_cache=not checkpointed, logits_to_keep=1,
         )
-        first = token_logprobs(out.logits[:, -1][rows], completion_ids[:, 0], temperature)
+        first = token_logprobs(out.logits[:, -1][rows], completion_ids[:, 0], temperature, reuse_logits=True)
         if n == 0:
             return first[:, None]
         prefix = DynamicCache()
@@ -244,7 +248,7 @@ def _shared(model, prompt_ids, prompt_mask, completion_ids, completion_mask, row
                 position_ids=prompt_mask.sum(-1, keepdim=True) + torch.arange(n, device=rows.device),
                 past_key_values=prefix, use_cache=not checkpointed,
             ).logits
-            rest = token_logprobs(logits, completion_ids[:, 1:], temperature)
+            rest = token_logprobs(logits, completion_ids[:, 1:], temperature, reuse_logits=True)
     return torch.cat([first[:, None], rest], dim=1)
 
 
@@ -279,7 +283,7 @@ def _packed(model, attn, prefix, u_mask, completion_ids, lengths, rows, temperat
         attention_mask=allowed if attn == "sdpa" else _additive(allowed, model),
         position_ids=u_mask.sum(-1, keepdim=True) + position,
     ).logits
-    logps = token_logprobs(logits, targets, temperature)
+    logps = token_logprobs(logits, targets, temperature, reuse_logits=True)
     return logps.new_zeros(b, n).index_put((row, offset), logps[group, column])
 
 
