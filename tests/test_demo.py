@@ -124,7 +124,6 @@ def test_demo_refuses_more_trainable_layers_than_the_model_has_before_anything_s
     assert not (tmp_path / "settings.json").exists()
 
 
-
 #: a bad setting -> the words its one-line error holds
 BAD_SETTINGS = {
     "env_kwargs": (["--env_kwargs", "{nope: 1}"], "env_kwargs"),

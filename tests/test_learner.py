@@ -231,7 +231,7 @@ def test_lora_step_reaches_the_vllm_engine(tmp_path):
 
 
 FAULTS = """
-import resource, sys, torch
+import resource, torch
 from recgym.agents.learner.host_memory import keep_freed_memory
 
 def faults():  # minor page faults of writing 128 MiB into a fresh tensor, then freeing it

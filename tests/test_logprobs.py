@@ -343,7 +343,7 @@ def test_token_logprobs_equals_log_softmax_gather(monkeypatch, dtype, temperatur
     output = logits * 1  # a model's output: with reuse its memory becomes its gradient
     got = token_logprobs(output, tokens, temperature, reuse_logits=reuse)
     (grad,) = torch.autograd.grad((got * upstream).sum(), logits)
-    overwritten = reuse and dtype == torch.float32  # bfloat16 logits get a float32 gradient of their own
+    overwritten = reuse and dtype == torch.float32  # bfloat16 logits stay: their gradient is a buffer of its own
     assert torch.equal(output, grad) == overwritten and torch.equal(output, logits) != overwritten
 
     assert got.shape == tokens.shape and got.dtype == torch.float32 and grad.dtype == dtype
