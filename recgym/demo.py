@@ -187,10 +187,8 @@ def start_output(s: DemoSettings, out: Path) -> bool:
 
 def check_settings(s: DemoSettings) -> None:
     """Refuse what a later stage would, before anything slow: the GRPO stage's config (its fields, the
-    algorithm's knobs, the schedule, the environment on both splits: ``check_config``), SFT's
-    schedule, and a ``trainable_layers`` above the model's blocks. Each is a one-line ``CommandError``."""
-    from recgym.agents.config import check_layer_count
-    from recgym.agents.models import model_path
+    algorithm's knobs, the schedule, the environment on both splits, ``trainable_layers`` against the
+    model's blocks: ``check_config``) and SFT's schedule. Each is a one-line ``CommandError``."""
     from recgym.commands import given_values
     from recgym.commands.train import check_config, check_schedule
 
@@ -198,10 +196,6 @@ def check_settings(s: DemoSettings) -> None:
         config = grpo_config(s, Path(s.output_dir) / "grpo", s.model, s.env_kwargs, s.grpo_steps)
     check_config(config, model_hint="")
     check_schedule(s.sft_lr_scheduler_type, "sft_lr_scheduler_type")
-    blocks = json.loads((model_path(s.model) / "config.json").read_text()).get("num_hidden_layers")
-    if blocks is not None:
-        with given_values(f"--model {s.model}: "):
-            check_layer_count(s.trainable_layers, int(blocks))
 
 
 def learner_dtype(name: str) -> str:

@@ -136,6 +136,17 @@ def test_expected_failure_is_one_line(case, tmp_path, monkeypatch, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("command", ["train grpo", "sft train"])
+def test_more_trainable_layers_than_the_model_has_fail_before_it_loads(command, tiny_path, tmp_path, capsys):
+    """Both learners refused them only after loading the weights, with a traceback."""
+    data = ["--data", write(tmp_path / "d.jsonl", SFT_ROW)] if command == "sft train" else []
+    argv = [*command.split(), "--model", tiny_path, "--trainable_layers", "3", "--output_dir", str(tmp_path / "o"), *data]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        (f"recgym {command.split()[0]}: error: --model {tiny_path}: trainable_layers 3 is more than the model's 2 "
+         "blocks: give at most 2, or 0 to train every weight")]
+
+
 @pytest.mark.parametrize("argv", [[], ["envs", "--bogus"], ["algorithms", "extra"], ["data", "prepare", "nope"],
                                   ["baseline"], ["eval", SYNTH, "--policy", "nope"], ["train"],
                                   ["train", "grpo", "--bogus"], ["sft", "bake"]], ids=" ".join)

@@ -45,7 +45,7 @@ def run_make_data(args) -> int:
 
 def run_train(args) -> int:
     from recgym.agents.sft import SFTTrainConfig, read_sft_rows, train_sft
-    from recgym.commands.train import check_model, check_schedule, config_from_args
+    from recgym.commands.train import check_layers_fit, check_schedule, config_from_args
 
     config = config_from_args(args, SFTTrainConfig)
     check_schedule(config.lr_scheduler_type)
@@ -54,7 +54,7 @@ def run_train(args) -> int:
                            "(or `python examples/train_recone.py`)")
     with given_values():  # a file without training rows
         read_sft_rows(config.data)
-    check_model(config.model)
+    check_layers_fit(config.model, config.trainable_layers)
     out = train_sft(config)
     print(f"SFT checkpoint: {out}  (start GRPO from it with --model {out})")
     return 0

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import typing
+from pathlib import Path
 
 from recgym.commands import CommandError, given_values
 
@@ -52,12 +54,13 @@ def config_from_args(args: argparse.Namespace, config_cls: type):
         raise CommandError(f"{args.config} is not valid YAML: {exc}") from exc
 
 
-def check_model(name: str, hint: str = "") -> None:
-    """Resolve the model before anything slow, so that a missing one fails at once (with ``hint``)."""
+def check_model(name: str, hint: str = "") -> Path:
+    """Resolve the model before anything slow, so that a missing one fails at once (with ``hint``);
+    returns its checkpoint directory."""
     from recgym.agents.models import EMBEDDED_MODELS, ModelNotFoundError, model_path
 
     try:
-        model_path(name)
+        return model_path(name)
     except ModelNotFoundError as exc:
         suffix = f"; {hint}" if hint and name not in EMBEDDED_MODELS else ""
         raise CommandError(f"model {name!r} not found: {exc}{suffix}") from exc
@@ -88,8 +91,9 @@ def check_schedule(name: str, field: str = "lr_scheduler_type") -> None:
 def check_config(config, model_hint: str = SFT_HINT) -> None:
     """What a ``GRPOConfig`` names, checked before the model loads: the algorithm and its
     ``algorithm_kwargs``, the schedule, the environment with its ``env_kwargs`` on the training and
-    evaluation splits, and the model (``model_hint`` says where a missing one comes from). A problem
-    is a :class:`CommandError` naming the field."""
+    evaluation splits, the model (``model_hint`` says where a missing one comes from) and
+    ``trainable_layers`` against its blocks (:func:`check_layers_fit`). A problem is a
+    :class:`CommandError` naming the field."""
     import gymnasium as gym
 
     from recgym.agents.algorithms import get_algorithm
@@ -105,7 +109,18 @@ def check_config(config, model_hint: str = SFT_HINT) -> None:
     for split in dict.fromkeys((config.train_split, config.eval_split)):  # datasets load once per process
         with given_values(f"{config.env_id}, split {split!r}, env_kwargs {config.env_kwargs}: "):
             gym.make(config.env_id, split=split, **config.env_kwargs).close()
-    check_model(config.model, model_hint)
+    check_layers_fit(config.model, config.trainable_layers, model_hint)
+
+
+def check_layers_fit(model: str, trainable_layers: int, hint: str = "") -> None:
+    """The model (:func:`check_model`), and ``trainable_layers`` no more than its transformer blocks
+    (the learner refuses more only once it has loaded the weights)."""
+    from recgym.agents.config import check_layer_count
+
+    blocks = json.loads((check_model(model, hint) / "config.json").read_text()).get("num_hidden_layers")
+    if blocks is not None:
+        with given_values(f"--model {model}: "):
+            check_layer_count(trainable_layers, int(blocks))
 
 
 def register(subparsers) -> None:
