@@ -11,6 +11,10 @@ with native bfloat16).
 
     python bench/sft_step.py              # 3 timed steps each
     python bench/sft_step.py --steps 5
+    python bench/sft_step.py --ways completion --keep_freed_memory false true  # glibc's memory handling / kept
+
+``--keep_freed_memory`` (``SFTTrainConfig.keep_freed_memory``, on by default) runs the ways once per
+value, in the order given; the setting is process-wide once on, so give false before true.
 """
 
 from __future__ import annotations
@@ -20,16 +24,30 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
+#: --ways: (row name, recgym's loss or TRL's, dtype)
+WAYS = {
+    "trl": ("TRL's SFTTrainer loss", False, "float32"),
+    "completion": ("completion logits only (recgym)", True, "float32"),
+    "completion_bf16": ("completion logits only, bfloat16 autocast", True, "bfloat16"),
+}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS),
+                        help="the losses to time: TRL's, recgym's, recgym's under bfloat16 autocast")
+    parser.add_argument("--keep_freed_memory", nargs="+", type=yaml.safe_load, default=[True], choices=[False, True],
+                        help="SFTTrainConfig.keep_freed_memory (on CPU); process-wide once on, so give false before true")
     args = parser.parse_args(argv)
 
     import torch
     from rich.table import Table
     from trl import SFTTrainer
 
+    from recgym.agents.learner.host_memory import keep_freed_memory
     from recgym.agents.learner.loading import autocast
     from recgym.agents.sft import SFTTrainConfig, build_sft_trainer
     from recgym.console import machine_description, make_console
@@ -39,36 +57,39 @@ def main(argv: list[str] | None = None) -> int:
     settings = DemoSettings()
     report = cold_start_data(settings, out, settings.env_kwargs)
     config = SFTTrainConfig(data=report.path, output_dir=str(out / "sft"), per_device_train_batch_size=4,
-                            max_length=1024, learning_rate=5e-5, lr_scheduler_type="constant")
-    trl_loss, ours, ours_bf16 = ("TRL's SFTTrainer loss", "completion logits only (recgym)",
-                                 "completion logits only, bfloat16 autocast")
-    trainers = {trl_loss: build_sft_trainer(config), ours: build_sft_trainer(config), ours_bf16: build_sft_trainer(config)}
-    losses = {trl_loss: SFTTrainer.compute_loss, ours: type(trainers[ours]).compute_loss,
-              ours_bf16: type(trainers[ours]).compute_loss}
-    optimizers = {name: torch.optim.AdamW(t.model.parameters(), lr=config.learning_rate) for name, t in trainers.items()}
-    collate, data = trainers[ours].data_collator, trainers[ours].train_dataset
+                            max_length=1024, learning_rate=5e-5, lr_scheduler_type="constant", keep_freed_memory=False)
+    trainers = {way: build_sft_trainer(config) for way in args.ways}
+    optimizers = {way: torch.optim.AdamW(t.model.parameters(), lr=config.learning_rate) for way, t in trainers.items()}
+    first = trainers[args.ways[0]]
+    collate, data = first.data_collator, first.train_dataset
     batches = [collate([data[4 * i + j] for j in range(4)]) for i in range(args.steps + 1)]
-    times: dict[str, list[float]] = {name: [] for name in trainers}
-    for i, batch in enumerate(batches):
-        for name, trainer in trainers.items():
-            model = trainer.model.train()
-            start = time.perf_counter()
-            with autocast("bfloat16" if name == ours_bf16 else "float32", model.device):
-                loss = losses[name](trainer, model, {k: v.to(model.device) for k, v in batch.items()})
-            loss.backward()
-            optimizers[name].step()
-            model.zero_grad()
-            if i:  # the first step is a warm-up
-                times[name].append(time.perf_counter() - start)
+    times: dict[tuple[bool, str], list[float]] = {}
+    for keep in args.keep_freed_memory:
+        if keep:
+            keep_freed_memory()
+        for i, batch in enumerate(batches):
+            for way, trainer in trainers.items():
+                _, ours, dtype = WAYS[way]
+                loss_of = type(trainer).compute_loss if ours else SFTTrainer.compute_loss
+                model = trainer.model.train()
+                start = time.perf_counter()
+                with autocast(dtype, model.device):
+                    loss = loss_of(trainer, model, {k: v.to(model.device) for k, v in batch.items()})
+                loss.backward()
+                optimizers[way].step()
+                model.zero_grad()
+                if i:  # the first step is a warm-up
+                    times.setdefault((keep, way), []).append(time.perf_counter() - start)
     tokens = sum(int(b["attention_mask"].sum()) for b in batches[1:]) / args.steps
     machine = machine_description()
     table = Table(title=f"SFT step, SmolLM2-135M (float32 weights), 4 rows of ~{tokens / 4:.0f} tokens ({machine})")
-    for col in ("loss", "s/step", "tokens/s", "speed-up"):
-        table.add_column(col, justify="left" if col == "loss" else "right")
-    base = sum(times[trl_loss]) / args.steps
-    for name, ts in times.items():
+    for col in ("loss", "freed memory", "s/step", "tokens/s", "speed-up"):
+        table.add_column(col, justify="left" if col in ("loss", "freed memory") else "right")
+    base = sum(next(iter(times.values()))) / args.steps
+    for (keep, way), ts in times.items():
         mean = sum(ts) / len(ts)
-        table.add_row(name, f"{mean:.2f}", f"{tokens / mean:.0f}", f"{base / mean:.2f}x")
+        table.add_row(WAYS[way][0], "kept" if keep else "returned (glibc)", f"{mean:.2f}", f"{tokens / mean:.0f}",
+                      f"{base / mean:.2f}x")
     make_console().print(table)
     return 0
 

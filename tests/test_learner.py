@@ -231,8 +231,8 @@ def test_lora_step_reaches_the_vllm_engine(tmp_path):
 
 
 FAULTS = """
-import resource, torch
-from recgym.agents.learner.host_memory import keep_freed_memory
+import resource, sys, torch
+sys.path.insert(0, {tests!r})
 
 def faults():  # minor page faults of writing 128 MiB into a fresh tensor, then freeing it
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -242,18 +242,45 @@ def faults():  # minor page faults of writing 128 MiB into a fresh tensor, then 
 
 faults()
 plain = min(faults() for _ in range(3))
-applied = keep_freed_memory()
+{setup}
 faults()
-print(plain, applied, min(faults() for _ in range(3)))  # a stray refault of the block is rare, not the rule
+print(plain, min(faults() for _ in range(3)))  # a stray refault of the block is rare, not the rule
 """
+
+
+def page_faults(setup: str) -> tuple[int, int]:
+    """In a fresh process (the setting is process-wide): the page faults of a freed 128 MiB block's
+    return before and after running ``setup``."""
+    script = FAULTS.format(tests=str(Path(__file__).parent), setup=textwrap.dedent(setup))
+    run = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    plain, kept = map(int, run.stdout.split()[-2:])
+    assert plain >= 64, run.stdout  # glibc maps such a block anew: a fault per 4 KiB page (2 MiB with THP always)
+    return plain, kept
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_keep_freed_memory_lets_the_next_step_reuse_freed_pages():
-    """In its own process (the setting is process-wide): after ``keep_freed_memory`` a freed 128 MiB
-    block comes back without page faults; before it, glibc maps it anew (a fault per 4 KiB page, or
-    per 2 MiB with transparent huge pages always on)."""
-    run = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, timeout=120, check=True)
-    plain, applied, kept = run.stdout.split()
-    assert applied == "True"
-    assert int(plain) >= 64 and int(kept) < int(plain) // 10, run.stdout
+    """After ``keep_freed_memory`` a freed 128 MiB block comes back without page faults."""
+    plain, kept = page_faults("""
+        from recgym.agents.learner.host_memory import keep_freed_memory
+        assert keep_freed_memory()
+    """)
+    assert kept < plain // 10
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.parametrize("keep", [True, False])
+def test_sft_on_cpu_keeps_freed_memory_as_configured(tmp_path, keep):
+    """``build_sft_trainer`` applies ``SFTTrainConfig.keep_freed_memory`` on CPU (the demo's SFT
+    step faulted about a million pages in again without it); off, glibc's default stays."""
+    data = tmp_path / "d.jsonl"
+    row = {"prompt": [{"role": "user", "content": "Rate it."}], "completion": [{"role": "assistant", "content": "3"}]}
+    data.write_text(json.dumps(row) + "\n")
+    plain, kept = page_faults(f"""
+        from tiny_lm import tiny_model, tiny_tokenizer
+        from recgym.agents.sft import SFTTrainConfig, build_sft_trainer
+        config = SFTTrainConfig(data={str(data)!r}, output_dir={str(tmp_path / "sft")!r}, keep_freed_memory={keep})
+        build_sft_trainer(config, tiny_model(), tiny_tokenizer())
+    """)
+    assert (kept < plain // 10) is keep, (plain, kept)

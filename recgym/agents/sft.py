@@ -59,6 +59,9 @@ class SFTTrainConfig(ConfigMixin):
     trainable_layers: int = 0
     """0: every weight trains; N > 0: only the top N transformer blocks and the final norm
     (``GRPOConfig.trainable_layers``)."""
+    keep_freed_memory: bool = True
+    """On CPU, keep the memory a step frees for the next one (``GRPOConfig.keep_freed_memory``): the
+    demo's SFT step faults about a million pages in again without it, 100,000 with it."""
     use_lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -215,6 +218,10 @@ def build_sft_trainer(config: SFTTrainConfig, model: Any = None, tokenizer: Any 
     if config.dtype not in ("float32", "bfloat16"):
         raise ValueError(f"SFT dtype must be float32 or bfloat16 (mixed precision), got {config.dtype!r}; "
                          "float16 needs loss scaling: use bfloat16")
+    if config.keep_freed_memory and not torch.cuda.is_available():
+        from recgym.agents.learner.host_memory import keep_freed_memory
+
+        keep_freed_memory()
     if model is None or tokenizer is None:
         from recgym.agents.models import load_model
 
