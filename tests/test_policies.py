@@ -320,7 +320,7 @@ if __name__ == "__main__":
 
 def _run_vllm_script(tmp_path, source: str, *args: str, timeout: int = 600) -> dict:
     """Run ``source`` in a subprocess (the vLLM engine binds its process's threads) from the repository
-    root; return the JSON after its last ``RESULT`` line."""
+    root; return the JSON after its last ``RESULT`` line, with everything it printed as ``_output``."""
     import os
     import subprocess
     import sys
@@ -333,7 +333,7 @@ def _run_vllm_script(tmp_path, source: str, *args: str, timeout: int = 600) -> d
                           timeout=timeout, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT"):])
+    return {**json.loads(lines[-1][len("RESULT"):]), "_output": proc.stdout + proc.stderr}
 
 
 @pytest.mark.slow
@@ -430,6 +430,11 @@ def test_vllm_update_weights_refuses_tensors_it_would_not_load(tmp_path):
     # vLLM warns "RotaryEmbedding: Failed to load weights" on every in-place reload (its cos/sin cache is
     # no checkpoint weight); update_weights checks every parameter itself, so that line is only noise
     assert not [m for m in result["logged"] if "Failed to load weights" in m], result["logged"]
+    assert any("weights" in m for m in result["logged"]), result["logged"]  # the handler saw the reload
+    # and, on CPU, five times as the engine starts, that its warm-up may not set torch's threads (which
+    # changes nothing: the policy gives the process its threads back)
+    assert "KV cache" in result["_output"]  # vLLM's start-up log is there
+    assert "set_num_threads" not in result["_output"]
 
 
 #: The start of a subprocess script: the tiny model (hidden size 64) saved to ``sys.argv[1]``, as ``path``.

