@@ -330,7 +330,9 @@ def _run_vllm_script(tmp_path, source: str, *args: str, timeout: int = 600) -> d
     script.write_text(source)
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, str(script), *args], cwd=root, capture_output=True, text=True,
-                          timeout=timeout, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                          timeout=timeout, check=False,
+                          # importing TRL sets VLLM_LOGGING_LEVEL=ERROR for good; the scripts read vLLM's log
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "INFO"})
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     return {**json.loads(lines[-1][len("RESULT"):]), "_output": proc.stdout + proc.stderr}
