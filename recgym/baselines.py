@@ -195,7 +195,10 @@ def run_baselines(
 ) -> dict[str, dict[str, dict[str, float]]]:
     """MAE, RMSE and n of each baseline on each split: ``{baseline: {split: {"mae", "rmse", "n"}}}``.
 
-    All baselines are fit on the train split only; ``biased_mf`` early-stops on valid."""
+    All baselines are fit on the train split only; ``biased_mf`` early-stops on valid. A split with
+    no samples is refused (a ValueError), not reported as NaN."""
+    for split in splits:
+        dataset.require_samples(split)
     predictors = fit_baselines(dataset, names, mf)
     results: dict[str, dict[str, dict[str, float]]] = {}
     for name, predict in predictors.items():

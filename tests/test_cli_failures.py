@@ -63,7 +63,12 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
                                          "--columns", "user=a"], "columns must map"),
     "data-missing-file": (lambda t: ["data", "prepare", "custom", "--path", str(t / "none.csv"), "--columns",
                                      "user=a,item=b,rating=c,timestamp=d"], "does not exist"),
+    "data-ambiguous-amazon": (lambda t: ["data", "prepare", "amazon", "--data-dir", str(fx.yelp(t / "yelp"))],
+                              "2 candidate files"),
     # baseline
+    "baseline-empty-split": (lambda t: ["baseline", "RecRating-Custom-v0", "--path", write(
+        t / "r.csv", "u,i,r,t\na,x,4,1\na,y,3,2\nb,x,5,3\nb,y,2,4\n"), "--columns", "user=u,item=i,rating=r,timestamp=t"],
+        "split 'valid' of dataset 'custom' has no samples"),
     "baseline-unknown-env": (lambda t: ["baseline", "RecRating-Nope-v0"], "unknown environment"),
     "baseline-missing-dir": (lambda t: ["baseline", "RecRating-Yelp-v0", "--data-dir", str(t / "nowhere")],
                              "raw files not found"),

@@ -125,6 +125,18 @@ def test_amazon_picks_the_category_file(tmp_path):
     assert AmazonSource(root, "amazon_book", loaders.BOOK_FILES).review_path.name == "Books.jsonl.gz"
 
 
+def test_amazon_refuses_to_guess_among_several_files(tmp_path):
+    root = fx.amazon_2023(tmp_path / "two")
+    fx.jsonl(root / "Digital_Music.jsonl", [{"user_id": "M", "parent_asin": "Q", "rating": 4.0,
+                                            "text": "tune", "timestamp": 1}])
+    with pytest.raises(ValueError, match=r"2 candidate files in .*Books.jsonl.gz, Digital_Music.jsonl.*reviews_file="):
+        AmazonSource(root, "amazon")
+    assert AmazonSource(root, "amazon", reviews_file="Digital_Music.jsonl").review_path.name == "Digital_Music.jsonl"
+    fx.jsonl(root / "meta_Digital_Music.jsonl", [{"parent_asin": "Q", "title": "Song"}])
+    with pytest.raises(ValueError, match="meta_Books.jsonl.gz, meta_Digital_Music.jsonl.*meta_file="):
+        AmazonSource(root, "amazon", reviews_file="Digital_Music.jsonl")
+
+
 def test_imdb_keeps_ten_point_scale(tmp_path):
     ds = prepare("imdb", tmp_path, data_dir=fx.imdb(tmp_path / "imdb"))
     assert ds.scale == RatingScale(1, 10)

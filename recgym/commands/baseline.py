@@ -24,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
     kwargs = {**{k: v for k, v in spec.kwargs.items() if k != "dataset"}, **dataset_kwargs(args)}
     with given_values():
         dataset = load_dataset(spec.kwargs["dataset"], **kwargs)
+        for split in args.splits:
+            dataset.require_samples(split)
     if getattr(gym.envs.registration.load_env_creator(spec.entry_point), "task", "rating") == "ranking":
         return _run_ranking(args, dataset)
     results = run_baselines(dataset, splits=args.splits)

@@ -20,6 +20,8 @@ def add_dataset_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--path", help="custom: the ratings file")
     parser.add_argument("--columns", help="custom: user=COL,item=COL,rating=COL,timestamp=COL[,review=COL,...]")
     parser.add_argument("--scale", type=float, nargs="+", metavar="X", help="custom: LOW HIGH [STEP]")
+    parser.add_argument("--reviews-file", help="amazon*: the review file, where the folder holds several")
+    parser.add_argument("--meta-file", help="amazon*: the metadata file, where the folder holds several")
     parser.add_argument("--kcore", type=int, help="keep users and items with at least K ratings")
     parser.add_argument("--split-method", choices=("leave_last_out", "time"))
     parser.add_argument("--valid-fraction", type=float, help="time split: share of ratings in valid")
@@ -33,7 +35,7 @@ def add_dataset_options(parser: argparse.ArgumentParser) -> None:
 
 def dataset_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Loader keyword arguments for the options the user actually gave."""
-    names = ("data_dir", "path", "kcore", "split_method", "valid_fraction", "test_fraction",
+    names = ("data_dir", "path", "reviews_file", "meta_file", "kcore", "split_method", "valid_fraction", "test_fraction",
              "keep_cold_samples", "skip_bad_records", "cache_dir")
     kwargs = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if getattr(args, "columns", None):
@@ -80,7 +82,9 @@ def run_prepare(args: argparse.Namespace) -> int:
     kwargs = dataset_kwargs(args)
     with given_values():
         source = loaders.make_source(args.name, kwargs.pop("data_dir", None), path=kwargs.pop("path", None),
-                                     columns=kwargs.pop("columns", None), scale=kwargs.pop("scale", (1, 5)))
+                                     columns=kwargs.pop("columns", None), scale=kwargs.pop("scale", (1, 5)),
+                                     reviews_file=kwargs.pop("reviews_file", None),
+                                     meta_file=kwargs.pop("meta_file", None))
         ds = loaders.prepare(args.name, source, rebuild=args.rebuild, **kwargs)
     directory = Path(ds.stats["cache_dir"])
     print_manifest(console, directory, json.loads((directory / "manifest.json").read_text()))

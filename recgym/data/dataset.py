@@ -172,6 +172,14 @@ class RatingDataset:
     def num_samples(self, split: str) -> int:
         return len(self._rows(split))
 
+    def require_samples(self, split: str) -> int:
+        """The number of samples of ``split``; a ValueError saying what to try where there are none."""
+        n = self.num_samples(split)
+        if n == 0:
+            raise ValueError(f"split {split!r} of dataset {self.name!r} has no samples "
+                             f"(stats: {self.stats}); try keep_cold_samples=True or another split")
+        return n
+
     def _rows(self, split: str) -> np.ndarray:
         if split not in self.samples:
             raise ValueError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")

@@ -84,12 +84,7 @@ class RecRatingEnv(gym.Env[str, str]):
         self.reward_fn = reward if reward is not None else RatingReward(tags=self.template.tags)
         self.max_user_history = int(max_user_history)
         self.max_item_history = int(max_item_history)
-        self.num_samples = dataset.num_samples(split)
-        if self.num_samples == 0:
-            raise ValueError(
-                f"split {split!r} of dataset {dataset.name!r} has no samples "
-                f"(stats: {dataset.stats}); try keep_cold_samples=True or another split"
-            )
+        self.num_samples = dataset.require_samples(split)
         self.observation_space = UnicodeText(max_observation_length)
         self.action_space = UnicodeText(max_action_length)
         self._index: int | None = None

@@ -100,7 +100,8 @@ class AmazonSource(RawSource):
     """One Amazon category: a review file and an optional ``meta_*`` file in ``data_dir``.
 
     ``category_hint`` (e.g. ``"Books"``) picks the review file when the folder holds several (a
-    folder with no file of that category loads the one it has, with a warning naming it);
+    folder with no file of that category loads the one it has, with a warning naming it; one with
+    several files and none or several of that category is refused, naming them);
     ``reviews_file`` / ``meta_file`` name them explicitly (relative to ``data_dir`` or absolute).
     """
 
@@ -119,10 +120,10 @@ class AmazonSource(RawSource):
         )
         metas = [p for p in candidates if p.name.lower().startswith("meta")]
         reviews = [p for p in candidates if p not in metas]
-        self.review_path = self._pick(root, reviews_file, reviews, category_hint, dataset)
+        self.review_path = self._pick(root, reviews_file, reviews, category_hint, dataset, "reviews_file")
         if self.review_path is None:
             raise missing_file(dataset, root, expected, PUBLISHED)
-        self.item_path = self._pick(root, meta_file, metas, category_hint, dataset)
+        self.item_path = self._pick(root, meta_file, metas, category_hint, dataset, "meta_file")
         self._generation: int | None = None
 
     @staticmethod
@@ -135,7 +136,7 @@ class AmazonSource(RawSource):
 
     @staticmethod
     def _pick(
-        root: Path, named: str | None, found: list[Path], hint: tuple[str, ...], dataset: str
+        root: Path, named: str | None, found: list[Path], hint: tuple[str, ...], dataset: str, option: str
     ) -> Path | None:
         if named is not None:
             path = Path(named).expanduser()
@@ -151,6 +152,10 @@ class AmazonSource(RawSource):
                 stacklevel=3,
             )
         pool = preferred or found
+        if len(pool) > 1:
+            raise ValueError(
+                f"dataset {dataset!r}: {len(pool)} candidate files in {root} ({', '.join(p.name for p in pool)}): "
+                f"name the one to read with {option}= (--{option.replace('_', '-')} in the CLI)")
         return pool[0] if pool else None
 
     @property
