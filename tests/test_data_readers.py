@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,6 +15,7 @@ import raw_fixtures as fx
 
 from recgym.data import loaders
 from recgym.data.readers import AmazonSource, BadRecords, detect_generation
+from recgym.data.readers.table import TableSource
 from recgym.data.schema import RatingScale
 from recgym.data.store import ArrowStrings
 
@@ -193,6 +195,40 @@ def test_custom_rejects_incomplete_mapping(tmp_path):
     path = fx.jsonl(tmp_path / "r.jsonl", RECORDS)
     with pytest.raises(ValueError, match="missing \\['timestamp'\\]"):
         prepare("custom", tmp_path, path=path, columns={"user": "who", "item": "what", "rating": "stars"})
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "tsv.gz"])
+def test_custom_refuses_a_column_the_file_lacks_before_reading(tmp_path, fmt):
+    path = tmp_path / f"ratings.{fmt}"
+    if fmt == "parquet":
+        pq.write_table(pa.Table.from_pylist(RECORDS), path)
+    else:
+        sep = "\t" if fmt.startswith("tsv") else ","
+        fx.write_lines(path, [sep.join(RECORDS[0]), sep.join(str(v) for v in RECORDS[0].values())],
+                       compress=fmt.endswith(".gz"))
+    for wrong in ({"rating": "rating"}, {"title": "titel"}):  # a required column, then an optional one
+        with pytest.raises(ValueError, match=f"columns {next(iter(wrong))}=.* not in ratings.{fmt}, whose columns "
+                                             "are: who, what, stars, when, body, name$"):
+            TableSource(path, {**COLUMNS, **wrong})
+
+
+def test_custom_names_a_delimiter_mismatch_and_an_empty_file(tmp_path):
+    semicolons = fx.write_lines(tmp_path / "r.csv", [";".join(RECORDS[0]), ";".join(map(str, RECORDS[0].values()))])
+    with pytest.raises(ValueError, match="whose columns are: who;what;stars;when;body;name \\(one column: .csv files "
+                                         "are read comma-separated"):
+        TableSource(semicolons, COLUMNS)
+    empty = fx.write_lines(tmp_path / "e.csv", [])
+    with pytest.raises(ValueError, match="e.csv has no header row or records \\(is it empty\\?\\)"):
+        TableSource(empty, COLUMNS)
+
+
+def test_no_accepted_record_is_not_blamed_on_cold_samples(tmp_path):
+    import recgym.envs.real_envs  # noqa: F401
+
+    path = fx.jsonl(tmp_path / "r.jsonl", [{**r, "stars": None} for r in RECORDS])  # every rating missing
+    with pytest.raises(ValueError, match="no samples .*no record of the raw data was accepted: check the files"):
+        gym.make("RecRating-Custom-v0", path=str(path), columns=COLUMNS, skip_bad_records=True,
+                 cache_dir=str(tmp_path / "cache"), progress=False)
 
 
 def test_texts_stay_arrow_backed(tmp_path):

@@ -176,8 +176,10 @@ class RatingDataset:
         """The number of samples of ``split``; a ValueError saying what to try where there are none."""
         n = self.num_samples(split)
         if n == 0:
-            raise ValueError(f"split {split!r} of dataset {self.name!r} has no samples "
-                             f"(stats: {self.stats}); try keep_cold_samples=True or another split")
+            advice = ("no record of the raw data was accepted: check the files and the column mapping, and the "
+                      "bad records counted in the manifest (`recgym data info`)"
+                      if self.stats.get("records_accepted") == 0 else "try keep_cold_samples=True or another split")
+            raise ValueError(f"split {split!r} of dataset {self.name!r} has no samples (stats: {self.stats}); {advice}")
         return n
 
     def _rows(self, split: str) -> np.ndarray:

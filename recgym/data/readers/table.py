@@ -27,6 +27,7 @@ from recgym.data.readers.records import (
     SkipRecord,
     iter_delimited_records,
     iter_json_records,
+    open_binary,
 )
 from recgym.data.schema import RatingScale
 
@@ -98,6 +99,46 @@ class TableSource(RawSource):
         self.columns = columns
         self.scale = RatingScale.coerce(scale)
         self.has_text = "review" in columns
+        self._check_columns()
+
+    def _check_columns(self) -> None:
+        """Refuse a mapping that names a column the file does not have, before anything is read
+        (otherwise every row fails with a missing field, or an optional column is silently empty)."""
+        names = self._file_columns()
+        if names is None:  # unreadable: reading reports it, record by record
+            return
+        path = self.review_path
+        if not names:
+            raise ValueError(f"dataset 'custom': {path} has no header row or records (is it empty?)")
+        absent = [f"{key}={col!r}" for key, col in self.columns.items() if col not in names]
+        if absent:
+            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            hint = ""
+            if len(names) == 1 and any(d in names[0] for d in (";", "\t", ",", "|")):
+                hint = " (one column: .csv files are read comma-separated, .tsv tab-separated)"
+            raise ValueError(f"dataset 'custom': columns {', '.join(absent)} not in {path.name}, "
+                             f"whose columns are: {shown}{hint}")
+
+    def _file_columns(self) -> list[str] | None:
+        """The file's column names: the CSV/TSV header or the Parquet schema; None for JSON lines
+        (a key may be missing from some records: those are counted as bad records) and where the
+        file cannot be read."""
+        import csv
+        import io
+
+        name = self.review_path.name.lower().removesuffix(".gz")
+        if name.endswith((".jsonl", ".json", ".ndjson")):
+            return None
+        try:
+            if name.endswith(".parquet"):
+                import pyarrow.parquet as pq
+
+                return list(pq.read_schema(self.review_path).names)
+            with io.TextIOWrapper(open_binary(self.review_path), encoding="utf-8-sig", errors="replace") as text:
+                header = next(csv.reader(text, delimiter="\t" if name.endswith(".tsv") else ","), [])
+            return [column.strip() for column in header]
+        except Exception:  # noqa: BLE001 - any reading failure is reported by interactions()
+            return None
 
 
     def params(self) -> dict[str, Any]:
