@@ -23,6 +23,7 @@ validation samples, beside the scripted rows above on the same samples, with pai
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,6 +278,7 @@ def recone_tools(s: RecOneToolsSettings, count=None) -> dict[str, Any]:
     else:
         if grpo_changed:
             console.print("the GRPO stage's settings changed: training it again from the saved SFT checkpoint")
+        shutil.rmtree(Path(config.output_dir) / "checkpoints", ignore_errors=True)  # an earlier, unfinished stage's
         console.rule(f"[bold]3/3 GRPO: {config.max_steps} steps from the SFT checkpoint")
         trainer = GRPOTrainer(config, policy=policy if hasattr(policy, "update_weights") else None)
         result = trainer.train()

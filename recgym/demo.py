@@ -314,9 +314,13 @@ def grpo_config(s: DemoSettings, out: Path, model: str, env_kwargs: dict[str, An
 
 def grpo_stage(s: DemoSettings, out: Path, model: str, env_kwargs: dict[str, Any], policy: Any, steps: int,
                **overrides: Any):
-    """Train :func:`grpo_config`'s run with the shared ``policy``; returns the ``TrainResult``."""
+    """Train :func:`grpo_config`'s run with the shared ``policy``; returns the ``TrainResult``. The
+    stage starts afresh from ``model``: checkpoints an earlier stage left in ``out`` are removed."""
+    import shutil
+
     from recgym.agents.trainer import GRPOTrainer
 
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return GRPOTrainer(grpo_config(s, out, model, env_kwargs, steps, **overrides), policy=policy).train()
 
 

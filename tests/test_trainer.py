@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -262,12 +263,40 @@ def test_a_fresh_run_in_a_used_output_dir_logs_only_its_own_evaluations(tmp_path
     """A second run (not a resume) in the same ``output_dir`` replaces the first one's logs:
     ``metrics.jsonl`` and ``completions.jsonl`` hold its own steps once, not both runs' lines."""
     cfg = tiny_config(tmp_path, max_steps=1, eval_interval=1, log_completions=1, plot=False)
-    for seed in (0, 1):
-        GRPOTrainer(cfg, model=tiny_model(seed=seed), tokenizer=tiny_tokenizer()).train()
     out = Path(cfg.output_dir)
+    for seed in (0, 1):
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # else the second run is refused (test below)
+        GRPOTrainer(cfg, model=tiny_model(seed=seed), tokenizer=tiny_tokenizer()).train()
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "eval/mae" in r] == [0, 1]
     logged = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [0, 1]
+
+
+def test_an_output_dir_with_checkpoints_takes_only_their_resume(tmp_path):
+    """A fresh run where an earlier run left checkpoints would prune its own in their favour (steps
+    sort by number) and a later resume would load theirs: refused, as are a resume with nothing to
+    resume and one with other settings, before anything trains; a longer max_steps is a resume."""
+    cfg = tiny_config(tmp_path, max_steps=4, save_interval=2)
+    GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer()).train()
+    assert [p.name for p in list_checkpoints(cfg.output_dir)] == ["step-000002", "step-000004"]
+    with pytest.raises(ValueError, match="holds checkpoints of an earlier run \\(newest: step-000004\\): continue it"):
+        GRPOTrainer(tiny_config(tmp_path, max_steps=1), model=tiny_model(), tokenizer=tiny_tokenizer()).train()
+    with pytest.raises(ValueError, match="other settings \\(learning_rate: 0.01 -> 0.02\\)"):
+        GRPOTrainer(tiny_config(tmp_path, max_steps=6, learning_rate=2e-2), model=tiny_model(),
+                    tokenizer=tiny_tokenizer()).train(resume=True)
+    assert [p.name for p in list_checkpoints(cfg.output_dir)] == ["step-000002", "step-000004"]
+    result = GRPOTrainer(tiny_config(tmp_path, max_steps=6, save_interval=2), model=tiny_model(),
+                         tokenizer=tiny_tokenizer()).train(resume=True)
+    assert result.steps == 6
+    with pytest.raises(ValueError, match="nothing to resume: no checkpoint in .*other/checkpoints"):
+        GRPOTrainer(tiny_config(tmp_path, output_dir=str(tmp_path / "other")), model=tiny_model(),
+                    tokenizer=tiny_tokenizer()).train(resume=True)
+
+
+def test_save_total_limit_zero_keeps_every_checkpoint(tmp_path):
+    cfg = tiny_config(tmp_path, max_steps=3, save_interval=1, save_total_limit=0)
+    GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer()).train()
+    assert [p.name for p in list_checkpoints(cfg.output_dir)] == ["step-000001", "step-000002", "step-000003"]
 
 
 def test_a_resumed_run_keeps_the_logged_lines_its_checkpoint_had_seen(tmp_path):

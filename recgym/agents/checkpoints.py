@@ -68,9 +68,42 @@ def save_checkpoint(
             torch.save(state, tmp / f"rng_state_{rank}.pt")
         state = {"step": step, "num_processes": len(rng_states), **trainer_state}
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
-    for old in list_checkpoints(output_dir)[: -keep or None]:
+    for old in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+#: ``GRPOConfig`` fields a resumed run may change: how long it runs, where and how it reports.
+RESUMABLE_CHANGES = ("max_steps", "output_dir", "live_display", "plot", "report_to", "log_completions",
+                     "save_interval", "save_total_limit")
+
+
+def check_output_dir(config: Any, resume: bool) -> Path | None:
+    """Whether ``config.output_dir`` can take this run, before anything loads; returns the checkpoint
+    a resumed run starts from. A ValueError says what to do where a fresh run would mix with an
+    earlier run's checkpoints (its own would be pruned in their favour, and a later resume would
+    load theirs), where there is nothing to resume, or where the checkpoint's settings differ."""
+    from recgym.agents.config import GRPOConfig, changed_fields, plain_values
+
+    out = Path(config.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output_dir {out} is a file, not a folder: choose another output_dir")
+    found = list_checkpoints(out)
+    if not resume:
+        if found:
+            raise ValueError(f"output_dir {out} holds checkpoints of an earlier run (newest: {found[-1].name}): "
+                             f"continue it with --resume (train(..., resume=True)), or remove {out / 'checkpoints'}, "
+                             "or use another output_dir")
+        return None
+    if not found:
+        raise ValueError(f"nothing to resume: no checkpoint in {out / 'checkpoints'}; start without --resume")
+    saved = json.loads((found[-1] / "trainer_state.json").read_text()).get("config", {})
+    now = {k: v for k, v in plain_values(config.to_dict()).items() if k not in RESUMABLE_CHANGES}
+    if changed := changed_fields(GRPOConfig, now, saved):
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+        raise ValueError(f"{found[-1]} was trained with other settings ({shown}): resume with its settings "
+                         f"({found[-1] / 'trainer_state.json'}), or start a fresh run in another output_dir")
+    return found[-1]
 
 
 def read_checkpoint(path: Path, model: torch.nn.Module, rank: int, num_processes: int) -> tuple[dict, dict, dict]:

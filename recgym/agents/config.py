@@ -9,6 +9,7 @@ Values on the command line are parsed as YAML scalars/collections, so ``--env_kw
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -90,7 +91,17 @@ def changed_fields(cls: type, now: dict[str, Any], saved: dict[str, Any]) -> lis
     """The keys of ``now`` (plain values of dataclass ``cls``'s settings) whose values differ from
     ``saved``; a field ``saved`` lacks (added to recgym later) counts as unchanged at its default."""
     defaults = plain_values({f.name: field_default(f) for f in dataclasses.fields(cls)})
-    return sorted(k for k, v in now.items() if saved.get(k, defaults.get(k)) != v)
+    return sorted(k for k, v in now.items() if _unplaced(saved.get(k, defaults.get(k))) != _unplaced(v))
+
+
+def _unplaced(value: Any) -> Any:
+    """``value`` with the memory addresses in object reprs (``<... object at 0x7f...>``) blanked:
+    they differ between processes, not between settings."""
+    if isinstance(value, dict):
+        return {k: _unplaced(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unplaced(v) for v in value]
+    return re.sub(r" at 0x[0-9a-fA-F]+>", " at ...>", value) if isinstance(value, str) else value
 
 
 def parse_overrides(args: list[str], names: list[str]) -> dict[str, Any]:
@@ -280,7 +291,7 @@ class GRPOConfig(ConfigMixin):
     save_interval: int = 10
     """Checkpoint every this many steps (and at the end); 0: only at the end."""
     save_total_limit: int = 2
-    """Checkpoints kept on disk (the newest)."""
+    """Checkpoints kept on disk (the newest); 0 keeps every one."""
     output_dir: str = "runs/grpo"
     report_to: list[str] = field(default_factory=list)
     """Extra trackers: ``tensorboard``, ``wandb``, ``trackio`` (metrics.jsonl is always written)."""

@@ -187,8 +187,9 @@ class GRPOTrainer:
     # ---- the loop ----
     def train(self, resume: bool = False) -> TrainResult:
         cfg = self.config
-        if resume:
-            self.load_checkpoint()
+        start = checkpoints.check_output_dir(cfg, resume)
+        if start is not None:
+            self.load_checkpoint(start)
         logger = RunLogger(cfg, resume_step=self.step) if self.is_main else None
         if self.is_main:
             cfg.to_yaml(Path(cfg.output_dir) / "config.yaml")

@@ -167,6 +167,10 @@ def run(args) -> int:
     if args.estimate_memory:
         return estimate(config)
     check_config(config)
+    from recgym.agents.checkpoints import check_output_dir
+
+    with given_values():
+        check_output_dir(config, args.resume)
 
     from recgym.agents.learner.data_parallel import end_process_group
     from recgym.agents.run_log import comparison_table
