@@ -99,6 +99,24 @@ def test_stratified_sampler_keeps_its_steps_aligned_across_epochs():
     assert set(few.take(6)) == {0, 1}  # fewer samples than a step: repeats, no error
 
 
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("learning_rate", -1.0, "learning_rate must be >= 0, got -1.0"),
+    ("adam_beta1", 1.5, "adam_beta1 must be in [0, 1), got 1.5"),
+    ("adam_epsilon", 0.0, "adam_epsilon must be > 0"),
+    ("lora_dropout", 1.5, "lora_dropout must be in [0, 1)"),
+    ("temperature", 0.0, "temperature must be > 0, got 0.0: GRPO learns from the differences"),
+    ("top_p", 0.0, "top_p must be in (0, 1]"),
+    ("report_to", ["nope"], "report_to: unknown target(s) ['nope']; choose from tensorboard, wandb, trackio"),
+])
+def test_config_refuses_values_that_would_fail_after_loading_or_learn_nothing(field, value, words):
+    with pytest.raises(ValueError) as info:
+        GRPOConfig(**{field: value})
+    assert words in str(info.value)
+    with pytest.raises(ValueError, match="lora_r must be >= 1 with use_lora"):
+        GRPOConfig(use_lora=True, lora_r=0)
+    GRPOConfig(lora_r=0)  # unused without LoRA
+
+
 def test_stratified_prompt_sampling_reaches_the_trainer_and_refuses_a_ranking_env(tmp_path):
     cfg = tiny_config(tmp_path, max_steps=1, prompts_per_step=2, prompt_sampling="stratified")
     trainer = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())

@@ -76,6 +76,10 @@ class ConfigMixin:
         Path(path).write_text(yaml.safe_dump(plain_values(self.to_dict()), sort_keys=False))
 
 
+#: ``report_to`` names: the trackers ``recgym.agents.run_log`` writes to.
+REPORT_TARGETS = ("tensorboard", "wandb", "trackio")
+
+
 def plain_values(value: Any) -> Any:
     """``value`` with anything YAML/JSON cannot hold replaced by its repr."""
     if isinstance(value, dict):
@@ -312,6 +316,26 @@ class GRPOConfig(ConfigMixin):
                      "warmup_steps", "save_total_limit", "log_completions"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name, low, high, closed in (("learning_rate", 0, None, True), ("weight_decay", 0, None, True),
+                                        ("adam_beta1", 0, 1, False), ("adam_beta2", 0, 1, False),
+                                        ("max_grad_norm", 0, None, True), ("beta", 0, None, True),
+                                        ("advantage_epsilon", 0, None, True), ("lora_dropout", 0, 1, False)):
+            value = getattr(self, name)
+            if value < low or (high is not None and value >= high):
+                bound = f">= {low}" if high is None else f"in [{low}, {high})"
+                raise ValueError(f"{name} must be {bound}, got {value}")
+        for name in ("adam_epsilon", "clip_epsilon"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}: GRPO learns from the differences "
+                             "between a group's samples, and greedy decoding gives none")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.use_lora and self.lora_r < 1:
+            raise ValueError(f"lora_r must be >= 1 with use_lora, got {self.lora_r}")
+        if unknown := [name for name in self.report_to if name not in REPORT_TARGETS]:
+            raise ValueError(f"report_to: unknown target(s) {unknown}; choose from {', '.join(REPORT_TARGETS)}")
         if self.collapse_action not in ("off", "warn", "stop", "restore"):
             raise ValueError(f"collapse_action must be off, warn, stop or restore, got {self.collapse_action!r}")
         check_trainable_layers(self.trainable_layers, self.use_lora)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from recgym.agents.config import GRPOConfig
+from recgym.agents.config import REPORT_TARGETS, GRPOConfig
 
 
 def _restart(path: Path, resume_step: int) -> list[dict[str, Any]]:
@@ -159,7 +159,7 @@ def _make_tracker(name: str, config: GRPOConfig) -> _Tracker:
             return _Tracker(lambda m, s: module.log(m, step=s), getattr(run, "finish", lambda: None))
     except ImportError as exc:
         raise ImportError(f"report_to={name!r} needs the {exc.name!r} package: pip install {exc.name}") from exc
-    raise ValueError(f"unknown report_to target {name!r} (tensorboard, wandb, trackio)")
+    raise ValueError(f"unknown report_to target {name!r} ({', '.join(REPORT_TARGETS)})")
 
 
 def plot_curves(records: list[dict[str, Any]], path: str | Path, baseline_mae: float | None = None) -> Path | None:
