@@ -9,7 +9,7 @@ before the advantages are computed. The other hooks (``keep_groups`` with ``max_
 same way: see ``recgym/agents/algorithms/dapo.py``, ``ppo.py`` and ``online_dpo.py``. Run:
 
     python examples/custom_algorithm.py --max_steps 2
-    recgym algorithms            # after importing this module, it is listed beside grpo, rloo, ...
+    recgym train grpo --algorithm examples/custom_algorithm.py:MedianGRPO --max_steps 2   # the same, no script
 """
 
 from __future__ import annotations

@@ -71,6 +71,31 @@ def test_register_new_algorithm_and_name_clash():
     with pytest.raises(TypeError):
         register_algorithm("not_an_algo")(object)
 
+    for _ in range(2):  # the same definition run again (a notebook cell): the newest counts
+        @register_algorithm("test_again")
+        class Again(Algorithm):
+            def advantages(self, batch):
+                return np.zeros(len(batch), dtype=np.float32)
+    assert get_algorithm("test_again") is Again
+    with pytest.raises(ValueError, match="'test_const' is already registered"):
+        register_algorithm("test_const")(Again)
+
+
+def test_an_algorithm_named_by_file_or_module_path(tmp_path, monkeypatch):
+    source = ("import numpy as np\nfrom recgym.agents.algorithms import Algorithm, register_algorithm\n\n"
+              "@register_algorithm('test_ones')\nclass Ones(Algorithm):\n"
+              "    def advantages(self, batch):\n        return np.ones(len(batch), dtype=np.float32)\n")
+    (tmp_path / "my_algos.py").write_text(source)
+    cls = get_algorithm(f"{tmp_path}/my_algos.py:Ones")
+    assert cls.__name__ == "Ones" and get_algorithm(f"{tmp_path}/my_algos.py:Ones") is cls  # imported once
+    assert get_algorithm("test_ones") is cls  # importing registered it
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert get_algorithm("my_algos:Ones").__qualname__ == "Ones"
+    for target, words in ((f"{tmp_path}/none.py:Ones", "does not exist"), ("no_such_module:X", "cannot import"),
+                          (f"{tmp_path}/my_algos.py:np", "no Algorithm subclass named 'np'")):
+        with pytest.raises(KeyError, match=words):
+            get_algorithm(target)
+
 
 def test_grpo_advantages_exact():
     # group 0: rewards 1, 2, 3 -> mean 2, sample std 1; group 1: all equal -> 0

@@ -64,6 +64,20 @@ def test_custom_algorithm_registers_and_trains(tiny_path, tmp_path):
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["algorithm"] == "grpo_median"
 
 
+def test_the_cli_trains_an_algorithm_named_by_its_file(tiny_path, tmp_path, monkeypatch):
+    """``--algorithm path/to/file.py:Class`` (or ``package.module:Class``): a plug-in from the command
+    line or a config, with no code of the user's own around the trainer."""
+    from recgym.cli import main
+
+    monkeypatch.chdir(EXAMPLES.parent)
+    target = "examples/custom_algorithm.py:MedianGRPO"
+    assert main(["train", "grpo", "--algorithm", target, "--algorithm_kwargs", "{truncation_penalty: 0.3}",
+                 "--model", tiny_path, "--max_steps", "1", "--output_dir", str(tmp_path), *FAST]) in (0, None)
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["algorithm"] == target
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "reward" in r] == [1]  # one training step (the others: evaluations)
+
+
 def test_train_reczero_example_with_overrides(tiny_path, tmp_path):
     result = load_example("train_reczero").main(
         ["--model", tiny_path, "--max_steps", "1", "--output_dir", str(tmp_path), *FAST])

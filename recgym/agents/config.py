@@ -204,7 +204,8 @@ class GRPOConfig(ConfigMixin):
 
     # ---- algorithm ----
     algorithm: str = "grpo"
-    """A registered algorithm name (``recgym algorithms`` lists them)."""
+    """A registered algorithm name (``recgym algorithms`` lists them), or your own class as
+    ``path/to/file.py:Class`` or ``package.module:Class``."""
     algorithm_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra constructor arguments for algorithms beyond the named ones below."""
     group_size: int = 4

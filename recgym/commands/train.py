@@ -148,8 +148,8 @@ def estimate(config) -> int:
 
     try:
         result = estimate_memory(config)
-    except ValueError as exc:
-        print(f"recgym train grpo --estimate-memory: {exc}", file=sys.stderr)
+    except (ValueError, KeyError) as exc:  # KeyError: an unknown algorithm
+        print(f"recgym train grpo --estimate-memory: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     make_console().print(result.table())
     if result.fits:

@@ -69,8 +69,9 @@ def register_algorithm(name: str) -> Callable[[A], A]:
     def decorator(cls: A) -> A:
         if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
             raise TypeError(f"{cls!r} is not an Algorithm subclass")
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"algorithm {name!r} is already registered ({_REGISTRY[name].__name__})")
+        known = _REGISTRY.get(name)
+        if known is not None and known is not cls and not _same_definition(known, cls):
+            raise ValueError(f"algorithm {name!r} is already registered ({known.__module__}.{known.__qualname__})")
         cls.name = name
         _REGISTRY[name] = cls
         return cls
@@ -78,12 +79,54 @@ def register_algorithm(name: str) -> Callable[[A], A]:
     return decorator
 
 
+def _same_definition(a: type, b: type) -> bool:
+    """One class defined again (a notebook cell run twice, a file imported under another name)."""
+    def source(cls: type) -> str | None:  # from its methods' code: the module may be in no registry
+        return next((f.__code__.co_filename for f in vars(cls).values() if inspect.isfunction(f)), None)
+
+    return a.__qualname__ == b.__qualname__ and (a.__module__ == b.__module__ or source(a) == source(b) is not None)
+
+
 def get_algorithm(name: str) -> type[Algorithm]:
-    try:
+    """The class registered as ``name``, or, for ``"path/to/file.py:Class"`` or ``"package.module:Class"``,
+    that class (importing the file or module registers what it decorates): how a config or the
+    command line names an algorithm of your own."""
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY)) or "none"
-        raise KeyError(f"unknown algorithm {name!r}; registered: {known}") from None
+    if ":" in name:
+        return _import_algorithm(name)
+    known = ", ".join(sorted(_REGISTRY)) or "none"
+    raise KeyError(f"unknown algorithm {name!r}; registered: {known}; your own: 'path/to/file.py:Class' "
+                   "or 'package.module:Class'")
+
+
+def _import_algorithm(target: str) -> type[Algorithm]:
+    import importlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    where, _, attr = target.rpartition(":")
+    try:
+        if where.endswith(".py"):
+            path = Path(where).expanduser().resolve()
+            if not path.is_file():
+                raise KeyError(f"algorithm {target!r}: {path} does not exist")
+            module_name = f"recgym_algorithm_{path.stem}"
+            module = sys.modules.get(module_name)
+            if getattr(module, "__file__", None) != str(path):  # loaded once per process
+                spec = importlib.util.spec_from_file_location(module_name, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[module_name] = module  # dataclasses and pickling look classes up there
+                spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except ImportError as exc:
+        raise KeyError(f"algorithm {target!r}: cannot import {where!r} ({exc})") from None
+    cls = getattr(module, attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
+        raise KeyError(f"algorithm {target!r}: {where} has no Algorithm subclass named {attr!r}")
+    return cls
 
 
 def list_algorithms() -> dict[str, str]:
