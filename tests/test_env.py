@@ -97,6 +97,22 @@ def test_dataset_kwargs_reach_the_world():
     assert small.unwrapped.dataset.stats["users"] == 20
 
 
+@pytest.mark.parametrize(("env_id", "kwargs", "words"), [
+    ("RecRating-Synthetic-v0", {"max_user_histroy": 3},
+     "RecRatingEnv with dataset 'synthetic' takes no argument(s) max_user_histroy (did you mean max_user_history?);"),
+    ("RecRating-Synthetic-v0", {"data_dir": "x"}, "dataset 'synthetic' takes no argument(s) data_dir;"),
+    ("RecRank-Synthetic-v0", {"num_candidate": 5}, "(did you mean num_candidates?)"),
+    ("RecRatingTools-Synthetic-v0", {"max_user_history": 3},
+     "RecRatingToolsEnv takes no max_user_history: the agent reads histories through its tools"),
+])
+def test_an_unknown_argument_is_named_with_the_ones_the_env_and_its_dataset_take(env_id, kwargs, words):
+    with pytest.raises(TypeError) as info:
+        gym.make(env_id, **kwargs)
+    assert words in str(info.value)
+    if "did you mean" in words:
+        assert "the environment's arguments: split, " in str(info.value) and "; the dataset's: num_users" in str(info.value)
+
+
 def test_unicode_actions_are_in_the_action_space(env):
     assert env.action_space.contains("évaluation ٥ 評価 🍜")
     assert not env.action_space.contains(b"bytes")

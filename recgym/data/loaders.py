@@ -119,28 +119,35 @@ def load_custom(
 register_dataset(
     "yelp", load_yelp, "1-5",
     "data_dir with yelp_academic_dataset_review.json (+ _business.json)",
+    options=prepare,
 )
 register_dataset(
     "amazon_book", load_amazon_book, "1-5",
     "data_dir with an Amazon Books review file (2014/2018/2023) (+ meta_Books)",
+    options=prepare,
 )
 register_dataset(
     "amazon_music", load_amazon_music, "1-5",
     "data_dir with an Amazon Digital_Music or CDs_and_Vinyl review file (+ meta_*)",
+    options=prepare,
 )
 register_dataset(
     "amazon", load_amazon, "1-5",
     "data_dir with one Amazon review file of any category (+ meta_*)",
+    options=prepare,
 )
 register_dataset(
     "imdb", load_imdb, "1-10",
     "data_dir with IMDB_reviews.json (+ IMDB_movie_details.json)",
+    options=prepare,
 )
 register_dataset(
     "movielens", load_movielens, "0.5-5 step 0.5 (ml-latest) / 1-5 (ml-100k)",
     "data_dir with ratings.csv + movies.csv (ml-latest-small) or u.data + u.item (ml-100k)",
+    options=prepare,
 )
 register_dataset(
     "custom", load_custom, "given by scale=(low, high[, step])",
     "path to a CSV/TSV/JSONL/Parquet file, columns={user, item, rating, timestamp, ...}, scale",
+    options=prepare,
 )

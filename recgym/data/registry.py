@@ -3,6 +3,7 @@ memoized in-process so that many environments over one dataset share it."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,19 +18,53 @@ class DatasetInfo:
     scale_label: str
     needs: str
     """What the user must provide, in words (e.g. "data_dir with yelp_academic_dataset_review.json")."""
+    options: Callable[..., RatingDataset] | None = None
+    """Where the loader's ``**options`` go (their names are its keyword arguments), if it has them."""
 
 
 DATASETS: dict[str, DatasetInfo] = {}
 _LOADED: dict[str, RatingDataset] = {}
 
 
-def register_dataset(name: str, loader: Callable[..., RatingDataset], scale_label: str, needs: str) -> None:
-    DATASETS[name] = DatasetInfo(name, loader, scale_label, needs)
+def register_dataset(name: str, loader: Callable[..., RatingDataset], scale_label: str, needs: str,
+                     options: Callable[..., RatingDataset] | None = None) -> None:
+    DATASETS[name] = DatasetInfo(name, loader, scale_label, needs, options)
+
+
+def dataset_arguments(name: str) -> list[str]:
+    """The keyword arguments dataset ``name``'s loader takes (its ``**options`` spelled out)."""
+    info = DATASETS[name]
+    names: list[str] = []
+    for fn in (info.loader, info.options):
+        if fn is None:
+            continue
+        params = inspect.signature(fn).parameters.values()
+        names += [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                  and p.name not in ("name", "source") and p.name not in names]
+    return names
+
+
+def check_arguments(name: str, kwargs: dict, owner: type | None = None) -> None:
+    """A TypeError naming each argument neither dataset ``name``'s loader nor ``owner`` (an
+    environment class that passes the rest on to the loader) takes, with the closest names."""
+    import difflib
+
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; registered: {', '.join(sorted(DATASETS))}")
+    theirs = dataset_arguments(name)
+    own = [] if owner is None else [p.name for p in inspect.signature(owner.__init__).parameters.values()
+                                    if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("self", "dataset")]
+    if unknown := sorted(set(kwargs) - set(theirs)):
+        close = [m for k in unknown for m in difflib.get_close_matches(k, own + theirs, 1)]
+        where = f"{owner.__name__} with dataset {name!r}" if owner else f"dataset {name!r}"
+        raise TypeError(f"{where} takes no argument(s) {', '.join(unknown)}"
+                        + (f" (did you mean {', '.join(close)}?)" if close else "")
+                        + (f"; the environment's arguments: {', '.join(own)}" if own else "")
+                        + f"; the dataset's: {', '.join(theirs)}")
 
 
 def load_dataset(name: str, **kwargs) -> RatingDataset:
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; registered: {', '.join(sorted(DATASETS))}")
+    check_arguments(name, kwargs)
     key = name + json.dumps(kwargs, sort_keys=True, default=repr)
     if key not in _LOADED:
         _LOADED[key] = DATASETS[name].loader(**kwargs)

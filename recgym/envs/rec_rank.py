@@ -10,7 +10,7 @@ import numpy as np
 
 from recgym.data.dataset import RatingDataset
 from recgym.data.ranking import NEGATIVES, CandidateList, candidate_list
-from recgym.data.registry import load_dataset
+from recgym.data.registry import check_arguments, load_dataset
 from recgym.envs.spaces import UnicodeText
 from recgym.prompts import RankingTemplate, get_template, messages_to_text
 from recgym.rewards import RankingReward
@@ -99,6 +99,7 @@ class RecRankEnv(gym.Env[str, str]):
         **dataset_kwargs: Any,
     ) -> None:
         if isinstance(dataset, str):
+            check_arguments(dataset, dataset_kwargs, type(self))
             dataset = load_dataset(dataset, **dataset_kwargs)
         elif dataset_kwargs:
             raise TypeError(f"dataset loader arguments {sorted(dataset_kwargs)} given with a prepared dataset")

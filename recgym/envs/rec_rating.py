@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 
 from recgym.data.dataset import RatingDataset
-from recgym.data.registry import load_dataset
+from recgym.data.registry import check_arguments, load_dataset
 from recgym.data.schema import SPLITS
 from recgym.envs.spaces import UnicodeText
 from recgym.prompts import PromptTemplate, get_template, messages_to_text
@@ -72,6 +72,7 @@ class RecRatingEnv(gym.Env[str, str]):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         if isinstance(dataset, str):
+            check_arguments(dataset, dataset_kwargs, type(self))
             dataset = load_dataset(dataset, **dataset_kwargs)
         elif dataset_kwargs:
             raise TypeError(f"dataset loader arguments {sorted(dataset_kwargs)} given with a prepared dataset")

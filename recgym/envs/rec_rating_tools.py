@@ -94,6 +94,9 @@ class RecRatingToolsEnv(RecRatingEnv):
         max_action_length: int = 100_000,
         **dataset_kwargs: Any,
     ) -> None:
+        if fixed := sorted({"max_user_history", "max_item_history"} & dataset_kwargs.keys()):
+            raise TypeError(f"{type(self).__name__} takes no {', '.join(fixed)}: the agent reads histories through "
+                            "its tools (max_results and max_review_chars bound what one call returns)")
         super().__init__(dataset, split, template, reward, 0, 0, max_observation_length, max_action_length,
                          **dataset_kwargs)
         if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1:
