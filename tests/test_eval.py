@@ -136,3 +136,74 @@ def test_cli_eval_missing_model_is_a_clear_error(tmp_path, capsys):
 
     assert main(["eval", ENV, "--model", str(tmp_path / "nope.gguf"), "--policy", "hf", "-n", "1", "--quiet"]) == 2
     assert "does not exist" in " ".join(capsys.readouterr().err.split())
+
+
+SCRIPTED = ["eval", ENV, "--policy", "scripted", "--model", "user_average", "--no-baselines", "--quiet"]
+
+
+@pytest.mark.parametrize("changed, words", [
+    (["--template", "rate_only"], "template='think', not 'rate_only'"),
+    (["--env-kwargs", '{"max_user_history": 1}'], "env_kwargs={}, not {'max_user_history': 1}"),
+    (["--temperature", "0.5"], "temperature=0.0, not 0.5"),
+    (["--top-p", "0.9"], "top_p=1.0, not 0.9"),
+    (["--max-new-tokens", "7"], "max_new_tokens=512, not 7"),
+    (["--seed", "1"], "seed=0, not 1"),
+    (["--samples", "2"], "samples_per_prompt=1, not 2"),
+    (["--rating-from-probs"], "rating_from_probs=False, not True"),
+    # checked before the model loads (this one does not exist)
+    (["--policy", "hf", "--model", "nowhere/nope", "--temperature", "0.5"], "policy='scripted', not 'hf'"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_cli_eval_refuses_to_resume_a_file_of_other_settings(changed, words, tmp_path, capsys):
+    """A rerun with other settings silently took the first run's records into one table."""
+    from recgym.cli import main
+
+    out = tmp_path / "e.jsonl"
+    assert main([*SCRIPTED, "-n", "3", "--out", str(out)]) == 0
+    before = read_records(out)
+    capsys.readouterr()
+    assert main([*SCRIPTED, "-n", "5", "--out", str(out), *changed]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("recgym eval: error: ") and words in err[0], err
+    assert "another --out" in err[0] and "delete" in err[0]
+    assert read_records(out) == before
+
+
+def test_cli_eval_resumes_more_samples_of_the_same_settings(tmp_path, capsys):
+    from recgym.cli import main
+
+    out = tmp_path / "e.jsonl"
+    same = ["--temperature", "0.5", "--env-kwargs", '{"max_user_history": 2}', "--template", "rate_only"]
+    assert main([*SCRIPTED, "-n", "3", "--out", str(out), *same]) == 0
+    capsys.readouterr()
+    assert main([*SCRIPTED, "-n", "5", "--out", str(out), *same]) == 0
+    assert "resumed: 3 samples" in capsys.readouterr().err
+    records = read_records(out)
+    assert [r["index"] for r in records] == [0, 1, 2, 3, 4]
+    assert all(r["template"] == "rate_only" and r["temperature"] == 0.5 for r in records)
+    # the default template named or not is the same setting
+    think = tmp_path / "think.jsonl"
+    assert main([*SCRIPTED, "-n", "2", "--out", str(think)]) == 0
+    assert main([*SCRIPTED, "-n", "3", "--out", str(think), "--template", "think"]) == 0
+
+
+def test_evaluate_refuses_to_resume_other_sampling_or_an_unmarked_file(tmp_path):
+    from recgym.agents.types import SamplingParams
+
+    env = gym.make(ENV, split="test")
+    out = tmp_path / "results.jsonl"
+    evaluate(env, ScriptedPolicy(), n=2, out=out, baselines=False)
+    with pytest.raises(ValueError, match="max_new_tokens=512, not 8"):
+        evaluate(env, ScriptedPolicy(), n=3, out=out, baselines=False, sampling=SamplingParams(max_new_tokens=8))
+    with pytest.raises(ValueError, match="samples_per_prompt=1, not 2"):
+        evaluate(env, ScriptedPolicy(), n=3, out=out, baselines=False, samples_per_prompt=2)
+    old = [{k: v for k, v in r.items() if k != "seed"} for r in read_records(out)]  # an older recgym's file
+    out.write_text("".join(json.dumps(r) + "\n" for r in old))
+    with pytest.raises(ValueError, match="no seed"):
+        evaluate(env, ScriptedPolicy(), n=3, out=out, baselines=False)
+
+
+@pytest.mark.parametrize("batch_size", [0, -2])
+def test_evaluate_refuses_a_batch_size_below_1(batch_size):
+    """0 scored nothing (a table of n=0); -2 scored samples twice."""
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        evaluate(gym.make(ENV, split="test"), ScriptedPolicy(), n=5, batch_size=batch_size, baselines=False)

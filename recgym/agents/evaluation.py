@@ -36,6 +36,8 @@ from recgym.metrics import RankingMetrics, RatingMetrics, fallback_predictions, 
 
 #: How many alternatives per token to ask for when decoding the rating from probabilities.
 RATING_TOP_LOGPROBS = 20
+#: The sampling ``evaluate`` uses when given none.
+GREEDY = SamplingParams(temperature=0.0, max_new_tokens=512)
 
 
 def prompt_hash(messages: Any) -> str:
@@ -125,14 +127,42 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def record_header(
+    env: Any,
+    sampling: SamplingParams | None = None,
+    samples_per_prompt: int = 1,
+    rating_from_probs: bool = False,
+    header: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The settings ``evaluate`` writes into every record, which a file it resumes must hold: the split,
+    dataset and template (ranking: the lists' settings), the sampling, and ``header`` (e.g. env id, model)."""
+    from recgym.prompts import RANKING_TEMPLATES, TEMPLATES
+
+    core, sampling = env.unwrapped, sampling or GREEDY
+    ranking = getattr(core, "task", "rating") == "ranking"
+    templates = RANKING_TEMPLATES if ranking else TEMPLATES
+    template = next((name for name, t in templates.items() if t == getattr(core, "template", None)), None)
+    task = ({"task": "ranking", "num_candidates": core.num_candidates, "negatives": core.negatives} if ranking
+            else {"scale": core.scale.label, "rating_from_probs": rating_from_probs})
+    return {"split": core.split, "dataset": core.dataset.name, **task, "template": template,
+            "temperature": sampling.temperature, "top_p": sampling.top_p, "max_new_tokens": sampling.max_new_tokens,
+            "seed": sampling.seed, "stop": list(sampling.stop), "samples_per_prompt": samples_per_prompt,
+            **(header or {})}
+
+
+def check_resumable(path: str | Path, header: dict[str, Any]) -> None:
+    """A ValueError where ``path`` holds records of other settings than ``header`` (see
+    :func:`record_header`): resuming it would mix them in one result."""
+    _check_resumable(read_records(Path(path)), header, Path(path))
+
+
 def _check_resumable(records: list[dict[str, Any]], header: dict[str, Any], path: Path) -> None:
-    for record in records[:1]:
-        for key, value in header.items():
-            if record.get(key) != value:
-                raise ValueError(
-                    f"{path} holds results for {key}={record.get(key)!r}, not {value!r}; "
-                    "use another --out file or --no-resume to overwrite"
-                )
+    for record in records[:1]:  # every record of a file carries the same header
+        differ = [f"{key}={record[key]!r}, not {value!r}" if key in record else f"no {key}, not {value!r}"
+                  for key, value in json.loads(json.dumps(header)).items() if record.get(key, ...) != value]
+        if differ:
+            raise ValueError(f"{path} holds results of other settings ({'; '.join(differ)}); pass another --out, "
+                             "or delete the file (or --no-resume to overwrite it)")
 
 
 def baseline_scores(dataset: Any, split: str, indices: Sequence[int]) -> tuple[dict[str, dict[str, float]], str]:
@@ -171,9 +201,9 @@ def evaluate(
         sampling: default greedy (temperature 0) with 512 new tokens.
         samples_per_prompt: k completions per sample; the prediction is the mean of the parsed ones.
         out: JSONL file; records are appended as samples finish. With ``resume``, samples
-            already in it are skipped (the file must be from the same env, split and model).
+            already in it are skipped; the file must hold the same settings (:func:`record_header`).
         rating_from_probs: decode the rating as the expected value over the scale's digits.
-        header: fields written into every record and checked on resume (e.g. env id, model).
+        header: more fields written into every record and checked on resume (e.g. env id, model).
         on_record: called after each sample with the record and the running figures
             (``done``, ``total``, ``mae``, ``coverage``; ranking: ``ndcg@10`` for ``mae``), e.g. to
             drive a progress bar.
@@ -187,12 +217,11 @@ def evaluate(
     total = len(core) if n is None else min(int(n), len(core))
     if total < 1:
         raise ValueError(f"nothing to evaluate: n={n}, split {split!r} has {len(core)} samples")
-    if samples_per_prompt < 1:
-        raise ValueError(f"samples_per_prompt must be >= 1, got {samples_per_prompt}")
-    sampling = sampling or SamplingParams(temperature=0.0, max_new_tokens=512)
+    _check_sizes(samples_per_prompt, batch_size)
+    header = record_header(env, sampling, samples_per_prompt, rating_from_probs, header)
+    sampling = sampling or GREEDY
     if rating_from_probs and sampling.logprobs < RATING_TOP_LOGPROBS:
         sampling = SamplingParams(**{**sampling.__dict__, "logprobs": RATING_TOP_LOGPROBS})
-    header = {"split": split, "dataset": dataset.name, "scale": scale.label, **(header or {})}
     tokenizer = getattr(policy, "tokenizer", None)
     decode = tokenizer.decode if tokenizer is not None else None
 
@@ -346,18 +375,26 @@ def _record(
     }
 
 
+def _check_sizes(samples_per_prompt: int, batch_size: int) -> None:
+    if samples_per_prompt < 1:
+        raise ValueError(f"samples_per_prompt must be >= 1, got {samples_per_prompt}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
 def _open_records(path: Path | None, resume: bool, header: dict[str, Any], total: int) -> list[dict[str, Any]]:
-    """The records already in ``path`` to resume from (the file rewritten without a torn line)."""
+    """The records of the first ``total`` samples already in ``path`` to resume from (the file
+    rewritten without a torn line)."""
     if path is None:
         return []
     path.parent.mkdir(parents=True, exist_ok=True)
     if not resume:
         path.write_text("")
         return []
-    records = [r for r in read_records(path) if r.get("index", total) < total]
+    records = read_records(path)
     _check_resumable(records, header, path)
-    path.write_text("".join(json.dumps(r) + "\n" for r in read_records(path)))
-    return records
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return [r for r in records if r.get("index", total) < total]
 
 
 def _record_batches(
@@ -376,7 +413,7 @@ def _record_batches(
     start = time.perf_counter()
     sink = path.open("a") if path is not None else None
     try:
-        for offset in range(0, len(todo), max(1, batch_size)):
+        for offset in range(0, len(todo), batch_size):
             for record in score(todo[offset : offset + batch_size]):
                 records.append(record)
                 stats = progress(record)
@@ -415,9 +452,9 @@ def evaluate_ranking(
     total = len(core) if n is None else min(int(n), len(core))
     if total < 1:
         raise ValueError(f"nothing to evaluate: n={n}, split {core.split!r} has {len(core)} lists")
-    sampling = sampling or SamplingParams(temperature=0.0, max_new_tokens=512)
-    header = {"split": core.split, "dataset": core.dataset.name, "task": "ranking",
-              "num_candidates": core.num_candidates, "negatives": core.negatives, **(header or {})}
+    _check_sizes(samples_per_prompt, batch_size)
+    header = record_header(env, sampling, samples_per_prompt, header=header)
+    sampling = sampling or GREEDY
     path = Path(out) if out is not None else None
     records = _open_records(path, resume, header, total)
     skipped = len(records)

@@ -25,16 +25,27 @@ def _policy_kwargs(args) -> dict:
     return kwargs
 
 
+def _check_counts(args) -> None:
+    for flag, value in (("-n", args.n), ("--samples", args.samples), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise CommandError(f"{flag} must be >= 1, got {value}")
+
+
 def run(args) -> int:
     import gymnasium as gym
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     import recgym  # noqa: F401  (registers the environments)
-    from recgym.agents.evaluation import evaluate
+    from recgym.agents.evaluation import check_resumable, evaluate, record_header
     from recgym.agents.policies import make_policy
     from recgym.agents.types import SamplingParams
 
     console = make_console(stderr=True)
+    _check_counts(args)
+    with given_values():
+        sampling = SamplingParams(
+            temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed
+        )
     with given_values("--env-kwargs: "):
         env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else {}
     if args.template:
@@ -43,21 +54,23 @@ def run(args) -> int:
         env = gym.make(args.env_id, split=args.split, **env_kwargs)
     except (gym.error.Error, ValueError, TypeError) as exc:  # an unknown id, bad --env-kwargs values
         raise CommandError(f"cannot make {args.env_id}: {exc} (see `recgym envs`)") from exc
-    sampling = SamplingParams(
-        temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed
-    )
+    # every setting that changes a record (the template and sampling: record_header) must match a resumed --out
+    header = {"env_id": args.env_id, "model": args.model, "policy": args.policy,
+              "env_kwargs": {k: v for k, v in env_kwargs.items() if k != "template"}}
+    if args.out and not args.no_resume:  # before the model loads
+        with given_values():
+            check_resumable(args.out, record_header(env, sampling, args.samples, args.rating_from_probs, header))
     from recgym.agents.models import ModelNotFoundError
 
     try:
         if args.policy == "scripted":  # a scripted teacher by name, e.g. --model ranker
             from recgym.agents.teachers.cold_start import scripted_teacher
 
-            policy = scripted_teacher(args.model, args.template)
+            policy = scripted_teacher(args.model, env_kwargs.get("template"))
         else:
             policy = make_policy(args.policy, args.model, **_policy_kwargs(args))
     except (ModelNotFoundError, ImportError, ValueError, TypeError) as exc:
         raise CommandError(f"cannot load {args.model!r} for --policy {args.policy}: {exc}") from exc
-    header = {"env_id": args.env_id, "model": args.model, "policy": args.policy}
     total = len(env.unwrapped) if args.n is None else min(args.n, len(env.unwrapped))
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
