@@ -118,3 +118,41 @@ def test_data_dir_defaults_to_recgym_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("RECGYM_DATA_DIR", str(tmp_path / "data"))
     ds = loaders.load_movielens(cache_dir=tmp_path / "cache", progress=False)
     assert ds.stats["ratings"] == 4
+
+
+@pytest.mark.parametrize(("kwargs", "error", "words"), [
+    ({"skip_bad_records": "no"}, TypeError, "skip_bad_records must be True or False, got 'no'"),
+    ({"keep_cold_samples": "false"}, TypeError, "keep_cold_samples must be bool, got 'false'"),
+    ({"kcore": 2.5}, TypeError, "kcore must be int, got 2.5"),
+    ({"kcore": True}, TypeError, "kcore must be int, got True"),
+    ({"kcore": -3}, ValueError, "kcore must be >= 0, got -3"),
+    ({"split_method": "random"}, ValueError, "split_method must be leave_last_out or time"),
+    ({"test_fraction": "0.2"}, TypeError, "test_fraction must be float, got '0.2'"),
+    ({"kcore": 100}, ValueError, "kcore 100 leaves no rating of 5 (2 users, 3 items): lower kcore"),
+])
+def test_preparation_options_of_the_wrong_type_or_range_are_named(tmp_path, kwargs, error, words):
+    """``"no"`` would be true and ``2.5`` a k-core of 2 without these checks; none writes a cache entry."""
+    with pytest.raises(error) as info:
+        loaders.load_yelp(fx.yelp(tmp_path / "yelp"), cache_dir=tmp_path / "cache", progress=False,
+                          **{"keep_cold_samples": True, **kwargs})
+    assert words in str(info.value)
+    assert cache_entries(tmp_path) == []
+
+
+@pytest.mark.parametrize(("env_id", "kwargs", "error", "words"), [
+    ("RecRating-Synthetic-v0", {"max_user_history": -1}, ValueError, "max_user_history must be >= 0, got -1"),
+    ("RecRating-Synthetic-v0", {"max_item_history": 2.7}, TypeError, "max_item_history must be an int >= 0, got 2.7"),
+    ("RecRating-Synthetic-v0", {"num_users": "10"}, TypeError, "num_users must be int, got '10'"),
+    ("RecRating-Synthetic-v0", {"seed": "x"}, TypeError, "seed must be int, got 'x'"),
+    ("RecRank-Synthetic-v0", {"num_candidates": 5.9}, TypeError, "num_candidates must be an int >= 2, got 5.9"),
+    ("RecRatingTools-Synthetic-v0", {"max_review_chars": -5}, ValueError, "max_review_chars must be >= 1, got -5"),
+    ("RecRatingTools-Synthetic-v0", {"tool_cost": "a"}, ValueError, "tool_cost must be a number >= 0, got 'a'"),
+])
+def test_environment_options_of_the_wrong_type_or_range_are_named(env_id, kwargs, error, words):
+    import gymnasium as gym
+
+    import recgym  # noqa: F401
+
+    with pytest.raises(error) as info:
+        gym.make(env_id, **kwargs)
+    assert words in str(info.value)

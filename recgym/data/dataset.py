@@ -16,7 +16,14 @@ from recgym.data.prepare import (
     dedupe_earliest,
     kcore_filter,
 )
-from recgym.data.schema import SPLITS, HistoryEntry, RatingContext, RatingScale
+from recgym.data.schema import (
+    SPLITS,
+    HistoryEntry,
+    RatingContext,
+    RatingScale,
+    check_int,
+    check_types,
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,16 @@ class PrepareConfig:
     """Keep only users and items with at least this many ratings (0 or 1: no filter)."""
     keep_cold_samples: bool = False
     """Keep samples whose user has no prior rating (they get an empty history)."""
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        if self.split_method not in ("leave_last_out", "time"):
+            raise ValueError(f"split_method must be leave_last_out or time, got {self.split_method!r}")
+        if not (0 <= self.valid_fraction < 1 and 0 <= self.test_fraction < 1
+                and self.valid_fraction + self.test_fraction < 1):
+            raise ValueError("valid_fraction and test_fraction must be in [0, 1) and sum below 1, got "
+                             f"{self.valid_fraction} and {self.test_fraction}")
+        check_int("kcore", self.kcore, 0)
 
 
 def _encode(values: Sequence[Any]) -> tuple[np.ndarray, list[str]]:

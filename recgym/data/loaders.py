@@ -52,6 +52,9 @@ def prepare(
     rebuild: bool = False,
 ) -> RatingDataset:
     """Prepare (or load from the cache) ``source`` with the given options."""
+    for flag, value in (("skip_bad_records", skip_bad_records), ("progress", progress), ("rebuild", rebuild)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be True or False, got {value!r}")
     config = PrepareConfig(split_method, valid_fraction, test_fraction, kcore, keep_cold_samples)
     return prepare_source(name, source, config, skip_bad_records, cache_dir, progress, rebuild)
 

@@ -290,6 +290,9 @@ def _build(name: str, source: RawSource, config: PrepareConfig, bad: BadRecords,
             stats["items_before_kcore"] = len(np.unique(items[keep]))
             mask = kcore_filter(users[keep], items[keep], config.kcore)
             stats["kcore_dropped"] = int((~mask).sum())
+            if config.kcore > 1 and len(keep) and not mask.any():
+                raise ValueError(f"kcore {config.kcore} leaves no rating of {len(keep):,} ({stats['users_before_kcore']:,} "
+                                 f"users, {stats['items_before_kcore']:,} items): lower kcore")
             keep = rows[keep[mask]]
             users, user_ids = _compact(cols["users"][keep], cols["user_ids"])
             items, item_ids = _compact(cols["items"][keep], cols["item_ids"])

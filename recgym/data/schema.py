@@ -21,6 +21,39 @@ ITEM_COLUMNS = ("item_id", "title", "categories", "description")
 SPLITS = ("train", "valid", "test")
 
 
+def check_types(obj: object) -> None:
+    """A TypeError for a dataclass field of annotated type ``int``, ``float``, ``bool`` or ``str``
+    whose value is not one (``"10"`` for an int, ``"no"`` for a bool, which Python would take as
+    true, ``2.5`` or ``True`` for an int)."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        want, value = hints.get(f.name), getattr(obj, f.name)
+        if want is bool:
+            ok = isinstance(value, bool | np.bool_)
+        elif want is int:
+            ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
+        elif want is float:
+            ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+        elif want is str:
+            ok = isinstance(value, str)
+        else:
+            continue
+        if not ok:
+            raise TypeError(f"{f.name} must be {want.__name__}, got {value!r}")
+
+
+def check_int(name: str, value: object, low: int) -> int:
+    """``value`` as an int if it is a whole number >= ``low``; a ValueError or TypeError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int >= {low}, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class RatingScale:
     """The range and granularity of a dataset's ratings.

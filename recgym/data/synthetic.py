@@ -24,7 +24,7 @@ import numpy as np
 
 from recgym.data.dataset import PrepareConfig, RatingDataset
 from recgym.data.registry import register_dataset
-from recgym.data.schema import RatingScale
+from recgym.data.schema import RatingScale, check_types
 
 CUISINES = ("Italian", "Mexican", "Japanese", "Indian", "French", "Thai", "Greek", "Korean")
 PRICES = ("budget", "moderate", "upscale")
@@ -69,6 +69,9 @@ class SyntheticConfig:
     expected rating (quality + cuisine, price and atmosphere match; leniency cancels), so the next
     item is predictable from tastes (``RecRank-Synthetic-v0`` uses 0.5; lower: more predictable).
     Not used by the long-history world."""
+
+    def __post_init__(self) -> None:
+        check_types(self)
 
 
 @dataclass

@@ -11,6 +11,7 @@ import numpy as np
 from recgym.data.dataset import RatingDataset
 from recgym.data.ranking import NEGATIVES, CandidateList, candidate_list
 from recgym.data.registry import check_arguments, load_dataset
+from recgym.data.schema import check_int
 from recgym.envs.spaces import UnicodeText
 from recgym.prompts import RankingTemplate, get_template, messages_to_text
 from recgym.rewards import RankingReward
@@ -104,14 +105,16 @@ class RecRankEnv(gym.Env[str, str]):
         elif dataset_kwargs:
             raise TypeError(f"dataset loader arguments {sorted(dataset_kwargs)} given with a prepared dataset")
         self.dataset, self.split = dataset, split
-        self.num_candidates, self.negatives, self.candidate_seed = int(num_candidates), negatives, candidate_seed
+        self.num_candidates = check_int("num_candidates", num_candidates, 2)
+        self.negatives, self.candidate_seed = negatives, check_int("candidate_seed", candidate_seed, 0)
         self.template = get_template(template, task="ranking")
         self.reward_fn = reward or RankingReward(tags=self.template.tags)
-        self.max_user_history = int(max_user_history)
+        self.max_user_history = check_int("max_user_history", max_user_history, 0)
         self.lists = CandidateLists(dataset, split, self.num_candidates, negatives, candidate_seed)
         self.skipped = self.lists.skipped
         if not self.lists:
-            raise ValueError(f"split {split!r} has no sample with {num_candidates - 1} available negatives")
+            raise ValueError(f"split {split!r} has no sample with {num_candidates - 1} available negatives: "
+                             "lower num_candidates")
         self.observation_space = UnicodeText(max_observation_length)
         self.action_space = UnicodeText(max_action_length)
         self._current = None

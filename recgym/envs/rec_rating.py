@@ -8,7 +8,7 @@ import gymnasium as gym
 
 from recgym.data.dataset import RatingDataset
 from recgym.data.registry import check_arguments, load_dataset
-from recgym.data.schema import SPLITS
+from recgym.data.schema import SPLITS, check_int
 from recgym.envs.spaces import UnicodeText
 from recgym.prompts import PromptTemplate, get_template, messages_to_text
 from recgym.rewards import RatingReward
@@ -83,8 +83,8 @@ class RecRatingEnv(gym.Env[str, str]):
         self.scale = dataset.scale
         self.template = get_template(template)
         self.reward_fn = reward if reward is not None else RatingReward(tags=self.template.tags)
-        self.max_user_history = int(max_user_history)
-        self.max_item_history = int(max_item_history)
+        self.max_user_history = check_int("max_user_history", max_user_history, 0)
+        self.max_item_history = check_int("max_item_history", max_item_history, 0)
         self.num_samples = dataset.require_samples(split)
         self.observation_space = UnicodeText(max_observation_length)
         self.action_space = UnicodeText(max_action_length)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from recgym.data.dataset import RatingDataset
+from recgym.data.schema import check_int
 from recgym.envs.rec_rating import RecRatingEnv
 from recgym.envs.tools import CALL_OPEN, TOOLS, HistoryTools, ToolCallError, has_call, parse_call
 from recgym.prompts import PromptTemplate, messages_to_text, truncate
@@ -99,16 +100,12 @@ class RecRatingToolsEnv(RecRatingEnv):
                             "its tools (max_results and max_review_chars bound what one call returns)")
         super().__init__(dataset, split, template, reward, 0, 0, max_observation_length, max_action_length,
                          **dataset_kwargs)
-        if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1:
-            raise ValueError(f"max_turns must be an int >= 1 (the final answer is a turn), got {max_turns!r}")
-        if not tool_cost >= 0:
-            raise ValueError(f"tool_cost must be >= 0, got {tool_cost!r}")
-        if isinstance(max_results, bool) or not isinstance(max_results, int) or max_results < 1:
-            raise ValueError(f"max_results must be an int >= 1, got {max_results!r}")
-        self.max_turns = max_turns
+        self.max_turns = check_int("max_turns", max_turns, 1)  # the final answer is a turn
+        if isinstance(tool_cost, bool) or not isinstance(tool_cost, int | float) or not tool_cost >= 0:
+            raise ValueError(f"tool_cost must be a number >= 0, got {tool_cost!r}")
         self.tool_cost = float(tool_cost)
-        self.max_results = max_results
-        self.tools = HistoryTools(self.dataset, max_review_chars)
+        self.max_results = check_int("max_results", max_results, 1)
+        self.tools = HistoryTools(self.dataset, check_int("max_review_chars", max_review_chars, 1))
         self.count_tokens = token_counter or count_words
 
     # ---- prompts ----
