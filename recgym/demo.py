@@ -40,13 +40,15 @@ from typing import Any
 
 import numpy as np
 
+from recgym.agents.config import ConfigMixin
+
 ENV_ID = "RecRating-Synthetic-v0"
 #: Shorter histories keep prompts near 300 tokens.
 ENV_KWARGS = {"max_user_history": 4, "max_item_history": 2}
 
 
 @dataclass
-class DemoSettings:
+class DemoSettings(ConfigMixin):
     """The demo's knobs (``python -m recgym.demo --help`` lists them as flags)."""
 
     output_dir: str = "runs/demo"
@@ -185,14 +187,32 @@ def start_output(s: DemoSettings, out: Path) -> bool:
     return reuse
 
 
+def check_stage_settings(s: DemoSettings) -> None:
+    """What no stage's own config checks: the teacher against the env, the cold start's and SFT's sizes."""
+    if (s.teacher == "ranker") != s.env_id.startswith("RecRank-"):
+        raise ValueError(f"teacher {s.teacher!r} does not play {s.env_id}: ranker plays the RecRank-* envs, "
+                         "reasoner and user_average the rating envs")
+    for name in ("eval_size", "cold_start_samples", "sft_max_length"):
+        if getattr(s, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(s, name)}")
+    for name in ("grpo_steps", "cold_start_tolerance"):
+        if getattr(s, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(s, name)}")
+    for name in ("sft_epochs", "sft_learning_rate"):
+        if getattr(s, name) <= 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(s, name)}")
+
+
 def check_settings(s: DemoSettings) -> None:
-    """Refuse what a later stage would, before anything slow: the GRPO stage's config (its fields, the
-    algorithm's knobs, the schedule, the environment on both splits, ``trainable_layers`` against the
-    model's blocks: ``check_config``) and SFT's schedule. Each is a one-line ``CommandError``."""
+    """Refuse what a later stage would, before anything slow: :func:`check_stage_settings`, the GRPO
+    stage's config (its fields, the algorithm's knobs, the schedule, the environment on both splits,
+    ``trainable_layers`` against the model's blocks: ``check_config``) and SFT's schedule. Each is a
+    one-line ``CommandError``."""
     from recgym.commands import given_values
     from recgym.commands.train import check_config, check_schedule
 
     with given_values():
+        check_stage_settings(s)
         config = grpo_config(s, Path(s.output_dir) / "grpo", s.model, s.env_kwargs, s.grpo_steps)
     check_config(config, model_hint="")
     check_schedule(s.sft_lr_scheduler_type, "sft_lr_scheduler_type")
@@ -481,8 +501,8 @@ def parse_settings(parser: argparse.ArgumentParser, argv: list[str] | None = Non
         values.update(loaded)
     values.update({k: v for k, v in args.items() if k in names and v is not None})
     try:
-        settings = DemoSettings(**values)
-    except ValueError as e:
+        settings = DemoSettings.from_dict(values)  # each value checked against its field's type
+    except (ValueError, TypeError) as e:
         parser.error(str(e))
     return settings, {k: v for k, v in args.items() if k not in names}
 

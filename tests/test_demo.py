@@ -133,7 +133,32 @@ BAD_SETTINGS = {
     "sft_schedule": (["--sft_lr_scheduler_type", "bogus"], "sft_lr_scheduler_type 'bogus' is not a schedule"),
     "split": (["--eval_split", "nope"], "split must be one of"),
     "eval_size": (["--eval_size", "0"], "eval_size must be >= 1"),
+    "cold_start_samples": (["--cold_start_samples", "-5"], "cold_start_samples must be >= 1, got -5"),
+    "sft_learning_rate": (["--sft_learning_rate", "0"], "sft_learning_rate must be > 0"),
+    "teacher_for_the_env": (["--teacher", "ranker"], "teacher 'ranker' does not play RecRating-Synthetic-v0"),
 }
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--eval_base", "flase"], "eval_base: expected bool, got 'flase'"),
+    (["--resume", "maybe"], "resume: expected bool, got 'maybe'"),
+])
+def test_demo_flags_take_only_their_fields_type(argv, words, tmp_path, capsys):
+    """A misspelt boolean was a non-empty string, so true."""
+    from recgym import demo
+
+    with pytest.raises(SystemExit) as info:
+        demo.main(["--output_dir", str(tmp_path), *argv])
+    assert info.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_demo_config_file_values_take_their_fields_type(tmp_path, capsys):
+    from recgym import demo
+
+    (tmp_path / "c.yaml").write_text("grpo_steps: '8'\n")
+    with pytest.raises(SystemExit):
+        demo.main(["--config", str(tmp_path / "c.yaml"), "--output_dir", str(tmp_path)])
+    assert "grpo_steps: expected int, got '8'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("case", BAD_SETTINGS)
