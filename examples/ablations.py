@@ -27,9 +27,11 @@ import dataclasses
 import json
 from pathlib import Path
 
+from recgym.commands import CommandError
 from recgym.demo import (
     DemoSettings,
     add_settings_arguments,
+    check_settings,
     cold_start_sft,
     grpo_stage,
     parse_settings,
@@ -93,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     add_settings_arguments(parser, output_dir="runs/ablations")
     settings, args = parse_settings(parser, argv)
+    try:  # before the engine starts: a bad setting fails in one line, not minutes in
+        check_settings(settings)
+    except CommandError as exc:
+        parser.error(str(exc))
     run_ablations(settings, args["arms"])
     return 0
 

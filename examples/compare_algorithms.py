@@ -22,9 +22,11 @@ import json
 import time
 from pathlib import Path
 
+from recgym.commands import CommandError
 from recgym.demo import (
     DemoSettings,
     add_settings_arguments,
+    check_settings,
     cold_start_sft,
     grpo_stage,
     parse_settings,
@@ -85,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", default=None, help="checkpoint to start from (default: build the demo's SFT one)")
     add_settings_arguments(parser, output_dir="runs/algorithms")
     settings, args = parse_settings(parser, argv)
+    try:  # before the engine starts: a bad setting fails in one line, not minutes in
+        check_settings(settings)
+    except CommandError as exc:
+        parser.error(str(exc))
+    if args["start"] is not None and not (Path(args["start"]) / "config.json").is_file():
+        parser.error(f"--start {args['start']}: no checkpoint there (a folder with config.json)")
     compare(settings, args["algorithms"], args["start"])
     return 0
 

@@ -46,14 +46,22 @@ class MedianGRPO(Algorithm):
         return per_group(batch, robust)
 
 
-def main(argv: list[str] | None = None) -> TrainResult:
+def main(argv: list[str] | None = None) -> TrainResult | None:
     assert get_algorithm("grpo_median") is MedianGRPO
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if {"-h", "--help"} & set(argv):
+        print(__doc__ + "\nAny GRPOConfig field is a flag: " + ", ".join(f"--{n}" for n in GRPOConfig.field_names()))
+        return None
     config = GRPOConfig(
         algorithm="grpo_median", env_kwargs={"max_user_history": 4, "max_item_history": 2},
         algorithm_kwargs={"truncation_penalty": 0.2},
         group_size=4, prompts_per_step=2, max_steps=5, max_new_tokens=64, learning_rate=5e-6,
         eval_interval=0, eval_size=8, save_interval=0, output_dir="runs/custom_algorithm",
-    ).with_overrides(list(sys.argv[1:] if argv is None else argv))
+    )
+    try:
+        config = config.with_overrides(argv)
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(f"custom_algorithm.py: error: {exc}") from None
     return train(config)
 
 

@@ -23,7 +23,8 @@ CONFIG = Path(__file__).parent / "configs" / "recone_synthetic.yaml"
 
 
 def main(argv: list[str] | None = None) -> TrainResult:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)  # --num_sample must not pass as --num_samples
     parser.add_argument("--model", default="smollm2-135m-instruct", help="the model to fine-tune and train")
     parser.add_argument("--teacher", default="scripted", help="'scripted' (offline, no model) or a model name")
     parser.add_argument("--teacher_policy", default="hf", choices=["hf", "vllm", "openai"])
@@ -34,8 +35,10 @@ def main(argv: list[str] | None = None) -> TrainResult:
     parser.add_argument("--grpo_steps", type=int, default=None, help="override max_steps of the GRPO config")
     args, grpo_overrides = parser.parse_known_args(argv)  # any other --field value goes to the GRPO config
     out = Path(args.output_dir)
-
-    grpo = GRPOConfig.from_yaml(CONFIG)
+    try:  # a typo in a GRPO field fails now, not after the cold start and SFT
+        grpo = GRPOConfig.from_yaml(CONFIG, grpo_overrides)
+    except (ValueError, TypeError) as exc:
+        parser.error(str(exc))
     # 1. cold-start data: kept traces, rationalized ones (true rating as a hint, removed after), dropped
     teacher = None
     kwargs = {"base_url": args.teacher_base_url} if args.teacher_base_url else {}
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> TrainResult:
     sft_dir = train_sft(SFTTrainConfig(data=report.path, model=args.model, output_dir=str(out / "sft"),
                                        num_train_epochs=args.sft_epochs, learning_rate=1e-4))
     # 3. GRPO from the SFT checkpoint
-    overrides = [*grpo_overrides, "--model", str(sft_dir), "--output_dir", str(out / "grpo")]
+    overrides = ["--model", str(sft_dir), "--output_dir", str(out / "grpo")]
     if args.grpo_steps is not None:
         overrides += ["--max_steps", str(args.grpo_steps)]
     return train(grpo.with_overrides(overrides))

@@ -78,6 +78,30 @@ def test_the_cli_trains_an_algorithm_named_by_its_file(tiny_path, tmp_path, monk
     assert [r["step"] for r in rows if "reward" in r] == [1]  # one training step (the others: evaluations)
 
 
+@pytest.mark.parametrize(("example", "argv", "words"), [
+    ("train_reczero", ["--max_steps", "x"], "train_reczero.py: error: "),
+    ("train_reczero", ["--resume", "--output_dir", "/nowhere/run"], "nothing to resume"),
+    ("train_recone", ["--num_sample", "8"], "unknown config field --num_sample"),  # not taken as --num_samples
+    ("custom_algorithm", ["--nope", "1"], "custom_algorithm.py: error: unknown config field --nope"),
+    ("compare_algorithms", ["--start", "/nowhere"], "--start /nowhere: no checkpoint there"),
+    ("ablations", ["--teacher", "ranker"], "teacher 'ranker' does not play RecRating-Synthetic-v0"),
+])
+def test_examples_refuse_bad_input_in_one_line_before_anything_slow(example, argv, words, capsys):
+    with pytest.raises(SystemExit) as info:
+        load_example(example).main(argv)
+    assert info.value.code != 0
+    assert words in f"{info.value.code}{capsys.readouterr().err}"
+
+
+@pytest.mark.parametrize("example", ["train_reczero", "custom_algorithm"])
+def test_examples_answer_help(example, capsys):
+    try:
+        load_example(example).main(["--help"])
+    except SystemExit as done:  # argparse's --help
+        assert done.code == 0
+    assert "--max_steps" in capsys.readouterr().out
+
+
 def test_train_reczero_example_with_overrides(tiny_path, tmp_path):
     result = load_example("train_reczero").main(
         ["--model", tiny_path, "--max_steps", "1", "--output_dir", str(tmp_path), *FAST])
