@@ -30,3 +30,15 @@ def test_machine_description_names_the_gpu_or_the_cpu_cores(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "NVIDIA H200")
     assert machine_description() == "NVIDIA H200"
+
+
+def test_config_override_help_shows_each_fields_default_once(capsys):
+    """The override options' default is None (unset); their help names the field's own default."""
+    import pytest
+
+    for command in (["train", "grpo"], ["sft", "train"]):
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        assert "--max_steps V int, default" in out
+        assert "default 20 (default: None)" not in out and "(default: None)" not in out.split("config overrides")[1]

@@ -29,7 +29,7 @@ def add_config_options(parser: argparse.ArgumentParser, config_cls: type) -> Non
     for f in dataclasses.fields(config_cls):
         default = field_default(f)
         kind = getattr(hints[f.name], "__name__", str(hints[f.name]))
-        group.add_argument(f"--{f.name}", dest=f"cfg__{f.name}", default=None, metavar="V",
+        group.add_argument(f"--{f.name}", dest=f"cfg__{f.name}", default=argparse.SUPPRESS, metavar="V",
                            help=f"{kind}, default {default!r}")
 
 
