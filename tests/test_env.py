@@ -84,6 +84,19 @@ def test_misuse_raises_clear_errors(env):
         RecRatingEnv(dataset="nope")
 
 
+@pytest.mark.parametrize("env_id", ["RecRating-Synthetic-v0", "RecRank-Synthetic-v0"])
+def test_reset_options_other_than_an_index_are_refused(env_id):
+    """``options={"idx": 3}`` drew a random sample without a word; ``options=3`` failed as 'not iterable'."""
+    env = gym.make(env_id).unwrapped
+    with pytest.raises(TypeError, match="options must be a dict such as"):
+        env.reset(options=3)
+    with pytest.raises(ValueError, match=r"unknown reset option\(s\) \['idx'\]: the only one is 'index'"):
+        env.reset(options={"idx": 3})
+    with pytest.raises(IndexError, match="out of range"):
+        env.reset(options={"index": len(env)})
+    assert env.reset(options={"index": 2})[1]["index"] == 2
+
+
 def test_template_is_one_argument_away():
     env = gym.make("RecRating-Synthetic-v0", template="rate_only")
     obs, _ = env.reset(seed=0)

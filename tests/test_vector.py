@@ -51,3 +51,10 @@ def test_plain_sync_vectorization_still_works():
     assert len(obs) == 3 and len(infos["index"]) == 3
     _, rewards, *_ = vec.step((answer(3),) * 3)
     assert rewards.shape == (3,) and (rewards >= 0.5).all()
+
+
+def test_one_string_is_not_taken_as_one_action_per_character():
+    vec = recgym.make_group_vec("RecRating-Synthetic-v0", num_prompts=2, group_size=2)
+    vec.reset(seed=0)
+    with pytest.raises(TypeError, match="a sequence of 4 completions"):
+        vec.step("abcd")

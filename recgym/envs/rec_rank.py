@@ -12,6 +12,7 @@ from recgym.data.dataset import RatingDataset
 from recgym.data.ranking import NEGATIVES, CandidateList, candidate_list
 from recgym.data.registry import check_arguments, load_dataset
 from recgym.data.schema import check_int
+from recgym.envs.rec_rating import choose_index
 from recgym.envs.spaces import UnicodeText
 from recgym.prompts import RankingTemplate, get_template, messages_to_text
 from recgym.rewards import RankingReward
@@ -132,10 +133,7 @@ class RecRankEnv(gym.Env[str, str]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        options = options or {}
-        n = int(options["index"]) if "index" in options else int(self.np_random.integers(len(self.lists)))
-        if not 0 <= n < len(self.lists):
-            raise IndexError(f"options['index']={n} out of range: {len(self.lists)} lists")
+        n = choose_index(options, len(self.lists), self.np_random, "{} lists")
         self._current = n
         messages = self.prompt(n)
         sample, c = self.lists[n]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import gymnasium as gym
+import numpy as np
 
 from recgym.data.dataset import RatingDataset
 from recgym.data.registry import check_arguments, load_dataset
@@ -12,6 +13,26 @@ from recgym.data.schema import SPLITS, check_int
 from recgym.envs.spaces import UnicodeText
 from recgym.prompts import PromptTemplate, get_template, messages_to_text
 from recgym.rewards import RatingReward
+
+
+def choose_index(options: Any, count: int, rng: np.random.Generator, size_text: str) -> int:
+    """``options["index"]`` checked against ``count`` (``size_text`` formats it for the error), else
+    an index drawn uniformly with ``rng``. ``index`` is the only option."""
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise TypeError(f"options must be a dict such as {{'index': 3}}, got {options!r}")
+    if unknown := sorted(set(options) - {"index"}):
+        raise ValueError(f"unknown reset option(s) {unknown}: the only one is 'index'")
+    if "index" not in options:
+        return int(rng.integers(count))
+    index = options["index"]
+    if isinstance(index, bool) or not isinstance(index, int) and not hasattr(index, "__index__"):
+        raise TypeError(f"options['index'] must be an int, got {index!r}")
+    index = int(index)
+    if not 0 <= index < count:
+        raise IndexError(f"options['index']={index} out of range: {size_text.format(count)}")
+    return index
 
 
 class RecRatingEnv(gym.Env[str, str]):
@@ -123,17 +144,7 @@ class RecRatingEnv(gym.Env[str, str]):
         return "", float(breakdown.total), True, False, info
 
     def _choose_index(self, options: dict[str, Any] | None) -> int:
-        """``options["index"]`` checked, else a sample drawn uniformly with the env's RNG."""
-        options = options or {}
-        if "index" not in options:
-            return int(self.np_random.integers(self.num_samples))
-        index = options["index"]
-        if isinstance(index, bool) or not isinstance(index, int) and not hasattr(index, "__index__"):
-            raise TypeError(f"options['index'] must be an int, got {index!r}")
-        index = int(index)
-        if not 0 <= index < self.num_samples:
-            raise IndexError(f"options['index']={index} out of range: split {self.split!r} has {self.num_samples} samples")
-        return index
+        return choose_index(options, self.num_samples, self.np_random, f"split {self.split!r} has {{}} samples")
 
     def _check_action(self, action: Any, episode: str) -> None:
         if self._index is None:

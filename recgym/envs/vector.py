@@ -97,6 +97,8 @@ class GroupedRatingVecEnv(gym.vector.VectorEnv):
         return obs, info
 
     def step(self, actions: Sequence[str | None]):
+        if isinstance(actions, str):  # else its characters would be taken as the actions
+            raise TypeError(f"actions must be a sequence of {self.num_envs} completions (one per sub-env), not one str")
         if len(actions) != self.num_envs:
             raise ValueError(f"expected {self.num_envs} actions (one per sub-env), got {len(actions)}")
         done = self._done.reshape(self.num_prompts, self.group_size)
