@@ -54,7 +54,7 @@ def test_plain_sync_vectorization_still_works():
 
 
 def test_one_string_is_not_taken_as_one_action_per_character():
-    vec = recgym.make_group_vec("RecRating-Synthetic-v0", num_prompts=2, group_size=2)
+    vec = make_group_vec("RecRating-Synthetic-v0", num_prompts=2, group_size=2)
     vec.reset(seed=0)
     with pytest.raises(TypeError, match="a sequence of 4 completions"):
         vec.step("abcd")
