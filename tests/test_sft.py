@@ -224,3 +224,52 @@ def test_cold_start_config_round_trips_yaml(tmp_path):
     assert (loaded.num_samples, loaded.tolerance, loaded.teacher_policy) == (7, 1.0, "openai")
     with pytest.raises(ValueError):
         ColdStartConfig.from_yaml(path, ["--nope", "1"])
+
+
+@pytest.mark.parametrize(("values", "words"), [
+    ({"num_samples": 0}, "num_samples must be >= 1, got 0"),
+    ({"num_samples": -5}, "num_samples must be >= 1, got -5"),
+    ({"samples_per_prompt": 0}, "samples_per_prompt must be >= 1, got 0"),
+    ({"max_new_tokens": 0}, "max_new_tokens must be >= 1, got 0"),
+    ({"tolerance": -1}, "tolerance must be >= 0, got -1"),
+    ({"temperature": -0.5}, "temperature must be >= 0, got -0.5"),
+    ({"split": "bogus"}, "split must be one of train, valid, test, got 'bogus'"),
+], ids=str)
+def test_cold_start_config_refuses_bad_values_in_one_line(values, words):
+    """They failed with a traceback mid-run, or wrote an empty or all-dropped file over the output."""
+    with pytest.raises(ValueError, match=re.escape(words)) as err:
+        ColdStartConfig(**values)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("values", "words"), [
+    ({"dtype": "float16"}, "float16 needs loss scaling"),
+    ({"dtype": "foo"}, "dtype must be float32 or bfloat16 (mixed precision), got 'foo'"),
+    ({"per_device_train_batch_size": 0}, "per_device_train_batch_size must be >= 1, got 0"),
+    ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps must be >= 1, got 0"),
+    ({"max_length": 0}, "max_length must be >= 1, got 0"),
+    ({"logging_steps": 0}, "logging_steps must be >= 1, got 0"),
+    ({"learning_rate": -1.0}, "learning_rate must be > 0, got -1.0"),
+    ({"learning_rate": 0.0}, "learning_rate must be > 0, got 0.0"),
+    ({"warmup_steps": -1.0}, "warmup_steps must be >= 0, got -1.0"),
+    ({"num_train_epochs": 0.0}, "num_train_epochs must be > 0 (or max_steps > 0), got 0.0"),
+], ids=str)
+def test_sft_train_config_refuses_bad_values_in_one_line(values, words):
+    """They failed only after the model loaded, with a traceback from torch or transformers."""
+    with pytest.raises(ValueError, match=re.escape(words)) as err:
+        SFTTrainConfig(**values)
+    assert "\n" not in str(err.value)
+    SFTTrainConfig(num_train_epochs=0.0, max_steps=3)  # max_steps overrides the epochs
+
+
+def test_bad_make_data_settings_leave_the_output_alone(tmp_path, capsys):
+    """``--num_samples 0`` wrote an empty file over the output (and exited 1)."""
+    from recgym.cli import main
+
+    out = tmp_path / "cold_start.jsonl"
+    out.write_text("earlier traces\n")
+    for bad in (["--num_samples", "0"], ["--samples_per_prompt", "0"], ["--tolerance", "-1"]):
+        assert main(["sft", "make-data", "--teacher_policy", "scripted", "--teacher", "reasoner",
+                     "--output", str(out), *bad]) == 2
+        assert out.read_text() == "earlier traces\n"
+    assert "Traceback" not in capsys.readouterr().err

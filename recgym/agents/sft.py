@@ -70,6 +70,20 @@ class SFTTrainConfig(ConfigMixin):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ValueError(f"num_train_epochs must be > 0 (or max_steps > 0), got {self.num_train_epochs}")
+        if self.dtype == "float16":
+            raise ValueError("dtype float16 is refused for SFT: float16 needs loss scaling, which recgym does not do; "
+                             "use bfloat16 (mixed precision over float32 weights) or float32")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be float32 or bfloat16 (mixed precision), got {self.dtype!r}")
         check_trainable_layers(self.trainable_layers, self.use_lora)
 
 
@@ -215,9 +229,6 @@ def build_sft_trainer(config: SFTTrainConfig, model: Any = None, tokenizer: Any 
     import torch
     from trl import SFTConfig
 
-    if config.dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"SFT dtype must be float32 or bfloat16 (mixed precision), got {config.dtype!r}; "
-                         "float16 needs loss scaling: use bfloat16")
     if config.keep_freed_memory and not torch.cuda.is_available():
         from recgym.agents.learner.host_memory import keep_freed_memory
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from recgym.commands import CommandError, given_values
@@ -25,7 +26,26 @@ def register(subparsers) -> None:
         p.set_defaults(func=fn)
 
 
+def check_output_path(path: str, field: str, folder: bool = False) -> None:
+    """``path`` (a file, or with ``folder`` a directory) can be written: it is not the other kind of
+    thing, and the nearest part of it that exists is a writable directory. Checked before anything
+    slow, so that a run does not end on it."""
+    out = Path(path)
+    if out.exists() and out.is_dir() != folder:
+        kind = "a folder, not a file" if out.is_dir() else "a file, not a folder"
+        raise CommandError(f"{field} {out} is {kind}: choose another {field}")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CommandError(f"{field} {out}: {parent} is a file, not a folder: choose another {field}")
+    if not os.access(parent, os.W_OK):
+        raise CommandError(f"{field} {out}: {parent} is not writable: choose another {field}")
+
+
 def run_make_data(args) -> int:
+    import gymnasium as gym
+
     from recgym.agents.policies import POLICIES
     from recgym.agents.teachers.cold_start import ColdStartConfig, run_cold_start, scripted_teacher
     from recgym.commands.train import check_env_id, config_from_args
@@ -38,6 +58,9 @@ def run_make_data(args) -> int:
     if config.teacher_policy == "scripted":
         with given_values():
             scripted_teacher(config.teacher)
+    check_output_path(config.output, "output")
+    with given_values(f"{config.env_id}, split {config.split!r}, env_kwargs {config.env_kwargs}: "):
+        gym.make(config.env_id, split=config.split, **config.env_kwargs).close()  # before the teacher loads
     report = run_cold_start(config)
     print(report.summary())
     return 0 if report.kept + report.rationalized else 1
@@ -48,6 +71,7 @@ def run_train(args) -> int:
     from recgym.commands.train import check_layers_fit, check_schedule, config_from_args
 
     config = config_from_args(args, SFTTrainConfig)
+    check_output_path(config.output_dir, "output_dir", folder=True)
     check_schedule(config.lr_scheduler_type)
     if not Path(config.data).is_file():
         raise CommandError(f"SFT data {config.data} does not exist: make it with `recgym sft make-data` "

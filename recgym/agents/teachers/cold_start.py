@@ -38,6 +38,7 @@ from recgym.agents.teachers.scripted import (
     UserAveragePolicy,
 )
 from recgym.agents.types import Policy, SamplingParams
+from recgym.data.schema import SPLITS
 
 #: The scripted teachers ``teacher_policy: scripted`` names (``similar_items`` plays tool envs,
 #: ``ranker`` ranks ``RecRank-Synthetic-v0`` lists).
@@ -83,6 +84,16 @@ class ColdStartConfig(ConfigMixin):
     not asked, and a shortfall (the split ran out) is reported. Without it the ``tolerance`` filter
     keeps the ratings the teacher gets right: the demo's scripted teacher kept truths averaging 2.64
     against the split's 2.92 (seed 0), and the SFT student learned that lean."""
+
+    def __post_init__(self) -> None:
+        for name in ("num_samples", "samples_per_prompt", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("tolerance", "temperature"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
 
 
 @dataclass
