@@ -47,7 +47,8 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     from recgym.data.readers import BadRecordError, MissingDataError
 
     return (CommandError, MissingDataError, BadRecordError, ModelNotFoundError, EndpointError,
-            PromptTooLongError, gym.error.Error, FileNotFoundError, PermissionError, IsADirectoryError)
+            PromptTooLongError, gym.error.Error, FileNotFoundError, PermissionError, IsADirectoryError,
+            NotADirectoryError, FileExistsError)
 
 
 def one_line(exc: BaseException) -> str:

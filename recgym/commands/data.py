@@ -95,8 +95,7 @@ def run_info(args: argparse.Namespace) -> int:
     console = make_console()
     found = _manifests(args.name, args.cache_dir)
     if not found:
-        console.print(f"dataset {args.name!r} is not prepared yet: run `recgym data prepare {args.name} --data-dir DIR`")
-        return 1
+        raise CommandError(f"dataset {args.name!r} is not prepared yet: run `recgym data prepare {args.name} --data-dir DIR`")
     for directory, manifest in found:
         print_manifest(console, directory, manifest)
     return 0
