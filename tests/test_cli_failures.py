@@ -120,6 +120,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "train-unknown-field": (lambda t: ["train", "grpo", "--config", write(t / "c.yaml", "nope: 1\n")], "unknown"),
     "train-bad-value": (lambda t: ["train", "grpo", "--group_size", "0"], "group_size must be >= 1"),
     "train-bad-type": (lambda t: ["train", "grpo", "--max_steps", "many"], "max_steps"),
+    "train-bad-float": (lambda t: ["train", "grpo", "--learning_rate", "abc"], "learning_rate: expected float, got 'abc'"),
     "train-unknown-algorithm": (lambda t: ["train", "grpo", "--algorithm", "nope"], "unknown algorithm 'nope'"),
     "train-unknown-env": (lambda t: ["train", "grpo", "--env_id", "RecRating-Nope-v0"], "see `recgym envs`"),
     "train-bad-algorithm-kwargs": (lambda t: ["train", "grpo", "--algorithm_kwargs", "{bogus: 1}"],

@@ -148,7 +148,10 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str):  # YAML reads "1e-5" (no dot) as a string
-        return float(value)
+        try:
+            return float(value)
+        except ValueError:
+            raise TypeError(f"{name}: expected float, got {value!r}") from None
     if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     if hint is str and isinstance(value, str):
