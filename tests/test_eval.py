@@ -58,6 +58,7 @@ def test_evaluate_streams_resumes_and_scores(tmp_path):
     second = evaluate(env, policy, n=6, out=out, header={"model": "scripted"})
     assert second.skipped == 3 and policy.prompts_seen == 3
     assert [r["index"] for r in read_records(out)] == [0, 1, 2, 3, 4, 5]
+    assert read_records(str(out)) == read_records(out)  # a path as str too
     with pytest.raises(ValueError, match="model"):
         evaluate(env, ScriptedPolicy(), n=6, out=out, header={"model": "another"})
 

@@ -110,9 +110,9 @@ class EvalResult:
     ``invalid_turns`` (empty for single-turn ones)."""
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
+def read_records(path: str | Path) -> list[dict[str, Any]]:
     """The records of an existing JSONL file (a torn last line, from an interrupted run, is dropped)."""
-    records = []
+    path, records = Path(path), []
     if not path.exists():
         return records
     with path.open() as f:
