@@ -47,7 +47,7 @@ def test_prepared_text_is_a_datasets_arrow_file(tmp_path):
 def test_changed_parameter_or_file_rebuilds(tmp_path):
     root = fx.movielens_latest(tmp_path / "ml")
     base = Path(load(root, tmp_path).stats["cache_dir"])
-    assert Path(load(root, tmp_path, kcore=2).stats["cache_dir"]) != base
+    assert Path(load(root, tmp_path, kcore=1).stats["cache_dir"]) != base
     assert Path(load(root, tmp_path, split_method="time").stats["cache_dir"]) != base
     assert Path(load(root, tmp_path, skip_bad_records=True).stats["cache_dir"]) != base
     with open(root / "ratings.csv", "a") as f:
@@ -101,5 +101,5 @@ def test_orphaned_temp_dir_of_dead_process_is_removed(tmp_path):
     orphan = directory.parent / f".tmp-{directory.name}-{dead.pid}-abcd1234"
     orphan.mkdir()
     (orphan / "reviews.arrow").write_bytes(b"half")
-    load(root, tmp_path, kcore=2)
+    load(root, tmp_path, kcore=1)
     assert not orphan.exists()

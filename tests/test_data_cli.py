@@ -10,8 +10,8 @@ from recgym.cli import main
 def test_prepare_then_info(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RECGYM_CACHE", str(tmp_path / "cache"))
     root = fx.yelp(tmp_path / "yelp")
-    assert main(["data", "info", "yelp"]) == 1
-    assert "not prepared yet" in capsys.readouterr().out
+    assert main(["data", "info", "yelp"]) == 2  # an expected failure, one line on stderr
+    assert "not prepared yet" in capsys.readouterr().err
     assert main(["data", "prepare", "yelp", "--data-dir", str(root), "--kcore", "2"]) == 0
     out = capsys.readouterr().out
     assert "kcore_dropped" in out and "users_before_kcore" in out
