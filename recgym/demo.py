@@ -192,15 +192,9 @@ def check_stage_settings(s: DemoSettings) -> None:
     if (s.teacher == "ranker") != s.env_id.startswith("RecRank-"):
         raise ValueError(f"teacher {s.teacher!r} does not play {s.env_id}: ranker plays the RecRank-* envs, "
                          "reasoner and user_average the rating envs")
-    for name in ("eval_size", "cold_start_samples", "sft_max_length"):
-        if getattr(s, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(s, name)}")
-    for name in ("grpo_steps", "cold_start_tolerance"):
-        if getattr(s, name) < 0:
-            raise ValueError(f"{name} must be >= 0, got {getattr(s, name)}")
-    for name in ("sft_epochs", "sft_learning_rate"):
-        if getattr(s, name) <= 0:
-            raise ValueError(f"{name} must be > 0, got {getattr(s, name)}")
+    s.require(1, "eval_size", "cold_start_samples", "sft_max_length")
+    s.require(0, "grpo_steps", "cold_start_tolerance")
+    s.require(0, "sft_epochs", "sft_learning_rate", strict=True)
 
 
 def check_settings(s: DemoSettings) -> None:

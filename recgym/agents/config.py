@@ -71,6 +71,13 @@ class ConfigMixin:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
+    def require(self, low: float, *names: str, strict: bool = False) -> None:
+        """A ValueError naming the first field of ``names`` below ``low`` (or at it, with ``strict``)."""
+        for name in names:
+            value = getattr(self, name)
+            if value < low or (strict and value == low):
+                raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {value}")
+
     def to_yaml(self, path: str | Path) -> None:
         """Write the config; values YAML cannot hold (Python objects in ``env_kwargs``) become their repr."""
         Path(path).write_text(yaml.safe_dump(plain_values(self.to_dict()), sort_keys=False))
@@ -312,14 +319,10 @@ class GRPOConfig(ConfigMixin):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("group_size", "prompts_per_step", "max_new_tokens", "micro_batch_size",
-                     "num_inner_epochs", "eval_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_steps", "eval_interval", "save_interval", "gradient_accumulation_steps",
-                     "warmup_steps", "save_total_limit", "log_completions"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        self.require(1, "group_size", "prompts_per_step", "max_new_tokens", "micro_batch_size", "num_inner_epochs",
+                     "eval_size", "eval_batch_size")
+        self.require(0, "max_steps", "eval_interval", "save_interval", "gradient_accumulation_steps", "warmup_steps",
+                     "save_total_limit", "log_completions")
         for name, low, high, closed in (("learning_rate", 0, None, True), ("weight_decay", 0, None, True),
                                         ("adam_beta1", 0, 1, False), ("adam_beta2", 0, 1, False),
                                         ("max_grad_norm", 0, None, True), ("beta", 0, None, True),
@@ -328,9 +331,7 @@ class GRPOConfig(ConfigMixin):
             if value < low or (high is not None and value >= high):
                 bound = f">= {low}" if high is None else f"in [{low}, {high})"
                 raise ValueError(f"{name} must be {bound}, got {value}")
-        for name in ("adam_epsilon", "clip_epsilon"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        self.require(0, "adam_epsilon", "clip_epsilon", strict=True)
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}: GRPO learns from the differences "
                              "between a group's samples, and greedy decoding gives none")

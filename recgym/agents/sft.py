@@ -70,13 +70,9 @@ class SFTTrainConfig(ConfigMixin):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        self.require(1, "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps")
+        self.require(0, "warmup_steps")
+        self.require(0, "learning_rate", strict=True)
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError(f"num_train_epochs must be > 0 (or max_steps > 0), got {self.num_train_epochs}")
         if self.dtype == "float16":

@@ -86,12 +86,8 @@ class ColdStartConfig(ConfigMixin):
     against the split's 2.92 (seed 0), and the SFT student learned that lean."""
 
     def __post_init__(self) -> None:
-        for name in ("num_samples", "samples_per_prompt", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("tolerance", "temperature"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        self.require(1, "num_samples", "samples_per_prompt", "max_new_tokens")
+        self.require(0, "tolerance", "temperature")
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
 
