@@ -323,15 +323,11 @@ class GRPOConfig(ConfigMixin):
                      "eval_size", "eval_batch_size")
         self.require(0, "max_steps", "eval_interval", "save_interval", "gradient_accumulation_steps", "warmup_steps",
                      "save_total_limit", "log_completions")
-        for name, low, high, closed in (("learning_rate", 0, None, True), ("weight_decay", 0, None, True),
-                                        ("adam_beta1", 0, 1, False), ("adam_beta2", 0, 1, False),
-                                        ("max_grad_norm", 0, None, True), ("beta", 0, None, True),
-                                        ("advantage_epsilon", 0, None, True), ("lora_dropout", 0, 1, False)):
-            value = getattr(self, name)
-            if value < low or (high is not None and value >= high):
-                bound = f">= {low}" if high is None else f"in [{low}, {high})"
-                raise ValueError(f"{name} must be {bound}, got {value}")
+        self.require(0, "learning_rate", "weight_decay", "max_grad_norm", "beta", "advantage_epsilon")
         self.require(0, "adam_epsilon", "clip_epsilon", strict=True)
+        for name in ("adam_beta1", "adam_beta2", "lora_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}: GRPO learns from the differences "
                              "between a group's samples, and greedy decoding gives none")
