@@ -70,6 +70,8 @@ def test_register_new_algorithm_and_name_clash():
         register_algorithm("grpo")(Const)
     with pytest.raises(TypeError):
         register_algorithm("not_an_algo")(object)
+    with pytest.raises(TypeError, match="Half does not define advantages"):  # it would stop at step 1
+        register_algorithm("half")(type("Half", (Algorithm,), {}))
 
     for _ in range(2):  # the same definition run again (a notebook cell): the newest counts
         @register_algorithm("test_again")

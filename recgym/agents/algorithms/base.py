@@ -67,8 +67,7 @@ def register_algorithm(name: str) -> Callable[[A], A]:
     """Class decorator: make ``cls`` available as ``get_algorithm(name)``."""
 
     def decorator(cls: A) -> A:
-        if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
-            raise TypeError(f"{cls!r} is not an Algorithm subclass")
+        _check_algorithm_class(cls)
         known = _REGISTRY.get(name)
         if known is not None and known is not cls and not _same_definition(known, cls):
             raise ValueError(f"algorithm {name!r} is already registered ({known.__module__}.{known.__qualname__})")
@@ -77,6 +76,13 @@ def register_algorithm(name: str) -> Callable[[A], A]:
         return cls
 
     return decorator
+
+
+def _check_algorithm_class(cls: Any) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
+        raise TypeError(f"{cls!r} is not an Algorithm subclass")
+    if cls.advantages is Algorithm.advantages:  # training would stop at its first step
+        raise TypeError(f"{cls.__name__} does not define advantages(batch), which every algorithm needs")
 
 
 def _same_definition(a: type, b: type) -> bool:
@@ -126,6 +132,10 @@ def _import_algorithm(target: str) -> type[Algorithm]:
     cls = getattr(module, attr, None)
     if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
         raise KeyError(f"algorithm {target!r}: {where} has no Algorithm subclass named {attr!r}")
+    try:
+        _check_algorithm_class(cls)
+    except TypeError as exc:
+        raise KeyError(f"algorithm {target!r}: {exc}") from None
     return cls
 
 
