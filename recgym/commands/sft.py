@@ -44,11 +44,9 @@ def check_output_path(path: str, field: str, folder: bool = False) -> None:
 
 
 def run_make_data(args) -> int:
-    import gymnasium as gym
-
     from recgym.agents.policies import POLICIES
     from recgym.agents.teachers.cold_start import ColdStartConfig, run_cold_start, scripted_teacher
-    from recgym.commands.train import check_env_id, config_from_args
+    from recgym.commands.train import check_env, check_env_id, config_from_args
 
     config = config_from_args(args, ColdStartConfig)
     check_env_id(config.env_id)
@@ -59,8 +57,7 @@ def run_make_data(args) -> int:
         with given_values():
             scripted_teacher(config.teacher)
     check_output_path(config.output, "output")
-    with given_values(f"{config.env_id}, split {config.split!r}, env_kwargs {config.env_kwargs}: "):
-        gym.make(config.env_id, split=config.split, **config.env_kwargs).close()  # before the teacher loads
+    check_env(config.env_id, config.env_kwargs, config.split)  # before the teacher loads
     report = run_cold_start(config)
     print(report.summary())
     return 0 if report.kept + report.rationalized else 1

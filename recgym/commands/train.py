@@ -66,6 +66,18 @@ def check_model(name: str, hint: str = "") -> Path:
         raise CommandError(f"model {name!r} not found: {exc}{suffix}") from exc
 
 
+def check_env(env_id: str, env_kwargs: dict, *splits: str) -> None:
+    """The environment id (:func:`check_env_id`), then the environment built once on each split with
+    ``env_kwargs`` (datasets load once per process, so the run reuses them): a bad keyword, value or
+    split is a :class:`CommandError` naming them."""
+    import gymnasium as gym
+
+    check_env_id(env_id)
+    for split in dict.fromkeys(splits):
+        with given_values(f"{env_id}, split {split!r}, env_kwargs {env_kwargs}: "):
+            gym.make(env_id, split=split, **env_kwargs).close()
+
+
 def check_env_id(env_id: str) -> None:
     """An unregistered environment id fails before anything is loaded."""
     import gymnasium as gym
@@ -94,7 +106,6 @@ def check_config(config, model_hint: str = SFT_HINT) -> None:
     evaluation splits, the model (``model_hint`` says where a missing one comes from) and
     ``trainable_layers`` against its blocks (:func:`check_layers_fit`). A problem is a
     :class:`CommandError` naming the field."""
-    import gymnasium as gym
 
     from recgym.agents.algorithms import get_algorithm
 
@@ -105,10 +116,7 @@ def check_config(config, model_hint: str = SFT_HINT) -> None:
     with given_values("algorithm_kwargs: "):
         algorithm.from_config(config, **config.algorithm_kwargs)
     check_schedule(config.lr_scheduler_type)
-    check_env_id(config.env_id)
-    for split in dict.fromkeys((config.train_split, config.eval_split)):  # datasets load once per process
-        with given_values(f"{config.env_id}, split {split!r}, env_kwargs {config.env_kwargs}: "):
-            gym.make(config.env_id, split=split, **config.env_kwargs).close()
+    check_env(config.env_id, config.env_kwargs, config.train_split, config.eval_split)
     check_layers_fit(config.model, config.trainable_layers, model_hint)
 
 
