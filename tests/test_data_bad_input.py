@@ -128,6 +128,7 @@ def test_data_dir_defaults_to_recgym_data_dir(tmp_path, monkeypatch):
     ({"kcore": -3}, ValueError, "kcore must be >= 0, got -3"),
     ({"split_method": "random"}, ValueError, "split_method must be leave_last_out or time"),
     ({"test_fraction": "0.2"}, TypeError, "test_fraction must be float, got '0.2'"),
+    ({"valid_fraction": 0.2}, ValueError, "valid_fraction and test_fraction apply to split_method 'time' only"),
     ({"kcore": 100}, ValueError, "kcore 100 leaves no rating of 5 (2 users, 3 items): lower kcore"),
 ])
 def test_preparation_options_of_the_wrong_type_or_range_are_named(tmp_path, kwargs, error, words):

@@ -49,6 +49,10 @@ class PrepareConfig:
                 and self.valid_fraction + self.test_fraction < 1):
             raise ValueError("valid_fraction and test_fraction must be in [0, 1) and sum below 1, got "
                              f"{self.valid_fraction} and {self.test_fraction}")
+        if self.split_method == "leave_last_out" and (self.valid_fraction, self.test_fraction) != (
+                PrepareConfig.valid_fraction, PrepareConfig.test_fraction):
+            raise ValueError("valid_fraction and test_fraction apply to split_method 'time' only (leave_last_out "
+                             "holds out each user's last two ratings): pass split_method='time' or drop them")
         check_int("kcore", self.kcore, 0)
 
 
