@@ -55,6 +55,12 @@ def bad_yelp(tmp: Path) -> str:
     return str(root)
 
 
+def two_process_checkpoint(tmp: Path) -> str:
+    """An output_dir whose checkpoint a two-process run wrote."""
+    write(tmp / "run/checkpoints/step-000002/trainer_state.json", json.dumps({"step": 2, "num_processes": 2, "config": {}}))
+    return str(tmp / "run")
+
+
 #: name -> (argv built from tmp_path, the words the message must hold)
 CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     # data
@@ -73,6 +79,8 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
                                             "--cache-dir", write(t / "f", "x")], "Not a directory"),
     "train-resume-nothing": (lambda t: ["train", "grpo", "--resume", "--output_dir", str(t / "empty")],
                              "nothing to resume"),
+    "train-resume-other-process-count": (lambda t: ["train", "grpo", "--resume", "--output_dir", two_process_checkpoint(t)],
+                                         "written by 2 process(es) and this run has 1; resume with 2"),
     "train-output-dir-is-a-file": (lambda t: ["train", "grpo", "--output_dir", write(t / "f", "x")],
                                    "is a file, not a folder"),
     "train-algorithm-file-missing": (lambda t: ["train", "grpo", "--algorithm", f"{t}/none.py:X"], "does not exist"),

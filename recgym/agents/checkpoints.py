@@ -10,6 +10,7 @@ without it is not a checkpoint. Only the main process writes; every process read
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -79,11 +80,13 @@ RESUMABLE_CHANGES = ("max_steps", "output_dir", "live_display", "plot", "report_
                      "save_interval", "save_total_limit", "policy_kwargs", "eval_batch_size")
 
 
-def check_output_dir(config: Any, resume: bool) -> Path | None:
+def check_output_dir(config: Any, resume: bool, num_processes: int | None = None) -> Path | None:
     """Whether ``config.output_dir`` can take this run, before anything loads; returns the checkpoint
     a resumed run starts from. A ValueError says what to do where a fresh run would mix with an
     earlier run's checkpoints (its own would be pruned in their favour, and a later resume would
-    load theirs), where there is nothing to resume, or where the checkpoint's settings differ."""
+    load theirs), where there is nothing to resume, or where the checkpoint's settings or process
+    count differ (``num_processes``: by default ``WORLD_SIZE``, which torchrun and ``accelerate
+    launch`` set)."""
     from recgym.agents.config import GRPOConfig, changed_fields, plain_values
 
     out = Path(config.output_dir)
@@ -98,7 +101,9 @@ def check_output_dir(config: Any, resume: bool) -> Path | None:
         return None
     if not found:
         raise ValueError(f"nothing to resume: no checkpoint in {out / 'checkpoints'}; start without --resume")
-    saved = json.loads((found[-1] / "trainer_state.json").read_text()).get("config", {})
+    state = json.loads((found[-1] / "trainer_state.json").read_text())
+    _check_processes(found[-1], state, int(os.environ.get("WORLD_SIZE", "1")) if num_processes is None else num_processes)
+    saved = state.get("config", {})
     now = {k: v for k, v in plain_values(config.to_dict()).items() if k not in RESUMABLE_CHANGES}
     if changed := changed_fields(GRPOConfig, now, saved):
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
@@ -110,16 +115,18 @@ def check_output_dir(config: Any, resume: bool) -> Path | None:
 def read_checkpoint(path: Path, model: torch.nn.Module, rank: int, num_processes: int) -> tuple[dict, dict, dict]:
     """Load the weights into ``model``; return ``(trainer_state, training_state, this rank's RNG state)``."""
     state = json.loads((path / "trainer_state.json").read_text())
-    saved = int(state.get("num_processes", 1))
-    if saved != num_processes:
-        raise ValueError(
-            f"{path} was written by {saved} process(es) and this run has {num_processes}; resume with "
-            f"{saved} (each process's sampling stream is in the checkpoint)"
-        )
+    _check_processes(path, state, num_processes)
     load_weights(model, path / "model")
     training = torch.load(path / "training_state.pt", weights_only=False)
     rng = torch.load(path / f"rng_state_{rank}.pt", weights_only=False)
     return state, training, rng
+
+
+def _check_processes(path: Path, state: dict, num_processes: int) -> None:
+    saved = int(state.get("num_processes", 1))
+    if saved != num_processes:
+        raise ValueError(f"{path} was written by {saved} process(es) and this run has {num_processes}; resume "
+                         f"with {saved} (each process's sampling stream is in the checkpoint)")
 
 
 def load_weights(model: torch.nn.Module, directory: Path) -> None:

@@ -187,7 +187,7 @@ class GRPOTrainer:
     # ---- the loop ----
     def train(self, resume: bool = False) -> TrainResult:
         cfg = self.config
-        start = checkpoints.check_output_dir(cfg, resume)
+        start = checkpoints.check_output_dir(cfg, resume, self.world_size)
         if start is not None:
             self.load_checkpoint(start)
         logger = RunLogger(cfg, resume_step=self.step) if self.is_main else None
