@@ -48,6 +48,10 @@ def run(args) -> int:
         )
     with given_values("--env-kwargs: "):
         env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else {}
+    if not isinstance(env_kwargs, dict):
+        raise CommandError(f"--env-kwargs must be a JSON object, e.g. '{{\"max_user_history\": 10}}', got {args.env_kwargs}")
+    if "split" in env_kwargs:
+        raise CommandError("--env-kwargs cannot set split: use --split")
     if args.template:
         env_kwargs["template"] = args.template
     try:

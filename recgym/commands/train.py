@@ -73,6 +73,9 @@ def check_env(env_id: str, env_kwargs: dict, *splits: str) -> None:
     import gymnasium as gym
 
     check_env_id(env_id)
+    if "split" in env_kwargs:
+        raise CommandError(f"env_kwargs cannot set split ({env_kwargs['split']!r}): the run chooses each split "
+                           f"({', '.join(dict.fromkeys(splits))}) with its own split fields")
     for split in dict.fromkeys(splits):
         with given_values(f"{env_id}, split {split!r}, env_kwargs {env_kwargs}: "):
             gym.make(env_id, split=split, **env_kwargs).close()
