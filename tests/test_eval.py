@@ -169,6 +169,25 @@ def test_cli_eval_refuses_to_resume_a_file_of_other_settings(changed, words, tmp
     assert read_records(out) == before
 
 
+@pytest.mark.parametrize("changed, words", [
+    (["--dtype", "bfloat16"], "dtype=None, not 'bfloat16'"),
+    (["--max-model-len", "1024"], "max_model_len=None, not 1024"),
+])
+def test_cli_eval_refuses_to_resume_a_local_model_of_another_precision_or_context(changed, words, tmp_path, capsys):
+    """The hf/vllm policies' dtype and max_model_len change the answers; checked before the model loads."""
+    from recgym.cli import main
+
+    out = tmp_path / "e.jsonl"
+    assert main([*SCRIPTED, "-n", "2", "--out", str(out)]) == 0
+    local = [{**r, "policy": "hf", "model": "nowhere/nope", "dtype": None, "max_model_len": None} for r in read_records(out)]
+    out.write_text("".join(json.dumps(r) + "\n" for r in local))
+    capsys.readouterr()
+    hf = [a if a not in ("scripted", "user_average") else {"scripted": "hf", "user_average": "nowhere/nope"}[a] for a in SCRIPTED]
+    assert main([*hf, "-n", "3", "--out", str(out), *changed]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+
+
 def test_cli_eval_resumes_more_samples_of_the_same_settings(tmp_path, capsys):
     from recgym.cli import main
 

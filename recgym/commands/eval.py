@@ -61,6 +61,8 @@ def run(args) -> int:
     # every setting that changes a record (the template and sampling: record_header) must match a resumed --out
     header = {"env_id": args.env_id, "model": args.model, "policy": args.policy,
               "env_kwargs": {k: v for k, v in env_kwargs.items() if k != "template"}}
+    if args.policy in ("hf", "vllm"):  # the local model's precision and context change its answers
+        header.update(dtype=args.dtype, max_model_len=args.max_model_len)
     if args.out and not args.no_resume:  # before the model loads
         with given_values():
             check_resumable(args.out, record_header(env, sampling, args.samples, args.rating_from_probs, header))
