@@ -45,3 +45,29 @@ def test_baseline_command(tmp_path, monkeypatch, capsys):
     for name in ("global_mean", "user_mean", "item_mean", "user_item_bias", "biased_mf"):
         assert name in out
     assert main(["baseline", "RecRating-Nope-v0"]) == 2
+
+
+def test_a_prepared_dataset_is_found_by_name_afterwards(tmp_path, monkeypatch, capsys):
+    """DESIGN.md's flow: `recgym data prepare NAME --data-dir DIR` once, then commands and envs by name."""
+    import gymnasium as gym
+    import pytest
+
+    from recgym.data.loaders import load_movielens
+    from recgym.data.readers import MissingDataError
+
+    monkeypatch.setenv("RECGYM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("RECGYM_DATA_DIR", raising=False)
+    assert main(["baseline", "RecRating-MovieLens-v0", "--keep-cold-samples"]) == 2
+    assert "`recgym data prepare movielens --data-dir DIR` once" in capsys.readouterr().err
+    root = fx.movielens_latest(tmp_path / "ml")
+    assert main(["data", "prepare", "movielens", "--data-dir", str(root), "--keep-cold-samples"]) == 0
+    assert main(["baseline", "RecRating-MovieLens-v0", "--keep-cold-samples"]) == 0
+    assert "user_item_bias" in capsys.readouterr().out
+    env = gym.make("RecRating-MovieLens-v0", split="train", keep_cold_samples=True, progress=False)
+    assert env.unwrapped.dataset.stats["ratings"] == 4
+    other = fx.movielens_latest(tmp_path / "ml2")
+    with open(other / "ratings.csv", "a") as f:  # other data: its own cache entry
+        f.write("2,20,4.0,250\n")
+    assert main(["data", "prepare", "movielens", "--data-dir", str(other), "--keep-cold-samples"]) == 0
+    with pytest.raises(MissingDataError, match="prepared from several folders .*ml, .*ml2.*: pass data_dir"):
+        load_movielens(keep_cold_samples=True, progress=False)

@@ -81,7 +81,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     console = make_console()
     kwargs = dataset_kwargs(args)
     with given_values():
-        source = loaders.make_source(args.name, kwargs.pop("data_dir", None), path=kwargs.pop("path", None),
+        source = loaders.make_source(args.name, kwargs.pop("data_dir", None), kwargs.get("cache_dir"), path=kwargs.pop("path", None),
                                      columns=kwargs.pop("columns", None), scale=kwargs.pop("scale", (1, 5)),
                                      reviews_file=kwargs.pop("reviews_file", None),
                                      meta_file=kwargs.pop("meta_file", None))

@@ -7,6 +7,7 @@ options of :func:`prepare_options`; the prepared dataset is cached (see ``recgym
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +18,7 @@ from recgym.data.pipeline import prepare_source
 from recgym.data.readers import (
     AmazonSource,
     ImdbSource,
+    MissingDataError,
     MovieLensSource,
     RawSource,
     TableSource,
@@ -29,12 +31,34 @@ BOOK_FILES = ("Books",)
 MUSIC_FILES = ("Digital_Music", "CDs_and_Vinyl", "Music", "CDs")
 
 
-def default_data_dir(name: str, data_dir: Path | str | None) -> Path | None:
-    """``data_dir`` if given, else ``$RECGYM_DATA_DIR/<name>`` if that variable is set."""
+def default_data_dir(name: str, data_dir: Path | str | None, cache_dir: Path | str | None = None) -> Path | None:
+    """``data_dir`` if given, else ``$RECGYM_DATA_DIR/<name>`` if that variable is set, else the folder
+    that ``name`` was prepared from (``recgym data prepare NAME --data-dir DIR``), if the cache holds
+    one that still exists; several are a :class:`MissingDataError` that names them."""
     if data_dir is not None:
         return Path(data_dir).expanduser()
     root = os.environ.get("RECGYM_DATA_DIR")
-    return Path(root).expanduser() / name if root else None
+    if root:
+        return Path(root).expanduser() / name
+    folders = prepared_folders(name, cache_dir)
+    if len(folders) > 1:
+        raise MissingDataError(f"dataset {name!r} was prepared from several folders ({', '.join(map(str, folders))}): "
+                               "pass data_dir (--data-dir) to choose one")
+    return folders[0] if folders else None
+
+
+def prepared_folders(name: str, cache_dir: Path | str | None = None) -> list[Path]:
+    """The existing folders whose raw files the cache's prepared ``name`` datasets were read from."""
+    from recgym.cache import cache_dir as default_cache
+
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache(create=False)
+    folders: set[Path] = set()
+    for manifest in (root / "datasets" / name).glob("*/manifest.json"):
+        try:
+            folders.update(Path(f["path"]).parent for f in json.loads(manifest.read_text())["files"])
+        except (OSError, ValueError, KeyError, TypeError):  # a manifest being written, or of an older format
+            continue
+    return sorted(f for f in folders if f.is_dir())
 
 
 def prepare(
@@ -59,9 +83,11 @@ def prepare(
     return prepare_source(name, source, config, skip_bad_records, cache_dir, progress, rebuild)
 
 
-def make_source(name: str, data_dir: Path | str | None = None, **reader: Any) -> RawSource:
-    """The raw source of a registered real dataset (no reading yet)."""
-    data_dir = default_data_dir(name, data_dir) if name != "custom" else data_dir
+def make_source(name: str, data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
+                **reader: Any) -> RawSource:
+    """The raw source of a registered real dataset (no reading yet); ``cache_dir`` is where to look
+    for the folder it was prepared from when ``data_dir`` is not given (:func:`default_data_dir`)."""
+    data_dir = default_data_dir(name, data_dir, cache_dir) if name != "custom" else data_dir
     if name == "yelp":
         return YelpSource(data_dir)
     if name == "imdb":
@@ -77,15 +103,15 @@ def make_source(name: str, data_dir: Path | str | None = None, **reader: Any) ->
 
 
 def load_yelp(data_dir: Path | str | None = None, **options: Any) -> RatingDataset:
-    return prepare("yelp", make_source("yelp", data_dir), **options)
+    return prepare("yelp", make_source("yelp", data_dir, options.get("cache_dir")), **options)
 
 
 def load_imdb(data_dir: Path | str | None = None, **options: Any) -> RatingDataset:
-    return prepare("imdb", make_source("imdb", data_dir), **options)
+    return prepare("imdb", make_source("imdb", data_dir, options.get("cache_dir")), **options)
 
 
 def load_movielens(data_dir: Path | str | None = None, **options: Any) -> RatingDataset:
-    return prepare("movielens", make_source("movielens", data_dir), **options)
+    return prepare("movielens", make_source("movielens", data_dir, options.get("cache_dir")), **options)
 
 
 def _amazon_loader(name: str):
@@ -95,7 +121,7 @@ def _amazon_loader(name: str):
         meta_file: str | None = None,
         **options: Any,
     ) -> RatingDataset:
-        source = make_source(name, data_dir, reviews_file=reviews_file, meta_file=meta_file)
+        source = make_source(name, data_dir, options.get("cache_dir"), reviews_file=reviews_file, meta_file=meta_file)
         return prepare(name, source, **options)
 
     load.__name__ = f"load_{name}"

@@ -187,7 +187,8 @@ def _missing_message(dataset: str, data_dir: Path | None, expected: str, publish
     where = (
         f"data_dir {str(data_dir)!r} does not hold them"
         if data_dir is not None
-        else f"no data_dir given and $RECGYM_DATA_DIR is not set (it would be $RECGYM_DATA_DIR/{dataset})"
+        else f"no data_dir given, $RECGYM_DATA_DIR is not set (it would be $RECGYM_DATA_DIR/{dataset}), and "
+        f"nothing is prepared (`recgym data prepare {dataset} --data-dir DIR` once, then the name is enough)"
     )
     return (
         f"dataset {dataset!r}: raw files not found: {where}.\n"
