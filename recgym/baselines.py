@@ -211,6 +211,8 @@ def run_baselines(
 
 # ---- ranking: scores for the candidates of a RecRank list --------------------------------------
 RANKING_BASELINES = ("random", "popularity", "item_knn", "bpr")
+FIT_ON_TRAIN = ("item_knn", "bpr")
+"""Ranking baselines fit on the train split: a train list's target is in their training data."""
 Scorer = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
 """``(row, history_items, candidate_items) -> scores`` (higher is better)."""
 
@@ -308,15 +310,25 @@ def fit_ranking_baselines(
     return {name: scorers[name] for name in names}
 
 
+def ranking_baseline_names(split: str) -> tuple[str, ...]:
+    """The ranking baselines that can be scored on ``split``'s lists (on train: not ``FIT_ON_TRAIN``)."""
+    return tuple(n for n in RANKING_BASELINES if split != "train" or n not in FIT_ON_TRAIN)
+
+
 def ranking_baseline_ranks(
     ds: RatingDataset,
     split: str,
     lists: Sequence,
-    names: Sequence[str] = RANKING_BASELINES,
+    names: Sequence[str] | None = None,
     bpr: BPRConfig = BPRConfig(),
 ) -> dict[str, np.ndarray]:
-    """The target's 1-based rank under each baseline, for ``lists`` of ``(sample_index,
-    CandidateList)`` (a RecRank env's ``lists``): the same lists the LLM ranks."""
+    """The target's 1-based rank under each baseline (by default ``ranking_baseline_names(split)``),
+    for ``lists`` of ``(sample_index, CandidateList)`` (a RecRank env's ``lists``): the same lists
+    the LLM ranks. ``FIT_ON_TRAIN`` baselines are refused on train lists."""
+    names = ranking_baseline_names(split) if names is None else names
+    if split == "train" and (fitted := [n for n in names if n in FIT_ON_TRAIN]):
+        raise ValueError(f"{', '.join(fitted)} are fit on the train split, so its lists would score them on their "
+                         "own training data: score them on valid or test lists")
     scorers = fit_ranking_baselines(ds, names, bpr)
     ranks: dict[str, np.ndarray] = {}
     for name, score in scorers.items():

@@ -151,11 +151,23 @@ def beyond_bias(predictions_a: Sequence[float], predictions_b: Sequence[float], 
 
 
 RANKING_CUTOFFS = {"ndcg@5": 5, "ndcg@10": 10, "hr@1": 1, "hr@5": 5, "hr@10": 10}
+RANKING_METRICS = (*RANKING_CUTOFFS, "mrr")
+
+
+def check_ranks(ranks: Sequence[int], name: str = "ranks") -> np.ndarray:
+    """``ranks`` as a float array if they are a 1-d sequence of whole numbers >= 1; a ValueError otherwise."""
+    r = np.asarray(ranks, dtype=np.float64)
+    if r.ndim != 1:
+        raise ValueError(f"{name} must be a 1-d sequence of 1-based ranks, got shape {r.shape}")
+    bad = r[~(np.isfinite(r) & (r >= 1) & (r == np.round(r)))]
+    if len(bad):
+        raise ValueError(f"{name} must be whole numbers >= 1 (1 = the top), not {bad[0]:g} ({len(bad)} such value(s))")
+    return r
 
 
 def ranking_values(ranks: Sequence[int]) -> dict[str, np.ndarray]:
     """Per-sample NDCG@5/@10, HR@1/@5/@10 and reciprocal rank of 1-based target ranks."""
-    r = np.asarray(ranks, dtype=np.float64)
+    r = check_ranks(ranks)
     out = {}
     for name, k in RANKING_CUTOFFS.items():
         hit = r <= k
@@ -167,10 +179,13 @@ def ranking_values(ranks: Sequence[int]) -> dict[str, np.ndarray]:
 def ranking_metrics(ranks: Sequence[int], format_ok: Sequence[bool] | None = None) -> dict[str, float]:
     """Means of :func:`ranking_values`, ``n``, and ``mean_rank`` (1-based) of the target. With
     ``format_ok``, coverage (share that parsed) too."""
-    metrics = {name: float(v.mean()) if len(v) else float("nan") for name, v in ranking_values(ranks).items()}
-    metrics["n"] = len(ranks)
-    metrics["mean_rank"] = float(np.mean(ranks)) if len(ranks) else float("nan")
+    r = check_ranks(ranks)
+    metrics = {name: float(v.mean()) if len(v) else float("nan") for name, v in ranking_values(r).items()}
+    metrics["n"] = len(r)
+    metrics["mean_rank"] = float(r.mean()) if len(r) else float("nan")
     if format_ok is not None:
+        if len(format_ok) != len(r):
+            raise ValueError(f"ranks and format_ok differ in length: {len(r)}, {len(format_ok)}")
         metrics["coverage"] = float(np.mean(format_ok)) if len(format_ok) else float("nan")
     return metrics
 
@@ -187,5 +202,10 @@ class RankingMetrics(dict):
 
 def paired_ranking_difference(ranks_a: Sequence[int], ranks_b: Sequence[int], metric: str = "ndcg@10") -> tuple[float, float]:
     """Mean and standard error of the per-list gain of ``b`` over ``a`` in ``metric`` (positive: b better)."""
-    a, b = ranking_values(ranks_a)[metric], ranking_values(ranks_b)[metric]
+    if metric not in RANKING_METRICS:
+        raise ValueError(f"unknown ranking metric {metric!r}: choose one of {', '.join(RANKING_METRICS)}")
+    a, b = check_ranks(ranks_a, "ranks_a"), check_ranks(ranks_b, "ranks_b")
+    if len(a) != len(b):
+        raise ValueError(f"ranks_a and ranks_b must rank the same lists, got {len(a)} and {len(b)} ranks")
+    a, b = ranking_values(a)[metric], ranking_values(b)[metric]
     return _mean_and_se(b - a)

@@ -39,6 +39,11 @@ def _rating(value: float) -> str:
     return f"{value:g}"
 
 
+def scale_line(scale: RatingScale) -> str:
+    """The sentence both prompts open with, so ``rated 9`` reads on the data's own scale."""
+    return f"Ratings are on a scale from {scale.low:g} (worst) to {scale.high:g} (best)."
+
+
 @dataclass(frozen=True)
 class PromptTemplate:
     """Renders a sample as chat messages. Swap it in an environment with ``template=...``."""
@@ -64,7 +69,7 @@ class PromptTemplate:
         )
 
     def user_prompt(self, context: RatingContext, scale: RatingScale) -> str:
-        lines = [f"Ratings are on a scale from {scale.low:g} (worst) to {scale.high:g} (best).", ""]
+        lines = [scale_line(scale), ""]
         lines.append("The user's recent ratings, oldest first:")
         if context.user_history:
             for n, entry in enumerate(context.user_history, 1):
@@ -129,25 +134,29 @@ class RankingTemplate:
             f"Write nothing after </{self.tags[-1]}>."
         )
 
-    def user_prompt(self, history: Sequence[tuple[str, str, float, str]], candidates: Sequence[tuple[str, str]]) -> str:
-        """``history``: the user's past items, oldest first, as (title, categories, rating, review);
-        ``candidates``: (title, description) in prompt order, labelled ``[1]``, ``[2]``, ..."""
-        lines = ["User's past items, oldest first:"]
-        lines += [
-            f"- {truncate(title, 120)} ({truncate(categories, 200)}), rated {_rating(rating)}: "
-            f"{truncate(review, self.max_review_chars)}"
-            for title, categories, rating, review in history
-        ] or ["- none"]
+    def user_prompt(self, history: Sequence[tuple[str, str, float, str]], candidates: Sequence[tuple[str, str]],
+                    scale: RatingScale) -> str:
+        """``history``: the user's past items, oldest first, as (title, categories, rating, review) on
+        ``scale``; ``candidates``: (title, description) in prompt order, labelled ``[1]``, ``[2]``, ...
+        Empty categories, reviews and descriptions are left out with their punctuation."""
+        lines = [scale_line(scale), "", "User's past items, oldest first:"]
+        for title, categories, rating, review in history:
+            categories, review = truncate(categories, 200), truncate(review, self.max_review_chars)
+            line = f"- {truncate(title, 120)}{f' ({categories})' if categories else ''}, rated {_rating(rating)}"
+            lines.append(f"{line}: {review}" if review else line)
+        if not history:
+            lines.append("- none")
         lines.append("Candidates:")
-        lines += [f"[{j}] {truncate(title, 120)}: {truncate(description, self.max_description_chars)}"
-                  for j, (title, description) in enumerate(candidates, 1)]
+        for j, (title, description) in enumerate(candidates, 1):
+            description = truncate(description, self.max_description_chars)
+            lines.append(f"[{j}] {truncate(title, 120)}{f': {description}' if description else ''}")
         return "\n".join(lines)
 
-    def messages(self, history: Sequence[tuple[str, str, float, str]],
-                 candidates: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    def messages(self, history: Sequence[tuple[str, str, float, str]], candidates: Sequence[tuple[str, str]],
+                 scale: RatingScale) -> list[dict[str, str]]:
         return [
             {"role": "system", "content": self.system_prompt()},
-            {"role": "user", "content": self.user_prompt(history, candidates)},
+            {"role": "user", "content": self.user_prompt(history, candidates, scale)},
         ]
 
 

@@ -6,11 +6,13 @@ never raises on any string: garbage earns the format penalty and zero accuracy.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import numbers
 import re
 from dataclasses import asdict, dataclass
 
-from recgym.data.schema import RatingScale
+from recgym.data.schema import RatingScale, check_int
 
 #: The four reasoning steps of Think-before-Recommendation, in order. The last holds the rating.
 FOUR_STEP_TAGS: tuple[str, ...] = ("analyze user", "analyze item", "match", "rate")
@@ -120,6 +122,11 @@ class RatingReward:
     max_error: float | None = None
     tags: tuple[str, ...] = FOUR_STEP_TAGS
 
+    def __post_init__(self) -> None:
+        m = self.max_error
+        if m is not None and (isinstance(m, bool) or not isinstance(m, numbers.Real) or not 0 < m < math.inf):
+            raise ValueError(f"max_error must be a number > 0 or None (the scale's range), got {self.max_error!r}")
+
     @classmethod
     def reczero_public(cls, tags: tuple[str, ...] = FOUR_STEP_TAGS) -> RatingReward:
         """Format ±1 and accuracy ``1 - |y - ŷ| / 2``, as in the public RecZero code."""
@@ -142,7 +149,7 @@ class RatingReward:
 RANK_TAGS: tuple[str, ...] = ("analyze user", "analyze candidates", "match", "rank")
 #: The ranking ablation without reasoning structure.
 RANK_ONLY_TAGS: tuple[str, ...] = ("rank",)
-_LABEL = re.compile(r"\[(\d{1,4})\]")
+_LABEL = re.compile(r"\[([0-9]{1,4})\]")  # ASCII digits, as the rating parser
 
 
 @dataclass(frozen=True)
@@ -162,7 +169,7 @@ def parse_ranking(text: str, num_candidates: int, tags: tuple[str, ...] = RANK_T
     if checked:
         return ParsedRanking(fallback, False, checked)
     inner = text[text.find(f"<{tags[-1]}>") + len(tags[-1]) + 2 : text.find(f"</{tags[-1]}>")]
-    if _LABEL.sub(" ", inner).replace(",", " ").replace(">", " ").strip():
+    if _LABEL.sub(" ", inner).replace(",", " ").strip():
         return ParsedRanking(fallback, False, "text in <rank> other than labels")
     labels = [int(x) - 1 for x in _LABEL.findall(inner)]
     if len(set(labels)) != len(labels):
@@ -206,6 +213,10 @@ class RankingReward:
     k: int | None = None
     tags: tuple[str, ...] = RANK_TAGS
 
+    def __post_init__(self) -> None:
+        if self.k is not None:
+            check_int("k (None: the whole list)", self.k, 1)
+
     def __call__(self, completion: str, target_position: int, num_candidates: int) -> dict:
         parsed = parse_ranking(completion, num_candidates, self.tags)
         fmt = self.format_reward if parsed.format_ok else self.format_penalty
@@ -213,3 +224,19 @@ class RankingReward:
         ndcg = self.ndcg_weight * ndcg_at_k(rank, self.k or num_candidates)
         return {"format": fmt, "ndcg": ndcg, "total": fmt + ndcg, "rank_of_target": rank,
                 "format_ok": parsed.format_ok}
+
+
+def reward_for_template(reward, kind: type, tags: tuple[str, ...]):
+    """An env's reward: ``kind(tags=tags)`` by default; a ``kind`` left at its default tags is given
+    the template's ``tags`` (so the answer the prompt asks for passes the format), one set to other
+    tags is refused; another callable (a custom reward with ``kind``'s call signature) is used as is."""
+    if reward is None:
+        return kind(tags=tuple(tags))
+    if not callable(reward) or isinstance(reward, RatingReward | RankingReward) and not isinstance(reward, kind):
+        raise TypeError(f"reward must be a {kind.__name__} or a callable like it (None: the default), got {reward!r}")
+    if not isinstance(reward, kind) or tuple(reward.tags) == tuple(tags):
+        return reward
+    if tuple(reward.tags) == kind.__dataclass_fields__["tags"].default:
+        return dataclasses.replace(reward, tags=tuple(tags))
+    raise ValueError(f"the reward checks the tags {tuple(reward.tags)} but the template asks for {tuple(tags)}: "
+                     f"pass {kind.__name__}(..., tags=template.tags)")

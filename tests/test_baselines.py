@@ -1,13 +1,23 @@
-"""Classical baselines: fit on train only, exact on hand-made data, useful on structured data."""
+"""Classical baselines: fit on train only, exact on hand-made data, useful on structured data;
+the ranking ones never scored on their own training lists, and on the lists ``recgym eval`` builds."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
-from recgym.baselines import BASELINES, MFConfig, fit_baselines, run_baselines
+from recgym.baselines import (
+    BASELINES,
+    MFConfig,
+    fit_baselines,
+    ranking_baseline_ranks,
+    run_baselines,
+)
+from recgym.cli import main
 from recgym.data.dataset import RatingDataset
 from recgym.data.registry import load_dataset
 from recgym.data.schema import RatingScale
@@ -73,3 +83,33 @@ def test_mf_and_biases_beat_global_mean_on_synthetic_world():
 def test_unknown_baseline_rejected():
     with pytest.raises(ValueError, match="unknown baselines"):
         run_baselines(table(), names=["oracle"])
+
+
+def test_fitted_ranking_baselines_are_not_scored_on_train_lists(capsys):
+    env = gym.make("RecRank-Synthetic-v0", split="train").unwrapped
+    assert set(ranking_baseline_ranks(env.dataset, "train", env.lists[:20])) == {"random", "popularity"}
+    with pytest.raises(ValueError, match="bpr are fit on the train split.*valid or test"):
+        ranking_baseline_ranks(env.dataset, "train", env.lists[:20], names=("random", "bpr"))
+    assert main(["baseline", "RecRank-Synthetic-v0", "--splits", "train", "valid", "--limit", "20"]) == 0
+    train, valid = " ".join(capsys.readouterr().out.split()).split("RecRank-Synthetic-v0 valid")
+    assert "│ popularity │" in train and "│ bpr │" not in train and "│ item_knn │" not in train
+    assert "no item_knn or bpr row: they are fit on the train split" in train
+    assert "│ bpr │" in valid and "│ item_knn │" in valid
+
+
+def test_baseline_env_kwargs_build_the_lists_eval_ranks(capsys):
+    from recgym.metrics import ranking_metrics
+
+    kwargs = {"num_candidates": 5, "negatives": "popularity", "candidate_seed": 3}
+    assert main(["baseline", "RecRank-Synthetic-v0", "--splits", "valid", "--limit", "30",
+                 "--env-kwargs", json.dumps(kwargs)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "on the same 30 candidate lists (5 candidates, popularity negatives, seed 3;" in out
+    env = gym.make("RecRank-Synthetic-v0", split="valid", **kwargs).unwrapped
+    for name, ranks in ranking_baseline_ranks(env.dataset, "valid", env.lists[:30]).items():
+        m = ranking_metrics(ranks)
+        assert f"│ {name} │ " + " │ ".join(f"{m[c]:.4f}" for c in ("ndcg@5", "ndcg@10", "hr@1")) in out
+    for given, error in (('{"num_candidate": 5}', "takes no argument(s) num_candidate (did you mean num_candidates?)"),
+                         ("[5]", "--env-kwargs: expected a JSON object"), ('{"split": "test"}', "--splits")):
+        assert main(["baseline", "RecRank-Synthetic-v0", "--env-kwargs", given]) == 2
+        assert error in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """No leakage, proved on a hand-made table with same-instant ties and duplicates: no history
-entry is at or after its target's time, and no target's own review reaches its prompt."""
+entry is at or after its target's time, no target's own review reaches its prompt, and no
+ranking negative is an item first seen at or after its target's time."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import pytest
 import raw_fixtures as fx
 
 from recgym.data import loaders
+from recgym.data.dataset import RatingDataset
+from recgym.data.ranking import candidate_list
+from recgym.data.schema import RatingScale
 from recgym.prompts import get_template, messages_to_text
 
 COLUMNS = {"user": "u", "item": "i", "rating": "r", "timestamp": "t", "review": "text", "title": "name"}
@@ -83,3 +87,51 @@ def test_kcore_counts_before_and_after(tmp_path):
     assert ds.stats["kcore_dropped"] == 1
     assert ds.stats["users"] == 3 and ds.stats["items"] == 4
     assert "solo" not in list(ds.review_texts)
+
+
+def growing_catalogue() -> RatingDataset:
+    """Item k enters the catalogue at time 10k (two users rate it then: a same-instant tie); other
+    users rate items that exist by then, some at the very instant a newer item enters."""
+    rng = np.random.default_rng(3)
+    rows = [(f"seed{j}", k, 10 * k) for k in range(40) for j in range(2)]
+    for u in range(30):
+        for t in rng.choice(400, size=6, replace=False):
+            rows.append((f"user{u}", int(rng.integers(0, t // 10 + 1)), int(t // 10 * 10 if u % 3 == 0 else t)))
+    users, items, times = zip(*rows)
+    table = {"user_id": users, "item_id": [f"i{k}" for k in items], "rating": [3] * len(rows), "timestamp": times}
+    return RatingDataset.from_tables("catalogue", RatingScale(1, 5), table)
+
+
+@pytest.mark.parametrize("negatives", ["uniform", "popularity"])
+def test_ranking_negatives_existed_before_the_target(negatives):
+    ds = growing_catalogue()
+    users, items, times = np.asarray(ds.user_codes), np.asarray(ds.item_codes), np.asarray(ds.timestamps)
+    listed = 0
+    for split in ("train", "valid", "test"):
+        for index in range(ds.num_samples(split)):
+            row = ds.row(split, index)
+            t = times[row]
+            pool = set(items[times < t]) - set(items[(users == users[row]) & (times < t)]) - {items[row]}
+            c = candidate_list(ds, split, index, 6, negatives)
+            if len(pool) < 5:
+                assert c is None
+                continue
+            assert c.items[c.target_position] == items[row] and len(set(c.items)) == 6
+            assert set(c.items) - {items[row]} <= pool, (split, index)
+            listed += 1
+    assert listed > 100 and ds.num_samples("train") > listed / 2
+
+
+def test_too_few_negatives_counts_the_same_pool():
+    from recgym.data.ranking import available_negatives
+    from recgym.envs.rec_rank import RecRankEnv
+
+    ds = growing_catalogue()
+    for split in ("train", "valid", "test"):
+        rows = ds.samples[split]
+        available = available_negatives(ds, rows)
+        for index, row in enumerate(rows):
+            assert (available[index] >= 5) == (candidate_list(ds, split, index, 6) is not None)
+        env = RecRankEnv(ds, split=split, num_candidates=6)
+        assert env.skipped == (available < 5).sum() > 0
+        assert all(c is not None for _, c in env.lists)

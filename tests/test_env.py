@@ -137,3 +137,36 @@ def test_history_precedes_target_in_every_prompt(env):
     for i in np.random.default_rng(0).choice(len(env.unwrapped), 50, replace=False):
         ctx = ds.context("valid", int(i))
         assert all(h.timestamp < ctx.timestamp for h in ctx.user_history + ctx.item_history)
+
+
+def test_a_custom_reward_checks_the_templates_tags():
+    """``RatingReward(accuracy_weight=2.0)`` beside ``template="rate_only"`` kept the four-step tags,
+    so the answer the prompt asks for failed the format."""
+    from recgym.rewards import RATE_ONLY_TAGS, RatingReward
+
+    env = gym.make("RecRating-Synthetic-v0", split="valid", template="rate_only",
+                   reward=RatingReward(accuracy_weight=2.0)).unwrapped
+    assert env.reward_fn == RatingReward(accuracy_weight=2.0, tags=RATE_ONLY_TAGS)
+    env.reset(options={"index": 7})
+    target = env.dataset.target("valid", 7)
+    _, reward, _, _, info = env.step("<rate>3</rate>")
+    assert info["reward_breakdown"]["format"] == 0.5 and reward == pytest.approx(0.5 + 2 * (1 - abs(target - 3) / 4))
+    with pytest.raises(ValueError, match=r"reward checks the tags \('match', 'rate'\) but the template asks for "
+                                         r"\('rate',\): pass RatingReward\(..., tags=template.tags\)"):
+        gym.make("RecRating-Synthetic-v0", template="rate_only", reward=RatingReward(tags=("match", "rate")))
+    with pytest.raises(TypeError, match="reward must be a RatingReward or a callable like it"):
+        gym.make("RecRating-Synthetic-v0", reward="mae")
+
+
+def test_a_prompt_longer_than_the_observation_space_is_an_error_not_a_cut(env):
+    env = gym.make("RecRating-Synthetic-v0", split="valid", max_observation_length=100).unwrapped
+    with pytest.raises(ValueError, match=r"the prompt of sample 0 has \d+ characters, over max_observation_length=100: "
+                                         r"raise max_observation_length or shorten the prompt"):
+        env.reset(options={"index": 0})
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(GOOD)  # the failed reset started no episode
+    roomy = gym.make("RecRating-Synthetic-v0", split="valid", max_action_length=10).unwrapped
+    obs, _ = roomy.reset(options={"index": 0})
+    assert roomy.observation_space.contains(obs)
+    with pytest.raises(ValueError, match="exceeds max_action_length=10"):
+        roomy.step(GOOD)

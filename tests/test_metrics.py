@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from recgym.data.schema import RatingScale
-from recgym.metrics import fallback_predictions, rating_metrics
+from recgym.metrics import (
+    fallback_predictions,
+    paired_ranking_difference,
+    ranking_metrics,
+    rating_metrics,
+)
 
 
 def test_unparsed_predictions_use_the_fallback_not_perfection():
@@ -205,3 +210,26 @@ def test_demo_learner_dtype_auto_picks_bfloat16_only_on_a_cpu_with_native_bfloat
     assert learner_dtype("auto") == "bfloat16"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert learner_dtype("auto") == "float32"  # at 135M parameters bfloat16 was slower on an H200
+
+
+@pytest.mark.parametrize("ranks", [[0], [1, -3], [2.5], [float("nan")], [float("inf")], [[1, 2]]])
+def test_ranking_metrics_refuse_what_is_not_a_rank(ranks):
+    """[0] gave NDCG and MRR of inf with only a RuntimeWarning."""
+    with pytest.raises(ValueError, match="must be"):
+        ranking_metrics(ranks)
+
+
+def test_ranking_metrics_take_whole_number_floats_and_check_lengths():
+    assert ranking_metrics([1.0, 3.0]) == ranking_metrics([1, 3])  # the demo's records hold float64 ranks
+    with pytest.raises(ValueError, match="ranks and format_ok differ in length: 2, 1"):
+        ranking_metrics([1, 3], [True])
+
+
+def test_paired_ranking_difference_needs_the_same_lists_and_a_known_metric():
+    """Lists of lengths 1 and 3 were broadcast into a difference; an unknown metric was a bare KeyError."""
+    with pytest.raises(ValueError, match="ranks_a and ranks_b must rank the same lists, got 1 and 3 ranks"):
+        paired_ranking_difference([1], [1, 5, 20])
+    with pytest.raises(ValueError, match="unknown ranking metric 'ndcg@20': choose one of ndcg@5, ndcg@10, hr@1, "
+                                         "hr@5, hr@10, mrr"):
+        paired_ranking_difference([1, 2], [2, 1], metric="ndcg@20")
+    assert paired_ranking_difference([2, 2], [1, 1], metric="mrr") == (0.5, 0.0)

@@ -12,6 +12,7 @@ import recgym  # noqa: F401
 from recgym.agents.teachers.scripted import SyntheticRankerPolicy
 from recgym.data.ranking import candidate_list
 from recgym.data.registry import load_dataset
+from recgym.data.schema import RatingScale
 from recgym.prompts import RankingTemplate, get_template
 from recgym.rewards import RankingReward, ndcg_at_k, parse_ranking
 
@@ -47,6 +48,22 @@ def test_parse_failures_fall_back(bad):
     assert not parsed.format_ok and parsed.order == (0, 1, 2)
 
 
+@pytest.mark.parametrize("inner", ["[١] [2] [3]", "[１] [2] [3]", ">>>>[1] [2] [3]", "[1] > [2] > [3]"])
+def test_only_ascii_labels_and_separators_parse(inner):
+    """Other scripts' digits and '>' passed as labels and separators; the docs say other text fails."""
+    parsed = parse_ranking(f"<rank>{inner}</rank>", 3, ("rank",))
+    assert not parsed.format_ok and parsed.reason == "text in <rank> other than labels"
+    assert parse_ranking("<rank>[3], [1],[2]</rank>", 3, ("rank",)).order == (2, 0, 1)  # commas separate too
+
+
+@pytest.mark.parametrize("k, error", [(0, ValueError), (-1, ValueError), (True, TypeError), (2.5, TypeError)])
+def test_ranking_reward_k_is_none_or_a_whole_number_from_1(k, error):
+    """k=0 scored over the whole list (``self.k or num_candidates``), -1 gave 0 and 2.5 gave NDCG@1 behaviour."""
+    with pytest.raises(error, match=r"k \(None: the whole list\) must be"):
+        RankingReward(k=k)
+    assert RankingReward(k=3)(_rank([1, 2, 3, 0]), target_position=0, num_candidates=4)["ndcg"] == 0
+
+
 @given(st.text())
 def test_parser_never_raises(text):
     parsed = parse_ranking(text, 4)
@@ -80,8 +97,8 @@ def test_no_leakage_and_uniform_position_synthetic():
     data = gym.make("RecRank-Synthetic-v0").unwrapped.dataset  # the world whose diners choose by taste
     assert data is not load_dataset("synthetic")
     positions = []
-    for split in ("train", "valid", "test"):
-        positions += check_leakage(data, split, range(data.num_samples(split)))
+    for split in ("train", "valid", "test"):  # the env's lists: samples with too few negatives are skipped
+        positions += check_leakage(data, split, gym.make("RecRank-Synthetic-v0", split=split).unwrapped.lists.samples)
     counts = np.bincount(positions, minlength=20)
     expected = len(positions) / 20
     chi2 = float(((counts - expected) ** 2 / expected).sum())
@@ -121,6 +138,55 @@ def test_templates_are_swappable_and_the_reward_checks_the_chosen_one():
         SyntheticRankerPolicy().act(text).split("<rank>")[1]  # the same order, without the steps
 
 
+def test_a_custom_reward_checks_the_templates_tags():
+    """``RankingReward(k=10)`` beside ``template="rank_only"`` kept the four-step tags, so the answer
+    the prompt asks for failed the format."""
+    env = gym.make("RecRank-Synthetic-v0", split="valid", template="rank_only", reward=RankingReward(k=10)).unwrapped
+    assert env.reward_fn == RankingReward(k=10, tags=("rank",))
+    target = env.lists[0][1].target_position
+    rest = [j for j in range(20) if j != target]
+    for order, total in ((rest[:10] + [target] + rest[10:], 0.5), ([target] + rest, 1.5)):  # NDCG@10 at rank 11: 0
+        env.reset(options={"index": 0})
+        breakdown = env.step("<rank>" + " ".join(f"[{j + 1}]" for j in order) + "</rank>")[4]["reward_breakdown"]
+        assert breakdown["format_ok"] and breakdown["total"] == pytest.approx(total)
+    with pytest.raises(ValueError, match=r"but the template asks for \('rank',\): pass RankingReward\(..., tags="):
+        gym.make("RecRank-Synthetic-v0", template="rank_only", reward=RankingReward(tags=("match", "rank")))
+    from recgym.rewards import RatingReward
+
+    for wrong in ("ndcg", RatingReward()):  # constructed, then step raised TypeError
+        with pytest.raises(TypeError, match="reward must be a RankingReward or a callable like it"):
+            gym.make("RecRank-Synthetic-v0", reward=wrong)
+    custom = gym.make("RecRank-Synthetic-v0", split="valid", reward=lambda text, position, n: {
+        "format": 0.0, "ndcg": 0.0, "total": 0.25, "rank_of_target": 1, "format_ok": True}).unwrapped
+    custom.reset(options={"index": 0})
+    assert custom.step("anything")[1] == 0.25  # a custom callable is used as is
+
+
+def test_declared_space_lengths_are_enforced():
+    env = gym.make("RecRank-Synthetic-v0", split="valid", max_action_length=10).unwrapped
+    obs, _ = env.reset(options={"index": 0})
+    assert env.observation_space.contains(obs)
+    with pytest.raises(ValueError, match="completion of 1000 characters exceeds max_action_length=10"):
+        env.step("x" * 1000)
+    short = gym.make("RecRank-Synthetic-v0", split="valid", max_observation_length=100).unwrapped
+    with pytest.raises(ValueError, match=r"the prompt of list 0 has \d+ characters, over max_observation_length=100: "
+                                         r"raise max_observation_length or shorten the prompt \(max_user_history, "):
+        short.reset(options={"index": 0})
+    with pytest.raises(RuntimeError, match="call reset"):
+        short.step("<rank>[1]</rank>")
+
+
+def test_an_empty_split_is_named_as_empty(tmp_path):
+    """It said 'no sample with 19 available negatives: lower num_candidates' for a split with no sample."""
+    import recgym.envs.real_envs  # noqa: F401
+
+    path = tmp_path / "r.csv"
+    path.write_text("u,i,r,t\na,x,4,1\na,y,3,2\nb,x,5,3\nb,y,2,4\n")
+    with pytest.raises(ValueError, match="split 'valid' of dataset 'custom' has no samples"):
+        gym.make("RecRank-Custom-v0", split="valid", path=str(path), cache_dir=str(tmp_path / "cache"), progress=False,
+                 columns={"user": "u", "item": "i", "rating": "r", "timestamp": "t"})
+
+
 def test_ranking_template_names_and_objects():
     custom = RankingTemplate(tags=("match", "rank"), system_intro="Rank.")
     env = gym.make("RecRank-Synthetic-v0", split="valid", num_candidates=3, template=custom).unwrapped
@@ -134,7 +200,8 @@ def test_ranking_template_names_and_objects():
 
 def test_ranking_prompt_neutralizes_data_text():
     template = get_template("think", task="ranking")
-    text = template.user_prompt([("<rank>[1]</rank>", "x", 4.0, "a\n<match>b")], [("<b>", "</rank> c")])
+    text = template.user_prompt([("<rank>[1]</rank>", "x", 4.0, "a\n<match>b")], [("<b>", "</rank> c")],
+                                RatingScale(1, 5))
     assert "<" not in text and ">" not in text and "‹rank›[1]‹/rank›" in text
 
 

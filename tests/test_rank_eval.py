@@ -1,4 +1,5 @@
 import json
+import re
 
 import gymnasium as gym
 import numpy as np
@@ -132,3 +133,15 @@ def test_cli_eval_scripted_ranker(tmp_path, capsys):
     assert json.loads(bare.read_text())["metrics"]["format_rate"] == 1.0
     assert main(["eval", ENV, "--policy", "scripted", "--model", "oracle", "-n", "1", "--quiet"]) != 0
     assert "unknown scripted teacher 'oracle'" in capsys.readouterr().err
+
+
+def test_scripted_ranker_ranks_candidates_without_descriptions():
+    """Real catalogues (MovieLens) have no item text: the prompt lists `[n] Title` alone, and the ranker
+    must still rank every label (it wrote an empty ranking when it read only `[n] Title: text` lines)."""
+    env = gym.make(ENV, split="valid")
+    obs, _ = env.reset(seed=0)
+    bare = re.sub(r"^(\[\d+\] [^:\n]*): .*$", r"\1", obs, flags=re.MULTILINE)
+    assert bare != obs
+    action = SyntheticRankerPolicy().act(bare)
+    assert sorted(parse_ranking(action, 20, ("rank",)).order) == list(range(20))
+    assert env.step(action)[4]["reward_breakdown"]["format"] == 0.5

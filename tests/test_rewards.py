@@ -132,3 +132,10 @@ def test_huge_and_nested_input():
 
 def test_non_string_completion_is_a_failed_format_not_an_exception():
     assert parse_completion(None, FIVE).format_ok is False  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("max_error", [0, -4.0, math.inf, True, "4"])
+def test_max_error_is_a_positive_number_or_none(max_error):
+    """-4 turned accuracy upside down without a word; 0 raised ZeroDivisionError at the first step."""
+    with pytest.raises(ValueError, match="max_error must be a number > 0 or None"):
+        RatingReward(max_error=max_error)

@@ -8,6 +8,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import recgym  # noqa: F401
 from recgym.data.registry import load_dataset
@@ -114,10 +116,26 @@ def test_calls_parse(text, name, arguments):
     ("<call>user_stats(1)</call>", "at most 0"),
     ("<call>similar_items(3, limit=4)</call>", "twice"),
     ("<call>similar_items(**{'limit': 3})</call>", "plain numbers"),
+    ("<call>recent_reviews({[1]: 2})</call>", "plain numbers"),  # ast raised TypeError: unhashable
+    ("<call>recent_reviews({1, [2]})</call>", "plain numbers"),
 ])
 def test_malformed_calls_say_what_is_wrong(text, message):
     with pytest.raises(ToolCallError, match=message):
         parse_call(text)
+
+
+LITERALS = st.recursive(st.sampled_from(["1", "-2", "'a'", "None", "2.5"]), lambda inner: st.one_of(
+    st.builds("[{}]".format, inner), st.builds("{{{}, {}}}".format, inner, inner),
+    st.builds("{{{}: {}}}".format, inner, inner), st.builds("({},)".format, inner)), max_leaves=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(LITERALS, max_size=3).map(", ".join))
+def test_any_literal_arguments_are_a_call_or_a_tool_call_error(arguments):
+    try:
+        parse_call(f"<call>recent_reviews({arguments})</call>")
+    except ToolCallError:
+        pass
 
 
 def test_openai_schema_matches_the_tools():
@@ -161,6 +179,38 @@ def test_malformed_calls_and_chatter_are_error_turns(env):
         obs, reward, terminated, truncated, info = env.step(action)
         assert message in obs and info["error"] and reward == 0 and not (terminated or truncated)
     assert info["invalid_turns"] == 2 and info["num_calls"] == 1  # the failed call counts (and costs)
+
+
+def test_a_call_ast_cannot_read_is_an_error_turn_not_a_crash(env):
+    """One sampled completion like this raised TypeError out of step() and stopped a GRPO run."""
+    env.reset(options={"index": 0})
+    obs, reward, terminated, truncated, info = env.step("<call>recent_reviews({[1]: 2})</call>")
+    assert obs.startswith("Tool call error: arguments of recent_reviews must be plain numbers")
+    assert info["invalid_turns"] == 1 and reward == 0 and not (terminated or truncated)
+
+
+def test_rate_only_answers_are_scored_on_the_template_and_asked_for_in_its_words():
+    from recgym.rewards import RatingReward
+
+    env = gym.make(ENV, split="valid", template="rate_only", reward=RatingReward(accuracy_weight=2.0)).unwrapped
+    env.reset(options={"index": 3})
+    obs = env.step("Hmm.")[0]
+    assert "answer as <rate>...</rate>." in obs and "four tagged steps" not in obs
+    _, reward, terminated, _, info = env.step("<rate>3</rate>")
+    target = env.dataset.target("valid", 3)
+    assert terminated and info["reward_breakdown"]["format"] == 0.5
+    assert reward == pytest.approx(0.5 + 2 * (1 - abs(target - 3) / 4))
+    think = gym.make(ENV, split="valid").unwrapped
+    think.reset(options={"index": 3})
+    assert "or answer in the four tagged steps ending in <rate>." in think.step("Hmm.")[0]
+
+
+def test_a_reset_prompt_over_max_observation_length_is_an_error():
+    env = gym.make(ENV, split="valid", max_observation_length=200).unwrapped
+    with pytest.raises(ValueError, match="raise max_observation_length or shorten the prompt"):
+        env.reset(options={"index": 0})
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step("<call>user_stats()</call>")
 
 
 @pytest.mark.parametrize("loop", ["<call>user_stats()</call>", "<call>user_stats(</call>", "rating: 4"])

@@ -58,3 +58,17 @@ def test_one_string_is_not_taken_as_one_action_per_character():
     vec.reset(seed=0)
     with pytest.raises(TypeError, match="a sequence of 4 completions"):
         vec.step("abcd")
+
+
+def test_misuse_is_an_error_not_a_silent_batch():
+    """Before: step before reset gave rewards 0, {"index": 3} was ignored and 1.7 served sample 1."""
+    vec = gym.make_vec("RecRank-Synthetic-v0", num_envs=4, group_size=2, split="valid")
+    with pytest.raises(RuntimeError, match=r"call reset\(\) before step\(\)"):
+        vec.step(["x"] * 4)
+    with pytest.raises(ValueError, match=r"unknown reset option\(s\) \['index'\]: the only one is 'indices' "
+                                         r"\(2 sample indices, one per group\)"):
+        vec.reset(options={"index": 3})
+    for bad, error in (([1.7, 0], TypeError), ([True, 0], TypeError), ([-1, 0], ValueError)):
+        with pytest.raises(error, match=r"options\['indices'\] entries must be"):
+            vec.reset(options={"indices": bad})
+    assert [i["index"] for i in vec.reset(options={"indices": [np.int64(3), 0]})[1]] == [3, 3, 0, 0]

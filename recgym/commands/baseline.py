@@ -1,8 +1,11 @@
-"""``recgym baseline ENV_ID``: classical reference MAE/RMSE (means, biases, biased MF)."""
+"""``recgym baseline ENV_ID``: classical reference MAE/RMSE (means, biases, biased MF), or for
+``RecRank-*`` ids NDCG/HR/MRR of the ranking baselines on the env's candidate lists."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
 
 from rich.table import Table
 
@@ -16,18 +19,29 @@ def run(args: argparse.Namespace) -> int:
 
     import recgym.envs.real_envs  # noqa: F401  (registers the environments, real-data ids too)
     from recgym.baselines import run_baselines
-    from recgym.data.registry import load_dataset
+    from recgym.data.registry import check_arguments, load_dataset
 
     if args.env_id not in gym.registry:
         raise CommandError(f"unknown environment {args.env_id!r} (see `recgym envs`)")
     spec = gym.registry[args.env_id]
-    kwargs = {**{k: v for k, v in spec.kwargs.items() if k != "dataset"}, **dataset_kwargs(args)}
+    env_class = gym.envs.registration.load_env_creator(spec.entry_point)
+    with given_values("--env-kwargs: "):
+        given = json.loads(args.env_kwargs) if args.env_kwargs else {}
+        if not isinstance(given, dict):
+            raise TypeError(f"expected a JSON object, got {args.env_kwargs!r}")
+    if "split" in given:
+        raise CommandError("--env-kwargs: give the splits with --splits, not a \"split\" key")
+    kwargs = {**{k: v for k, v in spec.kwargs.items() if k != "dataset"}, **given}
+    own = [p.name for p in inspect.signature(env_class.__init__).parameters.values()
+           if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("self", "dataset", "split")]
+    env_kwargs = {k: kwargs.pop(k) for k in own if k in kwargs}  # the rest are the dataset loader's
     with given_values():
-        dataset = load_dataset(spec.kwargs["dataset"], **kwargs)
+        check_arguments(spec.kwargs["dataset"], kwargs, env_class)
+        dataset = load_dataset(spec.kwargs["dataset"], **{**kwargs, **dataset_kwargs(args)})
         for split in args.splits:
             dataset.require_samples(split)
-    if getattr(gym.envs.registration.load_env_creator(spec.entry_point), "task", "rating") == "ranking":
-        return _run_ranking(args, dataset)
+    if getattr(env_class, "task", "rating") == "ranking":
+        return _run_ranking(args, dataset, env_class, env_kwargs)
     results = run_baselines(dataset, splits=args.splits)
     table = Table(title=f"{args.env_id}: classical baselines (scale {dataset.scale.label}, fit on train)")
     table.add_column("baseline")
@@ -42,16 +56,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_ranking(args: argparse.Namespace, dataset) -> int:
-    from recgym.baselines import ranking_baseline_ranks
-    from recgym.envs.rec_rank import RecRankEnv
+def _run_ranking(args: argparse.Namespace, dataset, env_class, env_kwargs: dict) -> int:
+    from recgym.baselines import FIT_ON_TRAIN, ranking_baseline_ranks
     from recgym.metrics import ranking_metrics
 
     for split in args.splits:
-        env = RecRankEnv(dataset, split=split)
+        with given_values():
+            env = env_class(dataset, split=split, **env_kwargs)
         lists = env.lists[: args.limit] if args.limit else env.lists
         table = Table(title=f"{args.env_id} {split}: ranking baselines on the same {len(lists):,} candidate lists "
-                      f"({env.num_candidates} candidates, {env.negatives} negatives; {env.skipped} samples skipped)")
+                      f"({env.num_candidates} candidates, {env.negatives} negatives, seed {env.candidate_seed}; "
+                      f"{env.skipped} samples skipped)")
+        if split == "train":
+            table.caption = (f"no {' or '.join(FIT_ON_TRAIN)} row: they are fit on the train split, which holds "
+                             "these lists' targets (score them with --splits valid test)")
         columns = ("ndcg@5", "ndcg@10", "hr@1", "hr@5", "hr@10", "mrr")
         table.add_column("baseline")
         for column in columns:
@@ -64,9 +82,13 @@ def _run_ranking(args: argparse.Namespace, dataset) -> int:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("baseline", help="MAE/RMSE of classical baselines on an environment's data")
+    parser = subparsers.add_parser("baseline", help="MAE/RMSE of classical baselines on an environment's data "
+                                   "(RecRank-*: NDCG, HR, MRR on its candidate lists)")
     parser.add_argument("env_id", help="e.g. RecRating-Yelp-v0")
-    parser.add_argument("--splits", nargs="+", default=["valid", "test"], choices=("train", "valid", "test"))
+    parser.add_argument("--splits", nargs="+", default=["valid", "test"], choices=("train", "valid", "test"),
+                        help="RecRank-*: train lists get no item_knn or bpr row (both are fit on train)")
     parser.add_argument("--limit", type=int, default=0, help="ranking envs: score only the first N lists (0: all)")
+    parser.add_argument("--env-kwargs", default=None, help="JSON, as `recgym eval` takes it, e.g. "
+                        '\'{"num_candidates": 10, "negatives": "popularity", "candidate_seed": 1}\'')
     add_dataset_options(parser)
     parser.set_defaults(func=run)

@@ -1,8 +1,9 @@
 """Candidate lists for ranking: the user's true target item plus sampled negatives.
 
-Negatives come from items the user has not interacted with before the target's time, drawn
-``"uniform"`` or by ``"popularity"`` (interaction counts strictly before the target's time). Each
-list is seeded by (seed, split, index), so every policy sees the same list.
+Negatives come from items that existed before the target's time (someone interacted with them
+strictly before it) and that the user had not interacted with, drawn ``"uniform"`` or by
+``"popularity"`` (interaction counts strictly before the target's time). Each list is seeded by
+(seed, split, index), so every policy sees the same list.
 """
 
 from __future__ import annotations
@@ -36,6 +37,25 @@ def popularity_before(dataset: RatingDataset, timestamp: int) -> np.ndarray:
     return np.bincount(dataset.item_codes[before], minlength=len(dataset.item_ids)).astype(np.float64)
 
 
+def first_seen(dataset: RatingDataset) -> np.ndarray:
+    """Each item's earliest interaction time, computed once per dataset."""
+    first = dataset.__dict__.get("_first_seen")
+    if first is None:
+        first = np.full(len(dataset.item_ids), np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first, np.asarray(dataset.item_codes), np.asarray(dataset.timestamps, dtype=np.int64))
+        dataset._first_seen = first
+    return first
+
+
+def available_negatives(dataset: RatingDataset, rows: np.ndarray) -> np.ndarray:
+    """The size of each sample row's negative pool (what ``candidate_list`` draws from)."""
+    first = first_seen(dataset)
+    times = np.asarray(dataset.timestamps)[rows]
+    existed = np.searchsorted(np.sort(first), times)  # items first seen strictly before the target
+    # the user's earlier items are distinct, existed, and are never the target
+    return existed - dataset.history.user_num_prior()[rows] - (first[np.asarray(dataset.item_codes)[rows]] < times)
+
+
 def candidate_list(
     dataset: RatingDataset,
     split: str,
@@ -52,7 +72,7 @@ def candidate_list(
     history_rows = h.user_order[int(h.user_start[row]) : int(h.user_end[row])]
     history_items = dataset.item_codes[history_rows]
     target = int(dataset.item_codes[row])
-    excluded = np.zeros(len(dataset.item_ids), dtype=bool)
+    excluded = first_seen(dataset) >= dataset.timestamps[row]  # not yet in the catalogue
     excluded[history_items] = True
     excluded[target] = True
     pool = np.nonzero(~excluded)[0]

@@ -9,13 +9,13 @@ import gymnasium as gym
 import numpy as np
 
 from recgym.data.dataset import RatingDataset
-from recgym.data.ranking import NEGATIVES, CandidateList, candidate_list
+from recgym.data.ranking import NEGATIVES, CandidateList, available_negatives, candidate_list
 from recgym.data.registry import check_arguments, load_dataset
 from recgym.data.schema import check_int
-from recgym.envs.rec_rating import choose_index
+from recgym.envs.rec_rating import check_action, check_observation, choose_index
 from recgym.envs.spaces import UnicodeText
 from recgym.prompts import RankingTemplate, get_template, messages_to_text
-from recgym.rewards import RankingReward
+from recgym.rewards import RankingReward, reward_for_template
 
 
 class CandidateLists(Sequence):
@@ -31,9 +31,7 @@ class CandidateLists(Sequence):
         if split not in dataset.samples:
             raise ValueError(f"unknown split {split!r}: choose one of {', '.join(dataset.samples)}")
         rows = dataset.samples[split]
-        # deduplicated interactions: a user's prior items are distinct and never the target
-        available = len(dataset.item_ids) - 1 - dataset.history.user_num_prior()[rows]
-        self.samples = np.nonzero(available >= num_candidates - 1)[0]
+        self.samples = np.nonzero(available_negatives(dataset, rows) >= num_candidates - 1)[0]
         self.skipped = len(rows) - len(self.samples)
         self._cache: dict[int, tuple[int, CandidateList]] = {}
 
@@ -72,8 +70,10 @@ class RecRankEnv(gym.Env[str, str]):
     ``negatives`` (``"uniform"`` or ``"popularity"``: counts before the target's time),
     ``candidate_seed`` (the lists and their shuffles), ``template`` (``"think"``: user analysis,
     candidate analysis, match, ``<rank>``; ``"rank_only"``: ``<rank>`` alone; or a
-    ``RankingTemplate``), ``reward`` (by default ``RankingReward`` checking the template's tags),
-    ``max_user_history``.
+    ``RankingTemplate``), ``reward`` (a ``RankingReward`` or a callable like it; a ``RankingReward``
+    left at its default tags is given the template's, one set to other tags is refused),
+    ``max_user_history``, ``max_observation_length`` (a longer prompt is an error at reset),
+    ``max_action_length`` (a longer completion is an error at step).
 
     ## Reset and info
     ``options={"index": n}`` pins list ``n`` (``len(env)`` lists). ``info``: ``messages``,
@@ -109,8 +109,9 @@ class RecRankEnv(gym.Env[str, str]):
         self.num_candidates = check_int("num_candidates", num_candidates, 2)
         self.negatives, self.candidate_seed = negatives, check_int("candidate_seed", candidate_seed, 0)
         self.template = get_template(template, task="ranking")
-        self.reward_fn = reward or RankingReward(tags=self.template.tags)
+        self.reward_fn = reward_for_template(reward, RankingReward, self.template.tags)
         self.max_user_history = check_int("max_user_history", max_user_history, 0)
+        dataset.require_samples(split)
         self.lists = CandidateLists(dataset, split, self.num_candidates, negatives, candidate_seed)
         self.skipped = self.lists.skipped
         if not self.lists:
@@ -129,24 +130,24 @@ class RecRankEnv(gym.Env[str, str]):
         rows = c.history_rows[-self.max_user_history:] if self.max_user_history > 0 else ()
         history = [(d.item_titles[d.item_codes[r]], d.item_categories[d.item_codes[r]], float(d.ratings[r]),
                     d.review_texts[r] or "") for r in rows]
-        return self.template.messages(history, [(d.item_titles[i], d.item_descriptions[i]) for i in c.items])
+        return self.template.messages(history, [(d.item_titles[i], d.item_descriptions[i]) for i in c.items], d.scale)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
+        self._current = None
         n = choose_index(options, len(self.lists), self.np_random, "{} lists")
-        self._current = n
         messages = self.prompt(n)
+        text = check_observation(messages_to_text(messages), self.observation_space.max_length, f"list {n}",
+                                 "max_user_history, num_candidates")
+        self._current = n
         sample, c = self.lists[n]
         info = {"messages": messages, "index": n, "sample_index": sample,
                 "user_id": str(self.dataset.user_ids[int(self.dataset.user_codes[self.dataset.row(self.split, sample)])]),
                 "candidates": [str(self.dataset.item_ids[i]) for i in c.items], "shuffle_seed": c.shuffle_seed}
-        return messages_to_text(messages), info
+        return text, info
 
     def step(self, action: str):
-        if self._current is None:
-            raise RuntimeError("no episode in progress: call reset() before step()")
-        if not isinstance(action, str):
-            raise TypeError(f"the action must be the completion text (str), got {type(action).__name__}")
+        check_action(action, self._current is not None, self.action_space.max_length)
         _, c = self.lists[self._current]
         breakdown = self.reward_fn(action, c.target_position, len(c.items))
         info = {"index": self._current, "reward_breakdown": breakdown,

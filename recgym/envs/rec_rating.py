@@ -12,7 +12,7 @@ from recgym.data.registry import check_arguments, load_dataset
 from recgym.data.schema import SPLITS, check_int
 from recgym.envs.spaces import UnicodeText
 from recgym.prompts import PromptTemplate, get_template, messages_to_text
-from recgym.rewards import RatingReward
+from recgym.rewards import RatingReward, reward_for_template
 
 
 def choose_index(options: Any, count: int, rng: np.random.Generator, size_text: str) -> int:
@@ -35,6 +35,25 @@ def choose_index(options: Any, count: int, rng: np.random.Generator, size_text: 
     return index
 
 
+def check_action(action: Any, in_progress: bool, max_length: int, episode: str = "") -> None:
+    """A RuntimeError when no episode is in progress (``episode`` says more); a TypeError or
+    ValueError when ``action`` is not a str of at most ``max_length`` characters."""
+    if not in_progress:
+        raise RuntimeError(f"no episode in progress: call reset() before step(){f' ({episode})' if episode else ''}")
+    if not isinstance(action, str):
+        raise TypeError(f"the action must be the completion text (str), got {type(action).__name__}")
+    if len(action) > max_length:
+        raise ValueError(f"completion of {len(action)} characters exceeds max_action_length={max_length}")
+
+
+def check_observation(text: str, max_length: int, what: str, shorten: str) -> str:
+    """``text`` if it fits the observation space, else a ValueError saying how to make it fit."""
+    if len(text) > max_length:
+        raise ValueError(f"the prompt of {what} has {len(text)} characters, over max_observation_length={max_length}: "
+                         f"raise max_observation_length or shorten the prompt ({shorten})")
+    return text
+
+
 class RecRatingEnv(gym.Env[str, str]):
     """One episode is one rating to predict.
 
@@ -46,11 +65,13 @@ class RecRatingEnv(gym.Env[str, str]):
     ``<match>``, ``<rate>``, the last holding the predicted rating.
 
     ## Observation space
-    ``UnicodeText(max_observation_length)``: the prompt as text (system and user message).
+    ``UnicodeText(max_observation_length)``: the prompt as text (system and user message); a
+    longer prompt is a ValueError at reset (the prompt is never cut to fit).
     ``info["messages"]`` holds the same as chat messages, which is what chat models need.
 
     ## Action space
-    ``UnicodeText(max_action_length)``: the completion text, any unicode string.
+    ``UnicodeText(max_action_length)``: the completion text, any unicode string; a longer one is a
+    ValueError at step.
 
     ## Rewards
     ``RatingReward`` (paper default): format +0.5 if each tag pair occurs once, in order, non-empty,
@@ -65,7 +86,9 @@ class RecRatingEnv(gym.Env[str, str]):
     - ``dataset``: a registered dataset name (``"synthetic"``, ``"yelp"``, ...) or a ``RatingDataset``.
     - ``split``: ``"train"``, ``"valid"`` or ``"test"``. ``len(env.unwrapped)`` is its number of samples.
     - ``template``: ``"think"`` (default), ``"rate_only"`` (ablation without reasoning) or a ``PromptTemplate``.
-    - ``reward``: a ``RatingReward``; by default the paper's, checking the template's tags.
+    - ``reward``: a ``RatingReward`` (by default the paper's) or a callable like it. A ``RatingReward``
+      checks the template's tags: one left at its default tags is given the template's, one set
+      to other tags is refused.
     - ``max_user_history`` / ``max_item_history``: how many past ratings the prompt shows.
     - any other keyword goes to the dataset loader (e.g. ``data_dir``, ``num_users``, ``seed``).
 
@@ -103,7 +126,7 @@ class RecRatingEnv(gym.Env[str, str]):
         self.split = split
         self.scale = dataset.scale
         self.template = get_template(template)
-        self.reward_fn = reward if reward is not None else RatingReward(tags=self.template.tags)
+        self.reward_fn = reward_for_template(reward, RatingReward, self.template.tags)
         self.max_user_history = check_int("max_user_history", max_user_history, 0)
         self.max_item_history = check_int("max_item_history", max_item_history, 0)
         self.num_samples = dataset.require_samples(split)
@@ -116,9 +139,12 @@ class RecRatingEnv(gym.Env[str, str]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
+        self._index = None
         index = self._choose_index(options)
         context = self.dataset.context(self.split, index, self.max_user_history, self.max_item_history)
         messages = self.template.messages(context, self.scale)
+        text = check_observation(messages_to_text(messages), self.observation_space.max_length, f"sample {index}",
+                                 "max_user_history, max_item_history")
         self._index = index
         self._target = context.target_rating
         info = {
@@ -128,7 +154,7 @@ class RecRatingEnv(gym.Env[str, str]):
             "index": index,
             "scale": self.scale,
         }
-        return messages_to_text(messages), info
+        return text, info
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         self._check_action(action, "an episode is one reset and one step")
@@ -147,11 +173,4 @@ class RecRatingEnv(gym.Env[str, str]):
         return choose_index(options, self.num_samples, self.np_random, f"split {self.split!r} has {{}} samples")
 
     def _check_action(self, action: Any, episode: str) -> None:
-        if self._index is None:
-            raise RuntimeError(f"no episode in progress: call reset() before step() ({episode})")
-        if not isinstance(action, str):
-            raise TypeError(f"the action must be the completion text (str), got {type(action).__name__}")
-        if len(action) > self.action_space.max_length:
-            raise ValueError(
-                f"completion of {len(action)} characters exceeds max_action_length={self.action_space.max_length}"
-            )
+        check_action(action, self._index is not None, self.action_space.max_length, episode)

@@ -8,10 +8,12 @@ from typing import Any, ClassVar
 
 from recgym.data.dataset import RatingDataset
 from recgym.data.schema import check_int
-from recgym.envs.rec_rating import RecRatingEnv
+from recgym.envs.rec_rating import RecRatingEnv, check_observation
 from recgym.envs.tools import CALL_OPEN, TOOLS, HistoryTools, ToolCallError, has_call, parse_call
 from recgym.prompts import PromptTemplate, messages_to_text, truncate
 from recgym.rewards import RatingReward
+
+_NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 
 
 def count_words(text: str) -> int:
@@ -139,10 +141,13 @@ class RecRatingToolsEnv(RecRatingEnv):
     # ---- the episode ----
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         super(RecRatingEnv, self).reset(seed=seed)
+        self._index = None
         index = self._choose_index(options)
         row = self.dataset.row(self.split, index)
         messages = [{"role": "system", "content": self.system_prompt()},
                     {"role": "user", "content": self.task_prompt(row)}]
+        text = check_observation(messages_to_text(messages), self.observation_space.max_length, f"sample {index}",
+                                 "the template's max_description_chars")
         self._index, self._row = index, row
         self._target = float(self.dataset.ratings[row])
         self._turn, self._calls, self._invalid = 0, [], 0
@@ -155,21 +160,22 @@ class RecRatingToolsEnv(RecRatingEnv):
             "scale": self.scale,
             "tokens_read": self._tokens_read,
         }
-        return messages_to_text(messages), info
+        return text, info
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         self._check_action(action, "the episode has ended; reset() starts the next")
         self._turn += 1
-        answer_tag = f"<{self.template.tags[-1]}>"
+        tags = self.template.tags
+        answer_tag = f"<{tags[-1]}>"
         if has_call(action):
             observation, error = self._call(action)
         elif answer_tag in action:
             return self._finish(self.reward_fn(action, self._target, self.scale), truncated=False)
         else:
-            observation = error = (
-                f"This turn is neither a tool call nor an answer. Call a tool as "
-                f"{CALL_OPEN}similar_items(limit=3)</call>, or answer in the four tagged steps ending in {answer_tag}."
-            )
+            steps = (f"in the {_NUMBERS.get(len(tags), len(tags))} tagged steps ending in {answer_tag}" if len(tags) > 1
+                     else f"as {answer_tag}...</{tags[-1]}>")
+            observation = error = (f"This turn is neither a tool call nor an answer. Call a tool as "
+                                   f"{CALL_OPEN}similar_items(limit=3)</call>, or answer {steps}.")
         if error is not None:
             self._invalid += 1
         self._tokens_read += self.count_tokens(observation)

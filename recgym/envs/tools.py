@@ -148,6 +148,10 @@ def has_call(text: str) -> bool:
     return CALL_OPEN in text
 
 
+#: What ``ast`` raises on text it cannot turn into a literal.
+_UNREADABLE = (ValueError, TypeError, MemoryError, RecursionError, SyntaxError)
+
+
 def parse_call(text: str, tools: tuple[ToolSpec, ...] = TOOLS, max_limit: int = 10) -> ToolCall:
     """The one call in ``text`` with its arguments checked and defaults filled; raises
     :class:`ToolCallError` with a one-line reason the model can read."""
@@ -165,7 +169,7 @@ def parse_call(text: str, tools: tuple[ToolSpec, ...] = TOOLS, max_limit: int = 
         raise ToolCallError("the call is longer than 500 characters")
     try:
         node = ast.parse(source, mode="eval").body
-    except SyntaxError:
+    except _UNREADABLE:
         raise ToolCallError(f"cannot read the call {truncate(source, 80)!r}: {example}") from None
     if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
         raise ToolCallError(f"the call must be a tool name with arguments in parentheses: {example}")
@@ -176,7 +180,7 @@ def parse_call(text: str, tools: tuple[ToolSpec, ...] = TOOLS, max_limit: int = 
     try:
         positional = [ast.literal_eval(a) for a in node.args]
         keywords = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg is not None}
-    except ValueError:
+    except _UNREADABLE:  # e.g. {[1]: 2}: TypeError (unhashable)
         raise ToolCallError(f"arguments of {spec.name} must be plain numbers or quoted strings") from None
     if any(k.arg is None for k in node.keywords):
         raise ToolCallError(f"arguments of {spec.name} must be plain numbers or quoted strings")

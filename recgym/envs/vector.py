@@ -11,6 +11,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
+from recgym.data.schema import check_int
 from recgym.envs.rec_rating import RecRatingEnv
 
 
@@ -34,7 +35,8 @@ class GroupedRatingVecEnv(gym.vector.VectorEnv):
     ``reset`` returns ``(observations, infos)`` with one entry per sub-env (infos as a list of
     dicts, not gymnasium's dict of arrays, since they hold chat messages); ``step(actions)``
     returns ``(observations, rewards, terminated, truncated, infos)``. Sample indices are drawn
-    without replacement within a reset, or given as ``options={"indices": [...]}``.
+    without replacement within a reset, or given as ``options={"indices": [...]}`` (one int per
+    group; the only option). ``step`` before the first ``reset`` is a RuntimeError.
 
     Multi-turn sub-envs (``RecRatingToolsEnv``) end their episodes at different turns. A sub-env
     whose episode has ended ignores its action (pass None) and returns ``""``, reward 0, both flags
@@ -65,7 +67,8 @@ class GroupedRatingVecEnv(gym.vector.VectorEnv):
         self.action_space = batch_space(first.action_space, self.num_envs)
         self.metadata = {**first.metadata, "autoreset_mode": autoreset_mode}
         self._np_random = np.random.default_rng()
-        self._done = np.ones(self.num_envs, dtype=bool)  # no episode before the first reset
+        self._done = np.ones(self.num_envs, dtype=bool)
+        self._started = False
 
     def __len__(self) -> int:
         return self.num_samples
@@ -75,9 +78,14 @@ class GroupedRatingVecEnv(gym.vector.VectorEnv):
     ) -> tuple[tuple[str, ...], list[dict[str, Any]]]:
         if seed is not None:
             self._np_random = np.random.default_rng(seed)
-        options = options or {}
+        options = {} if options is None else options
+        if not isinstance(options, dict):
+            raise TypeError(f"options must be a dict such as {{'indices': [...]}}, got {options!r}")
+        if unknown := sorted(set(options) - {"indices"}):
+            raise ValueError(f"unknown reset option(s) {unknown}: the only one is 'indices' "
+                             f"({self.num_prompts} sample indices, one per group)")
         if "indices" in options:
-            indices = [int(i) for i in options["indices"]]
+            indices = [check_int("options['indices'] entries", i, 0) for i in options["indices"]]
             if len(indices) != self.num_prompts:
                 raise ValueError(f"options['indices'] must hold {self.num_prompts} sample indices, got {len(indices)}")
         else:
@@ -88,6 +96,7 @@ class GroupedRatingVecEnv(gym.vector.VectorEnv):
             obs, info = self._reset_env(k, indices[k // self.group_size])
             observations.append(obs)
             infos.append(info)
+        self._started = True
         return tuple(observations), infos
 
     def _reset_env(self, k: int, index: int) -> tuple[str, dict[str, Any]]:
@@ -97,6 +106,8 @@ class GroupedRatingVecEnv(gym.vector.VectorEnv):
         return obs, info
 
     def step(self, actions: Sequence[str | None]):
+        if not self._started:
+            raise RuntimeError("no episode in progress: call reset() before step()")
         if isinstance(actions, str):  # else its characters would be taken as the actions
             raise TypeError(f"actions must be a sequence of {self.num_envs} completions (one per sub-env), not one str")
         if len(actions) != self.num_envs:

@@ -184,7 +184,7 @@ class SyntheticReasonerPolicy(ScriptedPolicy):
         return "".join(f"<{tag}>{text}</{tag}>" for tag, text in zip(FOUR_STEP_TAGS, steps))
 
 
-_CANDIDATE = re.compile(r"^\[(\d+)\] [^:\n]*: (.*)$", re.MULTILINE)
+_CANDIDATE = re.compile(r"^\[(\d+)\] [^:\n]*(?:: (.*))?$", re.MULTILINE)  # a candidate may have no description
 
 
 class SyntheticRankerPolicy(ScriptedPolicy):
