@@ -37,6 +37,10 @@ SHORT = {"zero_shot": "zero-shot", "sft": "SFT", "reczero": "RecZero", "recone":
 PAIRS = (("recone", "sft"), ("reczero", "zero_shot"))
 #: Fields that change how a run goes but not what it measures (a rerun may change them).
 RUNTIME_FIELDS = ("datasets", "arms", "output_dir", "kv_cache_gib", "gpu_memory_gib", "live_display", "keep_checkpoints")
+#: ``GRPOConfig`` fields that reproduce sets for both GRPO arms (so ``grpo_kwargs`` may not) beside the
+#: ``ReproduceConfig`` fields of the same name, with the fields that set them (None: none does).
+GRPO_SET = {"env_id": "datasets", "env_kwargs": "datasets", "max_steps": "grpo_steps",
+            "policy_kwargs": "max_model_len, kv_cache_gib", "eval_batch_size": None}
 
 
 @dataclass(frozen=True)
@@ -136,11 +140,20 @@ class ReproduceConfig(ConfigMixin):
         self.teacher = teacher_key(self.teacher)
         if self.teacher not in ("user_average", "reasoner"):
             raise ValueError(f"teacher must be user_average or reasoner, got {self.teacher!r}")
-        for name in ("eval_size", "max_new_tokens", "cold_start_samples", "group_size", "prompts_per_step"):
+        if self.eval_size < 2:
+            raise ValueError(f"eval_size must be >= 2 (the paired comparisons need two samples), got {self.eval_size}")
+        for name in ("max_new_tokens", "cold_start_samples", "group_size", "prompts_per_step"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.grpo_steps < 1:
             raise ValueError(f"grpo_steps must be >= 1, got {self.grpo_steps}")
+        from recgym.agents.config import GRPOConfig
+
+        fixed = {**{name: name for name in set(GRPOConfig.field_names()) & set(self.field_names())}, **GRPO_SET}
+        if taken := sorted(set(self.grpo_kwargs) & fixed.keys()):
+            instead = ", ".join(dict.fromkeys(fixed[k] for k in taken if fixed[k]))
+            raise ValueError(f"grpo_kwargs cannot set {', '.join(taken)}: reproduce sets these for both GRPO arms"
+                             + (f" (set {instead} instead)" if instead else ""))
         self.dataset_specs()
 
     def dataset_specs(self) -> list[DatasetSpec]:
@@ -186,30 +199,31 @@ class ReproduceConfig(ConfigMixin):
                 "gpu_memory_gib": self.gpu_memory_gib, "live_display": self.live_display and _is_terminal(),
                 "policy_kwargs": policy_kwargs if self.policy == "vllm" else {}, **self.grpo_kwargs}
 
-    def grpo_config(self, spec: DatasetSpec, arm: str = "reczero", start: str | None = None) -> Any:
-        """The ``GRPOConfig`` of a GRPO arm on ``spec`` from the checkpoint ``start`` (default: the
-        base model); the RecZero arm's is what ``--estimate-memory`` checks."""
+    def grpo_config(self, spec: DatasetSpec, start: str | None = None, out: Path | None = None) -> Any:
+        """The ``GRPOConfig`` of a GRPO arm on ``spec`` from the checkpoint ``start`` (default: the base
+        model) into ``out`` (default: the dataset's folder; the arms run in ``<arm>-<protocol_key>`` under
+        it); the RecZero arm's is what ``--estimate-memory`` checks."""
         from recgym.demo import grpo_config
 
-        out = Path(self.output_dir) / spec.name / f"{arm}-{self.protocol_key(spec)}"
-        return grpo_config(self.stage_settings(spec), out, start or self.model, spec.make_kwargs(), self.grpo_steps,
-                           **self.grpo_overrides())
+        return grpo_config(self.stage_settings(spec), out or Path(self.output_dir) / spec.name, start or self.model,
+                           spec.make_kwargs(), self.grpo_steps, **self.grpo_overrides())
 
-    def protocol(self, spec: DatasetSpec) -> dict[str, Any]:
-        """What a saved result of ``spec`` was measured under (a rerun must match it to reuse it)."""
+    def protocol(self, spec: DatasetSpec, data_key: str) -> dict[str, Any]:
+        """What a saved result of ``spec`` was measured under (a rerun must match it to reuse it), with
+        ``data_key``, the prepared data's :func:`recgym.agents.evaluation.dataset_key`."""
         values = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
-        return plain_values({**values, "dataset": spec.__dict__})
+        return plain_values({**values, "dataset": spec.__dict__, "dataset_key": data_key})
 
-    def changed_since(self, saved: dict[str, Any], spec: DatasetSpec) -> list[str]:
+    def changed_since(self, saved: dict[str, Any], spec: DatasetSpec, data_key: str) -> list[str]:
         """The fields whose values differ from a saved result's ``protocol``; a field the saved one
         lacks (added to recgym later) counts as unchanged at its default."""
-        return changed_fields(type(self), self.protocol(spec), saved)
+        return changed_fields(type(self), self.protocol(spec, data_key), saved)
 
-    def protocol_key(self, spec: DatasetSpec) -> str:
+    def protocol_key(self, spec: DatasetSpec, data_key: str) -> str:
         """A short hash of :meth:`protocol`, naming the partial files of a run under it."""
         import hashlib
 
-        return hashlib.sha1(json.dumps(self.protocol(spec), sort_keys=True).encode()).hexdigest()[:8]
+        return hashlib.sha1(json.dumps(self.protocol(spec, data_key), sort_keys=True).encode()).hexdigest()[:8]
 
 
 def _is_terminal() -> bool:
@@ -220,7 +234,8 @@ def _is_terminal() -> bool:
 
 def check_datasets(config: ReproduceConfig) -> dict[str, Any]:
     """Make every dataset's evaluation environment before anything slow (a missing folder, an unknown
-    id or a bad keyword argument fails here, as a one-line ``ValueError``); returns them by name."""
+    id, a bad keyword argument or a split of fewer than 2 samples fails here, as a one-line
+    ``ValueError``); returns them by name."""
     import gymnasium as gym
 
     import recgym.envs  # noqa: F401  (registers the environments)
@@ -238,6 +253,9 @@ def check_datasets(config: ReproduceConfig) -> dict[str, Any]:
             env = gym.make(spec.env_id, split=config.eval_split, **spec.make_kwargs())
         except (gym.error.Error, OSError, ValueError, TypeError) as exc:
             raise ValueError(f"dataset {spec.name} ({spec.env_id}): {' '.join(str(exc).split())}") from exc
+        if len(env.unwrapped) < 2:
+            raise ValueError(f"dataset {spec.name}: its {config.eval_split} split has {len(env.unwrapped)} sample(s); "
+                             "the paired comparisons need at least 2 (use another eval_split or more data)")
         envs[spec.name] = env
     return envs
 
@@ -257,19 +275,24 @@ class Reproduction:
         self.ran: list[tuple[str, str]] = []
         self.reused: list[tuple[str, str]] = []
         self.envs: dict[str, Any] | None = None
+        self.data_keys: dict[str, str] = {}
+        """Each dataset's :func:`recgym.agents.evaluation.dataset_key`, part of its results' protocol."""
         self.saved: dict[tuple[str, str], dict[str, Any]] = {}
 
     def prepare(self) -> None:
         """Check every dataset (:func:`check_datasets`) and load the results already on disk; a bad
         dataset, or a saved result measured under other settings, is a one-line ``ValueError``."""
+        from recgym.agents.evaluation import dataset_key
+
         cfg = self.config
         self.envs = check_datasets(cfg)
+        self.data_keys = {name: dataset_key(env.unwrapped.dataset) for name, env in self.envs.items()}
         for spec in cfg.dataset_specs():
             for arm in cfg.arms:
                 path = self.out / spec.name / f"{arm}.json"
                 if path.exists():
                     saved = json.loads(path.read_text())
-                    changed = cfg.changed_since(saved.get("protocol", {}), spec)
+                    changed = cfg.changed_since(saved.get("protocol", {}), spec, self.data_keys[spec.name])
                     if changed:
                         raise ValueError(f"{path} was measured under other settings ({', '.join(changed)}); "
                                          "use another output_dir or remove it")
@@ -298,7 +321,8 @@ class Reproduction:
                                   f"({(time.perf_counter() - start) / 60:.1f} min so far)")
                 arm_start = time.perf_counter()
                 result = getattr(self, f"arm_{arm}")(spec, envs[spec.name])
-                result.update(protocol=cfg.protocol(spec), seconds=time.perf_counter() - arm_start)
+                result.update(protocol=cfg.protocol(spec, self.data_keys[spec.name]),
+                              seconds=time.perf_counter() - arm_start)
                 write_json_atomic(path, result)
                 if arm in ("reczero", "recone") and not cfg.keep_checkpoints:
                     shutil.rmtree(Path(result["model"]) / "checkpoints", ignore_errors=True)
@@ -346,7 +370,7 @@ class Reproduction:
         """The cold-start SFT checkpoint of ``spec`` (made once: a complete one is reused)."""
         from recgym.demo import cold_start_sft
 
-        out = self.out / spec.name / f"cold_start-{self.config.protocol_key(spec)}"
+        out = self.out / spec.name / f"cold_start-{self._key(spec)}"
         checkpoint = out / "sft"
         if (checkpoint / "sft_log.json").exists():  # train_sft writes it last
             return checkpoint
@@ -381,8 +405,11 @@ class Reproduction:
             self.loaded = weights
         return self.policy
 
+    def _key(self, spec: DatasetSpec) -> str:
+        return self.config.protocol_key(spec, self.data_keys[spec.name])
+
     def _eval_path(self, spec: DatasetSpec, arm: str) -> Path:
-        return self.out / spec.name / f"{arm}_eval-{self.config.protocol_key(spec)}.jsonl"
+        return self.out / spec.name / f"{arm}_eval-{self._key(spec)}.jsonl"
 
     def _evaluate(self, spec: DatasetSpec, env: Any, arm: str, weights: str) -> dict[str, Any]:
         from rich import progress as bars
@@ -417,7 +444,7 @@ class Reproduction:
         from recgym.agents.trainer import GRPOTrainer
         from recgym.demo import sample_arrays
 
-        config = self.config.grpo_config(spec, arm, start)
+        config = self.config.grpo_config(spec, start, self.out / spec.name / f"{arm}-{self._key(spec)}")
         out = config.output_dir
         shutil.rmtree(out, ignore_errors=True)  # a run killed half way starts again
         result = GRPOTrainer(config, policy=self.shared_policy(None)).train()
@@ -455,7 +482,7 @@ def build_table(config: ReproduceConfig, envs: dict[str, Any], results: dict[str
         column: dict[str, Any] = {"env_id": spec.env_id, "scale": core.scale.label,
                                   "n": min(config.eval_size, len(core)), "rows": {}, "paired": {}}
         for baseline, scores in arms.get("baselines", {}).get("baselines", {}).items():
-            column["rows"][baseline] = {"kind": "baseline", "mae": scores["mae"], "rmse": scores["rmse"]}
+            column["rows"][baseline] = {"kind": "baseline", **{k: scores[k] for k in ("mae", "rmse", "n")}}
         for arm in ARMS[1:]:
             if arm in arms:
                 r = arms[arm]["record"]

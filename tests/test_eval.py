@@ -7,6 +7,7 @@ import math
 
 import gymnasium as gym
 import pytest
+import raw_fixtures as fx
 from tiny_lm import tiny_model, tiny_tokenizer
 
 import recgym  # noqa: F401
@@ -150,8 +151,8 @@ SCRIPTED = ["eval", ENV, "--policy", "scripted", "--model", "user_average", "--n
     (["--max-new-tokens", "7"], "max_new_tokens=512, not 7"),
     (["--seed", "1"], "seed=0, not 1"),
     (["--samples", "2"], "samples_per_prompt=1, not 2"),
-    (["--rating-from-probs"], "rating_from_probs=False, not True"),
     # checked before the model loads (this one does not exist)
+    (["--policy", "hf", "--model", "nowhere/nope", "--rating-from-probs"], "rating_from_probs=False, not True"),
     (["--policy", "hf", "--model", "nowhere/nope", "--temperature", "0.5"], "policy='scripted', not 'hf'"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_cli_eval_refuses_to_resume_a_file_of_other_settings(changed, words, tmp_path, capsys):
@@ -227,3 +228,100 @@ def test_evaluate_refuses_a_batch_size_below_1(batch_size):
     """0 scored nothing (a table of n=0); -2 scored samples twice."""
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         evaluate(gym.make(ENV, split="test"), ScriptedPolicy(), n=5, batch_size=batch_size, baselines=False)
+
+
+def test_evaluate_refuses_to_resume_a_file_of_other_data(tmp_path):
+    """The header named the dataset, not its data: another world's samples joined the file's."""
+    out = tmp_path / "results.jsonl"
+    evaluate(gym.make(ENV, split="test"), ScriptedPolicy(), n=2, out=out, baselines=False)
+    with pytest.raises(ValueError, match=r"dataset_key='\w{20}', not '\w{20}'"):
+        evaluate(gym.make(ENV, split="test", seed=1), ScriptedPolicy(), n=3, out=out, baselines=False)
+
+
+def movielens(root, offset: int = 0, bad: bool = False):
+    """MovieLens (ml-latest layout): 5 users rate 4 films each, so 5 valid and 5 test samples (``offset``
+    shifts every rating); ``bad``: plus a rating off the scale."""
+    films = (10, 20, 30, 40)
+    rows = [f"{u},{m},{(u + m // 10 + offset) % 5 + 0.5},{100 * u + m}" for u in range(1, 6) for m in films]
+    fx.write_lines(root / "ratings.csv", ["userId,movieId,rating,timestamp", *rows, *(["1,40,7.0,99"] if bad else [])])
+    fx.write_lines(root / "movies.csv", ["movieId,title,genres", *(f"{m},Film {m} (1995),Drama" for m in films)])
+    return root
+
+
+ML = ["eval", "RecRating-MovieLens-v0", "--policy", "scripted", "--model", "user_average", "--no-baselines", "--quiet"]
+
+
+def test_cli_eval_refuses_to_resume_a_file_of_another_data_folder(tmp_path, capsys, monkeypatch):
+    """RECGYM_DATA_DIR at another folder of the same dataset "resumed" the file with other users."""
+    from recgym.cli import main
+    from recgym.data import registry
+
+    for name, offset in (("a", 0), ("b", 1)):
+        movielens(tmp_path / name / "movielens", offset)
+    out, cache = tmp_path / "e.jsonl", ["--cache-dir", str(tmp_path / "cache")]
+    monkeypatch.setenv("RECGYM_DATA_DIR", str(tmp_path / "a"))
+    assert main([*ML, "-n", "2", "--out", str(out), *cache]) == 0
+    before = read_records(out)
+    monkeypatch.setenv("RECGYM_DATA_DIR", str(tmp_path / "b"))
+    monkeypatch.setattr(registry, "_LOADED", {})  # as a new process would
+    capsys.readouterr()
+    assert main([*ML, "-n", "4", "--out", str(out), *cache]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the preparation's progress bars
+    assert err.startswith("recgym eval: error: ") and "(dataset_key=" in err and "another --out" in err, err
+    assert read_records(out) == before
+    # the same data through --data-dir instead of $RECGYM_DATA_DIR is the same setting
+    assert main([*ML, "-n", "4", "--out", str(out), *cache, "--data-dir", str(tmp_path / "a" / "movielens")]) == 0
+    assert "resumed: 2 samples" in capsys.readouterr().err
+
+
+def test_cli_eval_takes_the_data_dir_and_skip_bad_records(tmp_path, capsys, monkeypatch):
+    """The bad-record error said to pass --skip-bad-records, which eval did not take, nor --data-dir."""
+    from recgym.cli import main
+
+    monkeypatch.delenv("RECGYM_DATA_DIR", raising=False)
+    data = ["--data-dir", str(movielens(tmp_path / "ml", bad=True)), "--cache-dir", str(tmp_path / "cache")]
+    assert main([*ML, "-n", "2", *data]) == 2
+    assert "--skip-bad-records" in capsys.readouterr().err.strip().splitlines()[-1]
+    out = tmp_path / "e.jsonl"
+    assert main([*ML, "-n", "2", *data, "--skip-bad-records", "--out", str(out)]) == 0
+    assert [r["env_kwargs"] for r in read_records(out)] == [{"skip_bad_records": True}] * 2
+    capsys.readouterr()
+    assert main([*ML, "-n", "2", *data, "--env-kwargs", '{"data_dir": "x"}']) == 2
+    assert capsys.readouterr().err.strip() == "recgym eval: error: --env-kwargs and --data-dir both set data_dir: give each once"
+
+
+def test_cli_eval_metrics_json_holds_the_split_and_settings(tmp_path):
+    """A valid and a test run wrote the same fields: nothing told them apart."""
+    from recgym.cli import main
+
+    metrics = tmp_path / "m.json"
+    assert main([*SCRIPTED, "-n", "2", "--split", "valid", "--temperature", "0.5", "--metrics-json", str(metrics)]) == 0
+    payload = json.loads(metrics.read_text())
+    assert payload["split"] == "valid" and payload["temperature"] == 0.5 and payload["metrics"]["n"] == 2
+    assert {"dataset", "dataset_key", "scale", "template", "seed", "samples_per_prompt", "env_id", "model"} <= set(payload)
+
+
+@pytest.mark.parametrize("env_id, extra, words", [
+    ("RecRating-MovieLens-v0", ["--policy", "hf", "--model", "nowhere/nope"], "scale 0.5-5 step 0.5 has values that are not"),
+    ("RecRating-IMDb-v0", ["--policy", "hf", "--model", "nowhere/nope"], "scale 1-10 has values that are not single"),
+    ("RecRank-Synthetic-v0", ["--policy", "hf", "--model", "nowhere/nope"], "a ranking environment has no rating"),
+    (ENV, ["--policy", "scripted", "--model", "user_average"], "--policy scripted has no token probabilities"),
+])
+def test_cli_eval_refuses_rating_from_probs_where_it_cannot_apply(env_id, extra, words, tmp_path, capsys):
+    """It was silently a no-op there: every prediction the parsed one, the file saying rating_from_probs."""
+    from recgym.cli import main
+
+    data = {"RecRating-MovieLens-v0": movielens(tmp_path / "ml"), "RecRating-IMDb-v0": fx.imdb(tmp_path / "imdb")}
+    where = ["--env-kwargs", json.dumps({"data_dir": str(data[env_id]), "cache_dir": str(tmp_path / "cache")})] \
+        if env_id in data else []
+    assert main(["eval", env_id, *extra, "-n", "1", "--rating-from-probs", "--quiet", *where]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("recgym eval: error: --rating-from-probs cannot apply: ") and words in err, err
+    assert err.endswith("; leave it out")
+
+
+def test_evaluate_refuses_rating_from_probs_on_a_scale_of_more_than_digits(tmp_path):
+    env = gym.make("RecRating-MovieLens-v0", split="test", data_dir=str(movielens(tmp_path / "ml")),
+                   cache_dir=str(tmp_path / "cache"), progress=False)
+    with pytest.raises(ValueError, match="rating_from_probs cannot apply: the movielens scale 0.5-5 step 0.5"):
+        evaluate(env, ScriptedPolicy(), n=1, rating_from_probs=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_eval import movielens
 from tiny_lm import SHORT_PROMPTS
 
 from recgym.cli import main
@@ -90,7 +91,7 @@ def test_settings_changed_under_saved_results_are_refused_in_one_line(tmp_path, 
     table = json.loads((tmp_path / "out" / "table.json").read_text())
     rows = table["datasets"]["Synthetic"]["rows"]
     assert {"global_mean", "user_mean", "biased_mf"} <= set(rows)
-    assert all(r["kind"] == "baseline" and r["mae"] > 0 for r in rows.values())
+    assert all(r["kind"] == "baseline" and r["mae"] > 0 and r["n"] == 4 for r in rows.values())
     capsys.readouterr()
     assert main(["reproduce", "--config", write_config(tmp_path, values), "--eval_size", "6"]) == 2
     err = capsys.readouterr().err.strip()
@@ -114,6 +115,12 @@ def test_settings_changed_under_saved_results_are_refused_in_one_line(tmp_path, 
     ({"arms": ["zero_shot", "ppo"]}, "unknown arm(s) ppo"),
     ({"learning_rat": 1.0}, "unknown ReproduceConfig field(s): learning_rat"),
     ({"grpo_steps": 0}, "grpo_steps must be >= 1"),
+    ({"grpo_kwargs": {"max_steps": 50, "lora_r": 8}, "arms": ["baselines"]},
+     "grpo_kwargs cannot set max_steps: reproduce sets these for both GRPO arms (set grpo_steps instead)"),
+    # a paired difference needs 2 samples: was a traceback once every arm had run
+    ({"eval_size": 1, "arms": ["baselines"]}, "eval_size must be >= 2"),
+    ({"datasets": [{"name": "One", "env_id": "RecRating-Synthetic-v0", "env_kwargs": {"num_users": 1}}],
+      "arms": ["baselines"]}, "dataset One: its valid split has 1 sample(s)"),
 ])
 def test_a_bad_config_is_one_line_on_stderr(tmp_path, capsys, monkeypatch, change, expected):
     monkeypatch.setenv("RECGYM_DATA_DIR", str(tmp_path / "no-data"))
@@ -121,6 +128,39 @@ def test_a_bad_config_is_one_line_on_stderr(tmp_path, capsys, monkeypatch, chang
     assert main(["reproduce", "--config", write_config(tmp_path, values)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("recgym reproduce: error:") and expected in err, err
+
+
+def test_grpo_kwargs_cannot_set_what_defines_the_table():
+    """They overrode every column's env, split, budget and folder (all four GRPO arms in one, each deleting the last)."""
+    with pytest.raises(ValueError) as refused:
+        ReproduceConfig.from_yaml(ROOT / "examples/configs/reproduce_cpu.yaml", ["--grpo_kwargs", (
+            "{env_id: RecRating-Synthetic-v0, eval_split: test, eval_size: 5, max_steps: 50, output_dir: /tmp/same, "
+            "eval_batch_size: 5, policy_kwargs: {}}")])
+    assert str(refused.value) == (
+        "grpo_kwargs cannot set env_id, eval_batch_size, eval_size, eval_split, max_steps, output_dir, policy_kwargs: "
+        "reproduce sets these for both GRPO arms (set datasets, eval_size, eval_split, grpo_steps, output_dir, "
+        "max_model_len, kv_cache_gib instead)")
+
+
+def test_results_of_other_data_in_the_same_folder_are_refused(tmp_path, tiny_path, capsys, monkeypatch):
+    """The protocol named the data folder, not what was in it: a rerun on new files reused the old figures."""
+    from recgym.data import registry
+
+    data = movielens(tmp_path / "ml")
+    values = tiny_config(tmp_path, tiny_path, arms=["baselines"], datasets=[{
+        "name": "ML", "env_id": "RecRating-MovieLens-v0", "data_dir": str(data),
+        "env_kwargs": {"cache_dir": str(tmp_path / "cache"), "progress": False}}])
+    assert main(["reproduce", "--config", write_config(tmp_path, values)]) == 0
+    saved = json.loads((tmp_path / "out" / "ML" / "baselines.json").read_text())
+    assert len(saved["protocol"]["dataset_key"]) == 20
+    assert main(["reproduce", "--config", write_config(tmp_path, values)]) == 0  # the same data: reused
+    movielens(data, offset=1)
+    monkeypatch.setattr(registry, "_LOADED", {})  # as a new process would
+    capsys.readouterr()
+    assert main(["reproduce", "--config", write_config(tmp_path, values)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ML/baselines.json was measured under other settings (dataset_key); use another " \
+        "output_dir" in err[0], err
 
 
 def test_the_reasoner_teacher_is_refused_on_real_data():

@@ -12,8 +12,9 @@ tokens read and turns, and ``EvalResult.episode_stats`` their means.
 
 With ``rating_from_probs`` the prediction is the expected rating under the model's probabilities
 of the scale's digits at the rating position (as Reason4Rec decodes), where the backend returns
-top logprobs; where it cannot (no rating tag, a scale whose values are not single digits), the
-parsed rating stands and the record says so.
+top logprobs; where it cannot (no rating tag, no digit among the alternatives), the parsed rating
+stands and the record says so. A scale whose values are not single digits, or a ranking
+environment, is refused (:func:`rating_from_probs_problem`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,17 @@ def _scale_digits(scale: RatingScale) -> dict[str, float] | None:
     if len(values) > 10 or not all(float(v).is_integer() and 0 <= v <= 9 for v in values):
         return None
     return {str(int(v)): float(v) for v in values}
+
+
+def rating_from_probs_problem(env: Any) -> str | None:
+    """Why ``rating_from_probs`` cannot apply to ``env`` (ranking environments, a scale whose values are not
+    single digits: :func:`expected_rating` finds nothing there), or None."""
+    core = env.unwrapped
+    if getattr(core, "task", "rating") == "ranking":
+        return "a ranking environment has no rating to decode"
+    if _scale_digits(core.scale) is None:
+        return f"the {core.dataset.name} scale {core.scale.label} has values that are not single digits"
+    return None
 
 
 def expected_rating(
@@ -127,6 +139,20 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def dataset_key(dataset: Any) -> str:
+    """What a prepared dataset was built from: its cache key (``recgym.data.pipeline.cache_key``: the raw
+    files' paths, sizes and modification times and the preparation options; its cache folder is named by
+    it), or for one made in memory (the synthetic worlds) a hash of its ratings and splits."""
+    cached = dataset.stats.get("cache_dir")
+    if cached:
+        return Path(cached).name
+    digest = hashlib.sha1()
+    for values in (dataset.user_codes, dataset.item_codes, dataset.ratings, dataset.timestamps, dataset.split_codes,
+                   *(dataset.samples[split] for split in sorted(dataset.samples))):
+        digest.update(np.ascontiguousarray(values).tobytes())
+    return digest.hexdigest()[:20]
+
+
 def record_header(
     env: Any,
     sampling: SamplingParams | None = None,
@@ -135,7 +161,8 @@ def record_header(
     header: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The settings ``evaluate`` writes into every record, which a file it resumes must hold: the split,
-    dataset and template (ranking: the lists' settings), the sampling, and ``header`` (e.g. env id, model)."""
+    dataset (its name and :func:`dataset_key`) and template (ranking: the lists' settings), the sampling,
+    and ``header`` (e.g. env id, model)."""
     from recgym.prompts import RANKING_TEMPLATES, TEMPLATES
 
     core, sampling = env.unwrapped, sampling or GREEDY
@@ -144,8 +171,8 @@ def record_header(
     template = next((name for name, t in templates.items() if t == getattr(core, "template", None)), None)
     task = ({"task": "ranking", "num_candidates": core.num_candidates, "negatives": core.negatives} if ranking
             else {"scale": core.scale.label, "rating_from_probs": rating_from_probs})
-    return {"split": core.split, "dataset": core.dataset.name, **task, "template": template,
-            "temperature": sampling.temperature, "top_p": sampling.top_p, "max_new_tokens": sampling.max_new_tokens,
+    return {"split": core.split, "dataset": core.dataset.name, "dataset_key": dataset_key(core.dataset), **task,
+            "template": template, "temperature": sampling.temperature, "top_p": sampling.top_p, "max_new_tokens": sampling.max_new_tokens,
             "seed": sampling.seed, "stop": list(sampling.stop), "samples_per_prompt": samples_per_prompt,
             **(header or {})}
 
@@ -209,6 +236,8 @@ def evaluate(
             drive a progress bar.
     """
     core = env.unwrapped
+    if rating_from_probs and (problem := rating_from_probs_problem(env)):
+        raise ValueError(f"rating_from_probs cannot apply: {problem}")
     if getattr(core, "task", "rating") == "ranking":
         return evaluate_ranking(env, policy, n=n, out=out, resume=resume, sampling=sampling,
                                 samples_per_prompt=samples_per_prompt, batch_size=batch_size,

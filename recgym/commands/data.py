@@ -15,7 +15,7 @@ from recgym.console import make_console
 
 
 def add_dataset_options(parser: argparse.ArgumentParser) -> None:
-    """Where the raw data is and how to prepare it (shared by ``data prepare`` and ``baseline``)."""
+    """Where the raw data is and how to prepare it (shared by ``data prepare``, ``baseline`` and ``eval``)."""
     parser.add_argument("--data-dir", help="folder with the raw files as published (default $RECGYM_DATA_DIR/<name>)")
     parser.add_argument("--path", help="custom: the ratings file")
     parser.add_argument("--columns", help="custom: user=COL,item=COL,rating=COL,timestamp=COL[,review=COL,...]")

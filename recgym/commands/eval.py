@@ -6,6 +6,7 @@ import argparse
 import json
 
 from recgym.commands import CommandError, given_values
+from recgym.commands.data import add_dataset_options, dataset_kwargs
 from recgym.console import fmt, make_console, metrics_table
 
 
@@ -36,7 +37,12 @@ def run(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     import recgym  # noqa: F401  (registers the environments)
-    from recgym.agents.evaluation import check_resumable, evaluate, record_header
+    from recgym.agents.evaluation import (
+        check_resumable,
+        evaluate,
+        rating_from_probs_problem,
+        record_header,
+    )
     from recgym.agents.policies import make_policy
     from recgym.agents.types import SamplingParams
 
@@ -52,20 +58,32 @@ def run(args) -> int:
         raise CommandError(f"--env-kwargs must be a JSON object, e.g. '{{\"max_user_history\": 10}}', got {args.env_kwargs}")
     if "split" in env_kwargs:
         raise CommandError("--env-kwargs cannot set split: use --split")
+    options = dataset_kwargs(args)
+    if twice := sorted(options.keys() & env_kwargs.keys()):
+        raise CommandError(f"--env-kwargs and {', '.join('--' + k.replace('_', '-') for k in twice)} both set "
+                           f"{', '.join(twice)}: give each once")
+    env_kwargs.update(options)
     if args.template:
         env_kwargs["template"] = args.template
     try:
         env = gym.make(args.env_id, split=args.split, **env_kwargs)
     except (gym.error.Error, ValueError, TypeError) as exc:  # an unknown id, bad --env-kwargs values
         raise CommandError(f"cannot make {args.env_id}: {exc} (see `recgym envs`)") from exc
-    # every setting that changes a record (the template and sampling: record_header) must match a resumed --out
+    if args.rating_from_probs:
+        problem = "--policy scripted has no token probabilities" if args.policy == "scripted" \
+            else rating_from_probs_problem(env)
+        if problem:
+            raise CommandError(f"--rating-from-probs cannot apply: {problem}; leave it out")
+    # every setting that changes a record (the template and sampling: record_header) must match a resumed --out;
+    # where the data is read from is not one (record_header's dataset_key says which data it is)
     header = {"env_id": args.env_id, "model": args.model, "policy": args.policy,
-              "env_kwargs": {k: v for k, v in env_kwargs.items() if k != "template"}}
+              "env_kwargs": {k: v for k, v in env_kwargs.items() if k not in ("template", "data_dir", "cache_dir")}}
     if args.policy in ("hf", "vllm"):  # the local model's precision and context change its answers
         header.update(dtype=args.dtype, max_model_len=args.max_model_len)
+    settings = record_header(env, sampling, args.samples, args.rating_from_probs, header)
     if args.out and not args.no_resume:  # before the model loads
         with given_values():
-            check_resumable(args.out, record_header(env, sampling, args.samples, args.rating_from_probs, header))
+            check_resumable(args.out, settings)
     from recgym.agents.models import ModelNotFoundError
 
     try:
@@ -119,7 +137,7 @@ def run(args) -> int:
         console.print(f"{stats['truncated_prompts']} prompts lost {stats['history_lines_dropped']} history lines to fit the context")
     if args.metrics_json:
         payload = {"metrics": {**result.metrics.as_dict(), **result.episode_stats}, "baselines": result.baselines,
-                   "seconds": result.seconds, **header}
+                   "seconds": result.seconds, **settings}
         with open(args.metrics_json, "w") as f:
             json.dump(payload, f, indent=2)
     return 0
@@ -171,7 +189,7 @@ def register(subparsers) -> None:
                         help="predict the expected rating over the scale's digit-token probabilities")
     parser.add_argument("--template", default=None,
                         help="prompt template: think (default) or rate_only; RecRank-*: think or rank_only")
-    parser.add_argument("--env-kwargs", default=None, help='JSON, e.g. \'{"data_dir": "~/yelp"}\'')
+    parser.add_argument("--env-kwargs", default=None, help='JSON, e.g. \'{"max_user_history": 10}\'')
     parser.add_argument("--dtype", default=None, help="model dtype (default float32 on CPU)")
     parser.add_argument("--max-model-len", type=int, default=4096, help="vLLM context length")
     parser.add_argument("--kv-cache-gib", type=float, default=None, help="vLLM KV cache in GiB (default: 4 on CPU)")
@@ -181,6 +199,8 @@ def register(subparsers) -> None:
     parser.add_argument("--retries", type=int, default=3,
                         help="retries of a failed request, with exponential backoff (openai policy)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the classical baselines")
-    parser.add_argument("--metrics-json", default=None, help="also write the final figures to this JSON file")
+    parser.add_argument("--metrics-json", default=None,
+                        help="also write the final figures and the settings (split, dataset, sampling, ...) to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_dataset_options(parser)
     parser.set_defaults(func=run)
