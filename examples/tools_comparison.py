@@ -66,6 +66,19 @@ def sample_errors(result) -> np.ndarray:
     return np.array([r["prediction_or_fallback"] - r["target"] for r in sorted(result.records, key=lambda r: r["index"])])
 
 
+SPLITS = ("train", "valid", "test")
+
+
+def check_samples(n: int, split: str) -> None:
+    """The first ``n`` samples of ``split`` exist in the tool env (every row is measured on them),
+    checked before anything runs."""
+    if split not in SPLITS:
+        raise CommandError(f"split {split!r}: choose one of {', '.join(SPLITS)}")
+    size = len(gym.make("RecRatingTools-Synthetic-v0", split=split).unwrapped)
+    if not 1 <= n <= size:
+        raise CommandError(f"n {n}: the {split} split has {size} samples, give 1 to {size}")
+
+
 def main(n: int = 300, split: str = "test", count=None, errors: dict[str, np.ndarray] | None = None) -> list[dict]:
     """The scripted rows; ``errors`` (when given) receives each agent's :func:`sample_errors`."""
     count = count or token_counter()
@@ -304,14 +317,26 @@ def recone_tools(s: RecOneToolsSettings, count=None) -> dict[str, Any]:
     return summary
 
 
+def check_settings(s: RecOneToolsSettings) -> None:
+    """What a later stage would refuse (the policy, the samples, the base model), before anything runs."""
+    from recgym.agents.policies import POLICIES
+    from recgym.commands.train import check_model
+
+    if s.policy not in POLICIES:
+        raise CommandError(f"policy {s.policy!r}: choose one of {', '.join(POLICIES)}")
+    check_samples(s.n, s.split)
+    check_model(s.base_model)
+
+
 def recone_main(argv: list[str]) -> int:
     from recgym.commands.train import add_config_options, config_from_args
 
     parser = argparse.ArgumentParser(prog="tools_comparison.py recone", description=RecOneToolsSettings.__doc__)
     parser.add_argument("--config", help="YAML file of RecOneToolsSettings fields")
     add_config_options(parser, RecOneToolsSettings)
-    try:
+    try:  # a bad setting fails in one line, before anything runs
         settings = config_from_args(parser.parse_args(argv), RecOneToolsSettings)
+        check_settings(settings)
     except CommandError as exc:
         parser.error(str(exc))
     try:
@@ -322,16 +347,23 @@ def recone_main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["recone"]:
-    sys.exit(recone_main(sys.argv[2:]))
-elif __name__ == "__main__":
+def scripted_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=300)
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default="test", choices=SPLITS)
     parser.add_argument("--out", default=None, help="also write the rows as JSON")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    try:
+        check_samples(args.n, args.split)
+    except CommandError as exc:
+        parser.error(str(exc))
     table = main(args.n, args.split)
     print(markdown(table))
     if args.out:
         with open(args.out, "w") as f:
             json.dump(table, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(recone_main(sys.argv[2:]) if sys.argv[1:2] == ["recone"] else scripted_main(sys.argv[1:]))

@@ -49,7 +49,8 @@ def load_environment(
         gym_id: the same, under the name that passes through ``verifiers.load_environment``
             (which takes ``env_id`` itself); it wins when given.
         split: ``train``, ``valid`` or ``test``.
-        num_samples: take only the first samples (after a shuffle when ``seed`` is given).
+        num_samples: take only the first samples (after a shuffle when ``seed`` is given); None
+            or -1 (verifiers' convention): all.
         seed: shuffle the samples with this seed.
         **env_kwargs: passed to ``gymnasium.make`` (``data_dir``, ``max_user_history``, ...).
     """
@@ -164,16 +165,12 @@ def _tools_environment(vf: Any, core: Any, env_id: str, split: str, num_samples:
     environment turn = the tool result (or error) the Gymnasium environment returns, rubric = the
     environment's reward in three parts (``format_reward``, ``accuracy_reward``, ``tool_cost_reward``,
     weight 1 each) plus ``tool_calls`` and ``tokens_read`` as zero-weight metrics."""
-    import numpy as np
     from datasets import Dataset
 
-    indices = list(range(len(core)))
-    if seed is not None:
-        indices = np.random.default_rng(seed).permutation(len(core)).tolist()
-    if num_samples is not None:
-        indices = indices[: int(num_samples)]
+    from recgym.integrations.trl import sample_indices
+
     rows = {"prompt": [], "answer": [], "info": [], "task": []}
-    for index in indices:
+    for index in sample_indices(len(core), num_samples, seed):
         _, info = core.reset(options={"index": index})
         target = core.dataset.target(split, index)
         rows["prompt"].append(info["messages"])

@@ -85,6 +85,18 @@ def test_the_cli_trains_an_algorithm_named_by_its_file(tiny_path, tmp_path, monk
     ("custom_algorithm", ["--nope", "1"], "custom_algorithm.py: error: unknown config field --nope"),
     ("compare_algorithms", ["--start", "/nowhere"], "--start /nowhere: no checkpoint there"),
     ("ablations", ["--teacher", "ranker"], "teacher 'ranker' does not play RecRating-Synthetic-v0"),
+    ("quickstart", ["--env_id", "RecRating-Nope-v0"], "env_id: Environment `RecRating-Nope` doesn't exist"),
+    ("quickstart", ["--env_id", "RecRating-MovieLens-v0", "--data_dir", "/nowhere"],
+     "data_dir '/nowhere' does not hold them"),
+    ("quickstart", ["--env_id", "RecRatingTools-Synthetic-v0"], "takes several turns (tool calls)"),
+    ("quickstart", ["-n", "0"], "-n must be >= 1, got 0"),
+    ("quickstart", ["--env_kwargs", "[1]"], "--env_kwargs: expected a mapping"),
+    ("train_with_trl", ["--env_id", "RecRatingTools-Synthetic-v0"], "is multi-turn (tool calls)"),
+    ("train_with_trl", ["--env_id", "RecRating-MovieLens-v0", "--data_dir", "/nowhere"],
+     "data_dir '/nowhere' does not hold them"),
+    # past the env, its dataset and rewards (the history arguments RecRank-* takes), to the model
+    ("train_with_trl", ["--env_id", "RecRank-Synthetic-v0", "--model", "/nowhere"], "model '/nowhere' not found"),
+    ("train_with_trl", ["--num_samples", "0"], "num_samples (None or -1: all) must be >= 1, got 0"),
 ])
 def test_examples_refuse_bad_input_in_one_line_before_anything_slow(example, argv, words, capsys):
     with pytest.raises(SystemExit) as info:
@@ -100,6 +112,33 @@ def test_examples_answer_help(example, capsys):
     except SystemExit as done:  # argparse's --help
         assert done.code == 0
     assert "--max_steps" in capsys.readouterr().out
+
+
+def test_quickstart_help_keeps_its_usage_lines(capsys):
+    with pytest.raises(SystemExit) as done:
+        load_example("quickstart").main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "\n    python examples/quickstart.py --model PATH -n 5\n" in out and "--data_dir" in out
+
+
+@pytest.mark.parametrize(("entry", "argv", "words"), [
+    ("scripted_main", ["--split", "bogus"], "argument --split: invalid choice: 'bogus'"),
+    ("scripted_main", ["--n", "0"], "n 0: the test split has 300 samples, give 1 to 300"),
+    ("scripted_main", ["--n", "400", "--split", "valid"], "n 400: the valid split has 300 samples, give 1 to 300"),
+    ("recone_main", ["--policy", "bogus"], "policy 'bogus': choose one of hf, vllm, openai"),
+    ("recone_main", ["--n", "400"], "n 400: the valid split has 300 samples"),
+    ("recone_main", ["--split", "bogus"], "split 'bogus': choose one of train, valid, test"),
+])
+def test_tools_comparison_refuses_bad_input_before_anything_runs(entry, argv, words, tmp_path, capsys):
+    settings = ["--grpo_config", str(EXAMPLES / "configs" / "recone_tools_synthetic.yaml"),
+                "--output", str(tmp_path / "summary.json")] if entry == "recone_main" else []
+    with pytest.raises(SystemExit) as info:
+        getattr(load_example("tools_comparison"), entry)([*settings, *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
 
 
 def test_train_reczero_example_with_overrides(tiny_path, tmp_path):

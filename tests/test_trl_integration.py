@@ -30,6 +30,32 @@ def test_dataset_has_prompt_and_reward_columns_matching_the_env():
         assert sum(parts) == pytest.approx(reward)
 
 
+@pytest.mark.parametrize("num_samples", [None, -1])
+def test_none_or_minus_one_samples_are_the_whole_split(num_samples):
+    ds = env_to_dataset(ENV, split="valid", num_samples=num_samples, seed=2)
+    assert sorted(ds["index"]) == list(range(300))
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [
+    ({"num_samples": 0}, "num_samples (None or -1: all) must be >= 1, got 0"),
+    ({"num_samples": -2}, "num_samples (None or -1: all) must be >= 1, got -2"),
+    ({"num_samples": 2.5}, "num_samples (None or -1: all) must be an int"),
+    ({"num_samples": 2, "seed": -1}, "seed must be >= 0, got -1"),
+])
+def test_bad_sizes_and_seeds_are_refused(kwargs, words):
+    with pytest.raises((ValueError, TypeError)) as info:
+        env_to_dataset(ENV, split="valid", **kwargs)
+    assert words in str(info.value)
+
+
+def test_tool_environments_are_refused():
+    """TRL scores one completion per prompt: a tool env's turns and costs would be left out."""
+    for make in (lambda: env_to_dataset("RecRatingTools-Synthetic-v0", num_samples=2),
+                 lambda: reward_functions("RecRatingTools-Synthetic-v0")):
+        with pytest.raises(ValueError, match="RecRatingTools-Synthetic-v0 is multi-turn .*`recgym export verl`"):
+            make()
+
+
 def test_reward_functions_accept_chat_completions_and_pickle():
     fmt, acc = reward_functions()
     kw = {"target_rating": [2.0, 2.0], "scale_low": [1.0] * 2, "scale_high": [5.0] * 2, "scale_step": [1.0] * 2}

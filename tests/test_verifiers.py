@@ -40,6 +40,16 @@ def test_direct_call_takes_env_id():
     assert direct.env_args["env_id"] == ENV and len(direct.get_dataset()) == 2
 
 
+def test_minus_one_samples_is_the_whole_split():
+    """verifiers' convention: ``num_samples=-1`` means all."""
+    from recgym_verifiers import load_environment
+
+    every = load_environment(ENV, split="valid", num_samples=-1, seed=0, **KWARGS).get_dataset()
+    assert sorted(i["index"] for i in every["info"]) == list(range(300))
+    with pytest.raises(ValueError, match="must be >= 1, got 0"):
+        load_environment(ENV, split="valid", num_samples=0, **KWARGS)
+
+
 @pytest.mark.parametrize("text", [
     "<analyze user>likes it</analyze user><analyze item>good</analyze item><match>yes</match><rate>4</rate>",
     "<analyze user>a</analyze user><analyze item>b</analyze item><match>c</match><rate>1</rate>",

@@ -32,6 +32,13 @@ def test_tool_ids_load_as_a_multi_turn_env(env):
         assert float(row["answer"]) == row["info"]["target_rating"]
 
 
+def test_minus_one_samples_is_the_whole_split():
+    every = vf.load_environment("recgym-verifiers", gym_id=ENV, split="valid", num_samples=-1).get_dataset()
+    assert sorted(i["index"] for i in every["info"]) == list(range(len(gym.make(ENV, split="valid").unwrapped)))
+    with pytest.raises(RuntimeError, match="must be >= 1, got 0"):  # verifiers' loader wraps the ValueError
+        vf.load_environment("recgym-verifiers", gym_id=ENV, split="valid", num_samples=0)
+
+
 def test_env_turns_are_the_tool_results(env):
     row = env.get_dataset()[1]
     state = {"prompt": row["prompt"], "info": row["info"]}

@@ -6,6 +6,7 @@ config's keys against verl's own ppo_trainer.yaml. CPU only, the embedded model'
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import warnings
 from pathlib import Path
@@ -57,7 +58,7 @@ def exported(tmp_path_factory):
 
 
 def test_export_writes_verls_layout(exported):
-    assert sorted(p.name for p in exported.iterdir()) == ["train.parquet", "validation.parquet"]
+    assert sorted(p.name for p in exported.iterdir()) == ["recgym_export.json", "train.parquet", "validation.parquet"]
     frame = pd.read_parquet(exported / "train.parquet")
     assert list(frame.columns) == ["data_source", "prompt", "ability", "reward_model", "extra_info"]
     env = gym.make(ENV, split="train")
@@ -72,13 +73,124 @@ def test_export_writes_verls_layout(exported):
         assert extra["user_id"] == info["user_id"] and extra["item_id"] == info["item_id"]
 
 
-def test_export_bad_input_is_one_line(tmp_path, capsys):
-    assert cli(["export", "verl", "--env", "RecRating-Nope-v0", "--out", str(tmp_path)]) == 2
-    assert cli(["export", "verl", "--env", ENV, "--out", str(tmp_path), "--env-kwargs", "[1]"]) == 2
-    assert cli(["export", "verl", "--env", ENV, "--out", str(tmp_path), "-n", "0"]) == 2
+@pytest.mark.parametrize("argv", [
+    ["--env", "RecRating-Nope-v0"], ["--env", ENV, "--env-kwargs", "[1]"], ["--env", ENV, "-n", "0"],
+    ["--env", ENV, "--seed", "-1"], ["--env", ENV, "--env-kwargs", '{"split": "test"}'],
+])
+def test_export_bad_input_is_one_line(argv, tmp_path, capsys):
+    assert cli(["export", "verl", *argv, "--out", str(tmp_path / "out")]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 3 and all(e.startswith("recgym export: error: ") for e in errors)
+    assert len(errors) == 1 and errors[0].startswith("recgym export: error: ")
     assert not list(tmp_path.iterdir())
+
+
+def _rank_answer(order) -> str:
+    return ("<analyze user>a</analyze user><analyze candidates>b</analyze candidates><match>c</match>"
+            f"<rank>{' '.join(f'[{j + 1}]' for j in order)}</rank>")
+
+
+def test_ranking_export_scores_like_env_step(tmp_path):
+    rank_env = "RecRank-Synthetic-v0"
+    out = tmp_path / "rank"
+    assert cli(["export", "verl", "--env", rank_env, "--out", str(out), "-n", "3", "--quiet", "--splits", "test"]) == 0
+    frame = pd.read_parquet(out / SPLIT_FILES["test"])
+    env = gym.make(rank_env, split="test")
+    rewards = set()
+    for _, row in frame.iterrows():
+        extra = dict(row["extra_info"])
+        assert extra["num_candidates"] == 20 and row["reward_model"]["ground_truth"] == extra["target_position"]
+        n = extra["num_candidates"]
+        for completion in (_rank_answer(range(n)), _rank_answer(reversed(range(n))), _rank_answer(range(n - 1)),
+                           "[1] [2]", ""):
+            env.reset(options={"index": int(extra["index"])})
+            _, reward, _, _, info = env.step(completion)
+            score = compute_score(row["data_source"], completion, row["reward_model"]["ground_truth"], extra)
+            assert score == {"score": pytest.approx(reward), "format": info["reward_breakdown"]["format"],
+                             "ndcg": pytest.approx(info["reward_breakdown"]["ndcg"])}
+            rewards.add(round(reward, 6))
+    assert len(rewards) > 3  # the completions span formats and ranks
+
+
+def _custom_csv(root: Path) -> Path:
+    root.mkdir(parents=True)
+    lines = ["user,item,rating,timestamp"] + [f"u{u},i{(u + k) % 7},{1 + (u * k) % 5},{1000 * k + u}"
+                                              for u in range(6) for k in range(5)]
+    (root / "r.csv").write_text("\n".join(lines) + "\n")
+    return root / "r.csv"
+
+
+@pytest.mark.parametrize("how", ["env-kwargs", "RECGYM_DATA_DIR", "custom path"])
+def test_export_stores_absolute_paths(how, tmp_path, monkeypatch):
+    """Relative paths (and the data folder that $RECGYM_DATA_DIR names) are stored absolute: the
+    reward (in verl's Ray workers) rebuilds the environment from another working directory."""
+    import raw_fixtures as fx
+
+    from recgym.integrations.verl import _env
+
+    (tmp_path / "elsewhere").mkdir()
+    raw = tmp_path / "raw"
+    env_id, expected = "RecRating-Yelp-v0", {"data_dir": str(raw / "yelp"), "cache_dir": str(raw / "c")}
+    if how == "custom path":
+        _custom_csv(raw)
+        columns = {"user": "user", "item": "item", "rating": "rating", "timestamp": "timestamp"}
+        env_id, kwargs = "RecRating-Custom-v0", {"path": "r.csv", "columns": columns}
+        expected = {**kwargs, "path": str(raw / "r.csv"), "cache_dir": expected["cache_dir"]}
+    else:
+        fx.yelp(raw / "yelp")
+        kwargs = {"data_dir": "yelp"} if how == "env-kwargs" else {}
+        if how == "RECGYM_DATA_DIR":
+            monkeypatch.setenv("RECGYM_DATA_DIR", ".")
+    monkeypatch.chdir(raw)
+    assert cli(["export", "verl", "--env", env_id, "--env-kwargs", json.dumps({**kwargs, "cache_dir": "c"}),
+                "--out", "out", "--splits", "test", "--quiet"]) == 0
+    row = pd.read_parquet("out/test.parquet").iloc[0]
+    extra = dict(row["extra_info"])
+    assert json.loads(extra["env_kwargs"]) == expected
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.delenv("RECGYM_DATA_DIR", raising=False)
+    _env.cache_clear()  # as in a fresh worker process
+    score = compute_score(row["data_source"], answer("4"), row["reward_model"]["ground_truth"], extra)
+    env = gym.make(env_id, split="test", **expected)
+    env.reset(options={"index": int(extra["index"])})
+    assert score["score"] == pytest.approx(env.step(answer("4"))[1])
+
+
+def test_export_skip_bad_records_reaches_the_loader(tmp_path, capsys):
+    import raw_fixtures as fx
+
+    raw = fx.yelp(tmp_path / "yelp")
+    with (raw / "yelp_academic_dataset_review.json").open("a") as f:
+        f.write("{not json\n")
+    common = ["export", "verl", "--env", "RecRating-Yelp-v0", "--data-dir", str(raw), "--splits", "test", "--quiet",
+              "--cache-dir", str(tmp_path / "cache")]
+    assert cli([*common, "--out", str(tmp_path / "strict")]) == 2
+    assert "--skip-bad-records" in capsys.readouterr().err
+    assert cli([*common, "--out", str(tmp_path / "out"), "--skip-bad-records"]) == 0
+    extra = pd.read_parquet(tmp_path / "out" / "test.parquet").iloc[0]["extra_info"]
+    assert json.loads(extra["env_kwargs"])["skip_bad_records"] is True
+
+
+def test_export_refuses_to_mix_with_another_exports_files(tmp_path, capsys):
+    out = tmp_path / "out"
+
+    def export(*argv: str) -> int:
+        return cli(["export", "verl", "--out", str(out), "--quiet", "-n", "2", *argv])
+
+    assert export("--env", ENV, "--splits", "train", "valid", "test") == 0
+    assert export("--env", ENV, "--splits", "train") == 2  # would leave the first export's valid and test
+    assert export("--env", "RecRank-Synthetic-v0", "--splits", "train", "valid", "test") == 2
+    assert export("--env", ENV, "--splits", "train", "valid", "test", "--env-kwargs", '{"max_user_history": 3}') == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all("use another --out, or remove its .parquet files" in e for e in errors)
+    assert "test.parquet, validation.parquet" in errors[0] and "an export of RecRating-Synthetic-v0" in errors[1]
+    assert export("--env", ENV, "--splits", "test", "valid", "train", "-n", "3") == 0  # the same env again
+    assert {len(pd.read_parquet(p)) for p in out.glob("*.parquet")} == {3}
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    pd.DataFrame({"x": [1]}).to_parquet(foreign / "train.parquet")
+    assert cli(["export", "verl", "--env", ENV, "--out", str(foreign), "--quiet", "-n", "2"]) == 2
+    assert "not written by `recgym export verl`" in capsys.readouterr().err
+    assert pd.read_parquet(foreign / "train.parquet").columns.tolist() == ["x"]
 
 
 def test_rlhf_dataset_gives_the_envs_prompt_ids(exported, tokenizer, tmp_path):
@@ -359,6 +471,30 @@ def test_launch_script_overrides_are_verls():
     assert not [k for k in overrides if not _has(defaults, k)]
     for config in re.findall(r"examples/configs/([\w.]+\.yaml)", script):
         assert (ROOT / "examples" / "configs" / config).is_file()
+
+
+@pytest.mark.parametrize(("config", "default"), [("verl_grpo_yelp", "yelp"), ("verl_grpo_tools_yelp", "yelp_tools")])
+def test_launch_script_reads_the_data_folder_given(config, default, tmp_path):
+    """DATA, documented in the script's header, is the export folder for either config (a stub
+    ``python`` records what the script would run)."""
+    import os
+    import subprocess
+
+    script = ROOT / "examples" / "configs" / "verl_grpo_yelp.sh"
+    stub = tmp_path / "bin" / "python"
+    stub.parent.mkdir()
+    record = 'if [ "$1" = -c ]; then echo /reward.py; else printf "%s\\n" "$@" > "$ARGS_OUT"; fi'
+    stub.write_text(f"#!/usr/bin/env bash\n{record}\n")
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}", "CONFIG": config, "HOME": str(tmp_path),
+           "ARGS_OUT": str(tmp_path / "args")}
+    for data, folder in ((tmp_path / "mine", tmp_path / "mine"), (None, tmp_path / "data" / "verl" / default)):
+        subprocess.run(["bash", str(script)], env={**env, **({"DATA": str(data)} if data else {})}, check=True)
+        args = (tmp_path / "args").read_text().splitlines()
+        assert f"--config-name={config}" in args
+        assert {f"data.train_files={folder}/train.parquet", f"data.val_files={folder}/validation.parquet"} <= set(args)
+    header = [line for line in script.read_text().splitlines() if line.startswith("#")]
+    assert {"NNODES", "CONFIG", "DATA"} <= {line.split()[1] for line in header if len(line.split()) > 1}
 
 
 def test_tool_config_file_is_the_generated_one():

@@ -6,12 +6,16 @@
 #     head:   ray start --head --port=6379 --num-gpus=8
 #     worker: ray start --address=<head-ip>:6379 --num-gpus=8
 #   CONFIG=verl_grpo_tools_yelp bash examples/configs/verl_grpo_yelp.sh   # the tool environment
+# Variables:
+#   NNODES  nodes of 8 GPUs (default 1)
+#   CONFIG  verl_grpo_yelp (default) or verl_grpo_tools_yelp, a config in examples/configs
+#   DATA    the `recgym export verl --out` folder with train.parquet and validation.parquet
+#           (default $HOME/data/verl/yelp; for verl_grpo_tools_yelp $HOME/data/verl/yelp_tools)
 # Extra arguments are passed on as Hydra overrides (e.g. trainer.logger=[console,wandb]).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 NNODES=${NNODES:-1}
 CONFIG=${CONFIG:-verl_grpo_yelp}
-DATA=${DATA:-$HOME/data/verl/yelp}
 REWARD=$(python -c 'import recgym.integrations.verl as m; print(m.__file__)')
 
 if [ "$NNODES" -gt 1 ]; then
@@ -22,9 +26,10 @@ else
 fi
 
 if [ "$CONFIG" = verl_grpo_tools_yelp ]; then
-  DATA=${DATA_TOOLS:-$HOME/data/verl/yelp_tools}
+  DATA=${DATA:-$HOME/data/verl/yelp_tools}
   TOOLS=(actor_rollout_ref.rollout.multi_turn.interaction_config_path="$ROOT/examples/configs/verl_interaction_config.yaml")
 else
+  DATA=${DATA:-$HOME/data/verl/yelp}
   TOOLS=()
 fi
 

@@ -5,9 +5,56 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from recgym.commands import CommandError, given_values
+from recgym.commands.data import add_dataset_options, dataset_kwargs
 from recgym.console import make_console
+
+#: Beside the parquet files: the export that wrote them (what the next export into the folder checks).
+MANIFEST = "recgym_export.json"
+#: Loader arguments that name files or folders relative to the working directory (``reviews_file``
+#: and ``meta_file`` are relative to ``data_dir``).
+PATH_KWARGS = ("data_dir", "path", "cache_dir")
+
+
+def absolute_paths(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``env_kwargs`` with its paths absolute and the data folder pinned (``data_dir`` defaults to
+    ``$RECGYM_DATA_DIR/<name>`` or the folder the cache prepared it from), so the reward rebuilds
+    the environment from any working directory or process (verl's Ray workers)."""
+    import gymnasium as gym
+
+    from recgym.data.loaders import REAL_DATASETS, default_data_dir
+
+    dataset = gym.spec(env_id).kwargs.get("dataset")
+    if dataset in REAL_DATASETS and dataset != "custom" and env_kwargs.get("data_dir") is None:
+        env_kwargs = {**env_kwargs, "data_dir": default_data_dir(dataset, None, env_kwargs.get("cache_dir"))}
+    return {k: str(Path(v).expanduser().resolve()) if k in PATH_KWARGS else v
+            for k, v in env_kwargs.items() if k not in PATH_KWARGS or v is not None}
+
+
+def check_out(out: Path, manifest: dict[str, Any]) -> None:
+    """Refuse an ``--out`` whose parquet files would not all be this export's afterwards: files
+    of another environment or ``env_kwargs``, of unknown origin, or splits it does not write."""
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {out} exists and is not a folder")
+    found = sorted(p.name for p in out.glob("*.parquet")) if out.is_dir() else []
+    if not found:
+        return
+    try:
+        saved = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        saved = None
+    stale = [name for name in found if name not in manifest["files"]]
+    if not isinstance(saved, dict):
+        what = f"{', '.join(found)} not written by `recgym export verl`"
+    elif (saved.get("env"), saved.get("env_kwargs")) != (manifest["env"], manifest["env_kwargs"]):
+        what = f"an export of {saved.get('env')} with env_kwargs {saved.get('env_kwargs')}"
+    elif stale:
+        what = f"{', '.join(stale)} of an earlier export, which this one would not replace"
+    else:
+        return
+    raise CommandError(f"--out {out} holds {what}: use another --out, or remove its .parquet files")
 
 
 def run_verl(args: argparse.Namespace) -> int:
@@ -23,15 +70,20 @@ def run_verl(args: argparse.Namespace) -> int:
         raise CommandError(f"unknown environment {args.env!r} (see `recgym envs`)")
     if args.n is not None and args.n < 1:
         raise CommandError(f"-n must be >= 1, got {args.n}")
+    if args.seed is not None and args.seed < 0:
+        raise CommandError(f"--seed must be >= 0, got {args.seed}")
     with given_values("--env-kwargs: "):
         env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else {}
         if not isinstance(env_kwargs, dict):
             raise TypeError(f"expected a JSON object, got {args.env_kwargs!r}")
-    if args.data_dir:
-        env_kwargs["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
+    if "split" in env_kwargs:
+        raise CommandError('--env-kwargs: give the splits with --splits, not a "split" key')
+    env_kwargs = absolute_paths(args.env, {**env_kwargs, **dataset_kwargs(args)})
     out = Path(args.out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise CommandError(f"--out {out} exists and is not a folder")
+    manifest = json.loads(json.dumps({"env": args.env, "env_kwargs": env_kwargs, "splits": args.splits,
+                                      "files": [SPLIT_FILES[s] for s in args.splits], "n": args.n,
+                                      "seed": args.seed}))
+    check_out(out, manifest)
     sizes = {}
     for split in args.splits:
         try:
@@ -40,6 +92,7 @@ def run_verl(args: argparse.Namespace) -> int:
             raise CommandError(f"cannot make {args.env} ({split}): {exc}") from exc
         sizes[split] = len(env.unwrapped) if args.n is None else min(args.n, len(env.unwrapped))
     out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
     console = make_console(stderr=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=args.quiet) as progress:
@@ -56,12 +109,13 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("export", help="write an environment's samples for another trainer (verl)")
     targets = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
     verl = targets.add_parser("verl", help="verl's parquet layout: train.parquet, validation.parquet")
-    verl.add_argument("--env", required=True, help="e.g. RecRating-Yelp-v0 or RecRatingTools-Synthetic-v0")
-    verl.add_argument("--data-dir", help="the raw data folder the environment reads")
+    verl.add_argument("--env", required=True, help="e.g. RecRating-Yelp-v0, RecRank-Yelp-v0 or RecRatingTools-Yelp-v0")
     verl.add_argument("--env-kwargs", default=None, help='JSON passed to gym.make, e.g. \'{"max_user_history": 10}\'')
-    verl.add_argument("--out", required=True, help="folder for the parquet files")
+    verl.add_argument("--out", required=True, help=f"folder for the parquet files (and {MANIFEST}, which a later "
+                      "export into it checks)")
     verl.add_argument("--splits", nargs="+", default=["train", "valid"], choices=("train", "valid", "test"))
     verl.add_argument("-n", type=int, default=None, help="the first N samples of each split (default: all)")
     verl.add_argument("--seed", type=int, default=None, help="shuffle the samples with this seed before -n")
     verl.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_dataset_options(verl)
     verl.set_defaults(func=run_verl)

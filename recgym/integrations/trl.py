@@ -22,7 +22,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from recgym.data.schema import RatingScale
+from recgym.data.schema import RatingScale, check_int
 from recgym.rewards import RankingReward, RatingReward
 
 REWARD_COLUMNS = ("target_rating", "scale_low", "scale_high", "scale_step")
@@ -46,20 +46,45 @@ def env_to_dataset(
     """A ``datasets.Dataset`` with one row per sample (ranking: candidate list) of ``split``:
     ``prompt`` (chat messages), the reward's columns (:func:`reward_function_class`'s ``COLUMNS``),
     ``user_id``, ``item_id`` (rating envs) and ``index``. ``num_samples`` takes the first ones
-    (after a shuffle when ``seed`` is given)."""
+    (after a shuffle when ``seed`` is given); None or -1: all. A multi-turn (tool) env is refused:
+    one completion per prompt cannot score its tool turns."""
+    env = _make_env(env, split, env_kwargs)
+    check_single_turn(env)
+    return sample_rows(env, num_samples, seed)
+
+
+def check_single_turn(env: gym.Env) -> None:
+    """A ValueError for a multi-turn env (``RecRatingTools-*``), which TRL's single-completion
+    rewards would score without its tool turns and costs."""
+    if getattr(env.unwrapped, "multi_turn", False):
+        name = env.spec.id if env.spec else type(env.unwrapped).__name__
+        raise ValueError(f"{name} is multi-turn (tool calls): TRL's GRPOTrainer scores one completion per "
+                         "prompt, without its tool turns and costs; train it with `recgym train grpo`, "
+                         "recgym_verifiers or verl (`recgym export verl`)")
+
+
+def sample_indices(length: int, num_samples: int | None = None, seed: int | None = None) -> list[int]:
+    """The first ``num_samples`` of ``range(length)`` (None or -1: all), after a shuffle when ``seed``
+    is given; a ValueError or TypeError for any other ``num_samples`` < 1 or a negative ``seed``."""
     import numpy as np
+
+    indices = np.arange(length)
+    if seed is not None:
+        indices = np.random.default_rng(check_int("seed", seed, 0)).permutation(indices)
+    if num_samples not in (None, -1):
+        indices = indices[: check_int("num_samples (None or -1: all)", num_samples, 1)]
+    return indices.tolist()
+
+
+def sample_rows(env: gym.Env, num_samples: int | None = None, seed: int | None = None):
+    """:func:`env_to_dataset`'s rows of a built env, multi-turn ones too (the verl export replays
+    their turns)."""
     from datasets import Dataset
 
-    env = _make_env(env, split, env_kwargs)
     core = env.unwrapped
     columns = reward_function_class(core.reward_fn).columns
-    indices = np.arange(len(core))
-    if seed is not None:
-        indices = np.random.default_rng(seed).permutation(indices)
-    if num_samples is not None:
-        indices = indices[:num_samples]
     rows: dict[str, list[Any]] = {"prompt": [], "user_id": [], "index": []}
-    for index in indices.tolist():
+    for index in sample_indices(len(core), num_samples, seed):
         _, info = env.reset(options={"index": index})
         rows["prompt"].append(info["messages"])
         for key, value in {**columns(core, index, info), "user_id": str(info["user_id"]), "index": int(index),
@@ -143,8 +168,11 @@ def reward_functions(env: str | gym.Env | None = None, reward: RatingReward | Ra
                      **env_kwargs: Any) -> list[RatingRewardFunction] | list[RankingRewardFunction]:
     """``[format_reward, accuracy_reward]`` (ranking: ``[format_reward, ndcg_reward]``) for
     ``GRPOTrainer(reward_funcs=...)``. With ``env``, the environment's own reward (its template's
-    tags) is used; equal weights sum to its total."""
+    tags) is used; equal weights sum to its total. A multi-turn (tool) env is refused
+    (:func:`check_single_turn`)."""
     if reward is None and env is not None:
-        reward = _make_env(env, "train", env_kwargs).unwrapped.reward_fn
+        env = _make_env(env, "train", env_kwargs)
+        check_single_turn(env)
+        reward = env.unwrapped.reward_fn
     cls = reward_function_class(reward)
     return [cls(part, reward) for part in cls.PARTS]

@@ -1,4 +1,4 @@
-"""Run verl's PPO/GRPO trainer on a RecRating environment.
+"""Run verl's PPO/GRPO trainer on a RecRating, RecRank or RecRatingTools environment.
 
 ``export_rows`` renders an environment's samples in verl's dataset layout (``data_source``, chat
 ``prompt``, ``ability``, ``reward_model``, ``extra_info``); ``recgym export verl`` writes them as
@@ -58,24 +58,24 @@ def export_rows(env_id: str, split: str = "train", num_samples: int | None = Non
                 seed: int | None = None, env_kwargs: dict[str, Any] | None = None,
                 progress: Any = None) -> list[dict[str, Any]]:
     """One verl row per sample of ``split`` (see the module docstring); ``progress(n)`` is called
-    after each row. A tool environment's rows also carry ``tools_kwargs`` and
+    after each row. ``ground_truth`` is the true rating (ranking: the true item's position), and
+    ``extra_info`` carries the reward's columns (the scale; ranking: ``target_position``,
+    ``num_candidates``). A tool environment's rows also carry ``tools_kwargs`` and
     ``interaction_kwargs`` in ``extra_info`` (what verl's multi-turn rollout passes to the tools
     and the interaction)."""
-    from recgym.integrations.trl import env_to_dataset
+    from recgym.integrations.trl import reward_function_class, sample_rows
 
     env_kwargs = dict(env_kwargs or {})
     env = make_env(env_id, split, env_kwargs)
-    rows = env_to_dataset(env, split, num_samples=num_samples, seed=seed)
+    rows = sample_rows(env, num_samples=num_samples, seed=seed)
+    columns = reward_function_class(env.unwrapped.reward_fn).COLUMNS
     multi_turn = bool(getattr(env.unwrapped, "multi_turn", False))
     kwargs_json = _kwargs_key(env_kwargs)
     out = []
     for row in rows:
         rebuild = {"env_id": env_id, "split": split, "env_kwargs": kwargs_json, "index": row["index"]}
-        extra = {
-            **rebuild,
-            "scale_low": row["scale_low"], "scale_high": row["scale_high"], "scale_step": row["scale_step"],
-            "user_id": row["user_id"], "item_id": row["item_id"], "multi_turn": multi_turn,
-        }
+        extra = {**rebuild, **{c: row[c] for c in columns},
+                 **{k: row[k] for k in ("user_id", "item_id") if k in row}, "multi_turn": multi_turn}
         if multi_turn:
             from recgym.envs.tools import TOOL_NAMES
 
@@ -85,7 +85,7 @@ def export_rows(env_id: str, split: str = "train", num_samples: int | None = Non
             "data_source": env_id,
             "prompt": row["prompt"],
             "ability": ABILITY,
-            "reward_model": {"style": "rule", "ground_truth": row["target_rating"]},
+            "reward_model": {"style": "rule", "ground_truth": row.get("target_rating", row.get("target_position"))},
             "extra_info": extra,
         })
         if progress is not None:
@@ -148,9 +148,10 @@ def split_turns(env: gym.Env, index: int, response: str) -> list[str]:
 def compute_score(data_source: str, solution_str: str, ground_truth: Any,
                   extra_info: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
     """verl's custom reward function: ``{"score": total, "format": ..., "accuracy": ...}`` (plus
-    ``tool_cost``, ``num_calls`` for a tool environment), exactly what ``env.step`` gives for the
-    same completion. ``extra_info`` is the exported row's; without it the env id is
-    ``data_source`` and the reward is the default template's on its scale."""
+    ``tool_cost``, ``num_calls`` for a tool environment; ranking: ``{"score", "format", "ndcg"}``
+    with the true position as ``ground_truth``), exactly what ``env.step`` gives for the same
+    completion. ``extra_info`` is the exported row's; without it the env id is ``data_source`` and
+    the reward is the default template's on its scale (ranking: its ``num_candidates``)."""
     extra = dict(extra_info or {})
     env = make_env(extra.get("env_id", data_source), extra.get("split", "train"), extra.get("env_kwargs", "{}"))
     core = env.unwrapped
@@ -164,7 +165,11 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any,
                 "accuracy": float(parts["accuracy"]), "tool_cost": float(parts["tool_cost"]),
                 "num_calls": float(info["num_calls"])}
     from recgym.data.schema import RatingScale
+    from recgym.rewards import RankingReward
 
+    if isinstance(core.reward_fn, RankingReward):
+        parts = core.reward_fn(solution_str, int(ground_truth), int(extra.get("num_candidates", core.num_candidates)))
+        return {"score": float(parts["total"]), "format": float(parts["format"]), "ndcg": float(parts["ndcg"])}
     scale = core.scale
     if "scale_low" in extra:
         scale = RatingScale(float(extra["scale_low"]), float(extra["scale_high"]), float(extra["scale_step"]))
