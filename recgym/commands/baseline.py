@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 
 from rich.table import Table
 
 from recgym.commands import CommandError, given_values
-from recgym.commands.data import add_dataset_options, dataset_kwargs
+from recgym.commands.data import add_dataset_options, dataset_kwargs, env_kwargs_option
 from recgym.console import make_console
 
 
@@ -25,12 +24,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"unknown environment {args.env_id!r} (see `recgym envs`)")
     spec = gym.registry[args.env_id]
     env_class = gym.envs.registration.load_env_creator(spec.entry_point)
-    with given_values("--env-kwargs: "):
-        given = json.loads(args.env_kwargs) if args.env_kwargs else {}
-        if not isinstance(given, dict):
-            raise TypeError(f"expected a JSON object, got {args.env_kwargs!r}")
-    if "split" in given:
-        raise CommandError("--env-kwargs: give the splits with --splits, not a \"split\" key")
+    given = env_kwargs_option(args.env_kwargs, "--splits")
     kwargs = {**{k: v for k, v in spec.kwargs.items() if k != "dataset"}, **given}
     own = [p.name for p in inspect.signature(env_class.__init__).parameters.values()
            if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("self", "dataset", "split")]

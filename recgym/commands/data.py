@@ -48,6 +48,18 @@ def dataset_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
+def env_kwargs_option(text: str | None, split_option: str) -> dict[str, Any]:
+    """``--env-kwargs``: a JSON object of environment keyword arguments, without ``split`` (which the
+    command's ``split_option`` gives)."""
+    with given_values("--env-kwargs: "):
+        kwargs = json.loads(text) if text else {}
+    if not isinstance(kwargs, dict):
+        raise CommandError(f"--env-kwargs: expected a JSON object such as '{{\"max_user_history\": 10}}', got {text}")
+    if "split" in kwargs:
+        raise CommandError(f"--env-kwargs cannot set split: use {split_option}")
+    return kwargs
+
+
 def _manifests(name: str, cache_dir: str | None) -> list[tuple[Path, dict]]:
     from recgym.cache import cache_dir as recgym_cache_dir
 

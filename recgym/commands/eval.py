@@ -6,7 +6,7 @@ import argparse
 import json
 
 from recgym.commands import CommandError, given_values
-from recgym.commands.data import add_dataset_options, dataset_kwargs
+from recgym.commands.data import add_dataset_options, dataset_kwargs, env_kwargs_option
 from recgym.console import fmt, make_console, metrics_table
 
 
@@ -52,12 +52,7 @@ def run(args) -> int:
         sampling = SamplingParams(
             temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed
         )
-    with given_values("--env-kwargs: "):
-        env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else {}
-    if not isinstance(env_kwargs, dict):
-        raise CommandError(f"--env-kwargs must be a JSON object, e.g. '{{\"max_user_history\": 10}}', got {args.env_kwargs}")
-    if "split" in env_kwargs:
-        raise CommandError("--env-kwargs cannot set split: use --split")
+    env_kwargs = env_kwargs_option(args.env_kwargs, "--split")
     options = dataset_kwargs(args)
     if twice := sorted(options.keys() & env_kwargs.keys()):
         raise CommandError(f"--env-kwargs and {', '.join('--' + k.replace('_', '-') for k in twice)} both set "

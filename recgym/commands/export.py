@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from recgym.commands import CommandError, given_values
-from recgym.commands.data import add_dataset_options, dataset_kwargs
+from recgym.commands import CommandError
+from recgym.commands.data import add_dataset_options, dataset_kwargs, env_kwargs_option
 from recgym.console import make_console
 
 #: Beside the parquet files: the export that wrote them (what the next export into the folder checks).
@@ -72,12 +72,7 @@ def run_verl(args: argparse.Namespace) -> int:
         raise CommandError(f"-n must be >= 1, got {args.n}")
     if args.seed is not None and args.seed < 0:
         raise CommandError(f"--seed must be >= 0, got {args.seed}")
-    with given_values("--env-kwargs: "):
-        env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else {}
-        if not isinstance(env_kwargs, dict):
-            raise TypeError(f"expected a JSON object, got {args.env_kwargs!r}")
-    if "split" in env_kwargs:
-        raise CommandError('--env-kwargs: give the splits with --splits, not a "split" key')
+    env_kwargs = env_kwargs_option(args.env_kwargs, "--splits")
     env_kwargs = absolute_paths(args.env, {**env_kwargs, **dataset_kwargs(args)})
     out = Path(args.out).expanduser()
     manifest = json.loads(json.dumps({"env": args.env, "env_kwargs": env_kwargs, "splits": args.splits,
