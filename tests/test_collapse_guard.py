@@ -29,6 +29,14 @@ def test_guard_flags_a_falling_format_and_a_collapsed_spread_never_a_low_start()
         CollapseGuard("explode")
 
 
+def test_a_drop_of_exactly_format_drop_is_a_collapse_despite_float_rounding():
+    """7/20 -> 2/20 is a drop of exactly 0.25, though 0.35 - 0.1 is 0.24999999999999997 in floats."""
+    guard = CollapseGuard("warn", format_drop=0.25)
+    assert guard.check({"step": 0, "eval/format_rate": 7 / 20}) is None
+    assert guard.check({"step": 2, "eval/format_rate": 3 / 20}) is None  # 0.20 down
+    assert "10%, down from 35%" in guard.check({"step": 4, "eval/format_rate": 2 / 20})
+
+
 def scripted_trainer(tmp_path, action: str, formats: list[float]):
     """A tiny trainer whose evaluations report ``formats`` in turn (a scripted run whose format
     falls); each evaluation also records the model's weights at that moment."""

@@ -118,6 +118,21 @@ def test_a_turn_cut_by_max_new_tokens_is_closed_by_the_template():
     assert text.startswith("<|im_end|>\n<|im_start|>user\nResult of")
 
 
+def test_an_episode_whose_first_turn_hit_max_new_tokens_is_truncated():
+    """Only its first turn was cut (the answer turn stopped): the episode still counts as truncated."""
+
+    class FirstTurnCut(ReplayPolicyMock):
+        def _generate_ids(self, prompt_ids, n, sampling):
+            out = super()._generate_ids(prompt_ids, n, sampling)
+            for c in (c for group in out for c in group):
+                c.finish_reason = "length" if len(self.calls) == 1 else "stop"
+            return out
+
+    vec = make_group_vec(ENV, num_prompts=1, group_size=2, split="valid")
+    batch, metrics = collect(vec, FirstTurnCut([CALL, ANSWER]), indices=[6], sampling=SamplingParams(max_new_tokens=64))
+    assert metrics["turns_mean"] == 2 and batch.truncated.tolist() == [True, True] and metrics["clipped_ratio"] == 1
+
+
 def test_take_groups_keeps_tool_results_in_place():
     vec = make_group_vec(ENV, num_prompts=2, group_size=2, split="valid")
     batch, _ = collect(vec, ReplayPolicyMock([CALL, ANSWER]), indices=[1, 2])

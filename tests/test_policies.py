@@ -140,11 +140,97 @@ def test_hf_stop_strings():
     assert len(c.completion_token_ids) == len(c.logprobs) <= len(base.completion_token_ids)
 
 
+def forced_policy(chains: dict[int, list[int]]) -> HFPolicy:
+    """An HFPolicy on the tiny model whose next token is forced after the tokens ``chains`` names:
+    ``{first: [a, b, c]}`` makes ``first`` followed by ``a``, ``a`` by ``b``, ``b`` by ``c`` (the
+    tiny model's random logits elsewhere), so sampling at temperature 1 is deterministic there."""
+    from transformers import LlamaForCausalLM
+
+    table = {}
+    for first, chain in chains.items():
+        table.update(zip([first, *chain], chain))
+
+    class Forced(LlamaForCausalLM):
+        def forward(self, input_ids=None, **kwargs):
+            out = super().forward(input_ids=input_ids, **kwargs)
+            ids = input_ids[:, -out.logits.shape[1] :].tolist()
+            for b, row in enumerate(ids):
+                for t, token in enumerate(row):
+                    if token in table:
+                        out.logits[b, t, table[token]] += 50.0
+            return out
+
+    base = tiny_model()
+    model = Forced(base.config)
+    model.load_state_dict(base.state_dict())
+    return HFPolicy(model.eval(), tiny_tokenizer())
+
+
+def _ids(text: str) -> list[int]:
+    return tiny_tokenizer()(text, add_special_tokens=False)["input_ids"]
+
+
+def test_hf_stop_string_row_in_a_batch_ends_where_it_stopped():
+    """A row stopped by a stop string while another runs on keeps no padding: transformers pads a
+    finished row with pad_token, which is EOS here, and that EOS was never sampled (logprob -inf)."""
+    eos, header_end = tiny_tokenizer().eos_token_id, _ids("assistant\n")[-1]
+    call, other = _ids("Hello</call> world and more"), _ids(" zebra yak xylophone wombat vulture")
+    policy = forced_policy({header_end: [*call, eos], _ids("Q:")[-1]: [*other, eos]})
+    sampling = SamplingParams(temperature=1.0, max_new_tokens=20, stop=("</call>",))
+    batch = policy.generate([MESSAGES, "Q:"], sampling=sampling)
+    alone = policy.generate([MESSAGES], sampling=sampling)[0][0]
+    for c in (batch[0][0], alone):
+        assert c.completion_token_ids == call[:4] and c.text == "Hello" and c.finish_reason == "stop"
+        assert len(c.logprobs) == 4 and all(lp > -1.0 for lp in c.logprobs)
+    assert batch[1][0].completion_token_ids == [*other, eos] and batch[1][0].finish_reason == "stop"
+
+
+def test_hf_stop_strings_match_the_generated_text_only():
+    """The prompt's last token (the assistant header's newline) is no part of a stop string's match."""
+    newline, hello = _ids("\n")[0], _ids("Hello")[0]
+    policy = forced_policy({newline: [newline]})
+    c = policy.generate([MESSAGES], sampling=SamplingParams(temperature=0, max_new_tokens=5, stop=("\n\n",)))[0][0]
+    assert c.completion_token_ids == [newline, newline] and c.text == "" and c.finish_reason == "stop"
+    policy = forced_policy({newline: [hello, newline]})
+    c = policy.generate([MESSAGES], sampling=SamplingParams(temperature=0, max_new_tokens=6, stop=("\nHello",)))[0][0]
+    assert c.completion_token_ids == [hello, newline, hello] and c.text == "Hello" and c.finish_reason == "stop"
+
+
+def test_hf_seeded_sampling_leaves_the_callers_random_stream_alone(tiny_policy):
+    seeded = SamplingParams(temperature=1.0, max_new_tokens=6, seed=7)
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    first = tiny_policy.generate([MESSAGES], sampling=seeded)[0][0].completion_token_ids
+    assert torch.equal(torch.rand(4), expected)
+    assert tiny_policy.generate([MESSAGES], sampling=seeded)[0][0].completion_token_ids == first
+    # unseeded calls draw from (and advance) the caller's stream
+    unseeded = SamplingParams(temperature=1.0, max_new_tokens=6)
+    torch.manual_seed(5)
+    a, b = (tiny_policy.generate([MESSAGES], sampling=unseeded)[0][0].completion_token_ids for _ in range(2))
+    torch.manual_seed(5)
+    assert a != b and tiny_policy.generate([MESSAGES], sampling=unseeded)[0][0].completion_token_ids == a
+
+
+def test_training_refuses_top_p_below_one(tmp_path):
+    """The learner scores the full softmax; top-p samples come from a truncated one."""
+    from tiny_lm import tiny_config
+
+    assert tiny_config(tmp_path, top_p=1.0).top_p == 1.0
+    with pytest.raises(ValueError, match=r"top_p must be 1 for training, got 0\.9: the learner scores the full softmax"):
+        tiny_config(tmp_path, top_p=0.9)
+
+
 # ---- OpenAI-compatible endpoint: a local mock server (no real endpoint is reachable here) ----
 
 
 class _MockChat(BaseHTTPRequestHandler):
-    plan: ClassVar[list] = []  # per request: ("ok" | status int | "sleep")
+    """Answers per request as ``plan`` says (``by_prompt[last message]`` first): "ok", a status int,
+    "sleep" (2 s, then ok), "one" (one choice whatever ``n``), or a 200 that is no chat completion:
+    "badjson", "html", "nochoices"."""
+
+    plan: ClassVar[list] = []
+    by_prompt: ClassVar[dict] = {}
     requests: ClassVar[list] = []
 
     def log_message(self, *args):
@@ -153,16 +239,20 @@ class _MockChat(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).requests.append({"body": body, "auth": self.headers.get("Authorization")})
-        action = type(self).plan.pop(0) if type(self).plan else "ok"
+        queue = type(self).by_prompt.get(body["messages"][-1]["content"], type(self).plan)
+        action = queue.pop(0) if queue else "ok"
         if action == "sleep":
             time.sleep(2)
             action = "ok"
-        if action != "ok":
+        if isinstance(action, int):
             payload = json.dumps({"error": {"message": f"mock failure {action}"}}).encode()
             self.send_response(action)
+        elif action in ("badjson", "html"):
+            payload = b"{not json" if action == "badjson" else b"<html>502 gateway</html>"
+            self.send_response(200)
         else:
             choices = []
-            for i in range(body.get("n", 1)):
+            for i in range(1 if action in ("one", "nochoices") else body.get("n", 1)):
                 content = [
                     {"token": t, "logprob": -0.5, "bytes": None,
                      "top_logprobs": [{"token": t, "logprob": -0.5, "bytes": None}, {"token": "3", "logprob": -1.0, "bytes": None}]}
@@ -171,9 +261,9 @@ class _MockChat(BaseHTTPRequestHandler):
                 choices.append({"index": i, "message": {"role": "assistant", "content": "<rate>4</rate>"},
                                 "finish_reason": "stop", "logprobs": {"content": content}})
             payload = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                                  "choices": choices}).encode()
+                                  **({} if action == "nochoices" else {"choices": choices})}).encode()
             self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/html" if action == "html" else "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
@@ -181,7 +271,7 @@ class _MockChat(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def mock_server(monkeypatch):
-    _MockChat.plan, _MockChat.requests = [], []
+    _MockChat.plan, _MockChat.by_prompt, _MockChat.requests = [], {}, []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _MockChat)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -230,6 +320,44 @@ def test_openai_policy_timeout_and_unreachable_endpoint(mock_server):
     down = make_policy("openai", "m", base_url="http://127.0.0.1:9/v1", max_retries=1, backoff=0.01, timeout=1)
     with pytest.raises(EndpointError, match=r"127\.0\.0\.1:9/v1/chat/completions: no response.*2 attempt"):
         down.generate([MESSAGES])
+
+
+@pytest.mark.parametrize(("body", "says"), [("badjson", "JSONDecodeError"), ("html", "<html>502 gateway"),
+                                            ("nochoices", "no choices")])
+def test_openai_policy_retries_a_200_that_is_no_chat_completion_then_names_it(mock_server, body, says):
+    from recgym.agents.policies import EndpointError
+
+    policy = make_policy("openai", "m", base_url=mock_server, backoff=0.01, max_retries=2)
+    _MockChat.plan = [body]
+    assert policy.generate([MESSAGES])[0][0].text == "<rate>4</rate>" and policy.stats["retries"] == 1
+    _MockChat.plan = [body] * 3
+    with pytest.raises(EndpointError, match=r"/chat/completions: HTTP 200: not a chat completion .*after 3 attempt") as err:
+        policy.generate([MESSAGES])
+    assert err.value.status == 200 and says in str(err.value)
+
+
+def test_openai_policy_asks_again_for_the_samples_a_server_ignoring_n_left_out(mock_server):
+    policy = make_policy("openai", "m", base_url=mock_server, backoff=0.01)
+    _MockChat.plan = ["one"] * 4
+    (group,) = policy.generate(["text prompt"], n=4, sampling=SamplingParams(seed=3))
+    assert len(group) == 4 and policy.stats == {"requests": 4, "retries": 0, "extra_requests": 3}
+    sent = [r["body"] for r in _MockChat.requests]
+    assert [b["n"] for b in sent] == [4, 3, 2, 1] and [b["seed"] for b in sent] == [3, 4, 5, 6]  # no repeats
+
+
+def test_openai_policy_fails_fast_on_the_first_permanent_error(mock_server):
+    from recgym.agents.policies import EndpointError
+
+    one_at_a_time = make_policy("openai", "m", base_url=mock_server, max_concurrency=1)
+    _MockChat.by_prompt = {"bad": [400]}
+    with pytest.raises(EndpointError, match="HTTP 400"):
+        one_at_a_time.generate(["bad", "a", "b", "c"])
+    assert [r["body"]["messages"][-1]["content"] for r in _MockChat.requests] == ["bad"]  # the rest were cancelled
+    _MockChat.by_prompt = {"slow": ["sleep"], "bad": [400]}
+    start = time.perf_counter()
+    with pytest.raises(EndpointError, match="HTTP 400"):
+        make_policy("openai", "m", base_url=mock_server, max_concurrency=2).generate(["slow", "bad"])
+    assert time.perf_counter() - start < 1.5  # not after the slow request's 2 s
 
 
 # ---- the embedded SmolLM2 ----------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -142,6 +143,27 @@ def test_sft_loss_on_completion_only_and_output_is_a_loadable_checkpoint(tmp_pat
     assert losses[-1] < 0.5 * losses[0]  # it memorizes the one trace
     reloaded = AutoModelForCausalLM.from_pretrained(out)
     assert reloaded.config.hidden_size == 32
+
+
+def test_sft_skips_rows_longer_than_max_length_and_says_so(tmp_path, capsys):
+    """A row over max_length is skipped, never cut (TRL would drop a long prompt silently and cut a
+    long completion before its answer); the count is printed and recorded in sft_log.json."""
+    short = {"prompt": [{"role": "user", "content": "short"}], "completion": [{"role": "assistant", "content": trace(4)}]}
+    long_answer = {**short, "completion": [{"role": "assistant", "content": "word " * 80 + trace(4)}]}
+    long_prompt = {**short, "prompt": [{"role": "user", "content": "word " * 120}]}
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in (short, long_answer, long_prompt)))
+    config = SFTTrainConfig(data=str(data), output_dir=str(tmp_path / "sft"), max_steps=1, max_length=96)
+    trainer = build_sft_trainer(config, tiny_model(), tiny_tokenizer())
+    assert "SFT: skipped 2 of 3 rows longer than max_length=96 tokens" in capsys.readouterr().err
+    (row,) = trainer.train_dataset
+    labelled = [i for i, label in zip(row["input_ids"], row["labels"]) if label != -100]
+    assert tiny_tokenizer().decode(labelled).startswith(trace(4) + "<|im_end|>")
+    out = train_sft(config, tiny_model(), tiny_tokenizer())
+    assert json.loads((out / "sft_log.json").read_text())[0] == {
+        "rows": 1, "rows_skipped_over_max_length": 2, "max_length": 96}
+    with pytest.raises(ValueError, match=r"all 3 rows are longer than max_length=8 tokens .*: raise max_length"):
+        build_sft_trainer(dataclasses.replace(config, max_length=8), tiny_model(), tiny_tokenizer())
 
 
 def test_completion_logits_loss_and_gradients_equal_trls_loss(tmp_path):

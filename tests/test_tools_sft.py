@@ -59,6 +59,17 @@ def test_two_turn_episode_mask_keeps_assistant_turns_and_drops_prompt_and_tool_r
     assert all(labels[i] == ids[i] for i in labelled)
 
 
+def test_multi_turn_rows_longer_than_max_length_are_skipped(tmp_path):
+    long_episode = [*EPISODE[:2], {"role": "assistant", "content": "Thinking. " * 40 + ANSWER}]
+    data = tmp_path / "episodes.jsonl"
+    write_rows(data, [{"prompt": PROMPT, "completion": EPISODE}, {"prompt": PROMPT, "completion": long_episode}])
+    fits = len(episode_tokens(tiny_tokenizer(), PROMPT, EPISODE)[0])
+    config = SFTTrainConfig(data=str(data), output_dir=str(tmp_path / "sft"), max_steps=1, max_length=fits)
+    trainer = build_sft_trainer(config, tiny_model(), tiny_tokenizer())
+    assert len(trainer.train_dataset) == 1 and len(trainer.train_dataset[0]["input_ids"]) == fits  # whole, not cut
+    assert trainer.sft_data["rows_skipped_over_max_length"] == 1
+
+
 def test_episode_tokens_drops_messages_after_the_last_assistant_turn():
     tok = tiny_tokenizer()
     ids, mask = episode_tokens(tok, PROMPT, EPISODE)
@@ -82,6 +93,28 @@ def test_scripted_tool_agent_traces_are_multi_turn_rows(tmp_path):
         assert row["completion"][1]["content"].startswith("Result of similar_items(limit=3)")
         assert abs(row["parsed_rating"] - row["target_rating"]) <= 0.5
         assert row["num_calls"] == 1 and row["provenance"] == "kept" and row["teacher"] == "similar_items"
+
+
+def test_tool_cold_start_drops_an_episode_whose_earlier_turn_hit_max_new_tokens(tmp_path):
+    """A call turn cut by max_new_tokens that the env still ran leaves a trace the model never wrote
+    whole: the episode is dropped, though its last turn answered in format."""
+    from recgym.agents.teachers.cold_start import make_tool_cold_start_data
+    from recgym.agents.types import Completion
+
+    class Teacher:
+        def __init__(self, first_finish):
+            self.first_finish, self.turn = first_finish, 0
+
+        def generate(self, prompts, n=1, sampling=None):
+            self.turn += 1
+            text, finish = ("<call>similar_items(limit=2)</call>", self.first_finish) if self.turn == 1 else (ANSWER, "stop")
+            return [[Completion(text, [], [], [], finish) for _ in range(n)] for _ in prompts]
+
+    env = gym.make("RecRatingTools-Synthetic-v0", split="train")
+    for finish, kept in (("stop", 1), ("length", 0)):
+        report = make_tool_cold_start_data(env, Teacher(finish), [0], tmp_path / f"{finish}.jsonl", tolerance=5.0)
+        assert (report.kept, report.dropped) == (kept, 1 - kept)
+        assert len((tmp_path / f"{finish}.jsonl").read_text().splitlines()) == kept
 
 
 def test_unknown_scripted_teacher_is_a_one_line_error(tmp_path, monkeypatch, capsys):

@@ -41,7 +41,7 @@ class CollapseGuard:
         reasons = []
         fmt = record.get("eval/format_rate")
         if fmt is not None and math.isfinite(fmt):
-            if self.best_format - fmt >= self.format_drop:
+            if self.best_format - fmt >= self.format_drop - 1e-9:  # 0.35 - 0.10 is 0.2499...
                 reasons.append(f"greedy format rate {fmt:.0%}, down from {self.best_format:.0%}")
             self.best_format = max(self.best_format, fmt)
         spread = record.get("eval/prediction_std")

@@ -333,6 +333,9 @@ class GRPOConfig(ConfigMixin):
                              "between a group's samples, and greedy decoding gives none")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_p < 1:
+            raise ValueError(f"top_p must be 1 for training, got {self.top_p}: the learner scores the full softmax, "
+                             "not the top-p-truncated distribution the policy would sample from")
         if self.use_lora and self.lora_r < 1:
             raise ValueError(f"lora_r must be >= 1 with use_lora, got {self.lora_r}")
         if unknown := [name for name in self.report_to if name not in REPORT_TARGETS]:

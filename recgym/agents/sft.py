@@ -17,6 +17,7 @@ EOS; never the prompt or a tool result).
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,9 @@ class SFTTrainConfig(ConfigMixin):
     per_device_train_batch_size: int = 4
     gradient_accumulation_steps: int = 1
     max_length: int = 2048
-    """Longer prompt+completion pairs are truncated (from the right)."""
+    """Rows whose prompt + completion is longer (in tokens) are skipped, never truncated: a cut row
+    would teach a trace that never answers. The skipped rows are counted, printed and recorded in
+    ``sft_log.json``; when every row is longer, training refuses to start."""
     dtype: str = "float32"
     """float32, or bfloat16 as mixed precision (float32 master weights and optimizer state, bfloat16
     autocast); float16 is refused (it needs loss scaling)."""
@@ -100,19 +103,33 @@ def is_multi_turn(row: dict[str, Any]) -> bool:
     return len(row["completion"]) > 1
 
 
-def load_sft_data(path: str | Path, tokenizer: Any = None):
-    """The cold-start JSONL as a ``datasets.Dataset``: ``prompt`` and ``completion`` for single-turn
-    rows (TRL tokenizes them); ``input_ids`` and ``completion_mask`` (:func:`episode_tokens`, with
-    ``tokenizer``) when any row is a multi-turn episode."""
+def load_sft_data(path: str | Path, tokenizer: Any = None, max_length: int | None = None):
+    """The cold-start JSONL as a ``datasets.Dataset``, and how many rows were skipped: ``prompt`` and
+    ``completion`` for single-turn rows (TRL tokenizes them); ``input_ids`` and ``completion_mask``
+    (:func:`episode_tokens`, with ``tokenizer``) when any row is a multi-turn episode. With
+    ``max_length`` (and ``tokenizer``), rows longer than that many tokens, as TRL would tokenize them,
+    are skipped."""
     from datasets import Dataset
 
     rows = read_sft_rows(path)
-    if not any(is_multi_turn(r) for r in rows):
-        return Dataset.from_dict({"prompt": [r["prompt"] for r in rows], "completion": [r["completion"] for r in rows]})
-    if tokenizer is None:
-        raise ValueError(f"{path} holds multi-turn episodes: tokenizing them needs the model's tokenizer")
-    tokens = [episode_tokens(tokenizer, r["prompt"], r["completion"]) for r in rows]
-    return Dataset.from_dict({"input_ids": [t[0] for t in tokens], "completion_mask": [t[1] for t in tokens]})
+    total, multi = len(rows), any(is_multi_turn(r) for r in rows)
+    if tokenizer is None and (multi or max_length is not None):
+        raise ValueError(f"{path}: tokenizing its rows (multi-turn episodes, or to measure them against max_length) "
+                         "needs the model's tokenizer")
+    tokens = [episode_tokens(tokenizer, r["prompt"], r["completion"]) for r in rows] if multi else []
+    if max_length is not None:  # single-turn rows: the length TRL's prompt/completion path gives them
+        lengths = [len(t[0]) for t in tokens] if multi else [len(tokenizer.apply_chat_template(
+            r["prompt"] + r["completion"], tokenize=True, return_dict=True)["input_ids"]) for r in rows]
+        keep = [i for i, length in enumerate(lengths) if length <= max_length]
+        if not keep:
+            raise ValueError(f"{path}: all {total} rows are longer than max_length={max_length} tokens (prompt + "
+                             f"completion; the shortest has {min(lengths)}): raise max_length")
+        rows, tokens = [rows[i] for i in keep], [tokens[i] for i in keep] if multi else []
+    if multi:
+        data = {"input_ids": [t[0] for t in tokens], "completion_mask": [t[1] for t in tokens]}
+    else:
+        data = {"prompt": [r["prompt"] for r in rows], "completion": [r["completion"] for r in rows]}
+    return Dataset.from_dict(data), total - len(rows)
 
 
 class _ReplayPolicy:
@@ -262,12 +279,20 @@ def build_sft_trainer(config: SFTTrainConfig, model: Any = None, tokenizer: Any 
         bf16=config.dtype == "bfloat16",
         gradient_checkpointing=config.gradient_checkpointing,
     )
-    return _completion_logits_sft_trainer()(model=model, args=args, train_dataset=load_sft_data(config.data, tokenizer),
-                                            processing_class=tokenizer, peft_config=peft_config)
+    dataset, skipped = load_sft_data(config.data, tokenizer, config.max_length)
+    if skipped:
+        print(f"SFT: skipped {skipped} of {len(dataset) + skipped} rows longer than max_length={config.max_length} "
+              "tokens (prompt + completion); raise max_length to train on them", file=sys.stderr, flush=True)
+    trainer = _completion_logits_sft_trainer()(model=model, args=args, train_dataset=dataset,
+                                               processing_class=tokenizer, peft_config=peft_config)
+    trainer.sft_data = {"rows": len(dataset), "rows_skipped_over_max_length": skipped, "max_length": config.max_length}
+    return trainer
 
 
 def train_sft(config: SFTTrainConfig, model: Any = None, tokenizer: Any = None) -> Path:
-    """Fine-tune on the cold-start data; returns the output directory (a full checkpoint)."""
+    """Fine-tune on the cold-start data; returns the output directory (a full checkpoint). Its
+    ``sft_log.json`` is the data's row counts (``build_sft_trainer``'s ``trainer.sft_data``), then
+    TRL's log history."""
     trainer = build_sft_trainer(config, model, tokenizer)
     tokenizer = trainer.processing_class
     trainer.train()
@@ -277,5 +302,5 @@ def train_sft(config: SFTTrainConfig, model: Any = None, tokenizer: Any = None) 
     out = Path(config.output_dir)
     final.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (out / "sft_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    (out / "sft_log.json").write_text(json.dumps([trainer.sft_data, *trainer.state.log_history], indent=1))
     return out

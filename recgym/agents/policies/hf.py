@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from transformers import StoppingCriteria
 
 from recgym.agents.models import load_model
 from recgym.agents.policies.base import BasePolicy, PromptEncoder, cut_at_stop
@@ -45,6 +46,24 @@ def neutral_generation_config(model: Any) -> Iterator[None]:
         target.generation_config = saved
 
 
+class StopInCompletion(StoppingCriteria):
+    """Stops a row once its generated text holds a stop string, as vLLM does: the prompt is never
+    matched (transformers' ``stop_strings`` look at the whole sequence). ``stopped_at[row]`` is the
+    number of tokens the row had generated then (None: not stopped); what ``generate`` appends to a
+    finished row is padding, never read as the row's tokens."""
+
+    def __init__(self, tokenizer: Any, stop: tuple[str, ...], prompt_width: int, rows: int) -> None:
+        self.tokenizer, self.stop, self.prompt_width = tokenizer, stop, prompt_width
+        self.stopped_at: list[int | None] = [None] * rows
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        for r, ids in enumerate(input_ids[:, self.prompt_width :].tolist()):
+            if self.stopped_at[r] is None and cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True),
+                                                          self.stop)[1]:
+                self.stopped_at[r] = len(ids)
+        return torch.tensor([at is not None for at in self.stopped_at], device=input_ids.device)
+
+
 class HFPolicy(BasePolicy):
     """Sample with ``model.generate``.
 
@@ -60,7 +79,11 @@ class HFPolicy(BasePolicy):
     raw for greedy), like vLLM's ``processed_logprobs`` that :class:`VLLMPolicy` returns. Only
     ``SamplingParams`` shape that distribution: the model's ``generation_config`` (repetition
     penalty, top-k, n-gram blocking, ...) is ignored, so samples come from the softmax the learner
-    scores (its EOS ids are still used to stop).
+    scores (its EOS ids are still used to stop). Stop strings match the generated text only.
+
+    A seed (``SamplingParams.seed``) is per call, not per prompt: the same call repeats its samples,
+    but a prompt's samples depend on the rest of the batch. A seeded call draws from a forked torch
+    RNG, so the caller's random stream is left as it was.
     """
 
     def __init__(
@@ -98,14 +121,16 @@ class HFPolicy(BasePolicy):
         return self._generate_ids(self.encoder.encode_all(prompts), n, sampling)
 
     def _generate_ids(self, prompt_ids: list[list[int]], n: int, sampling: SamplingParams) -> list[list[Completion]]:
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed)
         results: list[list[Completion]] = []
         per_call = max(1, self.batch_size // n)
-        for start in range(0, len(prompt_ids), per_call):
-            chunk = prompt_ids[start : start + per_call]
-            rows = self._generate_chunk(chunk, n, sampling)
-            results.extend(rows[i * n : (i + 1) * n] for i in range(len(chunk)))
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices, enabled=sampling.seed is not None):  # the caller's stream stays as it was
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            for start in range(0, len(prompt_ids), per_call):
+                chunk = prompt_ids[start : start + per_call]
+                rows = self._generate_chunk(chunk, n, sampling)
+                results.extend(rows[i * n : (i + 1) * n] for i in range(len(chunk)))
         return results
 
     @torch.no_grad()
@@ -128,8 +153,9 @@ class HFPolicy(BasePolicy):
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        stop = StopInCompletion(self.tokenizer, tuple(sampling.stop), width, len(rows))
         if sampling.stop:
-            kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+            kwargs["stopping_criteria"] = [stop]
         was_training = self.model.training
         self.model.eval()
         try:
@@ -151,24 +177,18 @@ class HFPolicy(BasePolicy):
                     top[r].append(dict(zip(indices[r].tolist(), values[r].tolist())))
         completions = []
         for r in range(new_tokens.shape[0]):
-            completions.append(self._completion(rows[r], new_tokens[r].tolist(), logprobs[r], top[r], sampling))
+            tokens = new_tokens[r].tolist()[: stop.stopped_at[r]]  # after a stop string: padding
+            completions.append(self._completion(rows[r], tokens, stop.stopped_at[r] is not None, logprobs[r], top[r],
+                                                sampling))
         return completions
 
-    def _completion(
-        self, prompt: list[int], tokens: list[int], logprobs: torch.Tensor, top: list, sampling: SamplingParams
-    ) -> Completion:
-        pad = self.tokenizer.pad_token_id
-        length, finish = len(tokens), "length"
-        for i, token in enumerate(tokens):
-            if token in self.eos_ids:
-                length, finish = i + 1, "stop"
-                break
-        if finish == "length":  # a row halted early by a stop string is padded to the batch's length
-            while length > 0 and tokens[length - 1] == pad:
-                length -= 1
-            if length < sampling.max_new_tokens:
-                finish = "stop"
-        ids = tokens[:length]
+    def _completion(self, prompt: list[int], tokens: list[int], stopped: bool, logprobs: torch.Tensor, top: list,
+                    sampling: SamplingParams) -> Completion:
+        """A row's completion: its tokens up to its first EOS (a row that stopped at a stop string
+        comes cut already; one that ran on ends at ``max_new_tokens``)."""
+        eos_end = next((i + 1 for i, token in enumerate(tokens) if token in self.eos_ids), None)
+        finish = "stop" if stopped or eos_end else "length"
+        ids = tokens[:eos_end]
         text_ids = ids[:-1] if ids and ids[-1] in self.eos_ids else ids
         text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
         if sampling.stop:
@@ -178,7 +198,7 @@ class HFPolicy(BasePolicy):
             text=text,
             prompt_token_ids=list(prompt),
             completion_token_ids=ids,
-            logprobs=logprobs[:length].tolist(),
+            logprobs=logprobs[: len(ids)].tolist(),
             finish_reason=finish,
-            top_logprobs=top[:length] if sampling.logprobs > 0 else None,
+            top_logprobs=top[: len(ids)] if sampling.logprobs > 0 else None,
         )

@@ -7,14 +7,22 @@ exponential backoff; every error names the endpoint and the HTTP status.
 Such servers return text and logprobs but, in general, no token ids: ``completion_token_ids``
 and ``prompt_token_ids`` are empty and ``Completion.tokens`` holds the sampled tokens' text.
 A vLLM server asked with ``return_token_ids=True`` returns the ids too.
+
+A response of fewer than ``n`` choices (a server that ignores ``n``) is topped up with requests for
+the missing samples (a seeded request's seed moved on by the samples held, so that they differ),
+counted in ``stats["extra_requests"]``. A 200 whose body is no chat completion (not JSON, HTML, no
+choices) is retried like a 5xx. The first prompt that fails for good ends ``generate``: requests
+not yet sent are cancelled, and the answers of those in flight are discarded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 from recgym.agents.policies.base import BasePolicy
@@ -42,7 +50,8 @@ class OpenAIPolicy(BasePolicy):
             which local servers accept).
         max_concurrency: requests in flight at once.
         timeout: seconds per request.
-        max_retries: retries of a request that timed out, could not connect, or got 408/409/429/5xx.
+        max_retries: retries of a request that timed out, could not connect, got 408/409/429/5xx, or
+            got a 200 whose body is no chat completion.
         backoff: first retry delay in seconds, doubled each retry (with jitter).
         return_token_ids: ask a vLLM server for token ids (``extra_body``; other servers may reject it).
         tools: OpenAI function-calling schemas sent with every request (for the tool environments:
@@ -81,7 +90,7 @@ class OpenAIPolicy(BasePolicy):
             timeout=timeout,
             max_retries=0,  # retries are ours, so that the final error names endpoint and status
         )
-        self._stats = {"requests": 0, "retries": 0}
+        self._stats = {"requests": 0, "retries": 0, "extra_requests": 0}
 
     @property
     def stats(self) -> dict[str, int]:
@@ -91,7 +100,9 @@ class OpenAIPolicy(BasePolicy):
     def endpoint(self) -> str:
         return f"{self.base_url}/chat/completions"
 
-    def _request(self, prompt: Prompt, n: int, sampling: SamplingParams) -> Any:
+    def _request(self, prompt: Prompt, n: int, sampling: SamplingParams,
+                 cancelled: threading.Event) -> list[Completion]:
+        """Up to ``n`` parsed completions of one request, with retries (none once ``cancelled``)."""
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         kwargs: dict[str, Any] = {
             "model": self.model_name,
@@ -114,24 +125,32 @@ class OpenAIPolicy(BasePolicy):
             kwargs["tools"] = self.tools
         errors = self._openai
         for attempt in range(self.max_retries + 1):
+            if cancelled.is_set():  # another prompt failed for good: generate has raised
+                return []
             self._stats["requests"] += 1
             try:
-                return self.client.chat.completions.create(**kwargs)
+                return self._parse(self.client.chat.completions.create(**kwargs), sampling)
             except (errors.APITimeoutError, errors.APIConnectionError) as exc:
                 status, message, retry = None, f"{type(exc).__name__}: {exc}", True
             except errors.APIStatusError as exc:
                 status, message = exc.status_code, str(exc.message or exc)
                 retry = status in _RETRY_STATUS
+            except (ValueError, TypeError, AttributeError) as exc:  # a 200 whose body is no chat completion
+                status, message, retry = 200, f"not a chat completion ({type(exc).__name__}: {exc})", True
             if not retry or attempt == self.max_retries:
+                cancelled.set()  # before this worker takes up another prompt
                 raise EndpointError(self.endpoint, status, f"{message} (after {attempt + 1} attempt(s))")
             self._stats["retries"] += 1
             time.sleep(self.backoff * 2**attempt * (1 + 0.1 * random.random()))
         raise AssertionError("unreachable")
 
     def _parse(self, response: Any, sampling: SamplingParams) -> list[Completion]:
+        choices = getattr(response, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            raise ValueError(f"no choices in {str(response)[:120]!r}")
         prompt_ids = list(getattr(response, "prompt_token_ids", None) or [])
         completions = []
-        for choice in sorted(response.choices, key=lambda c: c.index):
+        for choice in sorted(choices, key=lambda c: c.index):
             content = (choice.logprobs.content if choice.logprobs is not None else None) or []
             top = None
             if sampling.logprobs > 0:
@@ -156,10 +175,28 @@ class OpenAIPolicy(BasePolicy):
             )
         return completions
 
+    def _sample(self, prompt: Prompt, n: int, sampling: SamplingParams,
+                cancelled: threading.Event) -> list[Completion]:
+        """``n`` completions of ``prompt``, asking again for the samples a response lacked."""
+        completions = self._request(prompt, n, sampling, cancelled)
+        while len(completions) < n and not cancelled.is_set():
+            self._stats["extra_requests"] += 1
+            seed = None if sampling.seed is None else sampling.seed + len(completions)
+            completions += self._request(prompt, n - len(completions), dataclasses.replace(sampling, seed=seed),
+                                         cancelled)
+        return completions[:n]
+
     def _generate(self, prompts: list[Prompt], n: int, sampling: SamplingParams) -> list[list[Completion]]:
-        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(prompts))) as pool:
-            responses = list(pool.map(lambda p: self._request(p, n, sampling), prompts))
-        return [self._parse(r, sampling) for r in responses]
+        cancelled = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(prompts)))
+        try:
+            futures = [pool.submit(self._sample, p, n, sampling, cancelled) for p in prompts]
+            for future in as_completed(futures):
+                future.result()  # the first permanent error raises now, not after every other request
+            return [future.result() for future in futures]
+        finally:
+            cancelled.set()
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         self.client.close()

@@ -65,6 +65,11 @@ class Episode:
     """Ended by truncation (max_turns, a full context) rather than an answer."""
 
     @property
+    def cut_short(self) -> bool:
+        """Truncated, or any of its turns hit ``max_new_tokens`` (not only the last)."""
+        return self.truncated or any(turn.truncated for turn in self.turns)
+
+    @property
     def context(self) -> list[int]:
         return self.prompt_ids + self.token_ids
 
@@ -207,7 +212,7 @@ def pack_episodes(episodes: Sequence[Episode], group_size: int, pad_token_id: in
         old_logprobs=old_logprobs,
         rewards=np.array([e.reward for e in episodes], dtype=np.float32),
         group_ids=np.repeat(np.arange(len(episodes) // group_size, dtype=np.int64), group_size),
-        truncated=np.array([e.truncated or (bool(e.turns) and e.turns[-1].truncated) for e in episodes], dtype=bool),
+        truncated=np.array([e.cut_short for e in episodes], dtype=bool),
         reward_components=reward_components(infos),
         texts=[e.transcript for e in episodes],
         infos=infos,

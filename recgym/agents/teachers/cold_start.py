@@ -12,9 +12,10 @@ not the ratings the teacher happens to get right.
 
 **Tool environments** (``RecRatingTools-*``, :func:`make_tool_cold_start_data`). The teacher plays
 whole episodes (``teacher_policy: scripted``, ``teacher: similar_items`` is the scripted tool agent);
-an episode is kept when it ends in an answer whose format holds within ``tolerance``. Its row's
-``completion`` is the rest of the conversation: the teacher's turns and the tool results between
-them, which ``recgym sft train`` masks out of the loss as the GRPO trainer does (no rationalization).
+an episode is kept when it ends in an answer whose format holds within ``tolerance`` and none of
+its turns hit ``max_new_tokens`` (an episode with a cut turn is dropped). Its row's ``completion``
+is the rest of the conversation: the teacher's turns and the tool results between them, which
+``recgym sft train`` masks out of the loss as the GRPO trainer does (no rationalization).
 """
 
 from __future__ import annotations
@@ -305,7 +306,7 @@ def make_tool_cold_start_data(
                                     end_episode=lambda k, reason, envs=envs: envs[k].end_episode(reason))
             for n, index in enumerate(chunk):
                 played = episodes[n * samples_per_prompt : (n + 1) * samples_per_prompt]
-                kept = next((e for e in played if not e.truncated and _keeps(e.info, tolerance)), None)
+                kept = next((e for e in played if not e.cut_short and _keeps(e.info, tolerance)), None)
                 if kept is None:
                     counts["dropped"] += 1
                     continue
