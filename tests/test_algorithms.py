@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -159,7 +160,7 @@ def test_grpo_loss_clips_ratio():
     loss.backward()
     assert x.logprobs.grad[0, 0].item() == 0.0
     assert x.logprobs.grad[1, 0].item() == pytest.approx(1.65 / 2, abs=1e-5)
-    assert stats["clip_fraction"] == pytest.approx(1.0)
+    assert stats["clip_fraction"] == pytest.approx(0.5)  # row 1's gradient is not clipped: not counted
 
 
 def test_token_vs_sequence_aggregation():
@@ -206,7 +207,7 @@ def test_micro_batch_shares_sum_to_full_batch_loss():
     mask[:, 0] = 1
     adv = rng.normal(size=4).astype(np.float32)
     for name in ("grpo", "dr_grpo", "rloo", "reinforce"):
-        for agg in (None, "sequence", "token", "sequence_sum"):
+        for agg in ((None,) if name == "dr_grpo" else (None, "sequence", "token", "sequence_sum")):
             algo = get_algorithm(name)(loss_aggregation=agg)
             full = algo.loss(inputs(lp, old, mask, adv, max_len=5))[0].item()
             parts = 0.0
@@ -273,6 +274,87 @@ def test_sequence_sum_clip_fraction_is_a_fraction():
     x = inputs([[lp, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[1, 1], [1, 1]], [1.0, 1.0])
     _, stats = get_algorithm("rloo")().loss(x)
     assert stats["clip_fraction"] == pytest.approx((0.5 + 0.0) / 2)
+
+
+def test_clip_fraction_counts_only_where_the_clip_stops_the_gradient():
+    """TRL's count: a ratio above ``1 + eps`` with a positive advantage, or below ``1 - eps`` with a
+    negative one (the min then takes the constant clipped term). The other way round the unclipped
+    term wins and the gradient flows: not clipped."""
+    up, down = math.log(1.5), math.log(0.5)
+    for lp, adv, expected in ((up, 1.0, 1.0), (up, -1.0, 0.0), (down, -1.0, 1.0), (down, 1.0, 0.0), (up, 0.0, 0.0)):
+        _, stats = get_algorithm("grpo")().loss(inputs([[lp]], [[0.0]], [[1]], [adv]))
+        assert stats["clip_fraction"] == expected, (lp, adv)
+    # per-token advantages (PPO): each token's own sign
+    x = inputs([[up, up, down]], [[0.0] * 3], [[1, 1, 1]], [[1.0, -1.0, -1.0]])
+    assert get_algorithm("ppo")().loss(x)[1]["clip_fraction"] == pytest.approx(2 / 3)
+    # GSPO clips whole completions: the share of completions, not of tokens. Both rows' ratio is
+    # e^0.1 > 1 + 4e-4; row 0 (1 token, A > 0) is clipped, row 1 (3 tokens, A < 0) is not
+    x = inputs([[0.1, 0.0, 0.0], [0.1, 0.1, 0.1]], [[0.0] * 3] * 2, [[1, 0, 0], [1, 1, 1]], [1.0, -1.0])
+    assert get_algorithm("gspo")().loss(x)[1]["clip_fraction"] == pytest.approx(1 / 2)
+
+
+def test_algorithms_without_a_clip_report_no_clip_fraction():
+    x = inputs([[math.log(1.5)]] * 2, [[0.0]] * 2, [[1]] * 2, [1.0, -1.0], ref=[[0.0]] * 2, group_ids=[0, 0])
+    for name in ("reinforce", "online_dpo"):
+        _, stats = get_algorithm(name)().loss(x)
+        assert "loss" in stats and "clip_fraction" not in stats, name
+        assert not get_algorithm(name).uses_importance_ratio
+    assert all(get_algorithm(n).uses_importance_ratio for n in ("grpo", "dr_grpo", "rloo", "dapo", "gspo", "ppo"))
+
+
+def test_logged_clip_fraction_and_kl_are_token_means_whatever_the_loss_divides_by():
+    """Every token is clipped (ratio e > 1.28 with A > 0): clip_fraction is 1 for every algorithm,
+    Dr. GRPO's constant divisor and RLOO's token sums included; kl is the plain token mean."""
+    mask = [[1, 1, 0, 0], [1, 0, 0, 0]]
+    lp, old = [[0.0] * 4] * 2, [[-1.0] * 4] * 2
+    ref = [[-0.5, -1.0, 0.0, 0.0], [-2.0, 0.0, 0.0, 0.0]]
+    k3 = [math.exp(-d) - 1 + d for d in (0.5, 1.0, 2.0)]
+    for name in ("grpo", "dr_grpo", "rloo", "dapo", "gspo", "ppo"):
+        _, stats = get_algorithm(name)(beta=0.1).loss(inputs(lp, old, mask, [1.0, 2.0], ref=ref, max_len=256))
+        assert stats["clip_fraction"] == pytest.approx(1.0), name
+        assert stats["kl"] == pytest.approx(sum(k3) / 3), name
+
+
+def test_dr_grpo_refuses_another_loss_aggregation():
+    """Its constant normalizer is the algorithm: a loss_aggregation would be ignored."""
+    for agg in ("token", "sequence", "sequence_sum"):
+        with pytest.raises(ValueError, match=f"dr_grpo.*loss_aggregation.*{agg}"):
+            get_algorithm("dr_grpo")(loss_aggregation=agg)
+    with pytest.raises(ValueError, match="dr_grpo"):
+        get_algorithm("dr_grpo").from_config({"loss_aggregation": "token"})
+    assert get_algorithm("dr_grpo").from_config({"loss_aggregation": None, "clip_epsilon": 0.1}).clip_epsilon == 0.1
+
+
+# ---- non-finite rewards ----
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("name", ["grpo", "dr_grpo", "rloo", "reinforce", "dapo", "gspo", "ppo", "online_dpo"])
+def test_a_nonfinite_reward_gets_advantage_0_and_leaves_the_others_as_without_it(name, bad):
+    """A reward function's NaN or inf takes no part in any mean, std, leave-one-out or batch
+    baseline, whitening or pairing: every other completion's advantage is what it is without that
+    completion, and its own is 0."""
+    algo = tiny_ppo() if name == "ppo" else get_algorithm(name)()
+    rewards, groups = [bad, 0.0, 1.0, 0.3, 0.2, 0.5, 0.9, 0.4], [0, 0, 0, 0, 1, 1, 1, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy RuntimeWarning on the way
+        adv = algo.advantages(make_batch(rewards, groups))
+    without = algo.advantages(make_batch(rewards[1:], groups[1:]))
+    assert np.all(adv[0] == 0)
+    np.testing.assert_allclose(adv[1:], without, rtol=1e-5, atol=1e-6)
+
+
+def test_a_group_without_finite_rewards_learns_nothing():
+    batch = make_batch([math.nan, math.inf, 1.0, 2.0], [0, 0, 1, 1])
+    for name in ("grpo", "dr_grpo", "rloo", "gspo", "online_dpo"):
+        adv = get_algorithm(name)().advantages(batch)
+        assert adv[:2].tolist() == [0.0, 0.0] and adv[2] < 0 < adv[3], name
+    assert get_algorithm("reinforce")().advantages(make_batch([math.nan, math.inf], [0, 1])).tolist() == [0.0, 0.0]
+
+
+def test_dapo_judges_a_groups_spread_on_its_finite_rewards():
+    batch = make_batch([math.nan, 0.0, 1.0, math.inf, 1.0, 1.0, math.nan, math.nan, math.nan], [0, 0, 0, 1, 1, 1, 2, 2, 2])
+    np.testing.assert_array_equal(get_algorithm("dapo")().keep_groups(batch), [True, False, False])
 
 
 # ---- DAPO ----

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from recgym.agents.config import GRPOConfig
 from recgym.agents.learner.logprobs import completion_logprobs
 from recgym.agents.rollout.prompt_sampler import PromptSampler
 from recgym.agents.trainer import GRPOTrainer
-from recgym.agents.types import SamplingParams
+from recgym.agents.types import RolloutBatch, SamplingParams
 
 TESTS = Path(__file__).parent
 
@@ -245,6 +246,173 @@ def test_an_update_without_signal_after_one_with_signal_leaves_weights_and_momen
     rows = [r for r in read_metrics(Path(cfg.output_dir) / "metrics.jsonl") if "reward" in r]
     assert rows[0]["grad_norm"] > 0 and "skipped_updates" not in rows[0]
     assert rows[1]["grad_norm"] == 0 and rows[1]["skipped_updates"] == 1
+
+
+# ---- learn() on a stand-in model, where each update's gradient can be written down ----
+
+
+class LogprobTable(torch.nn.Module):
+    """A stand-in learner: the logprob of row i's completion token t is the weight ``W[i, t]``
+    (the row is read from its prompt's first token)."""
+
+    def __init__(self, weights: torch.Tensor) -> None:
+        super().__init__()
+        self.W = torch.nn.Parameter(weights.clone())
+
+
+def table_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, shared_prompt=True):
+    return model.W[prompt_ids[:, 0]] * completion_mask.float()
+
+
+class UpdateRecorder:
+    """Stands in for the optimizer: keeps each update's gradient and moves no weight (so every
+    update is on-policy, ratio 1)."""
+
+    def __init__(self, param: torch.nn.Parameter) -> None:
+        self.param, self.grads = param, []
+
+    def step(self) -> None:
+        self.grads.append(self.param.grad.clone())
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.param.grad = None
+
+
+class StepCounter:
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def step(self) -> None:
+        self.steps += 1
+
+
+def table_trainer(monkeypatch, weights: torch.Tensor, algorithm: str, **config) -> GRPOTrainer:
+    """The real ``GRPOTrainer.learn`` on a :class:`LogprobTable`, without model, environment or rollout."""
+    import recgym.agents.trainer as trainer_module
+    from recgym.agents.algorithms import get_algorithm
+
+    monkeypatch.setattr(trainer_module, "sequence_logprobs", table_logprobs)
+    trainer = object.__new__(GRPOTrainer)
+    trainer.config = cfg = GRPOConfig(algorithm=algorithm, **config)
+    trainer.device, trainer.world_size, trainer.is_main, trainer.warned, trainer.step = torch.device("cpu"), 1, True, set(), 0
+    trainer.model, trainer.ref_model = LogprobTable(weights), LogprobTable(weights)
+    trainer.algorithm = get_algorithm(algorithm).from_config(cfg, **cfg.algorithm_kwargs)
+    trainer.trainable = [trainer.model.W]
+    trainer.optimizer, trainer.scheduler = UpdateRecorder(trainer.model.W), StepCounter()
+    return trainer
+
+
+def table_batch(rewards, lengths, groups) -> RolloutBatch:
+    """Row i reads ``W[i]``; its completion has ``lengths[i]`` tokens."""
+    b, c = len(rewards), max(lengths)
+    mask = np.arange(c)[None] < np.asarray(lengths)[:, None]
+    return RolloutBatch(prompt_ids=np.arange(b)[:, None], prompt_mask=np.ones((b, 1), bool),
+                        completion_ids=mask.astype(np.int64), completion_mask=mask,
+                        old_logprobs=np.zeros((b, c), np.float32), rewards=np.asarray(rewards, np.float32),
+                        group_ids=np.asarray(groups), truncated=np.zeros(b, bool))
+
+
+@pytest.mark.parametrize(("algorithm", "aggregation"), [
+    ("grpo", "token"), ("dapo", None), ("rloo", "token"), ("grpo", "sequence"), ("rloo", None), ("dr_grpo", None),
+])
+def test_each_update_of_a_batch_learns_its_own_rows_loss(monkeypatch, algorithm, aggregation):
+    """Two updates per rollout batch, one holding a long completion, one only short ones: each
+    update's gradient is that of its own rows' loss (on-policy, d loss / d logp = -A times the
+    aggregation's weight); a token-level loss divides by the update's own tokens, as verl does. (It
+    used to divide by the batch's tokens scaled by rows: here the long update weighed 1.43x its due,
+    the other 0.57x.) The per-sequence aggregations and Dr. GRPO's constant were already exact."""
+    batch = table_batch([1.0, 0.0, 0.5, 0.2, 0.1, 0.9], [8, 1, 1, 1, 2, 1], [0, 1, 0, 1, 0, 1])
+    trainer = table_trainer(monkeypatch, torch.full((6, 8), -1.0), algorithm, group_size=3, prompts_per_step=2,
+                            micro_batch_size=3, gradient_accumulation_steps=1, max_grad_norm=0.0,
+                            loss_aggregation=aggregation, max_new_tokens=8)
+    advantages = trainer.algorithm.advantages(batch)
+    out = trainer.learn(batch, advantages)
+    weight = {"token": lambda m: m / m.sum(), "sequence": lambda m: m / m.sum(1, keepdim=True) / len(m),
+              "sequence_sum": lambda m: m / len(m), "constant": lambda m: m / (len(m) * 8)}
+    kind = "constant" if algorithm == "dr_grpo" else trainer.algorithm.loss_aggregation
+    mask, a = torch.as_tensor(batch.completion_mask).float(), torch.as_tensor(advantages)[:, None]
+    losses = []
+    for grad, rows in zip(trainer.optimizer.grads, (slice(0, 3), slice(3, 6)), strict=True):
+        expected = torch.zeros(6, 8)
+        expected[rows] = -a[rows] * weight[kind](mask[rows])
+        torch.testing.assert_close(grad, expected)
+        losses.append(float(expected.sum()))
+    assert out["loss"] == pytest.approx(np.mean(losses), rel=1e-5, abs=1e-6)  # the mean of the updates' losses
+
+
+def test_a_nonfinite_gradient_skips_its_update_is_counted_apart_and_warns_once(monkeypatch):
+    """A NaN reaching the loss (here an advantage, as a custom algorithm's could be) makes the
+    gradient norm NaN: that update is skipped, counted in nonfinite_grad_updates (not as an update
+    without signal) and warned about; the batch's other update still steps."""
+    batch = table_batch([1.0, 0.0, 0.5, 0.2], [3] * 4, [0, 0, 1, 1])
+    trainer = table_trainer(monkeypatch, torch.full((4, 3), -1.0), "grpo", group_size=2, prompts_per_step=2,
+                            micro_batch_size=2, gradient_accumulation_steps=1)
+    advantages = np.array([np.nan, 1.0, 0.5, -0.5], np.float32)
+    with pytest.warns(UserWarning, match="gradient.*not finite.*nonfinite_grad_updates"):
+        out = trainer.learn(batch, advantages)
+    assert out["nonfinite_grad_updates"] == 1 and "skipped_updates" not in out
+    assert len(trainer.optimizer.grads) == 1 and trainer.optimizer.grads[0][:2].abs().sum() == 0  # update 2 only
+    assert trainer.scheduler.steps == 2  # the schedule moves on, as for any skipped update
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per run
+        assert trainer.learn(batch, advantages)["nonfinite_grad_updates"] == 1
+
+
+def test_nonfinite_rewards_are_counted_warned_once_and_the_others_still_learn(tmp_path):
+    """A reward function that returns NaN for one completion per step: that completion gets
+    advantage 0, the rest of the batch learns as usual (finite loss and gradient, no skipped
+    update), each step logs nonfinite_rewards and the run warns once."""
+    cfg = tiny_config(tmp_path, max_steps=2, eval_on_start=False, eval_interval=0, plot=False, save_interval=0)
+    trainer = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+    rollout = trainer.rollout
+
+    def one_nan_reward():
+        batch, stats = rollout()
+        batch.rewards[0] = np.nan
+        return batch, stats
+
+    trainer.rollout = one_nan_reward
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    rows = [r for r in read_metrics(Path(cfg.output_dir) / "metrics.jsonl") if "reward" in r]
+    assert [r["nonfinite_rewards"] for r in rows] == [1, 1]
+    for row in rows:
+        assert row["loss"] is not None and row["grad_norm"] > 0 and row["reward"] is not None
+        assert "skipped_updates" not in row and "nonfinite_grad_updates" not in row
+    assert sum("NaN or inf" in str(w.message) for w in caught) == 1
+
+
+def test_several_updates_per_batch_warn_where_nothing_corrects_for_them(tmp_path):
+    """A loss without importance ratio (reinforce, online_dpo) learns off-policy from the second
+    update of a batch on; with dropout the first update's ratios are not 1 either. Both warn once
+    at start, and only where a batch feeds several updates."""
+    def start_warnings(**overrides) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            GRPOTrainer(tiny_config(tmp_path, **overrides), model=tiny_model(), tokenizer=tiny_tokenizer())
+        return [str(w.message) for w in caught if "off-policy" in str(w.message) or "dropout" in str(w.message)]
+
+    several = {"micro_batch_size": 4, "gradient_accumulation_steps": 1}  # 8 completions: 2 updates
+    (message,) = start_warnings(algorithm="reinforce", **several)
+    assert message.startswith("reinforce") and "off-policy" in message and "\n" not in message
+    assert "off-policy" in " ".join(start_warnings(algorithm="online_dpo", num_inner_epochs=2))
+    assert start_warnings(algorithm="reinforce") == []  # one update per batch
+    lora = {"use_lora": True, "lora_r": 4, "lora_dropout": 0.1}
+    (message,) = start_warnings(algorithm="grpo", **lora, **several)
+    assert "dropout" in message and "lora_dropout" in message
+    assert start_warnings(algorithm="grpo", **lora) == []
+
+
+def test_an_algorithm_knob_it_refuses_stops_the_trainer_before_the_model_loads(tmp_path, monkeypatch):
+    import recgym.agents.trainer as trainer_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("the learner must not load")
+
+    monkeypatch.setattr(trainer_module, "load_learner", never)
+    with pytest.raises(ValueError, match="dr_grpo .*loss_aggregation must be null, got 'token'"):
+        GRPOTrainer(tiny_config(tmp_path, algorithm="dr_grpo", loss_aggregation="token"))
 
 
 def test_adam_epsilon_reaches_the_optimizer_and_damps_small_gradients(tmp_path):

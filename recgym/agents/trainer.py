@@ -28,6 +28,7 @@ and ``checkpoints/step-XXXXXX/``.
 from __future__ import annotations
 
 import json
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -99,6 +100,9 @@ class GRPOTrainer:
         if cfg.keep_freed_memory and self.device.type == "cpu":
             keep_freed_memory()
 
+        # the algorithm first: a knob it refuses stops the run before anything loads
+        self.algorithm = get_algorithm(cfg.algorithm).from_config(cfg, **cfg.algorithm_kwargs)
+
         # environments: the training split, and the validation split for evaluation
         self.train_env = make_group_vec(
             cfg.env_id, cfg.prompts_per_step, cfg.group_size, split=cfg.train_split, **cfg.env_kwargs
@@ -107,13 +111,12 @@ class GRPOTrainer:
         self.sampler = PromptSampler.for_env(self.train_env, cfg.prompt_sampling, cfg.seed,
                                              block=cfg.prompts_per_step * self.world_size)
 
-        # learner (float32 trainable weights, + LoRA), reference model for the KL term, algorithm
+        # learner (float32 trainable weights, + LoRA), the algorithm's modules, reference model for the KL term
         model_given = model is not None
         if not model_given and self.device.type == "cuda":
             self.check_gpu_memory()
         self.model, self.tokenizer = load_learner(cfg, model, tokenizer)
         self.model.to(self.device)
-        self.algorithm = get_algorithm(cfg.algorithm).from_config(cfg, **cfg.algorithm_kwargs)
         self.algorithm.setup(self.model, cfg)
         self.ref_model = None
         if self.algorithm.needs_reference and not cfg.use_lora:  # with LoRA: disable the adapter
@@ -136,6 +139,8 @@ class GRPOTrainer:
         self.step = 0
         self.eval_samples: dict[int, list[dict[str, Any]]] = {}
         self.guard = CollapseGuard(cfg.collapse_action, cfg.collapse_format_drop, cfg.collapse_min_prediction_std)
+        self.warned: set[str] = set()
+        self.warn_off_policy_updates()
 
     def check_gpu_memory(self) -> None:
         """Print the memory estimate and refuse a config that cannot fit, before loading anything."""
@@ -149,6 +154,29 @@ class GRPOTrainer:
         estimate = check_memory(cfg, shape, gpu_memory_gib=declared)
         if self.is_main:
             make_console().print(estimate.table())
+
+    def warn_off_policy_updates(self) -> None:
+        """Where a rollout batch feeds several optimizer updates, what the importance ratio cannot
+        correct: a loss without one (every update after the first is off-policy), and dropout."""
+        n, name = self.updates_per_step, self.config.algorithm
+        if n == 1:
+            return
+        if not self.algorithm.uses_importance_ratio:
+            self.warn_once("off-policy", f"{name} has no importance ratio, yet each rollout batch feeds {n} optimizer "
+                           "updates: all but the first learn off-policy uncorrected; for on-policy updates set "
+                           "num_inner_epochs 1 and gradient_accumulation_steps 0")
+        rate = dropout_rate(self.model)
+        if rate > 0:
+            self.warn_once("dropout", f"dropout {rate:g} (lora_dropout or the model's) with {n} optimizer updates per "
+                           "rollout batch: the old logprobs are the sampling policy's, without dropout, so even the "
+                           "first update's ratios are not 1 and some tokens are clipped; lora_dropout 0 (and a model "
+                           "without dropout) gives exact ratios")
+
+    def warn_once(self, key: str, message: str) -> None:
+        """A warning from the main process, the first time ``key`` comes up in this run."""
+        if self.is_main and key not in self.warned:
+            self.warned.add(key)
+            warnings.warn(message, stacklevel=2)
 
     # ---- sizes ----
     @property
@@ -229,6 +257,11 @@ class GRPOTrainer:
         # 2. advantages, from the rewards the algorithm shapes
         batch = self.algorithm.shape_rewards(batch, cfg.max_new_tokens)
         advantages = self.algorithm.advantages(batch)
+        nonfinite = int(self.gather(torch.tensor([float((~np.isfinite(batch.rewards)).sum())])).sum())
+        if nonfinite:
+            self.warn_once("nonfinite rewards", f"step {self.step + 1}: {nonfinite} of {self.world_size * len(batch)} "
+                           "rewards are NaN or inf; those completions get advantage 0 and no baseline counts them "
+                           "(logged as nonfinite_rewards each step; warned once)")
         # 3. learning
         t1 = time.perf_counter()
         learn_stats = self.learn(batch, advantages)
@@ -262,10 +295,12 @@ class GRPOTrainer:
             **{key: rollout[key] for key in MULTI_TURN_METRICS if key in rollout},
         }
         rewards = self.gather(torch.as_tensor(rollout["rewards"], dtype=torch.float32))  # as sampled, unshaped
+        rewards = rewards[torch.isfinite(rewards)]
         return {
             "step": self.step,
             "reward": float(rewards.mean()),
             "reward_std": float(rewards.std()),
+            **({"nonfinite_rewards": nonfinite} if nonfinite else {}),
             **self.mean_over_processes(local),
             "learning_rate": float(self.scheduler.get_last_lr()[0]),
             "prompts": self.world_size * cfg.prompts_per_step,
@@ -322,12 +357,15 @@ class GRPOTrainer:
         # ... but the loss covers the model's own tokens only
         mask = torch.as_tensor(batch.completion_mask, device=device).float()
         adv = torch.as_tensor(advantages, dtype=torch.float32, device=device)
-        total_sequences = len(batch)
-        # token-level losses divide by the mean tokens per process, so that averaging the processes'
-        # gradients gives the loss over all tokens of the global batch
-        total_tokens = float(self.gather(mask.sum().reshape(1)).mean())
         group_ids = torch.as_tensor(batch.group_ids, device=device)
         parts = list(micro_batches(len(batch), self.micro_batch_size))
+        per = self.micro_batches_per_update
+        updates = [parts[first : first + per] for first in range(0, len(parts), per)]  # in one pass
+        # each update's loss is normalized by its own rows and tokens; a token-level loss divides by
+        # the mean of the processes' token counts, so that averaging their gradients gives the mean
+        # over every token of the update
+        counts = torch.stack([sum(mask[sl].sum() for sl in update) for update in updates])
+        update_tokens = self.gather(counts).reshape(self.world_size, -1).mean(0).tolist()
 
         def logps(model: torch.nn.Module, sl: slice) -> torch.Tensor:
             with autocast(cfg.dtype, device):
@@ -338,7 +376,9 @@ class GRPOTrainer:
 
         # Old logprobs come from the learner itself before any update (not from the policy backend,
         # whose numerics differ). A batch that feeds one update has old == new; one that feeds
-        # several must keep them, or every later update would see ratio 1 and no clipping.
+        # several must keep them, or every later update would see ratio 1 and no clipping. They are
+        # computed in eval mode, as the policy sampled: with dropout, train mode would be a second
+        # dropout draw against the new logprobs' (ratio noise x1.4, and no longer the sampler's).
         old = ref = None
         with torch.no_grad():
             if self.updates_per_step > 1:
@@ -348,31 +388,35 @@ class GRPOTrainer:
 
         self.model.train()
         sums: dict[str, float] = {}
-        updates = 0
         for _ in range(cfg.num_inner_epochs):
-            for first in range(0, len(parts), self.micro_batches_per_update):
-                group = parts[first : first + self.micro_batches_per_update]
-                # the loss shares are normalized over the whole rollout batch; rescale to this update
-                scale = total_sequences / sum(sl.stop - sl.start for sl in group)
-                for sl in group:
+            for update, tokens in zip(updates, update_tokens, strict=True):
+                rows = sum(sl.stop - sl.start for sl in update)
+                for sl in update:
                     new = logps(self.model, sl)
                     inputs = LossInputs(
                         logprobs=new,
                         old_logprobs=(old[sl] if old is not None else new.detach()),
-                        mask=mask[sl], advantages=adv[sl], total_sequences=total_sequences,
-                        total_tokens=total_tokens, ref_logprobs=None if ref is None else ref[sl],
+                        mask=mask[sl], advantages=adv[sl], total_sequences=rows, total_tokens=tokens,
+                        ref_logprobs=None if ref is None else ref[sl],
                         max_completion_length=cfg.max_new_tokens, group_ids=group_ids[sl],
                         prompt_ids=t["prompt_ids"][sl], prompt_mask=t["prompt_mask"][sl],
                         completion_ids=t["completion_ids"][sl],
                     )
                     loss, stats = self.algorithm.loss(inputs)
-                    (loss * scale).backward()
-                    for key, value in stats.items():
-                        sums[key] = sums.get(key, 0.0) + value / cfg.num_inner_epochs
+                    loss.backward()
+                    for key, value in stats.items():  # the mean over updates
+                        sums[key] = sums.get(key, 0.0) + value / self.updates_per_step
                 average_gradients(self.trainable, self.world_size)
-                norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-                sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm)
-                if float(norm) > 0:
+                norm = float(torch.nn.utils.clip_grad_norm_(
+                    self.trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")))
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + norm
+                if not math.isfinite(norm):  # a NaN or inf in the loss: stepping would spoil every weight
+                    self.skip_updates(1)
+                    sums["nonfinite_grad_updates"] = sums.get("nonfinite_grad_updates", 0.0) + 1
+                    self.warn_once("nonfinite gradient", f"step {self.step + 1}: the gradient is not finite (NaN or "
+                                   "inf in the loss); the update is skipped (counted in nonfinite_grad_updates; "
+                                   "warned once)")
+                elif norm > 0:
                     self.optimizer.step()
                     self.scheduler.step()
                 else:
@@ -381,9 +425,8 @@ class GRPOTrainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 for key, value in self.algorithm.after_update().items():
                     sums[key] = sums.get(key, 0.0) + value / self.updates_per_step
-                updates += 1
         if "grad_norm" in sums:
-            sums["grad_norm"] /= updates
+            sums["grad_norm"] /= self.updates_per_step
         self.model.eval()
         return sums
 
@@ -526,6 +569,14 @@ class GRPOTrainer:
         self.guard.load_state_dict(state.get("collapse_guard", {}))
         sync_policy(self.policy, self.model)
         return True
+
+
+def dropout_rate(model: torch.nn.Module) -> float:
+    """The largest dropout probability ``model`` applies in train mode (LoRA's ``lora_dropout``, a
+    dropout layer, or the attention dropout of the model's config); 0 when there is none."""
+    rates = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    rates.append(getattr(getattr(model, "config", None), "attention_dropout", 0.0) or 0.0)
+    return float(max(rates))
 
 
 def train(config: GRPOConfig, resume: bool = False, **kwargs: Any) -> TrainResult:

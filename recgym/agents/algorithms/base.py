@@ -7,10 +7,12 @@ An algorithm has two jobs:
 2. ``loss(inputs)``: the learner's loss for one micro-batch, in torch, given the new logprobs of
    the completion tokens, the logprobs at rollout time and optionally a reference model's.
 
-``loss`` must return the micro-batch's *contribution* to the full batch's loss: the trainer sums
-the contributions of all micro-batches (gradient accumulation) and the result equals the loss of
-the whole batch computed at once. :class:`LossInputs` therefore carries the batch-wide totals
-(``total_sequences``, ``total_tokens``) needed to normalize.
+``loss`` must return the micro-batch's *contribution* to the loss of its optimizer update: the
+trainer sums the contributions of the update's micro-batches (gradient accumulation) and the result
+equals the update's loss computed at once. :class:`LossInputs` therefore carries the update-wide
+totals (``total_sequences``, ``total_tokens``) needed to normalize. A rollout batch feeds one update
+or several (``num_inner_epochs``, ``gradient_accumulation_steps``); each is normalized by its own
+rows and tokens, as verl does.
 """
 
 from __future__ import annotations
@@ -43,9 +45,11 @@ class LossInputs:
     advantages: torch.Tensor
     """``[b]`` or ``[b, C]``, from :meth:`Algorithm.advantages`."""
     total_sequences: int
-    """Completions in the whole batch (all micro-batches)."""
-    total_tokens: int
-    """Real completion tokens in the whole batch."""
+    """Completions in this optimizer update (all its micro-batches), on this process."""
+    total_tokens: float
+    """Real completion tokens in this optimizer update (all its micro-batches). In a multi-process
+    run, the mean over processes of each one's count, so that averaging the processes' gradients
+    gives the mean over every token of the update."""
     ref_logprobs: torch.Tensor | None = None
     """Reference model's logprobs, when the algorithm uses a KL penalty."""
     max_completion_length: int | None = None
@@ -167,21 +171,40 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: st
     raise ValueError(f"unknown KL estimator {estimator!r} (k1, k2, k3)")
 
 
-def per_group(batch: RolloutBatch, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """Apply ``fn(rewards_of_one_group [G]) -> values [G]`` to every group; result in batch order."""
+def per_group(batch: RolloutBatch, fn: Callable[[np.ndarray], np.ndarray],
+              group_ids: np.ndarray | None = None) -> np.ndarray:
+    """Apply ``fn(finite rewards of one group [g]) -> values [g]`` to every group (of ``group_ids``,
+    by default the batch's); result in batch order.
+
+    A non-finite reward (NaN or inf: a reward function's bug) takes no part in its group's values
+    and gets 0, as in TRL, so it cannot spoil the advantages of the rest of its group. The trainer
+    counts such rewards (``nonfinite_rewards``) and warns."""
     rewards = np.asarray(batch.rewards, dtype=np.float64)
+    group_ids = batch.group_ids if group_ids is None else np.asarray(group_ids)
+    finite = np.isfinite(rewards)
     out = np.zeros_like(rewards)
-    for gid in np.unique(batch.group_ids):
-        rows = np.flatnonzero(batch.group_ids == gid)
-        out[rows] = fn(rewards[rows])
+    for gid in np.unique(group_ids):
+        rows = np.flatnonzero((group_ids == gid) & finite)
+        if len(rows):
+            out[rows] = fn(rewards[rows])
     return out.astype(np.float32)
 
 
+def token_advantages(inputs: LossInputs) -> torch.Tensor:
+    """The advantages as ``[b, C]`` or ``[b, 1]`` (per completion), to multiply per-token terms."""
+    return inputs.advantages if inputs.advantages.dim() == 2 else inputs.advantages.unsqueeze(1)
+
+
 def sequence_mean(per_token: torch.Tensor, inputs: LossInputs) -> torch.Tensor:
-    """This micro-batch's share of ``1/B sum_i mean_t per_token[i, t]`` (``B``: the batch's completions)."""
+    """This micro-batch's share of ``1/B sum_i mean_t per_token[i, t]`` (``B``: the update's completions)."""
     mask = inputs.mask
     per_seq = (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
     return per_seq.sum() / inputs.total_sequences
+
+
+def token_mean(per_token: torch.Tensor, inputs: LossInputs) -> torch.Tensor:
+    """This micro-batch's share of the mean of ``per_token`` over the update's real tokens."""
+    return (per_token * inputs.mask).sum() / max(inputs.total_tokens, 1)
 
 
 class Algorithm:
@@ -192,13 +215,17 @@ class Algorithm:
     aggregated over the ``B`` completions of the batch with ``loss_aggregation``:
 
     - ``"sequence"``: ``1/B sum_i mean_t l[i, t]`` (each completion's token mean; GRPO's);
-    - ``"token"``: ``sum_{i,t} l[i, t] / (number of tokens in the batch)``;
+    - ``"token"``: ``sum_{i,t} l[i, t] / (number of tokens in the update)``;
     - ``"sequence_sum"``: ``1/B sum_i sum_t l[i, t]`` (each completion's token sum; REINFORCE's
       and RLOO's sequence-level estimator, no per-length normalization).
 
-    ``loss_aggregation=None`` takes the class's :attr:`default_loss_aggregation`. Constructor
-    arguments are the knobs an algorithm reads from the training config; :meth:`from_config`
-    picks the ones a class accepts by name.
+    (``B``: the completions of one optimizer update.) ``loss_aggregation=None`` takes the class's
+    :attr:`default_loss_aggregation`. Constructor arguments are the knobs an algorithm reads from
+    the training config; :meth:`from_config` picks the ones a class accepts by name.
+
+    The logged ``kl`` and ``clip_fraction`` are plain token means whatever the aggregation (GSPO's
+    clip fraction: a share of completions); ``clip_fraction`` counts TRL's way, the tokens whose
+    gradient the clip stops (see :meth:`clipped`).
     """
 
     name: ClassVar[str] = ""
@@ -267,6 +294,9 @@ class Algorithm:
         return {"reference model": "for the KL term or the loss (needs_reference)"} if self.needs_reference else {}
 
     # ---- extension points: each default does nothing, the trainer calls them all ----
+    uses_importance_ratio: ClassVar[bool] = True
+    """False: the loss has no importance ratio (nor clip, nor ``clip_fraction``), so the updates
+    after a batch's first learn off-policy with nothing to correct it (the trainer warns)."""
     whole_groups: ClassVar[bool] = False
     """True: every micro-batch holds whole groups (a loss that compares a group's completions)."""
     max_refills: ClassVar[int] = 0
@@ -311,20 +341,33 @@ class Algorithm:
 
     def per_token_loss(self, inputs: LossInputs) -> torch.Tensor:
         """PPO-clip surrogate per token: ``-min(r A, clip(r, 1-eps_low, 1+eps_high) A)``."""
-        adv = inputs.advantages if inputs.advantages.dim() == 2 else inputs.advantages.unsqueeze(1)
+        adv = token_advantages(inputs)
         ratio = self.importance_ratio(inputs)
         low, high = self.clip_range()
         clipped = torch.clamp(ratio, 1 - low, 1 + high)
         return -torch.min(ratio * adv, clipped * adv)
 
     def aggregate(self, per_token: torch.Tensor, inputs: LossInputs) -> torch.Tensor:
-        """Reduce ``[b, C]`` to this micro-batch's share of the batch loss."""
-        mask = inputs.mask
+        """Reduce ``[b, C]`` to this micro-batch's share of the update's loss."""
         if self.loss_aggregation == "sequence":
             return sequence_mean(per_token, inputs)
         if self.loss_aggregation == "sequence_sum":
-            return (per_token * mask).sum() / inputs.total_sequences
-        return (per_token * mask).sum() / max(inputs.total_tokens, 1)
+            return (per_token * inputs.mask).sum() / inputs.total_sequences
+        return token_mean(per_token, inputs)
+
+    @torch.no_grad()
+    def clipped(self, inputs: LossInputs) -> torch.Tensor:
+        """``[b, C]`` bool: where the clip stops the gradient (TRL's count), a ratio above ``1 + eps_high``
+        with a positive advantage or below ``1 - eps_low`` with a negative one. Out of range the
+        other way, the min takes the unclipped term and the gradient flows."""
+        adv = token_advantages(inputs)
+        ratio = self.importance_ratio(inputs)
+        low, high = self.clip_range()
+        return ((ratio > 1 + high) & (adv > 0)) | ((ratio < 1 - low) & (adv < 0))
+
+    def clip_fraction(self, inputs: LossInputs) -> float:
+        """This micro-batch's share of the fraction of the update's tokens that :meth:`clipped` marks."""
+        return float(token_mean(self.clipped(inputs).float(), inputs))
 
     def loss(self, inputs: LossInputs) -> tuple[torch.Tensor, dict[str, float]]:
         """Return ``(loss, stats)``; stats are this micro-batch's shares too (they sum up)."""
@@ -334,14 +377,10 @@ class Algorithm:
             if inputs.ref_logprobs is None:
                 raise ValueError(f"{self.name}: beta > 0 needs ref_logprobs")
             kl = kl_penalty(inputs.logprobs, inputs.ref_logprobs, self.kl_estimator)
-            stats["kl"] = float(self.aggregate(kl.detach(), inputs))
+            stats["kl"] = float(token_mean(kl.detach(), inputs))
             per_token = per_token + self.beta * kl
-        with torch.no_grad():
-            ratio = self.importance_ratio(inputs)
-            low, high = self.clip_range()
-            clipped = ((ratio < 1 - low) | (ratio > 1 + high)).float()
-            fraction = sequence_mean if self.loss_aggregation == "sequence_sum" else self.aggregate
-            stats["clip_fraction"] = float(fraction(clipped, inputs))
+        if self.uses_importance_ratio:
+            stats["clip_fraction"] = self.clip_fraction(inputs)
         loss = self.aggregate(per_token, inputs)
         stats["loss"] = float(loss.detach())
         return loss, stats

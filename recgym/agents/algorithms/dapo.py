@@ -7,7 +7,7 @@ changes:
    advantages and gives no gradient, so it is dropped and the trainer draws fresh prompts in its
    place, up to ``max_refills`` extra rollout rounds per step (the groups still missing after
    that are filled with dropped ones, so the batch keeps its size). It looks at the environment's
-   rewards, before the shaping below.
+   rewards, before the shaping below (their finite ones: a NaN or inf takes no part).
 2. **Clip-higher**: the ratio is clipped to ``[1 - eps_low, 1 + eps_high]`` with ``eps_low =
    clip_epsilon`` (0.2) and ``eps_high = clip_epsilon_high`` (0.28), so low-probability tokens
    can grow more before the clip stops them (against entropy collapse):
@@ -74,7 +74,11 @@ class DAPO(GRPO):
         self.overlong_penalty = overlong_penalty
 
     def keep_groups(self, batch: RolloutBatch) -> np.ndarray:
-        return np.array([np.ptp(batch.rewards[batch.group_ids == g]) > 0 for g in np.unique(batch.group_ids)])
+        def spread(rewards: np.ndarray) -> bool:
+            finite = rewards[np.isfinite(rewards)]
+            return len(finite) > 1 and np.ptp(finite) > 0
+
+        return np.array([spread(batch.rewards[batch.group_ids == g]) for g in np.unique(batch.group_ids)])
 
     def shape_rewards(self, batch: RolloutBatch, max_new_tokens: int) -> RolloutBatch:
         buffer = max_new_tokens // 5 if self.overlong_buffer is None else self.overlong_buffer

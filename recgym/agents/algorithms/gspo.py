@@ -15,7 +15,7 @@ Every token of completion ``i`` carries the same term, so the default ``loss_agg
 "sequence"`` (each completion's token mean, averaged over completions) is the paper's ``1/B
 sum_i``. The gradient of ``s_i`` is ``s_i / |y_i| sum_t grad logp_i,t``: the tokens of a
 completion share one weight instead of each having its own token ratio. Plus ``beta * KL`` per
-token when ``beta > 0``.
+token when ``beta > 0``. The logged ``clip_fraction`` is the share of completions clipped.
 """
 
 from __future__ import annotations
@@ -44,3 +44,7 @@ class GSPO(GRPO):
 
     def clip_range(self) -> tuple[float, float]:
         return self.clip_epsilon_low, self.clip_epsilon_high
+
+    def clip_fraction(self, inputs: LossInputs) -> float:
+        """The share of the update's completions clipped (the ratio and advantage are a row's own)."""
+        return float(self.clipped(inputs)[:, 0].sum() / inputs.total_sequences)

@@ -11,8 +11,11 @@ initial model),
 over the batch's ``N`` groups (a group without a pair adds 0, as a zero-variance group adds no
 gradient to GRPO). :meth:`OnlineDPO.advantages` marks the pair: +1 on ``w``, -1 on ``l``, 0
 elsewhere. There is no importance ratio and no clipping; the reference term is the regularizer,
-so the config's ``beta``, ``clip_epsilon`` and ``loss_aggregation`` are not used. Micro-batches
-hold whole groups (``whole_groups``).
+so the config's ``beta``, ``clip_epsilon`` and ``loss_aggregation`` are not used. Without a ratio
+the loss is on-policy: the updates after a batch's first (``num_inner_epochs > 1``, or
+``gradient_accumulation_steps`` below the number of micro-batches) learn off-policy uncorrected,
+and the trainer warns. Micro-batches hold whole groups (``whole_groups``). A completion whose
+reward is NaN or inf is never chosen nor rejected.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class OnlineDPO(Algorithm):
     """DPO on each group's best vs worst completion (by reward), against the reference model; no ratio."""
 
     whole_groups: ClassVar[bool] = True
+    uses_importance_ratio: ClassVar[bool] = False
 
     def __init__(self, *, dpo_beta: float = 0.1, **kwargs) -> None:
         super().__init__(**kwargs)

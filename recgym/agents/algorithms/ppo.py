@@ -8,7 +8,11 @@ advantage is the generalized advantage estimate
     delta_t = r_t + gamma V(s_t+1) - V(s_t)        (V(s_T) = 0: the completion has ended)
     A_t     = sum_l (gamma lambda)^l delta_t+l     (gamma = ``gamma``, lambda = ``gae_lambda``)
 
-whitened over the batch's tokens by default (``whiten_advantages``). ``gamma`` and ``gae_lambda``
+whitened over the batch's tokens by default (``whiten_advantages``: ``(A - mean) / (std + eps)``
+with the population std, ddof 0, and ``eps = advantage_epsilon`` outside the square root; verl
+divides by ``sqrt(var + 1e-8)`` with the unbiased variance, a difference of ``1 / (2n)`` relative
+for ``n`` tokens; in a multi-process run each process whitens its own batch, where verl whitens the
+global one). ``gamma`` and ``gae_lambda``
 are 1 by default, so ``A_t = R - V(s_t)``, the return less the critic's baseline: with the reward
 at the end only and a critic that starts at 0, ``lambda < 1`` (InstructGPT's 0.95) credits the
 last tokens more than the first whatever the reward, which stalled learning on the tiny-model test.
@@ -27,6 +31,9 @@ gradient), its features are kept for the step, and the critic's updates cost alm
 The head and its optimizer state go into every checkpoint; the frozen body is rebuilt from the
 initial model. (A fully trained critic body, as in InstructGPT, would double the learner's
 memory and compute.)
+
+A completion whose reward is NaN or inf gets advantage 0 on every token and takes no part in the
+whitening nor in the critic's regression.
 """
 
 from __future__ import annotations
@@ -150,10 +157,12 @@ class PPO(Algorithm):
     # ---- advantages ----
     def advantages(self, batch: RolloutBatch) -> np.ndarray:
         features = self.features(batch)
-        mask = np.asarray(batch.completion_mask, dtype=np.float32)
+        rewards = np.asarray(batch.rewards, dtype=np.float64)
+        finite = np.isfinite(rewards)
+        mask = np.asarray(batch.completion_mask, dtype=np.float32) * finite[:, None]
         with torch.no_grad():
             values = self.head(features).cpu().numpy()
-        advantages, returns = gae(np.asarray(batch.rewards), values, mask, self.gamma, self.gae_lambda)
+        advantages, returns = gae(np.where(finite, rewards, 0.0), values, mask, self.gamma, self.gae_lambda)
         self._cache = (features, torch.as_tensor(returns, device=self.device), torch.as_tensor(mask, device=self.device))
         if self.whiten_advantages and mask.sum() > 1:
             real = advantages[mask > 0]

@@ -14,6 +14,11 @@ the PPO-clip surrogate summed over each completion's tokens (not divided by its 
 averaged over completions. With one pass over each batch (``r = 1``) its gradient is the paper's
 ``-1/B sum_i A_i grad log pi(y_i | x_i)``. Plus ``beta * KL`` per token when ``beta > 0``, summed
 the same way. ``loss_aggregation`` ``"sequence"`` or ``"token"`` overrides the aggregation.
+
+Unlike TRL's ``RLOOTrainer``, which clips the *sequence's* ratio ``exp(sum_t log r_t)`` and
+subtracts a k1 KL estimate from the reward before the baseline, this clips each token's ratio and
+puts the KL (k3 by default) in the loss, as GRPO does. With one update per rollout batch and
+``beta = 0`` (the defaults) the two are identical: every ratio is 1.
 """
 
 from __future__ import annotations
