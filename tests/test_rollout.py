@@ -8,7 +8,7 @@ from tiny_lm import tiny_model, tiny_tokenizer
 
 import recgym  # noqa: F401
 from recgym.agents.policies.hf import HFPolicy
-from recgym.agents.rollout.batch import pack_batch
+from recgym.agents.rollout.batch import pack_batch, rollout_metrics
 from recgym.agents.rollout.single_turn import collect
 from recgym.agents.types import Completion, SamplingParams
 from recgym.envs.vector import make_group_vec
@@ -82,3 +82,13 @@ def test_collect_checks():
         pack_batch([bad, bad], [0.0, 0.0], [{}, {}], 2)
     batch, _ = collect(ENV, ScriptedTokenPolicy(["x"]), num_prompts=1, group_size=2, seed=1)
     assert len(batch) == 2
+
+
+def test_rollout_metrics_leave_out_nonfinite_rewards():
+    """A custom reward's NaN made reward_mean NaN and counted its group as one with spread."""
+    policy = ScriptedTokenPolicy(["a", "b", "c"])
+    batch, _ = collect(make_group_vec(ENV, num_prompts=2, group_size=3), policy, indices=[0, 1])
+    batch.rewards[:] = np.array([np.nan, 1.0, 1.0, 0.0, 1.0, np.inf], dtype=batch.rewards.dtype)
+    metrics = rollout_metrics(batch, 3)
+    assert metrics["reward_mean"] == pytest.approx(0.75) and np.isfinite(metrics["reward_std"])
+    assert metrics["zero_std_group_frac"] == 0.5  # the first group's finite rewards agree

@@ -117,12 +117,13 @@ def take_groups(parts: Sequence[tuple[RolloutBatch, Sequence[int]]], pad_token_i
 def rollout_metrics(batch: RolloutBatch, group_size: int) -> dict[str, float]:
     """Mean reward, per-component means, zero-spread group share, clipped ratio, token counts."""
     rewards = batch.rewards.astype(np.float64)
-    grouped = rewards.reshape(-1, group_size)
+    finite = rewards[np.isfinite(rewards)]  # a custom reward's NaN/inf: the trainer counts them, advantage 0
+    spread = [np.std(g[np.isfinite(g)]) if np.isfinite(g).sum() > 1 else 0.0 for g in rewards.reshape(-1, group_size)]
     lengths = batch.completion_mask.sum(axis=1)
     metrics = {
-        "reward_mean": float(rewards.mean()),
-        "reward_std": float(rewards.std()),
-        "zero_std_group_frac": float((grouped.std(axis=1) == 0).mean()),
+        "reward_mean": float(finite.mean()) if len(finite) else float("nan"),
+        "reward_std": float(finite.std()) if len(finite) else float("nan"),
+        "zero_std_group_frac": float(np.mean(np.asarray(spread) == 0)),
         "clipped_ratio": float(batch.truncated.mean()),
         "tokens_generated": int(lengths.sum()),
         "completion_len_mean": float(lengths.mean()),
