@@ -70,3 +70,14 @@ def test_readme_is_at_most_its_length_budget():
 def test_readme_opens_with_the_two_commands():
     head = (ROOT / "README.md").read_text().splitlines()[:6]
     assert any(line.startswith("make demo") for line in head) and any(line.startswith("make test") for line in head)
+
+
+def test_readme_quickstart_runs_and_prints_the_breakdown_its_comment_shows():
+    """The first code block a user copies: it runs, and the reward it shows is the one it gets."""
+    import ast
+
+    block = re.search(r"## Quickstart\n\n```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    shown = ast.literal_eval(re.search(r'info\["reward_breakdown"\]\s+# (\{.*?), \.\.\.\}', block).group(1) + "}")
+    scope: dict = {}
+    exec(compile(block, "README quickstart", "exec"), scope)
+    assert {k: scope["info"]["reward_breakdown"][k] for k in shown} == pytest.approx(shown)
