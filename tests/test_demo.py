@@ -1,5 +1,6 @@
 """``python -m recgym.demo``'s output folder: a fresh run clears what an earlier one left, ``--resume``
-reuses the finished stages of a stopped run with the same settings and refuses other settings."""
+reuses the finished stages of a stopped run with the same settings and refuses other settings; its
+outputs (strict JSON, whole or absent) and its help."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from test_run_log import die_mid_write, strict
 
 from recgym.commands import CommandError
 from recgym.demo import DemoSettings, start_output
@@ -176,3 +179,79 @@ def test_demo_refuses_a_bad_setting_in_one_line_before_anything_slow(case, tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("recgym.demo: error: ") and words in err[0], err
     assert not (tmp_path / "settings.json").exists()
+
+
+def stage_rows() -> tuple[dict, dict]:
+    """Three stages' evaluation records and per-sample records; GRPO gives one rating for everyone."""
+    targets = [1.0, 2.0, 3.0, 4.0, 5.0, 4.0]
+    predictions = {"base": [3.0, 2.0, 4.0, 4.0, 3.0, 5.0], "sft": [1.5, 2.0, 3.5, 4.0, 4.5, 3.0], "grpo": [3.0] * 6}
+    rows = {name: {"step": 0, "eval/n": 6, "eval/mae": float(np.abs(np.subtract(p, targets)).mean()),
+                   "eval/coverage": 1.0, "eval/format_rate": 1.0, "eval/prediction_std": float(np.std(p)),
+                   "eval/baseline/user_mean_mae": 1.1} for name, p in predictions.items()}
+    records = {name: [{"index": i, "target": t, "prediction_or_fallback": x} for i, (t, x) in enumerate(zip(targets, p))]
+               for name, p in predictions.items()}
+    return rows, records
+
+
+def test_the_report_writes_strict_json_names_the_base_model_and_no_curves_it_lacks(tmp_path, capsys):
+    """``summary.json`` held ``"correlation": NaN`` for one rating for everyone (strict parsers refuse
+    it), the table called any base model SmolLM2-135M, and the last line named a curves.png never written."""
+    from recgym.demo import report
+
+    settings = DemoSettings(output_dir=str(tmp_path), model=str(tmp_path / "my-model") + "/")
+    rows, records = stage_rows()
+    summary = report(settings, rows, records, steps=2, seconds=90.0, train_mean=3.0)
+    saved = strict((tmp_path / "summary.json").read_text())
+    assert saved["rows"][2]["name"] == "grpo" and saved["rows"][2]["correlation"] is None
+    assert saved["beyond_bias"]["correlation_b"] is None and np.isnan(summary["beyond_bias"]["correlation_b"])
+    assert [json.loads(line)["row"] for line in (tmp_path / "predictions.jsonl").read_text().splitlines()] == (
+        ["base"] * 6 + ["sft"] * 6 + ["grpo"] * 6)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "my-model base" in out and "SmolLM2" not in out and "after SFT + 2 GRPO steps" in out
+    assert "curves" not in out and out.endswith("total 1.5 min")
+
+    (tmp_path / "grpo").mkdir()
+    (tmp_path / "grpo" / "metrics.jsonl").write_text("{}\n")
+    (tmp_path / "grpo" / "curves.png").write_bytes(b"png")
+    report(settings, rows, records, steps=2, seconds=90.0, train_mean=3.0)
+    assert f"curves {tmp_path / 'grpo' / 'curves.png'}; total" in " ".join(capsys.readouterr().out.split())
+
+
+def test_json_outputs_are_strict_and_whole_or_absent_when_killed_mid_write(tmp_path, monkeypatch):
+    """``predictions.jsonl`` was written in place: a run killed there left half a file that later
+    pairings read as the run's."""
+    from recgym.demo import write_json_atomic, write_predictions
+
+    write_json_atomic(tmp_path / "s.json", {"a": float("nan"), "b": [np.float64("inf"), np.float32(0.5)]})
+    assert strict((tmp_path / "s.json").read_text()) == {"a": None, "b": [None, 0.5]}
+    _, records = stage_rows()
+    die_mid_write(monkeypatch)
+    for write in (lambda: write_predictions(tmp_path / "predictions.jsonl", records),
+                  lambda: write_json_atomic(tmp_path / "summary.json", {"rows": []})):
+        with pytest.raises(KeyboardInterrupt):
+            write()
+    assert not (tmp_path / "predictions.jsonl").exists() and not (tmp_path / "summary.json").exists()
+
+
+def test_demo_help_names_its_command_and_explains_each_flag(capsys):
+    import dataclasses
+
+    from recgym import demo
+    from recgym.agents.config import field_docs
+
+    with pytest.raises(SystemExit):
+        demo.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.startswith("usage: python -m recgym.demo [-h]") and "10-14 minutes on 2 cores" in out
+    docs = field_docs(DemoSettings)
+    for f in dataclasses.fields(DemoSettings):
+        assert f"{docs[f.name][:40]}" in out, f.name
+    assert "--eval_size EVAL_SIZE Samples every row is evaluated on (the same first ones of `eval_split`). " \
+           "(default: 100)" in out
+
+
+def test_a_refused_setting_leaves_no_output_dir(tmp_path, capsys):
+    from recgym import demo
+
+    assert demo.main(["--output_dir", str(tmp_path / "out"), "--eval_size", "0"]) == 2
+    assert "eval_size must be >= 1" in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -183,6 +183,22 @@ def test_eval_on_start_off_skips_only_the_first_evaluation(tmp_path):
     assert [r["step"] for r in read_metrics(Path(cfg.output_dir) / "metrics.jsonl") if "eval/mae" in r] == [1, 2]
 
 
+
+def test_a_piped_run_prints_each_record_as_it_comes_and_its_table_rows_hold_their_own_evaluation(tmp_path, capsys):
+    """With stdout not a terminal, ``live_display`` printed nothing until the end; the table showed each
+    evaluation on the next step's row, and the last one nowhere."""
+    from test_run_log import table_rows
+
+    from recgym.agents.run_log import RunLogger
+
+    cfg = tiny_config(tmp_path, max_steps=2, eval_interval=1, live_display=True, plot=False)
+    result = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer()).train()
+    lines = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("step=")]
+    assert [(line[0], line[1].startswith("eval/mae=")) for line in lines] == [
+        ("step=0", True), ("step=1", False), ("step=1", True), ("step=2", False), ("step=2", True)]
+    rows = table_rows(RunLogger(cfg, resume_step=2))  # the run's log, read back
+    assert [rows[step][5] for step in "12"] == [f"{r['eval/mae']:.3f}" for r in result.evals[1:]]
+
 def learner_forward_calls(trainer: GRPOTrainer) -> list[int]:
     """Counts the model's forward calls inside ``trainer.learn`` (not in generation or evaluation)."""
     calls, learn = [], trainer.learn

@@ -8,8 +8,13 @@ Values on the command line are parsed as YAML scalars/collections, so ``--env_kw
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
+import itertools
 import re
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +27,24 @@ import yaml
 def field_default(f: dataclasses.Field) -> Any:
     """A dataclass field's default value (a fresh one from its ``default_factory``)."""
     return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's attribute docstring (the string under it in the dataclass body, its own or a base
+    class's) on one line, double backquotes made single: the flags' help texts. A class whose source
+    cannot be read has none."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        except (OSError, TypeError, IndexError, AttributeError, SyntaxError):
+            continue
+        for node, after in itertools.pairwise(body):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+                docs[node.target.id] = " ".join(after.value.value.split()).replace("``", "`")
+    return docs
 
 
 def check_trainable_layers(trainable_layers: int, use_lora: bool) -> None:
@@ -311,9 +334,11 @@ class GRPOConfig(ConfigMixin):
     report_to: list[str] = field(default_factory=list)
     """Extra trackers: ``tensorboard``, ``wandb``, ``trackio`` (metrics.jsonl is always written)."""
     log_completions: int = 2
-    """Completions printed and logged per evaluation (to ``completions.jsonl``)."""
+    """Completions written per evaluation to ``completions.jsonl`` (the greedy answers to its first
+    samples, with their targets); they are not printed."""
     live_display: bool = True
-    """A rich live table in the terminal; off for logs and tests."""
+    """A rich live table when stdout is a terminal; elsewhere (a pipe, a log file), or when off, one
+    line per step and evaluation."""
     plot: bool = True
     """Write ``curves.png`` at the end (needs matplotlib)."""
     seed: int = 0

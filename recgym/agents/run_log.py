@@ -1,26 +1,77 @@
-"""What a training run shows and keeps: ``metrics.jsonl`` (one JSON line per step and per
-evaluation), a rich live table, optional trackers (TensorBoard, W&B, trackio), ``curves.png``, and
-the side-by-side table of evaluations and baselines. Only the main process of a run writes.
+"""What a training run shows and keeps: ``metrics.jsonl`` (one strict JSON line per step and per
+evaluation: NaN and inf as null), a rich live table in a terminal (elsewhere one line per record),
+optional trackers (TensorBoard, W&B, trackio), ``curves.png``, and the side-by-side table of
+evaluations and baselines. Only the main process of a run writes.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from recgym.agents.config import REPORT_TARGETS, GRPOConfig
+from recgym.console import make_console
+
+
+def finite(value: Any) -> Any:
+    """``value`` as strict JSON holds it, through dicts, lists and tuples: numpy scalars and arrays as
+    Python numbers and lists, NaN and +-inf as None (``json.dumps`` would write ``NaN``, which strict
+    parsers refuse)."""
+    if isinstance(value, np.generic | np.ndarray):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def json_text(value: Any, **kwargs: Any) -> str:
+    """``json.dumps`` of :func:`finite` ``(value)``, refusing whatever would still not be strict JSON."""
+    return json.dumps(finite(value), allow_nan=False, **kwargs)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` so that ``path`` keeps its old content or holds the new one whole, whenever the
+    process dies (a temporary file beside it, then a rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, stacklevel=3)
 
 
 def _restart(path: Path, resume_step: int) -> list[dict[str, Any]]:
     """Rewrite the JSON lines at ``path`` to those of steps up to ``resume_step`` (a resumed run keeps
-    what its checkpoint had seen; a fresh one, ``resume_step`` 0, starts empty); returns them."""
+    what its checkpoint had seen; a fresh one, ``resume_step`` 0, starts empty); returns them. A last
+    line cut short (the process died while writing it) is left out with a warning."""
     kept = []
     if resume_step and path.exists():
-        kept = [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= resume_step]
-    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        for n, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                if n < len(lines):
+                    raise ValueError(f"{path} line {n} is not JSON ({exc}): remove that line to resume") from None
+                _warn_once(f"{path}: its last line was cut short (the run stopped while writing it): left out")
+                continue
+            if record["step"] <= resume_step:
+                kept.append(record)
+    write_text_atomic(path, "".join(json_text(r) + "\n" for r in kept))
     return kept
 
 
@@ -35,18 +86,19 @@ class RunLogger:
         self.records = _restart(self.path, resume_step)
         _restart(self.completions_path, resume_step)
         self.trackers = [_make_tracker(name, config) for name in config.report_to]
+        self.console = make_console()
         self.live = None
-        if config.live_display:
+        if config.live_display and self.console.is_terminal:  # elsewhere (a pipe, a log file): one line per record
             from rich.live import Live
 
-            self.live = Live(self._table(), refresh_per_second=2, transient=False)
+            self.live = Live(self._table(), console=self.console, refresh_per_second=2, transient=False)
             self.live.start()
 
     def log(self, record: dict[str, Any]) -> None:
-        record = {k: _jsonable(v) for k, v in record.items()}
+        record = finite(record)
         self.records.append(record)
         with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json_text(record) + "\n")
         for tracker in self.trackers:
             tracker(record)
         if self.live is not None:
@@ -58,12 +110,12 @@ class RunLogger:
         """Append an evaluation's first completions (its per-sample records) to ``completions.jsonl``."""
         with self.completions_path.open("a") as f:
             for r in records:
-                f.write(json.dumps({"step": step, "index": r["index"], "target": r["target"],
-                                    "completion": r["completions"][0]}) + "\n")
+                f.write(json_text({"step": step, "index": r["index"], "target": r["target"],
+                                   "completion": r["completions"][0]}) + "\n")
 
     def print(self, *args: Any) -> None:
         if self.live is not None:
-            self.live.console.print(*args)
+            self.console.print(*args)
         else:
             print(*args, flush=True)
 
@@ -83,13 +135,14 @@ class RunLogger:
         for title, _, _ in columns:
             table.add_column(title, justify="right")
         last_eval: dict[str, Any] = {}
-        rows = []
+        rows: dict[Any, dict[str, Any]] = {}  # by step: an evaluation comes after its step's training line
         for r in self.records:
             if is_eval_record(r):
-                last_eval = r
+                last_eval = {k: v for k, v in r.items() if k.startswith("eval/")}
+                rows.get(r["step"], {}).update(last_eval)
             if "reward" in r:
-                rows.append({**{k: v for k, v in last_eval.items() if k.startswith("eval/")}, **r})
-        for r in rows[-12:]:
+                rows[r["step"]] = {**last_eval, **r}
+        for r in list(rows.values())[-12:]:
             table.add_row(*[_fmt(r.get(key), fmt) for _, key, fmt in columns])
         return table
 
@@ -128,14 +181,6 @@ def _one_line(record: dict[str, Any]) -> str:
                     for k in keys if k in record)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
 class _Tracker:
     def __init__(self, log, close=lambda: None) -> None:
         self._log, self.close = log, close
@@ -164,51 +209,66 @@ def _make_tracker(name: str, config: GRPOConfig) -> _Tracker:
 
 def plot_curves(records: list[dict[str, Any]], path: str | Path, baseline_mae: float | None = None) -> Path | None:
     """Reward (and its parts), format rate, the validation headline (MAE, or NDCG@10 for ranking)
-    and coverage against steps."""
+    and coverage against steps; only the curves with data. Returns ``path``, or None (with a warning,
+    once) where matplotlib is missing."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        _warn_once("curves.png not written: it needs matplotlib (pip install matplotlib)")
         return None
     train = [r for r in records if "reward" in r]
     evals = [r for r in records if is_eval_record(r)]
     headline = _headline(records)
     fig, axes = plt.subplots(2, 3, figsize=(14, 7))
 
-    def series(rows, key):
-        pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-        return ([p[0] for p in pts], [p[1] for p in pts])
+    def plot(ax, rows, key, **kwargs):
+        points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points), **kwargs)
+
+    def panel(ax, title, legend=False, unit=False):
+        ax.set_title(title)
+        if unit:
+            ax.set_ylim(-0.05, 1.05)
+        if legend and ax.get_legend_handles_labels()[0]:
+            ax.legend()
 
     ax = axes[0, 0]
     for key, label in (("reward", "total"), ("reward/format", "format"), *((k, k.removeprefix("reward/")) for k in ACCURACY_PARTS)):
-        ax.plot(*series(train, key), marker=".", label=label)
-    ax.set_title("training reward"), ax.legend()
-    ax = axes[0, 1]
-    ax.plot(*series(train, "format_rate"), marker=".", label="train (sampled)")
-    ax.plot(*series(evals, "eval/format_rate"), marker="o", label="validation (greedy)")
-    ax.set_title("format rate"), ax.set_ylim(-0.05, 1.05), ax.legend()
+        plot(ax, train, key, marker=".", label=label)
+    panel(ax, "training reward", legend=True)
+    plot(axes[0, 1], train, "format_rate", marker=".", label="train (sampled)")
+    plot(axes[0, 1], evals, "eval/format_rate", marker="o", label="validation (greedy)")
+    panel(axes[0, 1], "format rate", legend=True, unit=True)
     ax = axes[1, 0]
-    ax.plot(*series(evals, headline), marker="o", label="model (fallback where unparsed)")
+    plot(ax, evals, headline, marker="o", label="model (fallback where unparsed)")
     if baseline_mae is not None:
         ax.axhline(baseline_mae, color="grey", linestyle="--", label="user-average baseline")
-    ax.set_title(f"validation {HEADLINES[headline]}"), ax.legend()
-    ax = axes[1, 1]
-    ax.plot(*series(evals, "eval/coverage"), marker="o")
-    ax.set_title("validation coverage (answer parsed)"), ax.set_ylim(-0.05, 1.05)
-    ax = axes[0, 2]
-    ax.plot(*series(train, "zero_std_group_frac"), marker=".")
-    ax.set_title("share of sampled groups with zero reward variance"), ax.set_ylim(-0.05, 1.05)
-    ax = axes[1, 2]
-    ax.plot(*series(train, "entropy"), marker=".")
-    ax.set_title("policy entropy (nats/token, sampled-token estimate)")
+    panel(ax, f"validation {HEADLINES[headline]}", legend=True)
+    plot(axes[1, 1], evals, "eval/coverage", marker="o")
+    panel(axes[1, 1], "validation coverage (answer parsed)", unit=True)
+    plot(axes[0, 2], train, "zero_std_group_frac", marker=".")
+    panel(axes[0, 2], "share of sampled groups\nwith zero reward variance", unit=True)
+    plot(axes[1, 2], train, "entropy", marker=".")
+    panel(axes[1, 2], "policy entropy\n(nats/token, sampled-token estimate)")
     for ax in axes.flat:
         ax.set_xlabel("step")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def current_plot(output_dir: str | Path) -> Path | None:
+    """``output_dir/curves.png`` where the run that last wrote ``metrics.jsonl`` there also plotted it
+    (:func:`plot_curves` writes it after the last line), else None (``plot`` off, a stopped run or no
+    matplotlib: a ``curves.png`` there is an earlier run's)."""
+    curves, metrics = Path(output_dir) / "curves.png", Path(output_dir) / "metrics.jsonl"
+    fresh = curves.is_file() and metrics.is_file() and curves.stat().st_mtime_ns >= metrics.stat().st_mtime_ns
+    return curves if fresh else None
 
 
 def eval_record(result: Any, step: int) -> dict[str, Any]:

@@ -302,5 +302,8 @@ def train_sft(config: SFTTrainConfig, model: Any = None, tokenizer: Any = None) 
     out = Path(config.output_dir)
     final.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (out / "sft_log.json").write_text(json.dumps([trainer.sft_data, *trainer.state.log_history], indent=1))
+    from recgym.agents.run_log import json_text, write_text_atomic
+
+    # written last and whole: its presence is what marks a finished SFT checkpoint (the demo's resume)
+    write_text_atomic(out / "sft_log.json", json_text([trainer.sft_data, *trainer.state.log_history], indent=1))
     return out

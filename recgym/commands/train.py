@@ -21,16 +21,19 @@ SFT_HINT = ("a RecOne SFT checkpoint is made by `recgym sft train` (or `python e
 
 
 def add_config_options(parser: argparse.ArgumentParser, config_cls: type) -> None:
-    """One ``--field`` option per config field (values are parsed as YAML, typed by the field)."""
-    from recgym.agents.config import field_default
+    """One ``--field`` option per config field (values are parsed as YAML, typed by the field), its
+    help the field's type, default and docstring."""
+    from recgym.agents.config import field_default, field_docs
 
     group = parser.add_argument_group("config overrides (any field; YAML values)")
     hints = typing.get_type_hints(config_cls)
+    docs = field_docs(config_cls)
     for f in dataclasses.fields(config_cls):
         default = field_default(f)
         kind = getattr(hints[f.name], "__name__", str(hints[f.name]))
+        doc = f": {docs[f.name]}" if f.name in docs else ""
         group.add_argument(f"--{f.name}", dest=f"cfg__{f.name}", default=argparse.SUPPRESS, metavar="V",
-                           help=f"{kind}, default {default!r}")
+                           help=f"{kind}, default {default!r}{doc}".replace("%", "%%"))
 
 
 def config_from_args(args: argparse.Namespace, config_cls: type):
@@ -104,14 +107,20 @@ def check_schedule(name: str, field: str = "lr_scheduler_type") -> None:
 
 
 def check_config(config, model_hint: str = SFT_HINT) -> None:
-    """What a ``GRPOConfig`` names, checked before the model loads: the algorithm and its
+    """What a ``GRPOConfig`` names, checked before the model loads: each ``report_to`` tracker's
+    package (the run imports it only once the model has loaded), the algorithm and its
     ``algorithm_kwargs``, the schedule, the environment with its ``env_kwargs`` on the training and
     evaluation splits, the model (``model_hint`` says where a missing one comes from) and
     ``trainable_layers`` against its blocks (:func:`check_layers_fit`). A problem is a
     :class:`CommandError` naming the field."""
+    import importlib.util
 
     from recgym.agents.algorithms import get_algorithm
 
+    for name in config.report_to:  # each target's package has its name (TensorBoard's writer is torch's)
+        if importlib.util.find_spec(name) is None:
+            raise CommandError(f"report_to {name} needs the {name} package, which is not installed: "
+                               f"pip install {name} (or leave {name} out of report_to)")
     try:
         algorithm = get_algorithm(config.algorithm)
     except KeyError as exc:
@@ -184,7 +193,7 @@ def run(args) -> int:
         check_output_dir(config, args.resume)
 
     from recgym.agents.learner.data_parallel import end_process_group
-    from recgym.agents.run_log import comparison_table
+    from recgym.agents.run_log import comparison_table, current_plot
     from recgym.agents.trainer import train
     from recgym.console import make_console
 
@@ -195,5 +204,6 @@ def run(args) -> int:
         if len(result.evals) > 1:
             rows[f"step {result.evals[-1]['step']}"] = result.evals[-1]
         make_console().print(comparison_table(rows))
-        print(f"metrics: {config.output_dir}/metrics.jsonl, plot: {config.output_dir}/curves.png")
+        curves = current_plot(config.output_dir)
+        print(f"metrics: {config.output_dir}/metrics.jsonl" + (f", plot: {curves}" if curves else ""))
     return 0
