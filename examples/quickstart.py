@@ -11,26 +11,20 @@ from __future__ import annotations
 import argparse
 
 import gymnasium as gym
-import yaml
 
 import recgym  # noqa: F401  (registers the environments)
 from recgym.agents.policies import make_policy
 from recgym.agents.types import SamplingParams
 from recgym.cli import expected_errors, one_line
 from recgym.commands import CommandError
+from recgym.commands.data import yaml_mapping_option
 from recgym.commands.train import check_env, check_model
 from recgym.envs.registration import MULTI_TURN
 
 
 def env_kwargs(args: argparse.Namespace) -> dict:
     """``--env_kwargs`` (a YAML mapping) with ``--data_dir`` added."""
-    try:
-        kwargs = yaml.safe_load(args.env_kwargs) if args.env_kwargs else {}
-    except yaml.YAMLError as exc:
-        raise CommandError(f"--env_kwargs {args.env_kwargs!r} is not YAML: {one_line(exc)}") from exc
-    if not isinstance(kwargs, dict):
-        raise CommandError(f"--env_kwargs: expected a mapping such as '{{max_user_history: 4}}', "
-                           f"got {args.env_kwargs!r}")
+    kwargs = yaml_mapping_option(args.env_kwargs, "--env_kwargs")
     return {**kwargs, "data_dir": args.data_dir} if args.data_dir else kwargs
 
 

@@ -16,11 +16,11 @@ import argparse
 import inspect
 
 import gymnasium as gym
-import yaml
 
 import recgym  # noqa: F401  (registers the environments)
 from recgym.cli import expected_errors, one_line
-from recgym.commands import CommandError, given_values
+from recgym.commands import given_values
+from recgym.commands.data import yaml_mapping_option
 from recgym.commands.train import check_env_id, check_model
 
 #: Short prompts for a CPU run, for the ids whose environment takes these arguments.
@@ -35,13 +35,7 @@ def history_kwargs(env_id: str) -> dict:
 
 def env_kwargs(args: argparse.Namespace) -> dict:
     """``--env_kwargs`` (a YAML mapping) over :func:`history_kwargs`, with ``--data_dir`` added."""
-    try:
-        given = yaml.safe_load(args.env_kwargs) if args.env_kwargs else {}
-    except yaml.YAMLError as exc:
-        raise CommandError(f"--env_kwargs {args.env_kwargs!r} is not YAML: {one_line(exc)}") from exc
-    if not isinstance(given, dict):
-        raise CommandError(f"--env_kwargs: expected a mapping such as '{{max_user_history: 4}}', "
-                           f"got {args.env_kwargs!r}")
+    given = yaml_mapping_option(args.env_kwargs, "--env_kwargs")
     return {**history_kwargs(args.env_id), **given, **({"data_dir": args.data_dir} if args.data_dir else {})}
 
 

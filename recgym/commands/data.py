@@ -60,6 +60,20 @@ def env_kwargs_option(text: str | None, split_option: str) -> dict[str, Any]:
     return kwargs
 
 
+def yaml_mapping_option(text: str | None, flag: str) -> dict[str, Any]:
+    """A config-style mapping option (``--env_kwargs '{max_user_history: 4}'``, YAML as the config
+    fields' overrides are): a dict, or a :class:`CommandError` naming ``flag``."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text) if text else {}
+    except yaml.YAMLError as exc:
+        raise CommandError(f"{flag} {text!r} is not YAML: {' '.join(str(exc).split())}") from exc
+    if not isinstance(value, dict):
+        raise CommandError(f"{flag}: expected a mapping such as '{{max_user_history: 4}}', got {text!r}")
+    return value
+
+
 def _manifests(name: str, cache_dir: str | None) -> list[tuple[Path, dict]]:
     from recgym.cache import cache_dir as recgym_cache_dir
 
