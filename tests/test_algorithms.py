@@ -527,6 +527,56 @@ def test_ppo_advantages_value_loss_and_state_round_trip():
     assert resumed.after_update() == algo.after_update()  # same head, same Adam moments: same next step
 
 
+def test_ppo_critic_learns_the_mean_over_every_processs_tokens_fake_two_processes(monkeypatch):
+    """Two processes (threads over a fake all-reduce) with 2 and 6 completion tokens: the averaged
+    critic gradient is the one a single process holding both batches computes (the mean over all 8
+    tokens, not the mean of the two processes' token means)."""
+    import threading
+
+    batches = [make_batch([1.0], [0]), make_batch([2.0, 3.0], [0, 0])]
+    batches[0].completion_mask[0, 2] = False  # 2 tokens here, 6 there
+    union = make_batch([1.0, 2.0, 3.0], [0, 0, 0])
+    union.completion_mask[0, 2] = False
+
+    def critic():
+        algo = tiny_ppo(critic_updates=1)
+        algo.critic_optimizer = torch.optim.SGD(algo.head.parameters(), lr=1.0)  # the step is the gradient
+        return algo
+
+    def critic_step(algo, batch):
+        algo.advantages(batch)
+        loss = algo.after_update()["value_loss"]
+        return loss, [p.detach().clone() for p in algo.head.parameters()]
+
+    expected_loss, expected = critic_step(critic(), union)
+    algos = [critic(), critic()]  # built here: the model's seeded initialization is not thread-safe
+    barrier, slots, local, results = threading.Barrier(2), [None, None], threading.local(), [None, None]
+
+    def all_reduce(tensor, *args, **kwargs):
+        slots[local.rank] = tensor.clone()
+        barrier.wait()
+        total = slots[0] + slots[1]
+        barrier.wait()
+        tensor.copy_(total)
+
+    def rank(r):
+        local.rank = r
+        results[r] = critic_step(algos[r], batches[r])
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for loss, params in results:  # every process takes the same step
+        for got, want in zip(params, expected, strict=True):
+            torch.testing.assert_close(got, want)
+    assert (results[0][0] + results[1][0]) / 2 == pytest.approx(expected_loss)  # the logged mean over processes
+
+
 def test_ppo_loss_is_the_clip_surrogate_on_token_advantages():
     z = [[0.0, 0.0], [0.0, 0.0]]
     loss, _ = get_algorithm("ppo")().loss(inputs(z, z, [[1, 1], [1, 0]], [[1.0, 2.0], [-1.0, 5.0]]))

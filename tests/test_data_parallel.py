@@ -25,6 +25,33 @@ def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV, check=False, **kwargs)
 
 
+def test_average_gradients_writes_the_mean_into_each_grad_in_place(monkeypatch):
+    """The same values as the flat all-reduce copied out into new tensors, but each ``.grad`` is the
+    tensor it was (written in place: no third copy of the gradients), and a parameter without a
+    gradient gets one of its own (not a view holding the whole flat buffer)."""
+    import torch
+
+    from recgym.agents.learner.data_parallel import average_gradients
+
+    other_rank = lambda flat: torch.arange(flat.numel(), dtype=flat.dtype).sin()
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda flat, *a, **k: flat.add_(other_rank(flat)))
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(shape)) for shape in ((3, 4), (5,), (2, 2), (6,))]
+    for p in params[1:3]:
+        p.grad = torch.randn_like(p)
+    params[0].grad = torch.randn(4, 3).t()  # not contiguous
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    mean = (flat + other_rank(flat)) / 2  # the old computation
+    expected = list(mean.split([p.numel() for p in params]))
+    grads = [p.grad for p in params]
+    average_gradients(params, 2)
+    for p, grad, want in zip(params, grads, expected, strict=True):
+        assert torch.equal(p.grad.reshape(-1), want)
+        if grad is not None:
+            assert p.grad is grad
+    assert params[3].grad.untyped_storage().nbytes() == 6 * 4
+
+
 @pytest.mark.slow
 def test_two_process_cli_run_shards_prompts_and_writes_once(tmp_path):
     model = tmp_path / "model"

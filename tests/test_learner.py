@@ -67,6 +67,81 @@ def test_bfloat16_lora_base_does_not_drift_over_many_weight_exports():
     assert all(torch.equal(p, base[n]) for n, p in model.named_parameters() if "lora_" not in n)
 
 
+def untied_tiny_model(seed: int = 0):
+    from transformers import LlamaForCausalLM
+
+    config = tiny_model().config
+    config.tie_word_embeddings = False
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_lora_export_gives_the_learners_logits_embedding_adapters_included(tied):
+    """Loaded into a fresh model as vLLM loads it (a tied model: without ``lm_head.weight``), the
+    merged export computes the learner's logits; adapters on the embeddings count too."""
+    targets = ["q_proj", "v_proj"] + ([] if tied else ["embed_tokens", "lm_head"])
+    model = add_lora(tiny_model() if tied else untied_tiny_model(), GRPOConfig(use_lora=True, lora_r=4,
+                                                                                lora_target_modules=targets))
+    with torch.no_grad():  # trained adapters (peft starts one factor of each at 0)
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.normal_(std=0.1)
+    ids = torch.randint(5, 1000, (2, 10))
+    with torch.no_grad():
+        expected = model(ids).logits
+    engine = tiny_model(seed=7) if tied else untied_tiny_model(seed=7)
+    exported = {k: v for k, v in policy_weights(model) if not (tied and k == "lm_head.weight")}
+    assert not engine.load_state_dict(exported, strict=False).unexpected_keys
+    with torch.no_grad():
+        torch.testing.assert_close(engine(ids).logits, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", ["embed_tokens", "lm_head"])
+def test_lora_on_tied_embeddings_is_refused_saying_why(target):
+    with pytest.raises(ValueError, match=f"{target} cannot be adapted on a model with tied embeddings"):
+        add_lora(tiny_model(), GRPOConfig(use_lora=True, lora_target_modules=["q_proj", target]))
+    add_lora(untied_tiny_model(), GRPOConfig(use_lora=True, lora_target_modules=["q_proj", target]))
+    from recgym.agents.learner.memory import ModelShape  # the estimate refuses it too
+
+    with pytest.raises(ValueError, match=f"{target} cannot be adapted on a model with tied embeddings"):
+        ModelShape.from_config(tiny_model().config.to_dict()).lora_parameters(4, ["q_proj", target])
+
+
+def test_lora_all_linear_adapts_what_the_estimate_counts_and_a_misspelled_target_is_refused():
+    from recgym.agents.learner.memory import ModelShape
+
+    model = add_lora(tiny_model(), GRPOConfig(use_lora=True, lora_r=4, lora_target_modules=["all-linear"]))
+    adapted = {n.split(".")[-1] for n, m in model.named_modules() if hasattr(m, "lora_A") and m.lora_A}
+    assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}  # not lm_head
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == ModelShape.from_config(tiny_model().config.to_dict()).lora_parameters(4, ["all-linear"])
+    with pytest.raises(ValueError, match=r"q_prj not in the model: name some of its linear modules \(down_proj, "
+                                         r"gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj\)"):
+        add_lora(tiny_model(), GRPOConfig(use_lora=True, lora_target_modules=["q_prj", "v_proj"]))
+
+
+def test_checkpoint_rng_state_carries_every_gpus_stream_mock_cuda(monkeypatch, tmp_path):
+    """With CUDA (mocked here) a checkpoint's RNG state holds each GPU's stream and resume puts them
+    back; an older checkpoint without them still loads."""
+    import random
+
+    from recgym.agents import checkpoints
+
+    streams, restored = [torch.tensor([1, 2], dtype=torch.uint8), torch.tensor([3], dtype=torch.uint8)], []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [s.clone() for s in streams])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    torch.save(checkpoints.rng_state(), tmp_path / "rng_state_0.pt")
+    state = torch.load(tmp_path / "rng_state_0.pt", weights_only=False)  # as read_checkpoint reads it
+    expected = random.random(), torch.rand(1)
+    checkpoints.set_rng_state(state)
+    assert len(restored) == 1 and all(torch.equal(a, b) for a, b in zip(restored[0], streams, strict=True))
+    assert (random.random(), torch.rand(1)) == expected
+    checkpoints.set_rng_state({k: v for k, v in state.items() if k != "cuda"})  # written before GPU streams were kept
+    assert len(restored) == 1
+
+
 def test_float16_is_refused_with_what_to_use_instead(tmp_path):
     with pytest.raises(ValueError, match="bfloat16"):
         GRPOTrainer(tiny_config(tmp_path, dtype="float16"), model=tiny_model(), tokenizer=tiny_tokenizer())

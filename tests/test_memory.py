@@ -98,9 +98,10 @@ def test_full_fine_tune_rows_float32():
     # 2 x 100 tokens x 2 layers x 2,432 x (4 / 2) bytes + logits 2 x 10 x 1000 x 8 bytes
     activations = 2 * 100 * 2 * PER_TOKEN_LAYER_16BIT * 2 + 2 * 10 * 1000 * 8
     assert rows["activations"].gb == pytest.approx(activations / 1e9)
-    # HF generation cache: 16 rows x 100 tokens x (2 x 2 layers x 2 kv x 16 x 4 B); smaller: not counted
-    assert rows["HF generation KV cache"].gb == pytest.approx(16 * 100 * 512 / 1e9)
-    assert not rows["HF generation KV cache"].counted
+    # HF generation: 16 rows x (100 tokens x (2 x 2 layers x 2 kv x 16 x 4 B) + 10 x 1000 x 4 B scores);
+    # smaller than the activations: not counted
+    assert rows["HF generation"].gb == pytest.approx(16 * (100 * 512 + 10 * 1000 * 4) / 1e9)
+    assert not rows["HF generation"].counted
     assert est.total_gb == pytest.approx((PARAMS * 16 + activations) / 1e9 + CUDA_OVERHEAD_GB)
     assert est.available_gb == pytest.approx(10 * GIB / 1e9)  # GiB declared, GB reported
     assert est.fits and est.advice() == []
@@ -126,7 +127,7 @@ def test_gradient_checkpointing_bfloat16_reference_and_lora():
 def test_vllm_share():
     est = estimate_memory(config(policy="vllm", policy_kwargs={"gpu_memory_utilization": 0.3, "max_model_len": 100}), SHAPE)
     assert est.row("vLLM (colocated)").gb == pytest.approx(0.3 * 10 * GIB / 1e9)
-    assert "HF generation KV cache" not in {row.name for row in est.rows}
+    assert "HF generation" not in {row.name for row in est.rows}
     default = estimate_memory(config(policy="vllm", policy_kwargs={}), SHAPE)
     assert default.row("vLLM (colocated)").gb == pytest.approx(0.85 * 10 * GIB / 1e9)  # VLLMPolicy's GPU default
     assert default.row("activations").gb > est.row("activations").gb  # 4096-token default context
@@ -145,6 +146,40 @@ def test_does_not_fit_gives_advice_and_check_memory_raises():
     assert fitting.fits and fitting.gpu_memory_gib == 4.0
     with pytest.raises(ValueError, match="needs gpu_memory_gib"):
         estimate_memory(config(gpu_memory_gib=None), SHAPE)
+
+
+def test_hf_generation_counts_float32_kv_the_scores_and_whole_groups():
+    """HFPolicy samples without autocast (a full fine-tune's KV cache is float32 under dtype bfloat16),
+    keeps every step's float32 scores (output_scores), and takes whole groups per generate call:
+    8 rows where batch_size is 4 and group_size 8."""
+    kv32, kv16 = 2 * 2 * 2 * 16 * 4, 2 * 2 * 2 * 16 * 2  # B/token: 2 (k, v) x 2 layers x 2 kv heads x 16
+    hf = {"max_context": 100, "batch_size": 4}
+    for lora, kv in ((False, kv32), (True, kv16)):
+        est = estimate_memory(config(dtype="bfloat16", use_lora=lora, lora_target_modules=["q_proj"], group_size=8,
+                                     max_new_tokens=50, eval_max_new_tokens=60, policy_kwargs=hf), SHAPE)
+        assert est.row("HF generation").gb == pytest.approx(8 * (100 * kv + 60 * 1000 * 4) / 1e9), lora
+    full = estimate_memory(config(dtype="bfloat16", group_size=8, max_new_tokens=50, policy_kwargs=hf), SHAPE)
+    generation, activations = full.row("HF generation"), full.row("activations")
+    assert generation.gb > activations.gb and generation.counted and not activations.counted
+    assert estimate_memory(config(group_size=2, policy_kwargs=hf), SHAPE).row("HF generation").gb == \
+        pytest.approx(4 * (100 * kv32 + 10 * 1000 * 4) / 1e9)  # two groups of 2 per call
+
+
+def test_vllm_configs_keep_their_documented_totals():
+    est = estimate_memory(GRPOConfig.from_yaml(ROOT / "examples/configs/reczero_yelp.yaml"))
+    assert round(est.total_gb, 1) == 65.2  # docs/training.md
+
+
+def test_cli_trainable_layers_config_that_does_not_fit_gets_advice_not_a_traceback(tmp_path, capsys):
+    path = tmp_path / "top4.yaml"
+    path.write_text("model: Qwen/Qwen2.5-7B-Instruct\ntrainable_layers: 4\ngpu_memory_gib: 40\npolicy: vllm\n"
+                    "dtype: bfloat16\n")
+    assert main(["train", "grpo", "--config", str(path), "--estimate-memory"]) == 2
+    err = capsys.readouterr().err
+    assert "does NOT fit" in err and "use_lora: true and trainable_layers: 0" in err, err
+    assert "gradient_checkpointing: true" in err and "Traceback" not in err and len(err.strip().splitlines()) <= 3
+    with pytest.raises(ValueError, match=r"does NOT fit.*Change: use_lora: true and trainable_layers: 0"):
+        check_memory(GRPOConfig.from_yaml(path))
 
 
 def test_table_lists_every_row():

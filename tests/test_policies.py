@@ -581,6 +581,71 @@ if __name__ == "__main__":
     tok.save_pretrained(path)
 """
 
+_VLLM_FAILED_STREAM_SCRIPT = _TINY_VLLM_PREAMBLE + r"""
+    import torch
+
+    policy = VLLMPolicy(path, max_model_len=512, kv_cache_gib=0.1)
+    greedy = SamplingParams(temperature=0, max_new_tokens=8)
+
+    def outputs():
+        try:
+            return [c.completion_token_ids for g in policy.generate(["hello there", "rate it"], sampling=greedy) for c in g]
+        except Exception as exc:  # an engine left with its layers on the meta device
+            return f"{type(exc).__name__}: {exc}"[:300]
+
+    before = outputs()
+    full = dict(tiny_model(hidden_size=64).state_dict())  # the saved weights (same seed)
+    noisy = {k: v + 0.5 * torch.randn_like(v) for k, v in full.items()}
+    q = "model.layers.0.self_attn.q_proj.weight"
+
+    def stream(after, bad=q + "X", fail=None):
+        for name, tensor in noisy.items():
+            yield name, tensor
+            if name == after:
+                if fail:
+                    raise RuntimeError(fail)
+                yield bad, tensor
+
+    def bad_first():
+        yield "model.nope.weight", torch.zeros(1)
+        yield from noisy.items()
+
+    errors, seen = {}, {}
+    for label, weights in [("bad_first", bad_first()), ("bad_mid_layer", stream(q)),
+                           ("duplicate", stream("model.layers.1.mlp.up_proj.weight", bad="model.embed_tokens.weight")),
+                           ("generator_fails", stream(q, fail="the export failed")), ("full", iter(full.items()))]:
+        try:
+            policy.update_weights(weights)
+            errors[label] = None
+        except Exception as exc:
+            errors[label] = f"{type(exc).__name__}: {exc}"
+        seen[label] = outputs()
+    print("RESULT" + json.dumps({"before": before, "errors": errors, "seen": seen, "version": policy.weight_version}))
+"""
+
+
+@pytest.mark.slow
+def test_vllm_streamed_update_that_fails_part_way_leaves_a_working_engine(tmp_path):
+    """vLLM 0.32 moves the layers to the meta device for an in-place reload and finalizes only when
+    loading succeeds: a streamed update refused part-way (or whose generator fails) left the engine
+    unable to generate. Now it raises one clear error, the layers not reached keep their weights,
+    and a full push afterwards gives the original outputs."""
+    pytest.importorskip("vllm")
+    result = _run_vllm_script(tmp_path, _VLLM_FAILED_STREAM_SCRIPT, str(tmp_path / "tiny"))
+    errors, seen, before = result["errors"], result["seen"], result["before"]
+    assert errors["bad_first"].startswith("ValueError: update_weights: tensor 'model.nope.weight' is not a weight")
+    assert "the 0 tensor(s) before it were loaded" in errors["bad_first"]
+    assert "push a full, correct set again" in errors["bad_first"]
+    assert seen["bad_first"] == before, "nothing was loaded: the engine must keep its weights"
+    assert "'model.layers.0.self_attn.q_proj.weightX' is not a weight" in errors["bad_mid_layer"]
+    assert "'model.embed_tokens.weight' is given more than once" in errors["duplicate"]
+    assert errors["generator_fails"] == "RuntimeError: the export failed"
+    for label in ("bad_mid_layer", "duplicate", "generator_fails"):
+        assert isinstance(seen[label], list) and len(seen[label]) == 2, (label, seen[label])  # it still generates
+    assert errors["full"] is None and seen["full"] == before and result["version"] == 1
+    assert "Failed to load weights" not in result["_output"]  # the layers put back are not vLLM's warnings
+
+
 _VLLM_SEEDED_BUDGET_SCRIPT = _TINY_VLLM_PREAMBLE + r"""
     policy = VLLMPolicy(path, max_model_len=512, kv_cache_gib=0.1, max_num_batched_tokens=512)
     prompts = [" ".join(["hello there rate it"] * (60 + i)) for i in range(6)]

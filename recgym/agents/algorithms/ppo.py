@@ -20,8 +20,9 @@ last tokens more than the first whatever the reward, which stalled learning on t
 The policy loss is the PPO-clip surrogate per token, ``-min(r A_t, clip(r, 1 - eps, 1 + eps) A_t)``,
 averaged over the batch's tokens (``loss_aggregation="token"``), plus ``beta * KL`` per token when
 ``beta > 0``. The critic regresses the returns ``G_t = A_t + V(s_t)`` (before whitening),
-``L_V = 1/2 mean_t (V(s_t) - G_t)^2``, with its own Adam optimizer (``critic_learning_rate``),
-``critic_updates`` steps after every update of the policy.
+``L_V = 1/2 mean_t (V(s_t) - G_t)^2`` (the mean over every process's tokens in a multi-process run),
+with its own Adam optimizer (``critic_learning_rate``), ``critic_updates`` steps after every update
+of the policy.
 
 The critic is a value head (a parameter-free layer norm, then a linear layer initialized to 0)
 on the last hidden states of a *frozen* copy of the initial policy's transformer body: with LoRA,
@@ -180,9 +181,13 @@ class PPO(Algorithm):
         features, returns, mask = self._cache
         dist = torch.distributed
         world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        tokens = mask.sum()
+        if world_size > 1:  # the mean of the processes' token counts, as the policy's token loss divides by:
+            dist.all_reduce(tokens)  # the averaged gradients are then the mean over every process's tokens
+            tokens /= world_size
         losses = []
         for _ in range(self.critic_updates):
-            loss = 0.5 * (((self.head(features) - returns) ** 2) * mask).sum() / mask.sum().clamp(min=1.0)
+            loss = 0.5 * (((self.head(features) - returns) ** 2) * mask).sum() / tokens.clamp(min=1.0)
             self.critic_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             average_gradients(list(self.head.parameters()), world_size)

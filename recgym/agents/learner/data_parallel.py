@@ -7,20 +7,27 @@ import torch
 
 def average_gradients(parameters: list[torch.nn.Parameter], world_size: int) -> None:
     """Data parallelism: every process ends with the mean of all processes' gradients (one flat
-    all-reduce; a parameter without a gradient counts as zeros so every rank sends the same shapes)."""
+    all-reduce; a parameter without a gradient counts as zeros so every rank sends the same shapes).
+
+    The mean is written back into each ``.grad`` in place, so the gradients and the flat buffer are
+    the most that is held at once (twice the gradients, not three times); a parameter that had no
+    gradient gets its own copy of its slice (a view would keep the whole buffer alive)."""
     if world_size < 2:
         return
     import torch.distributed as dist
 
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in parameters])
     dist.all_reduce(flat)
     flat /= world_size
     offset = 0
-    for p, g in zip(parameters, grads):
-        n = g.numel()
-        p.grad = flat[offset : offset + n].view_as(p).clone()
-        offset += n
+    for p in parameters:
+        mean = flat[offset : offset + p.numel()].view_as(p)
+        if p.grad is None:
+            p.grad = mean.clone()
+        else:
+            p.grad.copy_(mean)
+        offset += p.numel()
+    del flat
 
 
 def end_process_group() -> None:

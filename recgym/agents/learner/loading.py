@@ -73,12 +73,21 @@ def train_top_layers(model: torch.nn.Module, n: int) -> None:
 
 
 def add_lora(model: torch.nn.Module, cfg: GRPOConfig) -> torch.nn.Module:
+    """Wrap ``model`` with peft LoRA adapters on ``cfg.lora_target_modules``: module names of the
+    model, or ``["all-linear"]`` (peft's shorthand: every linear layer but the output head)."""
     from peft import LoraConfig, get_peft_model
 
-    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    targets = [t for t in cfg.lora_target_modules if t in names]
-    if not targets:
-        raise ValueError(f"none of lora_target_modules {cfg.lora_target_modules} is in the model")
+    targets: str | list[str] = list(cfg.lora_target_modules)
+    unknown = sorted(set(targets) - {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()})
+    if targets == ["all-linear"]:
+        targets = "all-linear"
+    elif unknown or not targets:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise ValueError(f"lora_target_modules: {', '.join(unknown) or 'none given'} not in the model: name some of "
+                         f"its linear modules ({', '.join(linear)}) or use ['all-linear']")
+    elif (tied := {"embed_tokens", "lm_head"} & set(targets)) and getattr(model.config, "tie_word_embeddings", False):
+        raise ValueError(f"lora_target_modules: {', '.join(sorted(tied))} cannot be adapted on a model with tied "
+                         "embeddings (vLLM keeps one matrix for both and skips lm_head.weight): target the blocks' modules")
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")
     return get_peft_model(model, lora, autocast_adapter_dtype=True)

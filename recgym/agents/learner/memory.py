@@ -19,8 +19,14 @@
   only every layer's input (``h`` values) plus one layer's worth; plus the completion logits,
   ``micro_batch_size x max_new_tokens x vocab x 8`` bytes (the float32 log-softmax kept for
   backward and its gradient);
-- **HF generation KV cache** (``policy: hf``): ``batch_size`` rows x ``S`` tokens of keys and values;
-  generation and the backward pass do not overlap, so only the larger of it and the activations counts;
+- **HF generation** (``policy: hf``), per ``generate`` call of ``R`` rows: the KV cache, ``R x S``
+  tokens of keys and values, float32 for a full fine-tune (rollouts run without autocast, on the
+  float32 weights) and the compute dtype with LoRA; plus the scores ``generate`` keeps
+  (``output_scores``), ``R x max_new_tokens x vocab x 4`` bytes (float32; ``eval_max_new_tokens``
+  if larger). ``R = max(batch_size, max(1, batch_size // group_size) x group_size)``: a rollout call
+  takes whole groups, at least one, an evaluation call ``batch_size`` (``policy_kwargs.batch_size``,
+  default 16). Generation and the backward pass do not overlap, so only the larger of it and the
+  activations counts;
 - **frozen copies of the initial model** the algorithm keeps without LoRA (its
   ``frozen_model_copies``: the reference model when ``beta > 0`` or for online DPO, PPO's critic
   body): each one's weights in the compute dtype (with LoRA the adapter-free base serves instead);
@@ -177,6 +183,9 @@ class ModelShape:
                 i, o, _ = linear[name]
                 total += self.layers * r * (i + o)
             elif name in extra:
+                if self.tied_embeddings:  # as add_lora refuses it
+                    raise ValueError(f"lora_target_modules: {name} cannot be adapted on a model with tied embeddings "
+                                     "(vLLM keeps one matrix for both): target the blocks' modules")
                 i, o = extra[name]
                 total += r * (i + o)
             else:
@@ -292,24 +301,33 @@ class MemoryEstimate:
         cfg = self.config
         out: list[str] = []
 
-        def total_with(**changes: Any) -> float:
-            changed = dataclasses.replace(cfg, **changes)
-            return estimate_memory(changed, self.model_config, gpu_memory_gib=self.gpu_memory_gib).total_gb
+        def total_with(**changes: Any) -> float | None:
+            """The total with ``changes``; None where the config would refuse them."""
+            try:
+                changed = dataclasses.replace(cfg, **changes)
+                return estimate_memory(changed, self.model_config, gpu_memory_gib=self.gpu_memory_gib).total_gb
+            except ValueError:
+                return None
 
-        if not cfg.use_lora:
-            out.append(f"use_lora: true (LoRA r={cfg.lora_r}; only adapters train): {total_with(use_lora=True):.1f} GB")
+        changes: list[tuple[str, dict[str, Any]]] = []
+        if not cfg.use_lora:  # LoRA replaces trainable_layers (the config refuses both)
+            top = " and trainable_layers: 0" if cfg.trainable_layers else ""
+            changes.append((f"use_lora: true{top} (LoRA r={cfg.lora_r}; only adapters train)",
+                            {"use_lora": True, "trainable_layers": 0}))
         if not cfg.gradient_checkpointing:
-            out.append(f"gradient_checkpointing: true: {total_with(gradient_checkpointing=True):.1f} GB")
+            changes.append(("gradient_checkpointing: true", {"gradient_checkpointing": True}))
         if cfg.micro_batch_size > 1:
-            out.append(f"micro_batch_size: 1: {total_with(micro_batch_size=1):.1f} GB")
+            changes.append(("micro_batch_size: 1", {"micro_batch_size": 1}))
         context_key = "max_model_len" if cfg.policy == "vllm" else "max_context"
         shorter = max(self.sequence_length // 2, cfg.max_new_tokens + 1)
         if shorter < self.sequence_length:
-            kwargs = {**cfg.policy_kwargs, context_key: shorter}
-            out.append(f"policy_kwargs.{context_key}: {shorter} (a shorter context; now {self.sequence_length}): "
-                       f"{total_with(policy_kwargs=kwargs):.1f} GB")
-        if cfg.beta > 0 and not cfg.use_lora and total_with(beta=0.0) < self.total_gb:
-            out.append(f"beta: 0 (no reference model): {total_with(beta=0.0):.1f} GB")
+            changes.append((f"policy_kwargs.{context_key}: {shorter} (a shorter context; now {self.sequence_length})",
+                            {"policy_kwargs": {**cfg.policy_kwargs, context_key: shorter}}))
+        if cfg.beta > 0 and not cfg.use_lora:
+            changes.append(("beta: 0 (no reference model)", {"beta": 0.0}))
+        for text, change in changes:  # each one that the config takes and that lowers the total
+            if (total := total_with(**change)) is not None and total < self.total_gb:
+                out.append(f"{text}: {total:.1f} GB")
         if cfg.policy == "vllm" and "kv_cache_gib" not in cfg.policy_kwargs:
             room = self.limit_gb - (self.total_gb - self.row("vLLM (colocated)").gb)
             vllm_weights = self.num_parameters * 2 / GB
@@ -414,15 +432,19 @@ def estimate_memory(
         f"{shape.vocab} x {LOGIT_BYTES} B",
     ))
     if config.policy == "hf":
-        rows_per_call = int(config.policy_kwargs.get("batch_size", DEFAULT_HF_GENERATE_BATCH))
-        kv = rows_per_call * seq * shape.kv_bytes_per_token(compute) / GB
+        per_call = int(config.policy_kwargs.get("batch_size", DEFAULT_HF_GENERATE_BATCH))
+        gen_rows = max(per_call, max(1, per_call // config.group_size) * config.group_size)
+        steps = max(config.max_new_tokens, config.eval_max_new_tokens or 0)
+        kv_dtype = compute if config.use_lora else 4  # a full fine-tune samples with its float32 weights
+        kv, scores = gen_rows * seq * shape.kv_bytes_per_token(kv_dtype), gen_rows * steps * shape.vocab * 4
+        generation = (kv + scores) / GB
         rows.append(MemoryRow(
-            "HF generation KV cache", kv,
-            f"{rows_per_call} rows x {seq} tokens x {shape.kv_bytes_per_token(compute):,} B/token; "
-            "not at the same time as the activations: the larger counts",
-            counted=kv > activations,
+            "HF generation", generation,
+            f"{gen_rows} rows x ({seq} tokens x {shape.kv_bytes_per_token(kv_dtype):,} B/token KV cache + "
+            f"{steps} x {shape.vocab} x 4 B float32 scores); not at the same time as the activations: the larger counts",
+            counted=generation > activations,
         ))
-        if kv > activations:
+        if generation > activations:
             rows[-2] = dataclasses.replace(rows[-2], counted=False)
     if not config.use_lora:
         from recgym.agents.algorithms import get_algorithm

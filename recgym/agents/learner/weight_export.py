@@ -20,7 +20,8 @@ def policy_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]
     """The learner's weights under the base model's names, for a policy's ``update_weights``.
 
     Without LoRA: the live parameters (detached, no copy). With LoRA: each adapted layer's
-    ``W + delta_W`` as a new tensor in ``W``'s dtype (the sum in float32); the base is untouched.
+    ``W + delta_W`` (linear layers and embeddings alike) as a new tensor in ``W``'s dtype (the sum
+    in float32); the base is untouched.
     """
     if not is_peft(model):
         yield from ((n, p.detach()) for n, p in model.state_dict().items())
@@ -37,7 +38,7 @@ def policy_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]
         if leaf == "weight" and owner.endswith(".base_layer") and isinstance(layer, LoraLayer):
             merged = tensor.detach().float()
             for adapter in layer.active_adapters:
-                if adapter in layer.lora_A:
+                if adapter in layer.lora_A or adapter in layer.lora_embedding_A:  # a Linear's, an Embedding's
                     merged = merged + layer.get_delta_weight(adapter).detach().float()
             tensor = merged.to(tensor.dtype)
         yield name.replace(".base_layer", ""), tensor.detach()

@@ -110,12 +110,31 @@ def _reload_in_worker(worker: Any, weights: list[tuple[str, Any]]) -> list[str] 
     model.load_weights = recording_load
     try:
         with _dropping("vllm.model_executor.model_loader.reload.layerwise", _rotary_cache_notice):
-            worker.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
+            try:
+                worker.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
+            except BaseException:
+                _finish_failed_reload(worker, model)
+                raise
     finally:
         del model.load_weights
     if not reports or reports[0] is None or worker.model_runner.model_config.quantization is not None:
         return None
     return sorted(expected - set(reports[0]))
+
+
+def _finish_failed_reload(worker: Any, model: Any) -> None:
+    """vLLM 0.32's in-place reload (``reload/inplace.py``) moves every layer to the meta device,
+    loads, then finalizes, with no try/finally: an error while loading (a refused name, the
+    caller's generator failing) left the layers not yet loaded on meta, and the engine could not
+    generate. Finalizing, as vLLM would have, puts back the previous tensors of every layer that
+    received nothing; a layer loaded in full keeps its new ones, one loaded in part is incomplete."""
+    from vllm.config import set_current_vllm_config
+    from vllm.model_executor.model_loader.reload.layerwise import finalize_layerwise_reload
+
+    restored = lambda record: not record.getMessage().endswith(": Failed to load weights")  # it put them back
+    with set_current_vllm_config(worker.vllm_config), \
+            _dropping("vllm.model_executor.model_loader.reload.layerwise", restored):
+        finalize_layerwise_reload(model, worker.model_runner.model_config)
 
 
 class VLLMPolicy(BasePolicy):
@@ -271,9 +290,11 @@ class VLLMPolicy(BasePolicy):
         A generator streams into the engine one tensor at a time (so a merged LoRA model never
         exists as a second full copy); a mapping, list or module is checked whole before anything
         loads. Raises ``ValueError``, naming the tensors, for a name the checkpoint does not have or
-        one given twice (a generator's tensors before it are loaded already), for weights not
-        given, and for parameters vLLM reports it did not load (which vLLM itself only logs). A
-        tied ``lm_head.weight`` may be given or left out.
+        one given twice, for weights not given, and for parameters vLLM reports it did not load
+        (which vLLM itself only logs). A tied ``lm_head.weight`` may be given or left out. Where a
+        generator fails part-way (a refused name, or its own error), the tensors before it are
+        loaded, the layers it did not reach keep their previous weights, and the engine still
+        generates: push a full, correct set again.
 
         TRL's colocate sync calls ``model.load_weights`` on the engine's model; that breaks on
         vLLM 0.32's CPU backend, whose processed (repacked) parameters lose their loaders, so
@@ -316,9 +337,9 @@ class VLLMPolicy(BasePolicy):
             if problem:
                 raise ValueError(
                     f"update_weights: tensor {name!r} is {problem} (checkpoint {self.checkpoint}); the "
-                    f"{len(given)} tensor(s) before it were loaded, so push a full, correct set again. Pass "
-                    "every weight in Hugging Face naming (a PEFT model: merge the adapters, strip the "
-                    "'base_model.model.' prefix)."
+                    f"{len(given)} tensor(s) before it were loaded and the layers after it kept their previous "
+                    "weights, so push a full, correct set again. Pass every weight in Hugging Face naming (a "
+                    "PEFT model: merge the adapters, strip the 'base_model.model.' prefix)."
                 )
             seen.add(name)
             given.append(name)
