@@ -76,8 +76,8 @@ def test_readme_quickstart_runs_and_prints_the_breakdown_its_comment_shows():
     """The first code block a user copies: it runs, and the reward it shows is the one it gets."""
     import ast
 
-    block = re.search(r"## Quickstart\n\n```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    block = re.search(r"## Quickstart\n\n```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL).group(1)
     shown = ast.literal_eval(re.search(r'info\["reward_breakdown"\]\s+# (\{.*?), \.\.\.\}', block).group(1) + "}")
     scope: dict = {}
-    exec(compile(block, "README quickstart", "exec"), scope)
+    exec(compile(block, "README quickstart", "exec"), scope)  # noqa: S102  (the README's own code, as a user runs it)
     assert {k: scope["info"]["reward_breakdown"][k] for k in shown} == pytest.approx(shown)
