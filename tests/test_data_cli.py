@@ -71,3 +71,20 @@ def test_a_prepared_dataset_is_found_by_name_afterwards(tmp_path, monkeypatch, c
     assert main(["data", "prepare", "movielens", "--data-dir", str(other), "--keep-cold-samples"]) == 0
     with pytest.raises(MissingDataError, match="prepared from several folders .*ml, .*ml2.*: pass data_dir"):
         load_movielens(keep_cold_samples=True, progress=False)
+
+
+def test_a_process_loads_again_when_the_data_folder_variable_changes(tmp_path, monkeypatch):
+    """The in-process dataset cache was keyed by the keyword arguments alone: pointing $RECGYM_DATA_DIR
+    at other data in a notebook returned the first folder's dataset."""
+    from recgym.data.registry import load_dataset
+
+    monkeypatch.setenv("RECGYM_CACHE", str(tmp_path / "cache"))
+    for name, extra in (("a", ""), ("b", "2,20,4.0,250\n")):
+        root = fx.movielens_latest(tmp_path / name / "movielens")
+        with open(root / "ratings.csv", "a") as f:
+            f.write(extra)
+    counts = []
+    for name in ("a", "b"):
+        monkeypatch.setenv("RECGYM_DATA_DIR", str(tmp_path / name))
+        counts.append(load_dataset("movielens", keep_cold_samples=True, progress=False).stats["ratings"])
+    assert counts == [4, 5]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -65,7 +66,9 @@ def check_arguments(name: str, kwargs: dict, owner: type | None = None) -> None:
 
 def load_dataset(name: str, **kwargs) -> RatingDataset:
     check_arguments(name, kwargs)
-    key = name + json.dumps(kwargs, sort_keys=True, default=repr)
+    # the variables that say where a dataset's raw files and cache are: another value is another dataset
+    where = {v: os.environ.get(v) for v in ("RECGYM_DATA_DIR", "RECGYM_CACHE")}
+    key = name + json.dumps([kwargs, where], sort_keys=True, default=repr)
     if key not in _LOADED:
         _LOADED[key] = DATASETS[name].loader(**kwargs)
     return _LOADED[key]
