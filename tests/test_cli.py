@@ -92,3 +92,6 @@ def test_the_build_requirement_reads_the_spdx_license_string():
     assert isinstance(pyproject["project"]["license"], str)
     (requirement,) = [r for r in pyproject["build-system"]["requires"] if r.startswith("setuptools")]
     assert int(re.fullmatch(r"setuptools>=(\d+)(\.\d+)*", requirement).group(1)) >= 77
+    # the declared license ships its text
+    (text,) = pyproject["project"]["license-files"]
+    assert "Apache License" in (Path(__file__).resolve().parents[1] / text).read_text()[:200]
