@@ -13,7 +13,6 @@ and sums. Tool environments (``RecRatingTools-*``) are multi-turn: train them wi
 from __future__ import annotations
 
 import argparse
-import inspect
 
 import gymnasium as gym
 
@@ -22,6 +21,7 @@ from recgym.cli import expected_errors, one_line
 from recgym.commands import given_values
 from recgym.commands.data import yaml_mapping_option
 from recgym.commands.train import check_env_id, check_model
+from recgym.data.registry import environment_arguments
 
 #: Short prompts for a CPU run, for the ids whose environment takes these arguments.
 SHORT_HISTORY = {"max_user_history": 4, "max_item_history": 2}
@@ -30,7 +30,7 @@ SHORT_HISTORY = {"max_user_history": 4, "max_item_history": 2}
 def history_kwargs(env_id: str) -> dict:
     """The part of :data:`SHORT_HISTORY` that ``env_id``'s environment takes (RecRank-*: no item history)."""
     env_class = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)
-    return {k: v for k, v in SHORT_HISTORY.items() if k in inspect.signature(env_class.__init__).parameters}
+    return {k: v for k, v in SHORT_HISTORY.items() if k in environment_arguments(env_class)}
 
 
 def env_kwargs(args: argparse.Namespace) -> dict:

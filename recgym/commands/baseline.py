@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 
 from rich.table import Table
 
@@ -18,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
 
     import recgym.envs.real_envs  # noqa: F401  (registers the environments, real-data ids too)
     from recgym.baselines import run_baselines
-    from recgym.data.registry import check_arguments, load_dataset
+    from recgym.data.registry import check_arguments, environment_arguments, load_dataset
 
     if args.env_id not in gym.registry:
         raise CommandError(f"unknown environment {args.env_id!r} (see `recgym envs`)")
@@ -26,9 +25,7 @@ def run(args: argparse.Namespace) -> int:
     env_class = gym.envs.registration.load_env_creator(spec.entry_point)
     given = env_kwargs_option(args.env_kwargs, "--splits")
     kwargs = {**{k: v for k, v in spec.kwargs.items() if k != "dataset"}, **given}
-    own = [p.name for p in inspect.signature(env_class.__init__).parameters.values()
-           if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("self", "dataset", "split")]
-    env_kwargs = {k: kwargs.pop(k) for k in own if k in kwargs}  # the rest are the dataset loader's
+    env_kwargs = {k: kwargs.pop(k) for k in environment_arguments(env_class) if k in kwargs}  # the rest: the loader's
     with given_values():
         check_arguments(spec.kwargs["dataset"], kwargs, env_class)
         dataset = load_dataset(spec.kwargs["dataset"], **{**kwargs, **dataset_kwargs(args)})

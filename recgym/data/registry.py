@@ -45,6 +45,13 @@ def dataset_arguments(name: str) -> list[str]:
     return names
 
 
+def environment_arguments(env_class: type) -> list[str]:
+    """The keyword arguments an environment class takes itself (``split``, ``template``, ...), beside
+    ``dataset``; it passes any other on to the dataset's loader."""
+    return [p.name for p in inspect.signature(env_class.__init__).parameters.values()
+            if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("self", "dataset")]
+
+
 def check_arguments(name: str, kwargs: dict, owner: type | None = None) -> None:
     """A TypeError naming each argument neither dataset ``name``'s loader nor ``owner`` (an
     environment class that passes the rest on to the loader) takes, with the closest names."""
@@ -53,8 +60,7 @@ def check_arguments(name: str, kwargs: dict, owner: type | None = None) -> None:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; registered: {', '.join(sorted(DATASETS))}")
     theirs = dataset_arguments(name)
-    own = [] if owner is None else [p.name for p in inspect.signature(owner.__init__).parameters.values()
-                                    if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("self", "dataset")]
+    own = [] if owner is None else environment_arguments(owner)
     if unknown := sorted(set(kwargs) - set(theirs)):
         close = [m for k in unknown for m in difflib.get_close_matches(k, own + theirs, 1)]
         where = f"{owner.__name__} with dataset {name!r}" if owner else f"dataset {name!r}"
