@@ -39,7 +39,8 @@ class RatingMetrics:
     scale: str
     prediction_std: float = float("nan")
     """Spread of the predictions, fallbacks included (population std): near 0 when one rating is
-    given to everyone, which lowers MAE toward the majority rating's without any personalization."""
+    given to everyone, which lowers MAE toward the majority rating's without any personalization.
+    NaN for fewer than two samples, whose spread says nothing."""
     fallback: str = FALLBACK
 
     def as_dict(self) -> dict:
@@ -86,7 +87,7 @@ def rating_metrics(
         format_rate=_mean(np.asarray(format_ok, dtype=np.float64)) if format_ok is not None else float("nan"),
         mean_reward=_mean(np.asarray(rewards, dtype=np.float64)) if rewards is not None else float("nan"),
         scale=scale.label,
-        prediction_std=float(pred.std()) if len(pred) else float("nan"),
+        prediction_std=float(pred.std()) if len(pred) >= 2 else float("nan"),
     )
 
 

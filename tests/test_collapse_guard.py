@@ -29,6 +29,18 @@ def test_guard_flags_a_falling_format_and_a_collapsed_spread_never_a_low_start()
         CollapseGuard("explode")
 
 
+def test_an_evaluation_of_one_sample_is_no_collapse():
+    """``bench/train_step.py`` evaluates one sample: its spread is undefined, not a collapse (``restore``
+    would otherwise act at every evaluation of such a run)."""
+    from recgym.data.schema import RatingScale
+    from recgym.metrics import rating_metrics
+
+    spread = rating_metrics([4], [4], [3], RatingScale(1, 5)).prediction_std
+    guard = CollapseGuard("restore")
+    assert guard.check({"step": 2, "eval/format_rate": 1.0, "eval/prediction_std": spread}) is None
+    assert guard.healthy_step == 2
+
+
 def test_a_drop_of_exactly_format_drop_is_a_collapse_despite_float_rounding():
     """7/20 -> 2/20 is a drop of exactly 0.25, though 0.35 - 0.1 is 0.24999999999999997 in floats."""
     guard = CollapseGuard("warn", format_drop=0.25)

@@ -32,6 +32,12 @@ def test_one_rating_for_everyone_has_zero_prediction_spread():
     assert m.prediction_std == 0.0 and m.mae == 1.0
 
 
+def test_one_sample_has_no_prediction_spread_rather_than_zero():
+    """The spread of one prediction is undefined: 0 would read as a collapse to one rating."""
+    m = rating_metrics([4], [4], [3], RatingScale(1, 5))
+    assert math.isnan(m.prediction_std) and m.mae == 0.0
+
+
 def test_nothing_parsed():
     m = rating_metrics([1, 2], [None, None], [2, 2], RatingScale())
     assert m.coverage == 0 and math.isnan(m.mae_parsed) and m.mae == 0.5
