@@ -301,6 +301,20 @@ def test_cli_eval_metrics_json_holds_the_split_and_settings(tmp_path):
     assert {"dataset", "dataset_key", "scale", "template", "seed", "samples_per_prompt", "env_id", "model"} <= set(payload)
 
 
+def test_cli_eval_metrics_json_is_strict_json(tmp_path):
+    """One sample has no prediction spread (NaN): ``json.dump`` wrote ``NaN``, which strict parsers refuse."""
+    from recgym.cli import main
+
+    metrics = tmp_path / "m.json"
+    assert main([*SCRIPTED, "-n", "1", "--split", "valid", "--metrics-json", str(metrics)]) == 0
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    payload = json.loads(metrics.read_text(), parse_constant=refuse)
+    assert payload["metrics"]["prediction_std"] is None and payload["metrics"]["n"] == 1
+
+
 @pytest.mark.parametrize("env_id, extra, words", [
     ("RecRating-MovieLens-v0", ["--policy", "hf", "--model", "nowhere/nope"], "scale 0.5-5 step 0.5 has values that are not"),
     ("RecRating-IMDb-v0", ["--policy", "hf", "--model", "nowhere/nope"], "scale 1-10 has values that are not single"),

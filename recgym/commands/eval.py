@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from recgym.commands import CommandError, given_values
 from recgym.commands.data import add_dataset_options, dataset_kwargs, env_kwargs_option
@@ -133,8 +132,11 @@ def run(args) -> int:
     if args.metrics_json:
         payload = {"metrics": {**result.metrics.as_dict(), **result.episode_stats}, "baselines": result.baselines,
                    "seconds": result.seconds, **settings}
-        with open(args.metrics_json, "w") as f:
-            json.dump(payload, f, indent=2)
+        from pathlib import Path
+
+        from recgym.agents.run_log import json_text, write_text_atomic
+
+        write_text_atomic(Path(args.metrics_json), json_text(payload, indent=2))
     return 0
 
 
