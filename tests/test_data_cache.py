@@ -84,6 +84,21 @@ def test_second_gym_make_reuses_prepared_dataset(tmp_path, monkeypatch):
     assert env2.reset(seed=0)[0] == obs
 
 
+def test_in_process_memo_sees_a_raw_file_edited_in_place(tmp_path):
+    """A notebook that fixes its CSV and makes the environment again got the old ratings."""
+    from recgym.data.registry import load_dataset
+
+    root = fx.movielens_latest(tmp_path / "ml")
+    kwargs = {"data_dir": str(root), "cache_dir": str(tmp_path / "cache"), "progress": False}
+    first = load_dataset("movielens", **kwargs)
+    assert load_dataset("movielens", **kwargs) is first  # unchanged files: the memo
+    with open(root / "ratings.csv", "a") as f:
+        f.write("3,30,2.0,400\n")
+    changed = load_dataset("movielens", **kwargs)
+    assert changed is not first and changed.stats["ratings"] == first.stats["ratings"] + 1
+    assert load_dataset("movielens", **kwargs) is changed
+
+
 @pytest.mark.parametrize("env_id", ["RecRating-Yelp-v0", "RecRating-IMDb-v0", "RecRating-AmazonBook-v0"])
 def test_env_without_data_explains_what_to_download(env_id, tmp_path, monkeypatch):
     monkeypatch.delenv("RECGYM_DATA_DIR", raising=False)

@@ -1,5 +1,6 @@
 """Named dataset loaders. ``load_dataset(name, **kwargs)`` returns a prepared :class:`RatingDataset`,
-memoized in-process so that many environments over one dataset share it."""
+memoized in-process so that many environments over one dataset share it (until a raw file it was
+read from changes on disk)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from recgym.data.dataset import RatingDataset
 
@@ -75,6 +77,25 @@ def load_dataset(name: str, **kwargs) -> RatingDataset:
     # the variables that say where a dataset's raw files and cache are: another value is another dataset
     where = {v: os.environ.get(v) for v in ("RECGYM_DATA_DIR", "RECGYM_CACHE")}
     key = name + json.dumps([kwargs, where], sort_keys=True, default=repr)
-    if key not in _LOADED:
+    if key not in _LOADED or _raw_files_changed(_LOADED[key]):
         _LOADED[key] = DATASETS[name].loader(**kwargs)
     return _LOADED[key]
+
+
+def _raw_files_changed(dataset: RatingDataset) -> bool:
+    """Whether a raw file that prepared ``dataset`` was read from is gone or has another size or
+    modification time now (its preparation's manifest lists them), or the prepared folder is gone."""
+    from recgym.data.store import MANIFEST
+
+    folder = dataset.stats.get("cache_dir") if isinstance(dataset.stats, dict) else None
+    if folder is None:  # built in memory (the synthetic worlds): no raw files
+        return False
+    try:
+        files = json.loads((Path(folder) / MANIFEST).read_text())["files"]
+        for f in files:
+            st = os.stat(f["path"])
+            if (st.st_size, st.st_mtime_ns) != (f["size"], f["mtime_ns"]):
+                return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
+    return False
