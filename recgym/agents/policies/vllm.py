@@ -79,6 +79,15 @@ def _thread_binding_notice(record: logging.LogRecord) -> bool:
     return "doesn't allow to use `torch.set_num_threads` after the thread binding" not in record.getMessage()
 
 
+def _routine_sync_notice(record: logging.LogRecord) -> bool:
+    """False for the two INFO lines vLLM logs at every weight sync ("Reloading and processing weights
+    took ...", "Successfully reset prefix cache"): a training run would print them every step, through
+    its live table; the trainer logs the sync's time itself (``time/weight_sync``)."""
+    message = record.getMessage()
+    return not (message.startswith("Reloading and processing weights took")
+                or message == "Successfully reset prefix cache")
+
+
 @contextlib.contextmanager
 def _dropping(logger: str, keep: Callable[[logging.LogRecord], bool]) -> Iterator[None]:
     """Drop the records ``keep`` refuses from vLLM's ``logger`` for the duration."""
@@ -311,8 +320,10 @@ class VLLMPolicy(BasePolicy):
                 raise ValueError(f"update_weights: weights not given: {_listed(sorted(self._missing(names)))}; "
                                  "nothing was loaded. Pass every weight in Hugging Face naming.")
         given: list[str] = []
-        reports = self.llm.collective_rpc(_reload_in_worker, args=(self._checked(named_tensors, given),))
-        self.llm.reset_prefix_cache()
+        with (_dropping("vllm.model_executor.model_loader.reload.inplace", _routine_sync_notice),
+              _dropping("vllm.v1.core.block_pool", _routine_sync_notice)):
+            reports = self.llm.collective_rpc(_reload_in_worker, args=(self._checked(named_tensors, given),))
+            self.llm.reset_prefix_cache()
         if not given:
             raise ValueError("update_weights got no tensors")
         missing = self._missing(given)
