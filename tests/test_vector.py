@@ -72,3 +72,89 @@ def test_misuse_is_an_error_not_a_silent_batch():
         with pytest.raises(error, match=r"options\['indices'\] entries must be"):
             vec.reset(options={"indices": bad})
     assert [i["index"] for i in vec.reset(options={"indices": [np.int64(3), 0]})[1]] == [3, 3, 0, 0]
+
+
+OK = answer(4)
+
+
+def indices_of(infos) -> list[int]:
+    return [info["index"] for info in infos]
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    ("x" * 200_000, ValueError, r"actions\[2\]: completion of 200000 characters exceeds max_action_length=100000"),
+    (None, TypeError, r"actions\[2\]: the action must be the completion text \(str\), got NoneType"),
+])
+def test_a_refused_batch_steps_no_sub_env(bad, error, message):
+    """Before: sub-envs 0 and 1 were stepped before action 2 was refused, and the retry lost their rewards."""
+    vec = make_group_vec("RecRating-Synthetic-v0", num_prompts=2, group_size=2, split="test")
+    vec.reset(seed=0)
+    with pytest.raises(error) as refused:
+        vec.step([OK, OK, bad, OK])
+    _, rewards, terminated, _, infos = vec.step([OK] * 4)
+    assert terminated.all() and (rewards >= 0.5).all() and not any("waiting" in i for i in infos)
+    refused.match(message)
+
+
+def test_reading_np_random_seed_changes_nothing():
+    """Before: the seed read was a fresh random one, and reading it replaced the seeded generator."""
+    vec = make_group_vec("RecRating-Synthetic-v0", num_prompts=2, group_size=2, split="test")
+    rng = vec.np_random
+    seed = vec.np_random_seed
+    assert vec.np_random is rng and vec.np_random_seed == seed
+    vec.reset(seed=0)
+    unread = indices_of(vec.reset()[1])
+    vec.reset(seed=0)
+    assert vec.np_random_seed == 0
+    assert indices_of(vec.reset()[1]) == unread
+
+
+def test_groups_that_autoreset_together_get_distinct_samples():
+    """Before: reset drew 150 distinct samples, the autoreset after it drew 117 (with replacement)."""
+    vec = make_group_vec("RecRating-Synthetic-v0", num_prompts=150, group_size=2, autoreset_mode="NextStep",
+                         split="valid")
+    assert len(set(indices_of(vec.reset(seed=0)[1]))) == 150
+    vec.step([OK] * 300)
+    *_, infos = vec.step([None] * 300)
+    assert all(i["autoreset"] for i in infos)
+    assert len(set(indices_of(infos))) == 150
+    assert all(len(set(indices_of(infos[k : k + 2]))) == 1 for k in range(0, 300, 2))
+
+
+def test_an_index_out_of_range_names_the_indices_option():
+    """Before: the IndexError came from a sub-env and named options['index']."""
+    vec = make_group_vec("RecRating-Synthetic-v0", num_prompts=2, group_size=2, split="test")
+    with pytest.raises(IndexError, match=r"options\['indices'\] entry 1000000 out of range: "
+                                         r"the sub-environments have 300 samples \(0 to 299\)"):
+        vec.reset(options={"indices": [5, 10**6]})
+    with pytest.raises(RuntimeError, match=r"call reset\(\) before step\(\)"):
+        vec.step([OK] * 4)
+
+
+def test_a_closed_group_env_refuses_to_run():
+    """Before: reset and step went on after close()."""
+    vec = make_group_vec("RecRating-Synthetic-v0", num_prompts=2, group_size=2)
+    vec.reset(seed=0)
+    vec.close()
+    assert vec.closed
+    for call in (lambda: vec.step([OK] * 4), lambda: vec.reset(seed=0)):
+        with pytest.raises(RuntimeError, match=r"this vector env is closed: make a new one"):
+            call()
+    vec.close()  # closing twice is fine
+
+
+@pytest.mark.parametrize("make", [
+    lambda **kw: gym.make_vec("RecRating-Synthetic-v0", num_envs=4, group_size=2, **kw),
+    lambda **kw: gym.make_vec("RecRatingTools-Synthetic-v0", num_envs=4, group_size=2, **kw),
+    lambda **kw: gym.make_vec("RecRank-Synthetic-v0", num_envs=2, **kw),
+    lambda **kw: make_group_vec("RecRating-Synthetic-v0", num_prompts=2, group_size=2, **kw),
+])
+def test_make_vec_takes_render_mode_and_refuses_max_episode_steps(make):
+    """Before: the entry point refused render_mode=None, and make_group_vec put a TimeLimit on the
+    sub-envs, whose truncation of a tool episode scored 0 instead of max_turns' empty answer."""
+    vec = make(render_mode=None)
+    assert vec.render_mode is None
+    assert len(vec.reset(seed=0)[0]) == vec.num_envs
+    with pytest.raises(TypeError, match=r"max_episode_steps is not an argument here: RecRating and RecRank episodes "
+                                        r"end after one step, RecRatingTools episodes at max_turns"):
+        make(max_episode_steps=3)

@@ -12,7 +12,10 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from recgym.data.schema import check_int
-from recgym.envs.rec_rating import RecRatingEnv
+from recgym.envs.rec_rating import RecRatingEnv, check_action
+
+NO_MAX_EPISODE_STEPS = ("max_episode_steps is not an argument here: RecRating and RecRank episodes end after one step, "
+                        "RecRatingTools episodes at max_turns (pass max_turns=N to shorten them)")
 
 
 def check_group_shape(num_envs: int, group_size: int) -> int:
@@ -33,17 +36,21 @@ class GroupedRatingVecEnv(gym.vector.VectorEnv):
     """``num_prompts * group_size`` RecRatingEnv copies; each group of ``group_size`` shares a sample.
 
     ``reset`` returns ``(observations, infos)`` with one entry per sub-env (infos as a list of
-    dicts, not gymnasium's dict of arrays, since they hold chat messages); ``step(actions)``
+    dicts, not gymnasium's dict of arrays, since they hold chat messages, so gymnasium's vector
+    wrappers that read infos, such as ``RecordEpisodeStatistics``, do not apply); ``step(actions)``
     returns ``(observations, rewards, terminated, truncated, infos)``. Sample indices are drawn
     without replacement within a reset, or given as ``options={"indices": [...]}`` (one int per
-    group; the only option). ``step`` before the first ``reset`` is a RuntimeError.
+    group; the only option). ``step`` checks every action of a running episode before it steps any
+    sub-env, so a refused batch changes nothing. ``step`` before the first ``reset``, and ``reset``
+    or ``step`` after ``close``, is a RuntimeError.
 
     Multi-turn sub-envs (``RecRatingToolsEnv``) end their episodes at different turns. A sub-env
     whose episode has ended ignores its action (pass None) and returns ``""``, reward 0, both flags
     False and ``info["waiting"] = True``. With ``autoreset_mode=AutoresetMode.NEXT_STEP`` a group is
     reset as a whole, to one new shared sample, on the step after its last member's episode ended
-    (that step returns the reset observations, reward 0 and ``info["autoreset"] = True``), so
-    groups stay intact; the default ``DISABLED`` leaves resetting to ``reset()``.
+    (that step returns the reset observations, reward 0 and ``info["autoreset"] = True``; groups
+    reset on the same step get distinct samples), so groups stay intact; the default ``DISABLED``
+    leaves resetting to ``reset()``.
     """
 
     def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], group_size: int,
@@ -66,7 +73,7 @@ class GroupedRatingVecEnv(gym.vector.VectorEnv):
         self.observation_space = batch_space(first.observation_space, self.num_envs)
         self.action_space = batch_space(first.action_space, self.num_envs)
         self.metadata = {**first.metadata, "autoreset_mode": autoreset_mode}
-        self._np_random = np.random.default_rng()
+        self.render_mode = self.envs[0].render_mode
         self._done = np.ones(self.num_envs, dtype=bool)
         self._started = False
 
@@ -76,21 +83,24 @@ class GroupedRatingVecEnv(gym.vector.VectorEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[tuple[str, ...], list[dict[str, Any]]]:
-        if seed is not None:
-            self._np_random = np.random.default_rng(seed)
+        self._check_open()
         options = {} if options is None else options
         if not isinstance(options, dict):
             raise TypeError(f"options must be a dict such as {{'indices': [...]}}, got {options!r}")
         if unknown := sorted(set(options) - {"indices"}):
             raise ValueError(f"unknown reset option(s) {unknown}: the only one is 'indices' "
                              f"({self.num_prompts} sample indices, one per group)")
+        indices = None
         if "indices" in options:
             indices = [check_int("options['indices'] entries", i, 0) for i in options["indices"]]
             if len(indices) != self.num_prompts:
                 raise ValueError(f"options['indices'] must hold {self.num_prompts} sample indices, got {len(indices)}")
-        else:
-            replace = self.num_prompts > self.num_samples
-            indices = self.np_random.choice(self.num_samples, size=self.num_prompts, replace=replace).tolist()
+            if outside := [i for i in indices if i >= self.num_samples]:
+                raise IndexError(f"options['indices'] entry {outside[0]} out of range: the sub-environments have "
+                                 f"{self.num_samples} samples (0 to {self.num_samples - 1})")
+        super().reset(seed=seed)
+        if indices is None:
+            indices = self._draw(self.num_prompts)
         observations, infos = [], []
         for k, env in enumerate(self.envs):
             obs, info = self._reset_env(k, indices[k // self.group_size])
@@ -99,6 +109,10 @@ class GroupedRatingVecEnv(gym.vector.VectorEnv):
         self._started = True
         return tuple(observations), infos
 
+    def _draw(self, count: int) -> list[int]:
+        """``count`` sample indices, distinct while the sub-envs have that many samples."""
+        return self.np_random.choice(self.num_samples, size=count, replace=count > self.num_samples).tolist()
+
     def _reset_env(self, k: int, index: int) -> tuple[str, dict[str, Any]]:
         obs, info = self.envs[k].reset(options={"index": int(index)})
         info["group"] = k // self.group_size
@@ -106,17 +120,25 @@ class GroupedRatingVecEnv(gym.vector.VectorEnv):
         return obs, info
 
     def step(self, actions: Sequence[str | None]):
+        self._check_open()
         if not self._started:
             raise RuntimeError("no episode in progress: call reset() before step()")
         if isinstance(actions, str):  # else its characters would be taken as the actions
             raise TypeError(f"actions must be a sequence of {self.num_envs} completions (one per sub-env), not one str")
         if len(actions) != self.num_envs:
             raise ValueError(f"expected {self.num_envs} actions (one per sub-env), got {len(actions)}")
+        for k, (env, action) in enumerate(zip(self.envs, actions)):
+            if not self._done[k]:
+                try:
+                    check_action(action, True, env.action_space.max_length)
+                except (TypeError, ValueError) as e:
+                    raise type(e)(f"actions[{k}]: {e}") from None
         done = self._done.reshape(self.num_prompts, self.group_size)
         resetting = np.repeat(done.all(axis=1), self.group_size)
         if self.metadata["autoreset_mode"] != AutoresetMode.NEXT_STEP:
             resetting[:] = False
-        fresh = {g: int(self.np_random.integers(self.num_samples)) for g in np.unique(np.flatnonzero(resetting) // self.group_size)}
+        groups = np.unique(np.flatnonzero(resetting) // self.group_size).tolist()
+        fresh = dict(zip(groups, self._draw(len(groups))))
         results = []
         for k, (env, action) in enumerate(zip(self.envs, actions)):
             group = k // self.group_size
@@ -135,24 +157,45 @@ class GroupedRatingVecEnv(gym.vector.VectorEnv):
         truncated = np.array([r[3] for r in results], dtype=bool)
         return observations, rewards, terminated, truncated, [r[4] for r in results]
 
-    def close(self) -> None:
+    def render(self) -> tuple[Any, ...]:
+        """Each sub-env's ``render()`` (``render_mode`` is theirs)."""
+        self._check_open()
+        return tuple(env.render() for env in self.envs)
+
+    def close_extras(self, **kwargs: Any) -> None:
         for env in self.envs:
             env.close()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError("this vector env is closed: make a new one (recgym.make_group_vec or gymnasium.make_vec)")
 
 
 def make_group_vec(env_id: str, num_prompts: int, group_size: int,
                    autoreset_mode: AutoresetMode | str = AutoresetMode.DISABLED, **env_kwargs: Any) -> GroupedRatingVecEnv:
     """``num_prompts`` groups of ``group_size`` sub-envs of ``env_id`` (built with ``gymnasium.make``)."""
     check_group_shape(num_prompts * group_size, group_size)
+    env_kwargs = _sub_env_kwargs(**env_kwargs)
     return GroupedRatingVecEnv([lambda: gym.make(env_id, **env_kwargs)] * (num_prompts * group_size), group_size,
                                autoreset_mode)
+
+
+def _sub_env_kwargs(render_mode: str | None = None, max_episode_steps: int | None = None,
+                   **env_kwargs: Any) -> dict[str, Any]:
+    """The sub-envs' arguments: ``render_mode`` passed on when set, ``max_episode_steps`` refused
+    (a time limit's truncation would score a tool episode 0, not as ``max_turns`` does)."""
+    if max_episode_steps is not None:
+        raise TypeError(NO_MAX_EPISODE_STEPS)
+    return env_kwargs if render_mode is None else {**env_kwargs, "render_mode": render_mode}
 
 
 def grouped_vector_entry_point(num_envs: int, group_size: int | None = None, *,
                                env_class: type[RecRatingEnv] = RecRatingEnv,
                                autoreset_mode: AutoresetMode | str = AutoresetMode.DISABLED, **env_kwargs: Any):
     """``gymnasium.make_vec(id, num_envs=B*G, group_size=G)`` gives a GroupedRatingVecEnv; without
-    ``group_size`` it gives a plain ``SyncVectorEnv``."""
+    ``group_size`` it gives a plain ``SyncVectorEnv``. ``render_mode`` goes to the sub-envs;
+    ``max_episode_steps`` is refused (episodes end after one step, or at ``max_turns``)."""
+    env_kwargs = _sub_env_kwargs(**env_kwargs)
     if group_size is None:
         return gym.vector.SyncVectorEnv([lambda: env_class(**env_kwargs)] * num_envs)
     return GroupedRatingVecEnv([lambda: env_class(**env_kwargs)] * num_envs, group_size, autoreset_mode)
