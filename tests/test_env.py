@@ -170,3 +170,75 @@ def test_a_prompt_longer_than_the_observation_space_is_an_error_not_a_cut(env):
     assert roomy.observation_space.contains(obs)
     with pytest.raises(ValueError, match="exceeds max_action_length=10"):
         roomy.step(GOOD)
+
+
+def test_unicode_text_flattens_any_text_and_back():
+    """``flatten`` kept ``Text``'s printable-ASCII charset: ``KeyError: '\\n'`` on every prompt."""
+    from gymnasium.spaces.utils import flatdim, flatten, flatten_space, unflatten
+
+    space = gym.make("RecRating-Synthetic-v0").unwrapped.action_space
+    for text in ("", "line one\nhéllo ٥ 評価 🍜\t\x00", "\ud800 lone surrogate"):
+        flat = flatten(space, text)
+        assert flat.shape == (flatdim(space),) and flatten_space(space).contains(flat)
+        assert unflatten(space, flat) == text
+    with pytest.raises(ValueError, match="at most 100000 characters"):
+        flatten(space, "x" * 100_001)
+
+
+@pytest.mark.parametrize(("env_id", "action"), [
+    ("RecRating-Synthetic-v0", GOOD),
+    ("RecRank-Synthetic-v0", "<rank>[1]</rank>"),
+    ("RecRatingTools-Synthetic-v0", "<call>user_stats()</call>"),
+])
+def test_async_make_vec_resets_and_steps_through_shared_memory(env_id, action):
+    """``make_vec(..., vectorization_mode="async")`` crashed on the first reset (``KeyError: '\\n'``
+    in the worker's shared-memory write)."""
+    single = gym.make(env_id, split="valid").unwrapped
+    envs = gym.make_vec(env_id, num_envs=2, vectorization_mode="async", split="valid")
+    try:
+        for seed in (0, 1):  # the second reset must not return the first's prompts
+            observations, infos = envs.reset(seed=seed)
+            assert isinstance(observations, tuple)
+            assert list(observations) == [single.reset(options={"index": int(i)})[0] for i in infos["index"]]
+        observations, rewards, _, _, infos = envs.step((action, action + " é\n"))
+        assert rewards.shape == (2,) and all(isinstance(o, str) for o in observations)
+        if env_id.startswith("RecRatingTools"):
+            assert observations[0].startswith("Result of user_stats():\n")
+    finally:
+        envs.close()
+
+
+@pytest.mark.parametrize(("env_id", "action"), [
+    ("RecRating-Synthetic-v0", GOOD),
+    ("RecRank-Synthetic-v0", "<rank>[1]</rank>"),
+    ("RecRatingTools-Synthetic-v0", "<call>user_stats()</call>"),
+])
+def test_render_mode_none_or_ansi(env_id, action):
+    """``gym.make(env_id, render_mode=None)`` was a TypeError ("takes no argument(s) render_mode")."""
+    import warnings
+
+    from recgym.data.registry import environment_arguments
+
+    assert gym.make(env_id, render_mode=None).unwrapped.render_mode is None
+    env = gym.make(env_id, split="valid", render_mode="ansi")
+    assert "render_mode" in environment_arguments(type(env.unwrapped))  # never passed on to the dataset loader
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env.unwrapped)
+    obs, _ = env.reset(seed=0)
+    assert env.render() == obs
+    returned = env.step(action)[0]
+    assert env.render().startswith(f"[assistant]\n{action}\n\n")
+    assert (f"[user]\n{returned}" if returned else "[reward]\n") in env.render()
+    with pytest.raises(ValueError, match="render_mode must be None or 'ansi'"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gym.make(env_id, render_mode="human")
+
+
+def test_a_custom_reward_must_return_a_reward_breakdown():
+    """A reward returning a float was accepted, then step raised "'float' object has no attribute 'as_dict'"."""
+    env = gym.make("RecRating-Synthetic-v0", split="valid", reward=lambda completion, target, scale: 1.0)
+    env.reset(seed=0)
+    with pytest.raises(TypeError, match=r"the reward returned float: reward\(completion, target, scale\) must "
+                                        r"return a recgym.rewards.RewardBreakdown"):
+        env.step(GOOD)

@@ -241,3 +241,24 @@ def test_choosing_by_taste_gives_the_synthetic_ranking_task_a_signal():
     random_ranks = ranking_baseline_ranks(env.dataset, "train", env.lists[:200], names=("random",))["random"]
     gain, se = paired_ranking_difference(random_ranks, ranks)
     assert gain > 5 * se
+
+
+def test_reset_info_holds_no_shuffle_seed_step_info_does():
+    """From reset's ``shuffle_seed`` and ``candidates`` the list builder could be replayed to find
+    the target's position before answering."""
+    env = gym.make("RecRank-Synthetic-v0", split="valid").unwrapped
+    _, info = env.reset(options={"index": 3})
+    assert "shuffle_seed" not in info
+    assert env.step(_rank(range(20)))[4]["shuffle_seed"] == env.lists[3][1].shuffle_seed
+
+
+def test_a_custom_reward_must_return_a_dict_with_total_and_rank():
+    """A reward returning a float was accepted, then step raised "'float' object is not subscriptable"."""
+    for reward, got in ((lambda text, position, n: 0.5, "float"), (lambda text, position, n: {"total": 0.5},
+                                                                  r"a dict of \['total'\]")):
+        env = gym.make("RecRank-Synthetic-v0", split="valid", reward=reward).unwrapped
+        env.reset(options={"index": 0})
+        with pytest.raises(TypeError, match=rf"the reward returned {got}: reward\(completion, target_position, "
+                                            r"num_candidates\) must return a dict with at least 'total' and "
+                                            r"'rank_of_target'"):
+            env.step("anything")

@@ -4,6 +4,8 @@ and whole-group autoreset in the group vector env."""
 
 from __future__ import annotations
 
+import math
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -440,3 +442,46 @@ def test_openai_policy_sends_the_schema_and_returns_tagged_calls_mock_server():
     assert text == "<call>similar_items(limit=3)</call>"
     obs, *_ = env.step(text)
     assert obs.startswith("Result of similar_items(limit=3):")
+
+
+def test_step_before_the_first_reset_says_reset_was_never_called():
+    """It said "(the episode has ended; reset() starts the next)" before any episode."""
+    env = gym.make(ENV, split="valid").unwrapped
+    with pytest.raises(RuntimeError, match=r"call reset\(\) before step\(\) \(reset\(\) was never called"):
+        env.step("<call>user_stats()</call>")
+    env.reset(options={"index": 0})
+    env.step(answer(3))
+    with pytest.raises(RuntimeError, match="the episode has ended"):
+        env.step(answer(3))
+
+
+def test_tool_cost_without_calls_is_zero_not_minus_zero(env):
+    env.reset(options={"index": 0})
+    cost = env.step(answer(3))[4]["reward_breakdown"]["tool_cost"]
+    assert cost == 0.0 and math.copysign(1.0, cost) == 1.0
+
+
+def test_a_custom_reward_must_return_a_reward_breakdown():
+    env = gym.make(ENV, split="valid", reward=lambda completion, target, scale: 1.0).unwrapped
+    env.reset(options={"index": 0})
+    with pytest.raises(TypeError, match="the reward returned float: .* must return a recgym.rewards.RewardBreakdown"):
+        env.step(answer(3))
+    env.reset(options={"index": 0})
+    with pytest.raises(TypeError, match="the reward returned float"):
+        env.end_episode()
+
+
+def test_max_turns_not_time_limit_ends_an_episode_with_its_reward():
+    """What docs/tools.md says of ``max_episode_steps``: TimeLimit truncates with the turn's 0.0."""
+    limited = gym.make(ENV, split="valid", max_episode_steps=2)
+    limited.reset(options={"index": 0})
+    limited.step("<call>user_stats()</call>")
+    _, reward, terminated, truncated, info = limited.step("<call>user_stats()</call>")
+    assert truncated and not terminated and reward == 0.0 and "reward_breakdown" not in info
+    assert limited.unwrapped._index is not None  # the inner episode is still open
+    own = gym.make(ENV, split="valid", max_turns=2)
+    own.reset(options={"index": 0})
+    own.step("<call>user_stats()</call>")
+    _, reward, _, truncated, info = own.step("<call>user_stats()</call>")
+    assert truncated and reward == pytest.approx(-0.54) and info["reward_breakdown"]["tool_cost"] == pytest.approx(-0.04)
+    assert not hasattr(own, "end_episode") and hasattr(own.unwrapped, "end_episode")

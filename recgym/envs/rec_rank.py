@@ -12,7 +12,14 @@ from recgym.data.dataset import RatingDataset
 from recgym.data.ranking import NEGATIVES, CandidateList, available_negatives, candidate_list
 from recgym.data.registry import check_arguments, load_dataset
 from recgym.data.schema import check_int
-from recgym.envs.rec_rating import check_action, check_observation, choose_index
+from recgym.envs.rec_rating import (
+    RENDER_MODES,
+    check_action,
+    check_observation,
+    check_render_mode,
+    choose_index,
+    step_text,
+)
 from recgym.envs.spaces import UnicodeText
 from recgym.prompts import RankingTemplate, get_template, messages_to_text
 from recgym.rewards import RankingReward, reward_for_template
@@ -70,20 +77,27 @@ class RecRankEnv(gym.Env[str, str]):
     ``negatives`` (``"uniform"`` or ``"popularity"``: counts before the target's time),
     ``candidate_seed`` (the lists and their shuffles), ``template`` (``"think"``: user analysis,
     candidate analysis, match, ``<rank>``; ``"rank_only"``: ``<rank>`` alone; or a
-    ``RankingTemplate``), ``reward`` (a ``RankingReward`` or a callable like it; a ``RankingReward``
+    ``RankingTemplate``), ``reward`` (a ``RankingReward`` or a callable like it:
+    ``reward(completion, target_position, num_candidates)`` returning a dict with at least
+    ``total`` and ``rank_of_target``, anything else is a TypeError at step; a ``RankingReward``
     left at its default tags is given the template's, one set to other tags is refused),
     ``max_user_history``, ``max_observation_length`` (a longer prompt is an error at reset),
-    ``max_action_length`` (a longer completion is an error at step).
+    ``max_action_length`` (a longer completion is an error at step), ``render_mode`` (None or
+    ``"ansi"``: ``render()`` returns the prompt after ``reset``, the completion and its reward
+    after ``step``).
 
     ## Reset and info
     ``options={"index": n}`` pins list ``n`` (``len(env)`` lists). ``info``: ``messages``,
-    ``index``, ``sample_index``, ``user_id``, ``candidates`` (item ids in prompt order),
-    ``shuffle_seed``; never the target. ``step`` adds ``reward_breakdown`` (``format``, ``ndcg``,
-    ``total``, ``rank_of_target``, ``format_ok``), ``rank_of_target`` and ``abs_error`` (the
-    target's distance from the top, ``rank - 1``: what the cold start's ``tolerance`` bounds).
+    ``index``, ``sample_index``, ``user_id``, ``candidates`` (item ids in prompt order); never the
+    target. ``step`` adds ``reward_breakdown`` (``format``, ``ndcg``, ``total``,
+    ``rank_of_target``, ``format_ok``), ``rank_of_target``, ``abs_error`` (the target's distance
+    from the top, ``rank - 1``: what the cold start's ``tolerance`` bounds) and ``shuffle_seed``.
+    A list is a function of (``candidate_seed``, split, ``sample_index``), so that every policy sees
+    the same lists: with the dataset, ``info`` leads to the target; give a policy the observation
+    (or ``info["messages"]``) only.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": RENDER_MODES, "render_fps": 1}
     task = "ranking"
 
     def __init__(
@@ -98,8 +112,10 @@ class RecRankEnv(gym.Env[str, str]):
         max_user_history: int = 10,
         max_observation_length: int = 200_000,
         max_action_length: int = 100_000,
+        render_mode: str | None = None,
         **dataset_kwargs: Any,
     ) -> None:
+        self.render_mode = check_render_mode(render_mode)
         if isinstance(dataset, str):
             check_arguments(dataset, dataset_kwargs, type(self))
             dataset = load_dataset(dataset, **dataset_kwargs)
@@ -120,6 +136,7 @@ class RecRankEnv(gym.Env[str, str]):
         self.observation_space = UnicodeText(max_observation_length)
         self.action_space = UnicodeText(max_action_length)
         self._current = None
+        self._rendered = ""
 
     def __len__(self) -> int:
         return len(self.lists)
@@ -143,14 +160,28 @@ class RecRankEnv(gym.Env[str, str]):
         sample, c = self.lists[n]
         info = {"messages": messages, "index": n, "sample_index": sample,
                 "user_id": str(self.dataset.user_ids[int(self.dataset.user_codes[self.dataset.row(self.split, sample)])]),
-                "candidates": [str(self.dataset.item_ids[i]) for i in c.items], "shuffle_seed": c.shuffle_seed}
+                "candidates": [str(self.dataset.item_ids[i]) for i in c.items]}
+        self._rendered = text
         return text, info
 
     def step(self, action: str):
         check_action(action, self._current is not None, self.action_space.max_length)
         _, c = self.lists[self._current]
         breakdown = self.reward_fn(action, c.target_position, len(c.items))
-        info = {"index": self._current, "reward_breakdown": breakdown,
-                "rank_of_target": breakdown["rank_of_target"], "abs_error": breakdown["rank_of_target"] - 1}
+        if not isinstance(breakdown, dict) or not {"total", "rank_of_target"} <= breakdown.keys():
+            got = f"a dict of {sorted(breakdown)}" if isinstance(breakdown, dict) else type(breakdown).__name__
+            raise TypeError(f"the reward returned {got}: reward(completion, target_position, num_candidates) must "
+                            "return a dict with at least 'total' and 'rank_of_target', as RankingReward does")
+        info = {"index": self._current, "reward_breakdown": breakdown, "rank_of_target": breakdown["rank_of_target"],
+                "abs_error": breakdown["rank_of_target"] - 1, "shuffle_seed": c.shuffle_seed}
         self._current = None
+        self._rendered = step_text(action, "", info)
         return "", float(breakdown["total"]), True, False, info
+
+    def render(self) -> str | None:
+        """``"ansi"``: the prompt after ``reset``, the completion and its reward after ``step``
+        (``""`` before the first ``reset``)."""
+        if self.render_mode is None:
+            gym.logger.warn("render() without a render_mode returns None: make the env with render_mode='ansi'")
+            return None
+        return self._rendered

@@ -12,7 +12,9 @@ from recgym.data.registry import check_arguments, load_dataset
 from recgym.data.schema import SPLITS, check_int
 from recgym.envs.spaces import UnicodeText
 from recgym.prompts import PromptTemplate, get_template, messages_to_text
-from recgym.rewards import RatingReward, reward_for_template
+from recgym.rewards import RatingReward, RewardBreakdown, reward_for_template
+
+RENDER_MODES = ["ansi"]
 
 
 def choose_index(options: Any, count: int, rng: np.random.Generator, size_text: str) -> int:
@@ -54,6 +56,32 @@ def check_observation(text: str, max_length: int, what: str, shorten: str) -> st
     return text
 
 
+def check_render_mode(render_mode: str | None) -> str | None:
+    """``render_mode`` if it is None or one of :data:`RENDER_MODES`, else a ValueError."""
+    if render_mode is not None and render_mode not in RENDER_MODES:
+        raise ValueError(f"render_mode must be None or 'ansi' (render() returns the episode's text), got {render_mode!r}")
+    return render_mode
+
+
+def step_text(action: str, observation: str, info: dict[str, Any]) -> str:
+    """What ``render()`` shows in ``"ansi"`` mode after a step: the turn, then what came back (the
+    next observation, or once the episode is over the reward and its parts)."""
+    if "reward_breakdown" not in info:
+        return f"[assistant]\n{action}\n\n[user]\n{observation}"
+    parts = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info["reward_breakdown"].items())
+    ended = f" ({info['truncation']})" if "truncation" in info else ""
+    return f"[assistant]\n{action}\n\n[reward{ended}]\n{parts}"
+
+
+def check_breakdown(breakdown: Any) -> RewardBreakdown:
+    """``breakdown`` if the reward returned a ``RewardBreakdown``, else a TypeError saying so."""
+    if not isinstance(breakdown, RewardBreakdown):
+        raise TypeError(f"the reward returned {type(breakdown).__name__}: reward(completion, target, scale) must return a "
+                        "recgym.rewards.RewardBreakdown (format, accuracy, total, parsed_rating, abs_error, format_ok), "
+                        "as RatingReward does")
+    return breakdown
+
+
 class RecRatingEnv(gym.Env[str, str]):
     """One episode is one rating to predict.
 
@@ -86,10 +114,13 @@ class RecRatingEnv(gym.Env[str, str]):
     - ``dataset``: a registered dataset name (``"synthetic"``, ``"yelp"``, ...) or a ``RatingDataset``.
     - ``split``: ``"train"``, ``"valid"`` or ``"test"``. ``len(env.unwrapped)`` is its number of samples.
     - ``template``: ``"think"`` (default), ``"rate_only"`` (ablation without reasoning) or a ``PromptTemplate``.
-    - ``reward``: a ``RatingReward`` (by default the paper's) or a callable like it. A ``RatingReward``
-      checks the template's tags: one left at its default tags is given the template's, one set
-      to other tags is refused.
+    - ``reward``: a ``RatingReward`` (by default the paper's) or a callable like it:
+      ``reward(completion, target, scale)`` returning a ``RewardBreakdown`` (anything else is a
+      TypeError at step). A ``RatingReward`` checks the template's tags: one left at its default
+      tags is given the template's, one set to other tags is refused.
     - ``max_user_history`` / ``max_item_history``: how many past ratings the prompt shows.
+    - ``render_mode``: None or ``"ansi"``: ``render()`` returns the prompt after ``reset``, the
+      completion and its reward after ``step``.
     - any other keyword goes to the dataset loader (e.g. ``data_dir``, ``num_users``, ``seed``).
 
     ## Reset and info
@@ -97,9 +128,11 @@ class RecRatingEnv(gym.Env[str, str]):
     (GRPO groups share a sample that way). ``info``: ``messages``, ``user_id``, ``item_id``,
     ``index``, ``scale`` (never the true rating). After ``step``, ``info`` adds
     ``reward_breakdown``, ``target_rating``, ``parsed_rating`` (None if none parsed), ``abs_error``.
+    ``index`` identifies the sample (its true rating is in the dataset): give a policy the
+    observation (or ``info["messages"]``) only.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": RENDER_MODES, "render_fps": 1}
 
     def __init__(
         self,
@@ -111,8 +144,10 @@ class RecRatingEnv(gym.Env[str, str]):
         max_item_history: int = 5,
         max_observation_length: int = 200_000,
         max_action_length: int = 100_000,
+        render_mode: str | None = None,
         **dataset_kwargs: Any,
     ) -> None:
+        self.render_mode = check_render_mode(render_mode)
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         if isinstance(dataset, str):
@@ -133,6 +168,7 @@ class RecRatingEnv(gym.Env[str, str]):
         self.observation_space = UnicodeText(max_observation_length)
         self.action_space = UnicodeText(max_action_length)
         self._index: int | None = None
+        self._rendered = ""
 
     def __len__(self) -> int:
         return self.num_samples
@@ -147,6 +183,7 @@ class RecRatingEnv(gym.Env[str, str]):
                                  "max_user_history, max_item_history")
         self._index = index
         self._target = context.target_rating
+        self._rendered = text
         info = {
             "messages": messages,
             "user_id": context.user_id,
@@ -158,7 +195,7 @@ class RecRatingEnv(gym.Env[str, str]):
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         self._check_action(action, "an episode is one reset and one step")
-        breakdown = self.reward_fn(action, self._target, self.scale)
+        breakdown = check_breakdown(self.reward_fn(action, self._target, self.scale))
         info = {
             "index": self._index,
             "reward_breakdown": breakdown.as_dict(),
@@ -167,7 +204,16 @@ class RecRatingEnv(gym.Env[str, str]):
             "abs_error": breakdown.abs_error,
         }
         self._index = None
+        self._rendered = step_text(action, "", info)
         return "", float(breakdown.total), True, False, info
+
+    def render(self) -> str | None:
+        """``"ansi"``: the prompt after ``reset``, the completion and its reward after ``step``
+        (``""`` before the first ``reset``)."""
+        if self.render_mode is None:
+            gym.logger.warn("render() without a render_mode returns None: make the env with render_mode='ansi'")
+            return None
+        return self._rendered
 
     def _choose_index(self, options: dict[str, Any] | None) -> int:
         return choose_index(options, self.num_samples, self.np_random, f"split {self.split!r} has {{}} samples")

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from recgym.data.dataset import RatingDataset
 from recgym.data.schema import check_int
-from recgym.envs.rec_rating import RecRatingEnv, check_observation
+from recgym.envs.rec_rating import RecRatingEnv, check_breakdown, check_observation, step_text
 from recgym.envs.tools import CALL_OPEN, TOOLS, HistoryTools, ToolCallError, has_call, parse_call
 from recgym.prompts import PromptTemplate, messages_to_text, truncate
 from recgym.rewards import RatingReward
@@ -56,7 +56,10 @@ class RecRatingToolsEnv(RecRatingEnv):
     ## Episode end
     Terminates on the final answer. Truncates when the ``max_turns``-th turn is not a final answer
     (malformed calls, unknown tools and text that is neither count as turns, so loops end too), or
-    when :meth:`end_episode` is called (an agent whose context is full).
+    when :meth:`end_episode` is called (an agent whose context is full; on ``env.unwrapped`` when
+    the env comes from ``gym.make``). Bound turns with ``max_turns``, not gymnasium's
+    ``max_episode_steps``: its ``TimeLimit`` truncates with that turn's reward (0.0), no
+    ``reward_breakdown``, and leaves this episode open.
 
     ## Arguments
     - ``dataset``, ``split``, ``template``, ``reward`` and dataset loader keywords: as
@@ -67,6 +70,8 @@ class RecRatingToolsEnv(RecRatingEnv):
     - ``max_review_chars`` (int, 200): reviews in results are cut to this many characters.
     - ``token_counter`` (callable str -> int, default :func:`count_words`): what ``tokens_read``
       counts; pass e.g. ``lambda t: len(tokenizer(t)["input_ids"])`` for a model's tokens.
+    - ``render_mode``: None or ``"ansi"``: ``render()`` returns the prompt after ``reset``, then
+      the last turn and the tool's result, or the reward once the episode is over.
 
     ## Reset and info
     ``reset(seed=None, options=None)`` as :class:`RecRatingEnv` (``options={"index": i}`` pins a
@@ -77,7 +82,6 @@ class RecRatingToolsEnv(RecRatingEnv):
     the end also ``reward_breakdown``, ``target_rating``, ``parsed_rating``, ``abs_error``.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
     #: Episodes take several steps (rollout and evaluation code checks this).
     multi_turn: ClassVar[bool] = True
     tools_schema: ClassVar[list[dict[str, Any]]] = [t.openai_schema() for t in TOOLS]
@@ -95,13 +99,14 @@ class RecRatingToolsEnv(RecRatingEnv):
         token_counter: Callable[[str], int] | None = None,
         max_observation_length: int = 200_000,
         max_action_length: int = 100_000,
+        render_mode: str | None = None,
         **dataset_kwargs: Any,
     ) -> None:
         if fixed := sorted({"max_user_history", "max_item_history"} & dataset_kwargs.keys()):
             raise TypeError(f"{type(self).__name__} takes no {', '.join(fixed)}: the agent reads histories through "
                             "its tools (max_results and max_review_chars bound what one call returns)")
         super().__init__(dataset, split, template, reward, 0, 0, max_observation_length, max_action_length,
-                         **dataset_kwargs)
+                         render_mode, **dataset_kwargs)
         self.max_turns = check_int("max_turns", max_turns, 1)  # the final answer is a turn
         if isinstance(tool_cost, bool) or not isinstance(tool_cost, int | float) or not tool_cost >= 0:
             raise ValueError(f"tool_cost must be a number >= 0, got {tool_cost!r}")
@@ -109,6 +114,7 @@ class RecRatingToolsEnv(RecRatingEnv):
         self.max_results = check_int("max_results", max_results, 1)
         self.tools = HistoryTools(self.dataset, check_int("max_review_chars", max_review_chars, 1))
         self.count_tokens = token_counter or count_words
+        self._calls: list[dict[str, Any]] | None = None
 
     # ---- prompts ----
     def system_prompt(self) -> str:
@@ -152,6 +158,7 @@ class RecRatingToolsEnv(RecRatingEnv):
         self._target = float(self.dataset.ratings[row])
         self._turn, self._calls, self._invalid = 0, [], 0
         self._tokens_read = self.count_tokens(messages[1]["content"])
+        self._rendered = text
         info = {
             "messages": messages,
             "user_id": str(self.dataset.user_ids[int(self.dataset.user_codes[row])]),
@@ -163,14 +170,15 @@ class RecRatingToolsEnv(RecRatingEnv):
         return text, info
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        self._check_action(action, "the episode has ended; reset() starts the next")
+        self._check_action(action, "reset() was never called, or never succeeded" if self._calls is None
+                           else "the episode has ended; reset() starts the next")
         self._turn += 1
         tags = self.template.tags
         answer_tag = f"<{tags[-1]}>"
         if has_call(action):
             observation, error = self._call(action)
         elif answer_tag in action:
-            return self._finish(self.reward_fn(action, self._target, self.scale), truncated=False)
+            return self._finish(action, truncated=False)
         else:
             steps = (f"in the {_NUMBERS.get(len(tags), len(tags))} tagged steps ending in {answer_tag}" if len(tags) > 1
                      else f"as {answer_tag}...</{tags[-1]}>")
@@ -180,8 +188,11 @@ class RecRatingToolsEnv(RecRatingEnv):
             self._invalid += 1
         self._tokens_read += self.count_tokens(observation)
         if self._turn >= self.max_turns:
-            return self.end_episode(f"max_turns={self.max_turns} reached without an answer", error)
+            ended = self.end_episode(f"max_turns={self.max_turns} reached without an answer", error)
+            self._rendered = step_text(action, "", ended[4])
+            return ended
         info = {**self._progress(), "error": error, "messages": [{"role": "user", "content": observation}]}
+        self._rendered = step_text(action, observation, info)
         return observation, 0.0, False, False, info
 
     def end_episode(self, reason: str = "ended by the agent", error: str | None = None
@@ -190,7 +201,7 @@ class RecRatingToolsEnv(RecRatingEnv):
         of an empty answer minus the tool costs, as ``step`` would give it."""
         if self._index is None:
             raise RuntimeError("no episode in progress: call reset() before end_episode()")
-        return self._finish(self.reward_fn("", self._target, self.scale), truncated=True, reason=reason, error=error)
+        return self._finish("", truncated=True, reason=reason, error=error)
 
     # ---- helpers ----
     def _call(self, action: str) -> tuple[str, str | None]:
@@ -219,8 +230,9 @@ class RecRatingToolsEnv(RecRatingEnv):
             "invalid_turns": self._invalid,
         }
 
-    def _finish(self, breakdown, truncated: bool, reason: str | None = None, error: str | None = None):
-        cost = -self.tool_cost * len(self._calls)
+    def _finish(self, answer: str, truncated: bool, reason: str | None = None, error: str | None = None):
+        breakdown = check_breakdown(self.reward_fn(answer, self._target, self.scale))
+        cost = 0.0 - self.tool_cost * len(self._calls)  # 0.0, not -0.0, without calls
         parts = breakdown.as_dict()
         parts.update(tool_cost=cost, total=float(breakdown.total) + cost)
         info = {
@@ -235,4 +247,5 @@ class RecRatingToolsEnv(RecRatingEnv):
         if reason is not None:
             info["truncation"] = reason
         self._index = None
+        self._rendered = step_text(answer, "", info)
         return "", float(parts["total"]), not truncated, truncated, info
