@@ -157,3 +157,24 @@ def test_environment_options_of_the_wrong_type_or_range_are_named(env_id, kwargs
     with pytest.raises(error) as info:
         gym.make(env_id, **kwargs)
     assert words in str(info.value)
+
+
+def test_an_empty_split_says_why_in_one_short_line(tmp_path):
+    """It dumped the whole stats dict (about 600 characters) into the message."""
+    from recgym.data.loaders import load_custom
+
+    path = tmp_path / "r.csv"
+    path.write_text("u,i,r,t\na,x,4,1\na,y,3,2\nb,x,5,3\nb,y,2,4\n")
+    ds = load_custom(path, {"user": "u", "item": "i", "rating": "r", "timestamp": "t"},
+                     cache_dir=tmp_path / "cache", progress=False)
+    with pytest.raises(ValueError) as err:
+        ds.require_samples("valid")
+    message = str(err.value)
+    assert message == ("split 'valid' of dataset 'custom' has no samples (4 ratings, 2 users, 2 items); try another "
+                       "split or split_method 'time'")
+    singles = tmp_path / "s.csv"  # every rating a user's first
+    singles.write_text("u,i,r,t\na,x,4,1\nb,y,3,2\nc,x,5,3\nd,y,2,4\ne,x,1,5\n")
+    with pytest.raises(ValueError, match=r"has no samples \(5 ratings, 5 users, 2 items\); \d of its ratings are a "
+                                         r"user's first \(cold\) and were dropped: try keep_cold_samples=True, "):
+        load_custom(singles, {"user": "u", "item": "i", "rating": "r", "timestamp": "t"}, split_method="time",
+                    cache_dir=tmp_path / "cache", progress=False).require_samples("train")

@@ -88,3 +88,29 @@ def test_a_process_loads_again_when_the_data_folder_variable_changes(tmp_path, m
         monkeypatch.setenv("RECGYM_DATA_DIR", str(tmp_path / name))
         counts.append(load_dataset("movielens", keep_cold_samples=True, progress=False).stats["ratings"])
     assert counts == [4, 5]
+
+
+def test_custom_columns_with_spaces_and_the_not_prepared_hint(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RECGYM_CACHE", str(tmp_path / "cache"))
+    assert main(["data", "info", "custom"]) == 2
+    assert "`recgym data prepare custom --path FILE --columns user=COL,item=COL,rating=COL,timestamp=COL`" in (
+        capsys.readouterr().err.replace("\n", ""))
+    path = fx.write_lines(tmp_path / "r.csv", ["uid,iid,stars,ts", "u1,a,4,1600000000", "u1,b,3,1600000100"])
+    assert main(["data", "prepare", "custom", "--path", str(path), "--columns",
+                 "user = uid, item = iid, rating = stars, timestamp = ts", "--keep-cold-samples"]) == 0
+    assert main(["data", "prepare", "custom", "--path", str(path), "--columns",
+                 "user=uid,item=iid,rating=stars,timestamp=ts,user=iid"]) == 2
+    assert "user given twice" in capsys.readouterr().err
+
+
+def test_custom_table_without_data_rows_is_an_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RECGYM_CACHE", str(tmp_path / "cache"))
+    path = fx.write_lines(tmp_path / "r.csv", ["uid,iid,stars,ts"])
+    assert main(["data", "prepare", "custom", "--path", str(path), "--columns",
+                 "user=uid,item=iid,rating=stars,timestamp=ts"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # after the progress bars
+    assert len(errors) == 1 and errors[0].endswith("r.csv has no data rows: nothing to prepare")
+    assert not list((tmp_path / "cache").glob("datasets/custom/*"))
+    assert main(["data", "prepare", "custom", "--path", str(tmp_path), "--columns",
+                 "user=uid,item=iid,rating=stars,timestamp=ts"]) == 2
+    assert "is a directory: path (--path) names the ratings file itself" in capsys.readouterr().err

@@ -29,6 +29,7 @@ from recgym.data import loaders
 from recgym.data.readers import BadRecordError
 
 MISSING = object()  # a field left out of the record (an empty cell in a table)
+UNCLOSED = "UNCLOSED-QUOTE"  # written as a lone '"' opening a CSV field that never closes
 DAY = 86_400
 
 
@@ -79,6 +80,7 @@ class Layout:
                 writer.writerow(columns)
             writer.writerows([[r.get(c, "") for c in columns] for r in named])
             data = out.getvalue()
+            data = data.replace(UNCLOSED, '"')
         path.write_bytes((codecs.BOM_UTF8 if bom else b"") + data.encode())
         return path
 
@@ -251,8 +253,9 @@ def test_corrupt_parquet_names_the_file(tmp_path, damage):
         path.write_bytes(data[:8] + bytes(middle - 8) + data[middle:])
     with pytest.raises(BadRecordError, match=r"ratings\.parquet:1: corrupt_file: not a readable Parquet file"):
         layout.load(tmp_path / "raw", tmp_path / "cache")
-    ds = layout.load(tmp_path / "raw", tmp_path / "cache", skip_bad_records=True)
-    assert manifest(ds)["bad_records"]["skipped"] == {"corrupt_file": 1}
+    with pytest.raises(ValueError, match=r"no record was accepted \(1 bad record skipped: corrupt_file 1; the first: "
+                                         r"ratings\.parquet:1: not a readable Parquet file"):
+        layout.load(tmp_path / "raw", tmp_path / "cache", skip_bad_records=True)  # nothing readable is an error
 
 
 def test_amazon_folder_of_another_category_warns(tmp_path):
@@ -293,6 +296,8 @@ def _kinds(layout: Layout, k: int, text: str) -> dict[str, tuple[str | None, dic
         kinds["number_text"] = (None, {"text": 7})
     if layout.has_text and layout.kind == "csv":
         kinds["long_text"] = (None, {"text": text * (140_000 // len(text) + 1)})
+        # the text is the last column: csv would read every line after it into this field
+        kinds["unclosed_quote"] = ("malformed_record", {"text": UNCLOSED + "never closed"})
     return kinds
 
 
@@ -302,7 +307,7 @@ def _expected_text(value: Any) -> str:
 
 KIND_NAMES = ["good", "good", "good", "bool_rating", "nan_rating", "word_rating", "off_scale", "missing_rating",
               "word_time", "millis", "inf_time", "huge_time", "absurd_date", "blank_text", "surrogate_text",
-              "number_text", "long_text"]
+              "number_text", "long_text", "unclosed_quote"]
 
 
 @pytest.mark.parametrize("name", LAYOUTS)
@@ -339,6 +344,12 @@ def test_every_reader_counts_or_names_bad_records(name, picks, bom):
                 layout.load(root, Path(tmp) / "strict")
             assert (info.value.path, info.value.line, info.value.reason) == (
                 str(path), layout.first_line() + first_bad, reasons[first_bad])
+        skipped = dict(Counter(r for r in reasons if r is not None))
+        if not expected:  # every record bad: an error that counts them, not an empty dataset
+            with pytest.raises(ValueError, match="no record was accepted") as info:
+                layout.load(root, Path(tmp) / "lenient", skip_bad_records=True)
+            assert all(f"{reason} {n}" in str(info.value) for reason, n in skipped.items())
+            return
         ds = layout.load(root, Path(tmp) / "lenient", skip_bad_records=True)
         assert rows(ds) == expected
-        assert manifest(ds)["bad_records"]["skipped"] == dict(Counter(r for r in reasons if r is not None))
+        assert manifest(ds)["bad_records"]["skipped"] == skipped

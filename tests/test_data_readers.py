@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 import raw_fixtures as fx
 
 from recgym.data import loaders
-from recgym.data.readers import AmazonSource, BadRecords, detect_generation
+from recgym.data.readers import AmazonSource, BadRecordError, BadRecords, detect_generation
 from recgym.data.readers.table import TableSource
 from recgym.data.schema import RatingScale
 from recgym.data.store import ArrowStrings
@@ -226,7 +227,9 @@ def test_no_accepted_record_is_not_blamed_on_cold_samples(tmp_path):
     import recgym.envs.real_envs  # noqa: F401
 
     path = fx.jsonl(tmp_path / "r.jsonl", [{**r, "stars": None} for r in RECORDS])  # every rating missing
-    with pytest.raises(ValueError, match="no samples .*no record of the raw data was accepted: check the files"):
+    with pytest.raises(ValueError, match=r"r.jsonl: no record was accepted \(3 bad records skipped: missing_field 3; "
+                                         r"the first: r.jsonl:1: no 'stars' field\): check the file and the column "
+                                         "mapping$"):
         gym.make("RecRating-Custom-v0", path=str(path), columns=COLUMNS, skip_bad_records=True,
                  cache_dir=str(tmp_path / "cache"), progress=False)
 
@@ -263,3 +266,187 @@ def test_imdb_env_on_ten_point_scale(tmp_path):
     obs, _ = env.reset(seed=0)
     assert "from 1 (worst) to 10 (best)" in obs
     assert env.unwrapped.scale == RatingScale(1, 10)
+
+
+# ---- custom tables: what an audit found read silently wrong ------------------------------------
+CSV_COLUMNS = {"user": "uid", "item": "iid", "rating": "stars", "timestamp": "ts", "review": "text"}
+
+
+def csv_file(tmp_path: Path, *lines: str, name: str = "r.csv") -> Path:
+    path = tmp_path / name
+    path.write_text("uid,iid,stars,ts,text\n" + "".join(line + "\n" for line in lines))
+    return path
+
+
+UNCLOSED = ['q1,a,4,1600000010,"fine, really"', 'q1,b,3,1600000020,"unclosed quote here',
+            "q2,a,1,1600000030,too sweet", 'q2,b,2,1600000040,"""Great"" product"', "q2,c,5,1600000050,loved it"]
+
+
+@pytest.mark.parametrize("where", ["middle", "last"])
+def test_an_unclosed_quote_is_a_bad_record_at_its_line(tmp_path, where):
+    """csv read every line after an unclosed quote into that field: user q2 vanished and q1's
+    review held q2's rows, with 0 bad records."""
+    lines = UNCLOSED if where == "middle" else [*UNCLOSED[:1], *UNCLOSED[2:], UNCLOSED[1]]
+    path = csv_file(tmp_path, *lines)
+    line = 3 if where == "middle" else 6
+    problem = "reaches line 4, which reads as a row of its own" if where == "middle" else "runs to the end of the file"
+    with pytest.raises(BadRecordError, match=f"r.csv:{line}: malformed_record: a quoted field opened on this line "
+                                             f"{problem}.*an unclosed quote"):
+        prepare("custom", tmp_path, path=path, columns=CSV_COLUMNS)
+    ds = prepare("custom", tmp_path, path=path, columns=CSV_COLUMNS, skip_bad_records=True)
+    assert json.loads((Path(ds.stats["cache_dir"]) / "manifest.json").read_text())["bad_records"]["skipped"] == {
+        "malformed_record": 1}
+    assert {key: value[2] for key, value in rows(ds).items()} == {
+        ("q1", "a"): "fine, really", ("q2", "a"): "too sweet", ("q2", "b"): '"Great" product', ("q2", "c"): "loved it"}
+
+
+def test_a_bad_row_after_an_unclosed_quote_is_read_again(tmp_path):
+    """The lines a quoted field swallowed are read again as rows: a bad one among them is counted too."""
+    path = csv_file(tmp_path, 'q1,a,4,1600000010,"never closed', 'q2,a,five,1600000030,"a ""quoted"" word"',
+                    "q2,b,2,1600000040,fine")
+    ds = prepare("custom", tmp_path, path=path, columns=CSV_COLUMNS, skip_bad_records=True)
+    assert sorted(rows(ds)) == [("q2", "b")]
+    assert json.loads((Path(ds.stats["cache_dir"]) / "manifest.json").read_text())["bad_records"]["skipped"] == {
+        "malformed_record": 2}
+
+
+def test_multi_line_quoted_reviews_are_read_whole(tmp_path):
+    """Legitimate quoted reviews spanning lines, with commas, quotes and blank lines (kept, as JSON
+    lines and Parquet keep them), and a quote that does not open the field."""
+    path = csv_file(tmp_path, 'u1,a,4,1600000010,"First line, with a comma\n\nthen a ""quoted"" line"',
+                    'u1,b,5,1600000020,"Great" product', "", 'u2,a,3,1600000030,"a list:\n1, 2, 3, 4\nend"',
+                    "u2,b,2,1600000040,short")
+    ds = prepare("custom", tmp_path, path=path, columns=CSV_COLUMNS)
+    assert {key: value[2] for key, value in rows(ds).items()} == {
+        ("u1", "a"): 'First line, with a comma\n\nthen a "quoted" line', ("u1", "b"): "Great product",
+        ("u2", "a"): "a list:\n1, 2, 3, 4\nend", ("u2", "b"): "short"}
+
+
+@pytest.mark.parametrize(("mapping", "words"), [
+    ({"timestamp": "stars"}, ("columns rating and timestamp both map to 'stars': user, item, rating and timestamp each "
+                             "need a column of their own")),
+    ({"item": "uid"}, "columns user and item both map to 'uid'"),
+    ({"title": "stars"}, ("columns title and rating both map to 'stars': an item's title must come from a column "
+                         "describing the item")),
+    ({"item_text": "text"}, "columns item_text and review both map to 'text'"),
+])
+def test_fields_sharing_a_column_are_refused(tmp_path, mapping, words):
+    path = csv_file(tmp_path, "u1,a,4,1600000010,ok")
+    with pytest.raises(ValueError, match=f"^{re.escape(words)}"):
+        TableSource(path, {**CSV_COLUMNS, **mapping})
+
+
+def test_item_fields_may_share_the_item_column_or_each_other(tmp_path):
+    path = csv_file(tmp_path, "u1,a,4,1600000010,ok")
+    TableSource(path, {**CSV_COLUMNS, "title": "iid", "categories": "iid"})
+    TableSource(path, {**CSV_COLUMNS, "review_title": "text"})
+
+
+def test_item_metadata_comes_from_accepted_rows_first_non_empty_per_field(tmp_path):
+    """The item's title came from its first raw row even when that row was rejected (off the scale),
+    and a later row's description was ignored."""
+    path = tmp_path / "r.csv"
+    path.write_text("uid,iid,stars,ts,name,kind,desc\n"
+                    "u0,x,9,1600000000,Wrong Title,wrong,wrong\n"  # off the scale: rejected
+                    "u1,x,4,1600000010,,,\n"
+                    "u2,x,5,1600000020,Right Title,,First desc\n"
+                    "u3,x,3,1600000030,Later Title,Drama,Second desc\n"
+                    "u1,y,2,1600000040,,,\n")
+    columns = {"user": "uid", "item": "iid", "rating": "stars", "timestamp": "ts", "title": "name",
+               "categories": "kind", "item_text": "desc"}
+    ds = prepare("custom", tmp_path, path=path, columns=columns, skip_bad_records=True)
+    items = {ds.item_ids[k]: (ds.item_titles[k], ds.item_categories[k], ds.item_descriptions[k])
+             for k in range(len(ds.item_ids))}
+    assert items == {"x": ("Right Title", "Drama", "First desc"), "y": ("y", "", "")}
+    assert ds.stats["items_with_metadata"] == 1  # y has no title, categories or description
+
+
+def test_parquet_date_column_is_midnight_utc(tmp_path):
+    from datetime import date
+
+    path = tmp_path / "r.parquet"
+    pq.write_table(pa.table({"uid": ["u1", "u1"], "iid": ["a", "b"], "stars": [4, 2],
+                             "ts": pa.array([date(2020, 9, 13), date(2020, 9, 14)], pa.date32())}), path)
+    ds = prepare("custom", tmp_path, path=path, columns={"user": "uid", "item": "iid", "rating": "stars", "timestamp": "ts"})
+    assert rows(ds)[("u1", "a")][1] == int(datetime(2020, 9, 13, tzinfo=UTC).timestamp())
+
+
+@pytest.mark.parametrize(("stamps", "words", "early"), [
+    ([20200915, 20200916, 20200917], (r"3 of 3 timestamps look like compact dates \(e.g. 20200915, read as epoch "
+                                     r"seconds: 1970-08-22 .*write dates as 2020-09-15"), 3),
+    ([1, 2, 3], r"every timestamp is before 1973 \(the latest, 3, read as epoch seconds: 1970-01-01 00:00:03 UTC\)", 3),
+])
+def test_timestamps_that_look_like_dates_warn_and_count(tmp_path, stamps, words, early):
+    """``20200915`` is a number, so epoch seconds (1970-08-22): read as written, but said, once."""
+    path = csv_file(tmp_path, *(f"u{k % 2},i{k},4,{t},ok" for k, t in enumerate(stamps)))
+    with pytest.warns(UserWarning, match=words):
+        ds = prepare("custom", tmp_path, path=path, columns=CSV_COLUMNS)
+    assert ds.stats["timestamps_before_1973"] == early
+
+
+def test_iso_dates_and_epoch_seconds_do_not_warn(tmp_path):
+    import warnings
+
+    path = csv_file(tmp_path, "u1,a,4,2020-09-15,ok", "u1,b,4,1600000000,ok")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = prepare("custom", tmp_path, path=path, columns=CSV_COLUMNS)
+    assert ds.stats["timestamps_before_1973"] == 0
+
+
+@pytest.mark.parametrize("kind", ["header_only_csv", "empty_jsonl", "blank_jsonl", "empty_parquet"])
+def test_a_table_without_data_rows_is_refused(tmp_path, kind):
+    if kind == "header_only_csv":
+        path = csv_file(tmp_path)
+    elif kind == "empty_parquet":
+        path = tmp_path / "r.parquet"
+        pq.write_table(pa.table({c: pa.array([], pa.string()) for c in CSV_COLUMNS.values()}), path)
+    else:
+        path = fx.write_lines(tmp_path / "r.jsonl", [] if kind == "empty_jsonl" else ["", "  "])
+    with pytest.raises(ValueError, match=f"{path.name} has no data rows: nothing to prepare$"):
+        prepare("custom", tmp_path, path=path, columns=CSV_COLUMNS)
+    assert not list((tmp_path / "cache").glob("datasets/*/*"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_mapped_column_named_twice_in_the_header_is_refused(tmp_path, fmt):
+    path = tmp_path / f"r.{fmt}"
+    if fmt == "csv":
+        path.write_text("uid,iid,stars,ts,stars,text\nu1,a,4,1600000000,2,ok\n")
+    else:
+        pq.write_table(pa.Table.from_arrays([pa.array(["u1"]), pa.array(["a"]), pa.array([4]), pa.array([1600000000]),
+                                             pa.array([2]), pa.array(["ok"])],
+                                            names=["uid", "iid", "stars", "ts", "stars", "text"]), path)
+    with pytest.raises(ValueError, match=f"column 'stars' appears 2 times in r.{fmt}'s header .*rename the copies$"):
+        TableSource(path, CSV_COLUMNS)
+
+
+def test_a_repeated_column_that_is_not_mapped_is_fine(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("uid,iid,stars,ts,note,note,text\nu1,a,4,1600000000,x,y,ok\n")
+    assert TableSource(path, CSV_COLUMNS).columns == CSV_COLUMNS
+
+
+def test_columns_must_be_a_mapping_and_path_a_file(tmp_path):
+    path = csv_file(tmp_path, "u1,a,4,1600000000,ok")
+    with pytest.raises(TypeError, match="^columns must be a mapping of field to column name, such as .*got a list$"):
+        TableSource(path, ["user=uid", "item=iid", "rating=stars", "timestamp=ts"])
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path} is a directory: path \\(--path\\) names the ratings file"):
+        TableSource(tmp_path, CSV_COLUMNS)
+
+
+def test_a_step_that_does_not_reach_high_is_refused():
+    with pytest.raises(ValueError, match="^RatingScale step 2 does not reach high=10 from low=1: high - low must be a "
+                                         "whole number of steps$"):
+        RatingScale.coerce((1, 10, 2))
+    assert RatingScale.coerce((0.5, 5, 0.5)).values()[-1] == 5.0
+
+
+def test_equal_scales_give_one_cache_key(tmp_path):
+    from recgym.data.dataset import PrepareConfig
+    from recgym.data.pipeline import cache_key
+
+    path = csv_file(tmp_path, "u1,a,4,1600000000,ok")
+    keys = {cache_key("custom", TableSource(path, CSV_COLUMNS, scale), PrepareConfig(), False)
+            for scale in [(1, 5), (1.0, 5.0), (1, 5, 1), RatingScale(1, 5)]}
+    assert len(keys) == 1

@@ -39,9 +39,12 @@ def dataset_kwargs(args: argparse.Namespace) -> dict[str, Any]:
              "keep_cold_samples", "skip_bad_records", "cache_dir")
     kwargs = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if getattr(args, "columns", None):
-        parts = [part.split("=", 1) for part in args.columns.split(",") if part]
-        if any(len(part) != 2 for part in parts):
+        parts = [[side.strip() for side in part.split("=", 1)] for part in args.columns.split(",") if part.strip()]
+        if any(len(part) != 2 or not all(part) for part in parts):
             raise CommandError(f"--columns {args.columns!r}: expected user=COL,item=COL,rating=COL,timestamp=COL")
+        repeated = sorted({key for key, _ in parts if [k for k, _ in parts].count(key) > 1})
+        if repeated:
+            raise CommandError(f"--columns {args.columns!r}: {', '.join(repeated)} given twice")
         kwargs["columns"] = dict(parts)
     if getattr(args, "scale", None):
         kwargs["scale"] = tuple(args.scale)
@@ -121,7 +124,9 @@ def run_info(args: argparse.Namespace) -> int:
     console = make_console()
     found = _manifests(args.name, args.cache_dir)
     if not found:
-        raise CommandError(f"dataset {args.name!r} is not prepared yet: run `recgym data prepare {args.name} --data-dir DIR`")
+        how = ("--path FILE --columns user=COL,item=COL,rating=COL,timestamp=COL" if args.name == "custom"
+               else "--data-dir DIR")
+        raise CommandError(f"dataset {args.name!r} is not prepared yet: run `recgym data prepare {args.name} {how}`")
     for directory, manifest in found:
         print_manifest(console, directory, manifest)
     return 0

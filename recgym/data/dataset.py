@@ -197,10 +197,16 @@ class RatingDataset:
         """The number of samples of ``split``; a ValueError saying what to try where there are none."""
         n = self.num_samples(split)
         if n == 0:
-            advice = ("no record of the raw data was accepted: check the files and the column mapping, and the "
-                      "bad records counted in the manifest (`recgym data info`)"
-                      if self.stats.get("records_accepted") == 0 else "try keep_cold_samples=True or another split")
-            raise ValueError(f"split {split!r} of dataset {self.name!r} has no samples (stats: {self.stats}); {advice}")
+            s = self.stats
+            if s.get("records_accepted") == 0:
+                advice = ("no record of the raw data was accepted: check the files and the column mapping, and the "
+                          "bad records counted in the manifest (`recgym data info`)")
+            else:
+                cold = s.get(f"{split}_cold", 0)
+                advice = (f"{cold} of its ratings are a user's first (cold) and were dropped: try keep_cold_samples=True, "
+                          if cold and not s.get("cold_samples_kept") else "try ") + "another split or split_method 'time'"
+            sizes = ", ".join(f"{s[k]} {k}" for k in ("ratings", "users", "items") if k in s)
+            raise ValueError(f"split {split!r} of dataset {self.name!r} has no samples ({sizes}); {advice}")
         return n
 
     def _rows(self, split: str) -> np.ndarray:

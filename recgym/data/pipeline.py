@@ -26,14 +26,12 @@ from recgym.cache import atomic_directory
 from recgym.cache import cache_dir as recgym_cache_dir
 from recgym.data.dataset import PrepareConfig, RatingDataset
 from recgym.data.prepare import dedupe_earliest, kcore_filter
-from recgym.data.readers.base import RawSource, to_seconds
+from recgym.data.readers.base import RawSource, accepted_seconds
 from recgym.data.readers.records import (
-    BAD_TIMESTAMP,
-    EMPTY_TEXT,
-    OFF_SCALE,
     UNKNOWN_ITEM,
     BadRecordError,
     BadRecords,
+    SkipRecord,
 )
 from recgym.data.schema import ITEM_COLUMNS
 from recgym.data.store import (
@@ -148,7 +146,7 @@ def _mib(done: int | None, total: int | None) -> str:
 
 
 def _read_items(source: RawSource, bad: BadRecords, path: Path, stages: _Stages) -> int:
-    """Stream the item metadata into ``path`` (Arrow); return the number of items."""
+    """Stream the item metadata into ``path`` (Arrow); return the number of rows written."""
     writer = StreamTableWriter(path, ITEM_COLUMNS)
     buffers: list[list[str]] = [[], [], [], []]
     total = source.item_path.stat().st_size if source.item_path else None
@@ -206,29 +204,24 @@ class _Interactions:
         }
 
 
+#: 1973-01-01 UTC in epoch seconds: rating times all before it are numbers that are no epoch seconds.
+EARLY_SECONDS = 94_694_400
+
+
 def _read_interactions(source: RawSource, bad: BadRecords, path: Path, stages: _Stages) -> dict[str, Any]:
-    """Stream, validate and store the interactions; returns their coded columns and how many
-    timestamps were milliseconds (converted to seconds)."""
-    low, high, step = source.scale.low, source.scale.high, source.scale.step
-    has_text, review_path = source.has_text, source.review_path
+    """Stream, validate and store the interactions; returns their coded columns, how many
+    timestamps were milliseconds (converted to seconds) and how many fall before 1973."""
+    scale, has_text, review_path = source.scale, source.has_text, source.review_path
     sink = _Interactions(path)
     batch: list[list] = [[] for _ in range(7)]
     milliseconds = 0
     with stages.stage("read reviews", review_path.stat().st_size) as update:
         for record in source.interactions(bad, update):
-            rating, text = record[2], record[4]
-            grid = (rating - low) / step
-            if not (low <= rating <= high) or abs(grid - round(grid)) > 1e-6:
-                bad.report(review_path, record[6], OFF_SCALE, f"rating {rating!r} not on scale {source.scale.label}")
+            try:
+                seconds, was_ms = accepted_seconds(record, scale, has_text)
+            except SkipRecord as skip:
+                bad.report(review_path, record[6], skip.reason, skip.detail)
                 continue
-            if has_text and (not text or text.isspace()):
-                bad.report(review_path, record[6], EMPTY_TEXT, "review text is empty")
-                continue
-            converted = to_seconds(record[3])
-            if converted is None:
-                bad.report(review_path, record[6], BAD_TIMESTAMP, f"timestamp {record[3]!r} is not a time in 1900-2200")
-                continue
-            seconds, was_ms = converted
             milliseconds += was_ms
             for column, value in zip(batch, (*record[:3], seconds, *record[4:])):
                 column.append(value)
@@ -238,6 +231,8 @@ def _read_interactions(source: RawSource, bad: BadRecords, path: Path, stages: _
         sink.add(batch)
         cols = sink.finish()
     accepted = len(cols["users"])
+    if accepted == 0:
+        raise ValueError(_why_none(review_path, bad))
     if 0 < milliseconds < accepted:
         warnings.warn(
             f"{review_path}: the timestamps mix seconds and milliseconds ({milliseconds:,} of {accepted:,} "
@@ -245,7 +240,34 @@ def _read_interactions(source: RawSource, bad: BadRecords, path: Path, stages: _
             stacklevel=2,
         )
     cols["milliseconds"] = milliseconds
+    cols["early"] = _warn_early_times(review_path, cols["timestamps"])
     return cols
+
+
+def _why_none(review_path: Path, bad: BadRecords) -> str:
+    if not bad.counts:
+        return f"{review_path} has no data rows: nothing to prepare"
+    counts = ", ".join(f"{reason} {n:,}" for reason, n in sorted(bad.counts.items()))
+    first = next(iter(bad.examples.values())).replace(str(review_path), review_path.name)
+    total = sum(bad.counts.values())
+    return (f"{review_path}: no record was accepted ({total:,} bad record{'s' * (total != 1)} skipped: {counts}; the "
+            f"first: {first}): check the file and the column mapping")
+
+
+def _warn_early_times(review_path: Path, seconds: np.ndarray) -> int:
+    """How many times fall before 1973, with a warning where they look like compact dates
+    (``20200915`` is a number of seconds: 1970-08-22) or where every one does."""
+    early = int((seconds < EARLY_SECONDS).sum())
+    month, day = seconds // 100 % 100, seconds % 100
+    compact = (seconds >= 19000101) & (seconds <= 22001231) & (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
+    if compact.any() or early == len(seconds):
+        value = int(seconds[np.argmax(compact)] if compact.any() else seconds.max())
+        moment = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(value))
+        which = (f"{int(compact.sum()):,} of {len(seconds):,} timestamps look like compact dates (e.g. {value}, read "
+                 if compact.any() else f"every timestamp is before 1973 (the latest, {value}, read ")
+        warnings.warn(f"{review_path}: {which}as epoch seconds: {moment} UTC); a bare number is epoch seconds (or "
+                      "milliseconds): write dates as 2020-09-15 or 2020-09-15T12:00:00", stacklevel=3)
+    return early
 
 
 def _drop_unknown_items(source: RawSource, bad: BadRecords, cols: dict[str, Any], meta: pa.Table) -> np.ndarray:
@@ -272,7 +294,7 @@ def _compact(codes: np.ndarray, ids: pa.Array) -> tuple[np.ndarray, pa.Array]:
 def _build(name: str, source: RawSource, config: PrepareConfig, bad: BadRecords, tmp: Path,
            show: bool) -> None:
     with _Stages(show) as stages:
-        num_meta = _read_items(source, bad, tmp / "meta_raw.arrow", stages)
+        _read_items(source, bad, tmp / "meta_raw.arrow", stages)
         cols = _read_interactions(source, bad, tmp / "reviews.arrow", stages)
         with stages.stage("dedupe, k-core") as update:
             meta = read_table(tmp / "meta_raw.arrow")
@@ -281,9 +303,13 @@ def _build(name: str, source: RawSource, config: PrepareConfig, bad: BadRecords,
             stats: dict[str, Any] = {
                 "records_accepted": len(cols["users"]),
                 "timestamps_in_milliseconds": cols["milliseconds"],
+                "timestamps_before_1973": cols["early"],
                 "raw_ratings": len(rows),
-                "item_metadata_records": num_meta,
+                "items_with_metadata": 0,  # of the prepared items, set below
             }
+            if not len(rows):
+                raise ValueError(f"none of the {len(cols['users']):,} accepted records of {source.review_path.name} "
+                                 f"names an item in {source.item_path.name}: is it the item file of these ratings?")
             keep = dedupe_earliest(users, items, ts)
             stats["duplicates_dropped"] = int(len(rows) - len(keep))
             stats["users_before_kcore"] = len(np.unique(users[keep]))
@@ -298,7 +324,7 @@ def _build(name: str, source: RawSource, config: PrepareConfig, bad: BadRecords,
             items, item_ids = _compact(cols["items"][keep], cols["item_ids"])
             update(1)
         with stages.stage("split, history index"):
-            titles, categories, descriptions = _item_text(item_ids, meta)
+            titles, categories, descriptions, stats["items_with_metadata"] = _item_text(item_ids, meta)
             reviews = read_table(tmp / "reviews.arrow")
             ds = RatingDataset.from_arrays(
                 name, source.scale, users, items, cols["ratings"][keep], cols["timestamps"][keep],
@@ -336,15 +362,21 @@ def _generation(source: RawSource) -> dict[str, Any]:
     return {"generation": generation} if generation is not None else {}
 
 
-def _item_text(item_ids: pa.Array, meta: pa.Table) -> tuple[pa.Array, pa.Array, pa.Array]:
-    """Title, categories and description per item id (title falls back to the id)."""
-    if meta.num_rows == 0:
-        empty = pa.nulls(len(item_ids), pa.large_string())
-        return item_ids.cast(pa.large_string()), empty, empty
-    at = pc.index_in(item_ids, value_set=meta.column("item_id").cast(pa.string()))
-    title = meta.column("title").take(at)
-    title = pc.if_else(pc.or_(pc.is_null(title), pc.equal(title, "")), item_ids.cast(pa.large_string()), title)
-    return (_flat(title), _flat(meta.column("categories").take(at)), _flat(meta.column("description").take(at)))
+def _item_text(item_ids: pa.Array, meta: pa.Table) -> tuple[pa.Array, pa.Array, pa.Array, int]:
+    """Title, categories and description per item id, each the first non-empty one among the
+    item's metadata rows (title falls back to the id), and how many items have any of them."""
+    fields = [_first_value(item_ids, meta, column) for column in ("title", "categories", "description")]
+    described = pc.sum(pc.or_(pc.or_(pc.is_valid(fields[0]), pc.is_valid(fields[1])), pc.is_valid(fields[2])))
+    ids = item_ids.cast(pa.large_string())
+    title = pc.if_else(pc.is_null(fields[0]), ids, fields[0])
+    return _flat(title), _flat(fields[1]), _flat(fields[2]), int(described.as_py() or 0)
+
+
+def _first_value(item_ids: pa.Array, meta: pa.Table, column: str) -> pa.Array:
+    """Per item id, the first non-empty ``column`` among its rows of ``meta`` (null where none)."""
+    rows = meta.filter(pc.not_equal(meta.column(column), ""))  # nulls and empty strings out
+    at = pc.index_in(item_ids, value_set=rows.column("item_id").cast(pa.string()))
+    return _flat(rows.column(column).cast(pa.large_string()).take(at))
 
 
 def _flat(column: pa.Array | pa.ChunkedArray) -> pa.Array:

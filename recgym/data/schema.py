@@ -77,6 +77,10 @@ class RatingScale:
             raise ValueError(f"RatingScale needs high > low, got low={self.low}, high={self.high}")
         if not self.step > 0:
             raise ValueError(f"RatingScale.step must be positive, got {self.step}")
+        steps = (self.high - self.low) / self.step
+        if abs(steps - round(steps)) > 1e-6:
+            raise ValueError(f"RatingScale step {self.step:g} does not reach high={self.high:g} from low={self.low:g}: "
+                             "high - low must be a whole number of steps")
 
     @classmethod
     def coerce(cls, value: RatingScale | tuple | list | None) -> RatingScale:

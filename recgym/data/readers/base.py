@@ -12,8 +12,10 @@ from typing import Any
 
 from recgym.data.readers.records import (
     BAD_TIMESTAMP,
+    EMPTY_TEXT,
     MALFORMED,
     MISSING_FIELD,
+    OFF_SCALE,
     BadRecords,
     SkipRecord,
     iter_json_records,
@@ -99,6 +101,22 @@ def to_seconds(value: float) -> tuple[int, bool] | None:
     if MAX_SECONDS < value <= MAX_SECONDS * 1000:
         return int(value // 1000), True
     return None
+
+
+def accepted_seconds(record: tuple, scale: RatingScale, has_text: bool) -> tuple[int, bool]:
+    """The epoch seconds of an interaction's time and whether it was written in milliseconds, where
+    the interaction is accepted (its rating on the scale's grid, its text non-empty where the
+    dataset has text, its time in 1900-2200); else a SkipRecord saying why."""
+    rating, stamp, text = record[2], record[3], record[4]
+    grid = (rating - scale.low) / scale.step
+    if not (scale.low <= rating <= scale.high) or abs(grid - round(grid)) > 1e-6:
+        raise SkipRecord(OFF_SCALE, f"rating {rating!r} not on scale {scale.label}")
+    if has_text and (not text or text.isspace()):
+        raise SkipRecord(EMPTY_TEXT, "review text is empty")
+    converted = to_seconds(stamp)
+    if converted is None:
+        raise SkipRecord(BAD_TIMESTAMP, f"timestamp {stamp!r} is not a time in 1900-2200")
+    return converted
 
 
 def epoch(value: Any, what: str = "timestamp") -> float:

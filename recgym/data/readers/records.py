@@ -17,7 +17,7 @@ import gzip
 import json
 import re
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -101,10 +101,14 @@ def compressed_position(stream: Any) -> int:
 
 
 def iter_lines(
-    path: Path, bad: BadRecords, encoding: str = "utf-8", progress: Callable[[int], None] | None = None
+    path: Path,
+    bad: BadRecords,
+    encoding: str = "utf-8",
+    progress: Callable[[int], None] | None = None,
+    keep_blank: bool = False,
 ) -> Iterator[tuple[int, str]]:
-    """``(line_number, text)`` of every non-blank line; undecodable lines and a truncated
-    ``.gz`` go through ``bad``."""
+    """``(line_number, text)`` of every non-blank line (every line with ``keep_blank``);
+    undecodable lines and a truncated ``.gz`` go through ``bad``."""
     line_no = 0
     with open_binary(path) as stream:
         try:
@@ -118,7 +122,7 @@ def iter_lines(
                 except UnicodeDecodeError as exc:
                     bad.report(path, line_no, NON_UTF8, str(exc))
                     continue
-                if text.strip():
+                if keep_blank or text.strip():
                     yield line_no, text
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             bad.report(path, line_no + 1, TRUNCATED, f"compressed stream ends early ({exc})")
@@ -183,32 +187,68 @@ def iter_delimited_records(
     fieldnames: list[str] | None = None,
     encoding: str = "utf-8",
     progress: Callable[[int], None] | None = None,
+    row_like: Callable[[dict[str, str]], bool] | None = None,
 ) -> Iterator[tuple[int, dict]]:
-    """``(line_number, row dict)`` per CSV/TSV row; the header is the first row unless
-    ``fieldnames`` is given. Quoted fields may span lines and be of any length."""
+    """``(line_number, row dict)`` per CSV/TSV row, numbered by the row's first line; the header
+    is the first row unless ``fieldnames`` is given. Quoted fields may span lines (blank lines in
+    them are kept) and be of any length.
+
+    An unclosed quote would make csv swallow the lines after it into one field: a quoted field
+    that runs to the end of the file, or that reaches a line reading as a row of its own (the
+    header's number of fields, and ``row_like`` of them where given), is a bad record at the
+    line where it opens, and the lines after that one are read again as rows."""
     csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
-    numbered = iter_lines(path, bad, encoding=encoding, progress=progress)
-    current = [0]
+    numbered = iter_lines(path, bad, encoding=encoding, progress=progress, keep_blank=True)
+    pending: deque[tuple[int, str]] = deque()  # lines to read again after an unclosed quote
+    taken: list[tuple[int, str]] = []  # the lines of the row being read
+    header = fieldnames
+    cut: list[str] = []  # why the row being read was cut short
+
+    def reads_as_row(text: str) -> bool:
+        fields = next(csv.reader([text], delimiter=delimiter), [])
+        return len(fields) == len(header) and (row_like is None or row_like(dict(zip(header, fields))))
 
     def lines() -> Iterator[str]:
-        for line_no, text in numbered:
-            current[0] = line_no
+        while True:
+            if pending:
+                line_no, text = pending.popleft()
+            else:
+                line_no, text = next(numbered, (0, ""))
+                if not line_no:
+                    if taken:  # csv is inside a quoted field
+                        cut.append("runs to the end of the file")
+                    return
+            if not taken and not text.strip():  # a blank line between rows
+                continue
+            if taken and header is not None and reads_as_row(text):
+                cut.append(f"reaches line {line_no}, which reads as a row of its own ({text.strip()[:60]!r})")
+                pending.appendleft((line_no, text))
+                return
+            taken.append((line_no, text))
             yield text
 
     reader = csv.reader(lines(), delimiter=delimiter)
-    header = fieldnames
     while True:
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            bad.report(path, current[0], MALFORMED, str(exc))
+            bad.report(path, taken[-1][0] if taken else 0, MALFORMED, str(exc))
+            taken.clear()
+            continue
+        start, rest = taken[0][0], taken[1:]
+        taken.clear()
+        if cut:
+            bad.report(path, start, MALFORMED, f"a quoted field opened on this line {cut.pop()}: an unclosed quote? "
+                                               '(a quote inside a quoted field is written twice: "")')
+            pending.extendleft(reversed(rest))
+            reader = csv.reader(lines(), delimiter=delimiter)
             continue
         if header is None:
             header = [name.strip() for name in row]
             continue
         if len(row) != len(header):
-            bad.report(path, current[0], MALFORMED, f"expected {len(header)} fields, got {len(row)}")
+            bad.report(path, start, MALFORMED, f"expected {len(header)} fields, got {len(row)}")
             continue
-        yield current[0], dict(zip(header, row))
+        yield start, dict(zip(header, row))
