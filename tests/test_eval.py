@@ -339,3 +339,21 @@ def test_evaluate_refuses_rating_from_probs_on_a_scale_of_more_than_digits(tmp_p
                    cache_dir=str(tmp_path / "cache"), progress=False)
     with pytest.raises(ValueError, match="rating_from_probs cannot apply: the movielens scale 0.5-5 step 0.5"):
         evaluate(env, ScriptedPolicy(), n=1, rating_from_probs=True)
+
+
+def test_no_baselines_on_the_train_split_which_they_are_fit_on(capsys):
+    """On train, the baselines scored their own training ratings (user_mean MAE 0.000 on one-rating
+    users) beside the LLM: they are left out, with a note saying why."""
+    from recgym.agents.evaluation import IN_SAMPLE_NOTE
+    from recgym.cli import main
+
+    result = evaluate(gym.make(ENV, split="train"), ScriptedPolicy(), n=4)
+    assert result.baselines == {} and result.baselines_note == IN_SAMPLE_NOTE
+    assert "fit on it" in IN_SAMPLE_NOTE and "--split valid or test" in IN_SAMPLE_NOTE
+    assert main(["eval", ENV, "--policy", "scripted", "--model", "user_average", "--split", "train", "-n", "3",
+                 "--quiet"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "(baseline)" not in printed and "no baselines on the train split" in printed
+    assert main(["eval", ENV, "--policy", "scripted", "--model", "user_average", "--split", "valid", "-n", "3",
+                 "--quiet"]) == 0
+    assert "user_mean (baseline)" in capsys.readouterr().out

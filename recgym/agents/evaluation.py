@@ -4,7 +4,8 @@ Each sample's record (ids, prompt hash, completions, parsed ratings, truth, rewa
 is appended to a JSONL file as soon as it is scored; a rerun with the same file skips the samples
 already there. Metrics are the task layer's honest ones (MAE/RMSE with the declared fallback for
 unparsed predictions, MAE on parsed only, coverage, format rate, mean reward), with classical
-baselines scored on exactly the same samples beside them.
+baselines scored on exactly the same samples beside them (except on the train split, which they are
+fit on: a one-line note says so instead).
 
 Multi-turn environments (``RecRatingTools-*``) are played turn by turn, a batch of episodes at a
 time (:mod:`recgym.agents.rollout.episodes`); their records add each episode's tool calls, tools used,
@@ -192,8 +193,16 @@ def _check_resumable(records: list[dict[str, Any]], header: dict[str, Any], path
                              "or delete the file (or --no-resume to overwrite it)")
 
 
+#: Why no baselines are scored on train samples: they would be scored on their own training data.
+IN_SAMPLE_NOTE = ("no baselines on the train split: they are fit on it, so they would score their own training "
+                  "ratings; compare on --split valid or test")
+
+
 def baseline_scores(dataset: Any, split: str, indices: Sequence[int]) -> tuple[dict[str, dict[str, float]], str]:
-    """Classical baselines (``recgym.baselines``) on exactly these samples, or ``({}, why not)``."""
+    """Classical baselines (``recgym.baselines``) on exactly these samples, or ``({}, why not)``; none
+    on the train split, which they are fit on."""
+    if split == "train":
+        return {}, IN_SAMPLE_NOTE
     try:
         from recgym.baselines import error_metrics, fit_baselines, split_arrays
     except ImportError as exc:
