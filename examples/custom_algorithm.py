@@ -6,7 +6,11 @@ class's PPO-clip surrogate. It also uses one of the trainer's hooks, ``shape_rew
 completion cut off at ``max_new_tokens`` (its rating never written) loses ``truncation_penalty``
 before the advantages are computed. The other hooks (``keep_groups`` with ``max_refills``,
 ``setup``/``after_update``/``state_dict`` for modules of its own, ``whole_groups``) are used the
-same way: see ``recgym/agents/algorithms/dapo.py``, ``ppo.py`` and ``online_dpo.py``. Run:
+same way: see ``recgym/agents/algorithms/dapo.py``, ``ppo.py`` and ``online_dpo.py``. A class that
+replaces ``loss(inputs)`` returns ``(loss, stats)``: a scalar tensor with grad, this micro-batch's
+share of its update's loss, and a dict of floats (shares too: they are summed). The knobs are
+keyword arguments with a type or a numeric default (``algorithm_kwargs`` are checked against them
+before the model loads), and ``**kwargs`` goes on to ``super().__init__``. Run:
 
     python examples/custom_algorithm.py --max_steps 2
     recgym train grpo --algorithm examples/custom_algorithm.py:MedianGRPO --max_steps 2   # the same, no script

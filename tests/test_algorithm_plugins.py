@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from tiny_lm import SHORT_PROMPTS, tiny_config, tiny_model, tiny_tokenizer
 
-from recgym.agents.checkpoints import list_checkpoints
+from recgym.agents.checkpoints import check_output_dir, list_checkpoints
 from recgym.agents.config import GRPOConfig
 from recgym.agents.rollout import single_turn as rollout_module
 from recgym.agents.rollout.batch import take_groups
@@ -268,3 +269,191 @@ def test_tiny_model_learns_a_rewarded_behaviour_beyond_noise(tmp_path, algorithm
     noise = np.hypot(std / np.sqrt(len(first) * per_step), std / np.sqrt(len(last) * per_step))
     gain = np.mean([r["reward/accuracy"] for r in last]) - np.mean([r["reward/accuracy"] for r in first])
     assert std > 0 and gain > 4 * noise, (gain, noise, [round(r["reward/accuracy"], 3) for r in rows])
+
+
+# ---- a plug-in's mistakes stop the run with one line, before they train on wrong numbers ----
+
+PLUGINS_SOURCE = '''
+import numpy as np
+import torch
+from recgym.agents.algorithms import Algorithm
+from recgym.agents.algorithms.base import per_group
+
+
+def centered(r):
+    return r - r.mean()
+
+
+class Base(Algorithm):
+    def advantages(self, batch):
+        return per_group(batch, centered)
+
+    def share(self, inputs):
+        return (-(inputs.advantages.unsqueeze(1) * inputs.logprobs) * inputs.mask).sum() / inputs.total_sequences
+
+
+class AdvOne(Base):
+    def advantages(self, batch):
+        return np.array([1.0], dtype=np.float32)
+
+
+class AdvTwice(Base):
+    def advantages(self, batch):
+        a = per_group(batch, centered)
+        return np.concatenate([np.ones_like(a), a])
+
+
+class AdvPerGroup(Base):
+    def advantages(self, batch):
+        return np.ones(len(np.unique(batch.group_ids)), dtype=np.float32)
+
+
+class AdvTorch(Base):
+    def advantages(self, batch):
+        return torch.as_tensor(per_group(batch, centered))
+
+
+class BareLoss(Base):
+    def loss(self, inputs):
+        return self.share(inputs)
+
+
+class RowLoss(Base):
+    def loss(self, inputs):
+        return -(inputs.advantages * (inputs.logprobs * inputs.mask).sum(-1)), {}
+
+
+class DetachedLoss(Base):
+    def loss(self, inputs):
+        return self.share(inputs).detach(), {}
+
+
+class NoStats(Base):
+    def loss(self, inputs):
+        return self.share(inputs), None
+
+
+class VectorStat(Base):
+    def loss(self, inputs):
+        return self.share(inputs), {"adv": inputs.advantages.detach()}
+
+
+class TensorStat(Base):
+    def loss(self, inputs):
+        loss = self.share(inputs)
+        return loss, {"loss": loss.detach(), "rows": np.float32(len(inputs.mask))}
+
+
+class KeepRows(Base):
+    max_refills = 1
+
+    def keep_groups(self, batch):
+        return np.ones(len(batch), dtype=bool)
+
+
+class NoSuper(Base):
+    def __init__(self, *, foo: float = 1.0, **kwargs):
+        self.foo = foo
+'''
+
+
+@pytest.fixture
+def plugins(tmp_path) -> str:
+    (tmp_path / "plugins.py").write_text(PLUGINS_SOURCE)
+    return str(tmp_path / "plugins.py")
+
+
+B, C = r"\(B,\)=\(8,\)", r"\(B, C\)=\(8, 8\)"
+RULE = r"loss\(\) must return \(a scalar tensor with grad, a dict of floats\)"
+
+
+@pytest.mark.parametrize(("name", "error", "words"), [
+    ("AdvOne", ValueError, rf"^AdvOne.advantages returned shape \(1,\); expected a numpy array of shape {B} or {C}$"),
+    ("AdvTwice", ValueError, r"AdvTwice.advantages returned shape \(16,\)"),
+    ("AdvPerGroup", ValueError, r"AdvPerGroup.advantages returned shape \(2,\)"),
+    ("AdvTorch", TypeError, "AdvTorch.advantages returned a torch tensor"),
+    ("BareLoss", TypeError, rf"BareLoss.loss returned a Tensor of shape \(\); {RULE}"),
+    ("RowLoss", TypeError, r"RowLoss.loss returned a loss of shape \(4,\)"),
+    ("DetachedLoss", ValueError, "DetachedLoss.loss returned a loss without grad"),
+    ("NoStats", TypeError, "NoStats.loss returned stats of None"),
+    ("VectorStat", TypeError, r"VectorStat.loss returned stats\['adv'\] of a Tensor of shape \(4,\)"),
+    ("KeepRows", ValueError, r"KeepRows.keep_groups returned shape \(8,\); expected one bool per group, .*\(2,\)"),
+])
+def test_a_hook_result_of_the_wrong_shape_or_kind_stops_the_step_with_one_line(tmp_path, plugins, name, error, words):
+    """Advantages of shape [1] or [2B] used to train on wrong numbers without an error (broadcast to
+    every row; each micro-batch sliced from the first B); the others failed far from the cause."""
+    cfg = tiny_config(tmp_path, algorithm=f"{plugins}:{name}", max_steps=1)
+    trainer = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    with pytest.raises(error, match=words) as caught:
+        trainer.train_step()
+    assert "\n" not in str(caught.value)
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))  # nothing learned
+
+
+def test_0d_tensors_and_numpy_scalars_in_the_stats_are_logged_as_floats(tmp_path, plugins):
+    """``{"loss": loss.detach()}`` used to stop the run at its log, after the optimizer stepped."""
+    cfg = tiny_config(tmp_path, algorithm=f"{plugins}:TensorStat", max_steps=1)
+    GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer()).train()
+    (row,) = train_rows(cfg.output_dir)
+    assert isinstance(row["loss"], float) and row["rows"] == 8.0  # summed over the update's two micro-batches
+
+
+def test_a_plugin_without_super_init_stops_before_the_model_loads(tmp_path, plugins, monkeypatch):
+    import recgym.agents.trainer as trainer_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("the learner must not load")
+
+    monkeypatch.setattr(trainer_module, "load_learner", never)
+    with pytest.raises(TypeError, match=r"NoSuper.__init__ does not call super\(\).__init__\(\*\*kwargs\)"):
+        GRPOTrainer(tiny_config(tmp_path, algorithm=f"{plugins}:NoSuper"))
+
+
+def test_a_plugin_named_by_a_relative_path_resumes_from_another_folder(tmp_path, monkeypatch):
+    """``--algorithm loo.py:Loo`` typed in the plug-in's folder used to be saved as typed: a resume
+    from elsewhere looked for the file there, and the file's absolute path was refused as other
+    settings."""
+    folder = tmp_path / "algos"
+    folder.mkdir()
+    (folder / "loo.py").write_text(PLUGINS_SOURCE)
+    monkeypatch.chdir(folder)
+    cfg = tiny_config(tmp_path, algorithm="loo.py:Base", max_steps=1, save_interval=1)
+    assert cfg.algorithm == f"{folder}/loo.py:Base"
+    GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer()).train()
+    saved = yaml.safe_load((Path(cfg.output_dir) / "config.yaml").read_text())["algorithm"]
+    assert saved == f"{folder}/loo.py:Base"
+    monkeypatch.chdir(tmp_path)
+    for algorithm in (saved, "algos/loo.py:Base"):
+        resumed = tiny_config(tmp_path, algorithm=algorithm, max_steps=2, save_interval=1)
+        assert check_output_dir(resumed, resume=True).name == "step-000001"
+    GRPOTrainer(resumed, model=tiny_model(), tokenizer=tiny_tokenizer()).train(resume=True)
+    assert [r["step"] for r in train_rows(cfg.output_dir)] == [1, 2]
+
+
+def test_a_checkpoint_that_saved_a_relative_plugin_path_resumes_from_its_folder(tmp_path, monkeypatch):
+    """Checkpoints written before paths were resolved hold the path as typed: it is read from the
+    folder of the resume, where it was typed."""
+    (tmp_path / "plugins.py").write_text(PLUGINS_SOURCE)
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(tmp_path, algorithm="plugins.py:Base", max_steps=1, save_interval=1)
+    GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer()).train()
+    state_file = list_checkpoints(cfg.output_dir)[-1] / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state["config"]["algorithm"] = "plugins.py:Base"
+    state_file.write_text(json.dumps(state))
+    assert check_output_dir(cfg, resume=True).name == "step-000001"
+
+
+def test_the_cli_reports_a_name_clash_in_a_plugin_file_in_one_line(tmp_path, capsys):
+    """It used to end in a 25-line traceback with exit status 1."""
+    from recgym.cli import main
+
+    (tmp_path / "clash.py").write_text(
+        "from recgym.agents.algorithms import Algorithm, register_algorithm\n"
+        "from recgym.agents.algorithms.base import per_group\n\n"
+        "@register_algorithm('rloo')\nclass MyRLOO(Algorithm):\n"
+        "    def advantages(self, batch):\n        return per_group(batch, lambda r: r - r.mean())\n")
+    assert main(["train", "grpo", "--algorithm", f"{tmp_path}/clash.py:MyRLOO"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "'rloo' is already registered" in err and "choose another name for MyRLOO" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -640,3 +641,218 @@ def test_new_algorithms_micro_batch_shares_sum_to_full_batch_loss():
             x.total_sequences, x.total_tokens = 4, int(mask.sum())
             parts += algo.loss(x)[0].item()
         assert parts == pytest.approx(full, rel=1e-5), name
+
+
+# ---- what a plug-in gets wrong: one line that says what to do ----
+
+
+def test_register_algorithm_refuses_a_missing_or_unusable_name():
+    """``@register_algorithm`` without its name used to replace the class by a function, and a
+    name that is not an identifier broke ``list_algorithms()`` later."""
+    class Plain(Algorithm):
+        def advantages(self, batch):
+            return np.zeros(len(batch), dtype=np.float32)
+
+    with pytest.raises(TypeError, match=r'write @register_algorithm\("my_name"\) above class .*Plain'):
+        register_algorithm(Plain)
+    with pytest.raises(TypeError, match="must be a str"):
+        register_algorithm(3)
+    for bad in ("", "my algo", "my:algo", "1st"):
+        with pytest.raises(ValueError, match="must be a non-empty str of letters"):
+            register_algorithm(bad)
+    assert "" not in list_algorithms() and "my algo" not in list_algorithms()
+
+
+def write_plugin(folder, name: str, body: str) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    head = "import numpy as np\nfrom recgym.agents.algorithms import Algorithm, register_algorithm\n\n"
+    (folder / name).write_text(head + body)
+    return str(folder / name)
+
+
+ZEROS = "    def advantages(self, batch):\n        return np.zeros(len(batch), dtype=np.float32)\n"
+
+
+def test_a_plugin_file_that_fails_halfway_is_not_kept_as_loaded(tmp_path):
+    path = write_plugin(tmp_path, "half.py", f"class Half(Algorithm):\n{ZEROS}\nraise RuntimeError('boom')\n")
+    for _ in range(2):  # the second call used to return the class of the half-run module
+        with pytest.raises(RuntimeError, match="boom"):
+            get_algorithm(f"{path}:Half")
+
+
+def test_plugin_files_of_one_name_in_two_folders_are_two_modules(tmp_path):
+    import pickle
+
+    a = get_algorithm(write_plugin(tmp_path / "a", "algo.py", f'class Algo(Algorithm):\n    """A"""\n{ZEROS}') + ":Algo")
+    b = get_algorithm(write_plugin(tmp_path / "b", "algo.py", f'class Algo(Algorithm):\n    """B"""\n{ZEROS}') + ":Algo")
+    assert (a.__doc__, b.__doc__) == ("A", "B") and a.__module__ != b.__module__
+    assert pickle.loads(pickle.dumps(a())).__class__ is a  # module a is still where pickle looks for it
+    assert get_algorithm(f"{tmp_path}/a/algo.py:Algo") is a
+
+
+def test_a_name_clash_or_bad_registration_in_a_plugin_file_is_one_key_error(tmp_path):
+    """The CLI turns get_algorithm's KeyError into one line and exit status 2."""
+    clash = write_plugin(tmp_path, "clash.py", f"@register_algorithm('grpo')\nclass Mine(Algorithm):\n{ZEROS}")
+    with pytest.raises(KeyError, match="'grpo' is already registered .*: choose another name for Mine"):
+        get_algorithm(f"{clash}:Mine")
+    bare = write_plugin(tmp_path, "bare.py", f"@register_algorithm\nclass Bare(Algorithm):\n{ZEROS}")
+    with pytest.raises(KeyError, match=r"write @register_algorithm\(\"my_name\"\)"):
+        get_algorithm(f"{bare}:Bare")
+
+
+def test_a_plugin_file_importing_a_module_beside_it_says_its_folder_is_not_on_the_path(tmp_path):
+    (tmp_path / "my_helper.py").write_text("SCALE = 2.0\n")
+    path = write_plugin(tmp_path, "uses_helper.py", f"import my_helper\n\nclass H(Algorithm):\n{ZEROS}")
+    with pytest.raises(KeyError, match=f"{tmp_path} is not on the Python path: add it to PYTHONPATH"):
+        get_algorithm(f"{path}:H")
+
+
+class NoKwargs(Algorithm):
+    def __init__(self, *, foo: float = 1.0):
+        super().__init__()
+        self.foo = foo
+
+    def advantages(self, batch):
+        return np.zeros(len(batch), dtype=np.float32)
+
+
+class NoSuper(Algorithm):
+    def __init__(self, *, foo: float = 1.0, **kwargs):
+        self.foo = foo
+
+    def advantages(self, batch):
+        return np.zeros(len(batch), dtype=np.float32)
+
+
+class Knobs(Algorithm):
+    def __init__(self, *, scale=1.0, rounds: int = 2, cap: int | None = None, whiten=True, label="x", **kwargs):
+        super().__init__(**kwargs)
+        self.scale, self.rounds, self.cap, self.whiten, self.label = scale, rounds, cap, whiten, label
+
+    def advantages(self, batch):
+        return np.zeros(len(batch), dtype=np.float32)
+
+
+def test_from_config_passes_an_init_without_kwargs_only_its_own_knobs():
+    """The config's clip_epsilon, beta, ... used to reach an ``__init__`` that takes none of them
+    (TypeError blaming algorithm_kwargs the user never set)."""
+    from recgym.agents.config import GRPOConfig
+
+    algo = NoKwargs.from_config(GRPOConfig(), foo=2.0)
+    assert (algo.foo, algo.clip_epsilon) == (2.0, 0.2)
+    with pytest.raises(TypeError, match=r"NoKwargs.__init__ takes no \*\*kwargs, so beta 0.1 does not reach "
+                                        r"Algorithm: accept \*\*kwargs and pass them to super\(\).__init__"):
+        NoKwargs.from_config(GRPOConfig(beta=0.1))
+
+
+def test_from_config_refuses_an_init_that_does_not_call_super_init():
+    """It used to fail only after the model loaded: AttributeError 'NoSuper' object has no attribute 'beta'."""
+    with pytest.raises(TypeError, match=r"NoSuper.__init__ does not call super\(\).__init__\(\*\*kwargs\)"):
+        NoSuper.from_config({})
+
+
+def test_algorithm_kwargs_are_checked_against_the_knobs_names_and_types():
+    from recgym.agents.config import GRPOConfig
+
+    dapo = get_algorithm("dapo")
+    with pytest.raises(TypeError, match=r"DAPO has no knob 'max_refill' \(did you mean 'max_refills'\?\); its knobs: "
+                                        r"clip_epsilon_high, max_refills, .*; config fields it reads: scale_rewards"):
+        dapo.from_config(GRPOConfig(algorithm="dapo"), max_refill=2)
+    with pytest.raises(TypeError, match="DAPO's max_refills must be an integer, got 'many'"):
+        dapo.from_config(GRPOConfig(algorithm="dapo"), max_refills="many")
+    with pytest.raises(TypeError, match="DAPO's max_refills must be an integer, got True"):
+        dapo.from_config({}, max_refills=True)
+    with pytest.raises(TypeError, match="DAPO's overlong_buffer must be an integer or null, got 2.5"):
+        dapo.from_config({}, overlong_buffer=2.5)
+    algo = dapo.from_config({}, overlong_buffer=None, overlong_penalty=2, max_refills=1)  # an int is a number
+    assert (algo.overlong_buffer, algo.overlong_penalty, algo.max_refills) == (None, 2, 1)
+    with pytest.raises(TypeError, match="Knobs's scale must be a number, got 'big'"):  # from the default's type
+        Knobs.from_config({}, scale="big")
+    with pytest.raises(TypeError, match="Knobs's whiten must be true or false, got 1"):
+        Knobs.from_config({}, whiten=1)
+    algo = Knobs.from_config({}, scale=2, cap=3, whiten=False, label=None)  # label's default is no number: unchecked
+    assert (algo.scale, algo.cap, algo.whiten, algo.label) == (2, 3, False, None)
+    with pytest.raises(TypeError, match="PPO's critic_updates must be an integer, got 2.5"):
+        get_algorithm("ppo").from_config({}, critic_updates=2.5)
+
+
+def test_an_init_argument_without_default_is_asked_for_by_name():
+    class Needs(Algorithm):
+        def __init__(self, bonus, **kwargs):
+            super().__init__(**kwargs)
+            self.bonus = bonus
+
+        def advantages(self, batch):
+            return np.zeros(len(batch), dtype=np.float32)
+
+    with pytest.raises(TypeError, match="Needs needs bonus: give it in algorithm_kwargs"):
+        Needs.from_config({})
+    assert Needs.from_config({}, bonus=1).bonus == 1
+
+
+def test_a_config_field_repeated_in_algorithm_kwargs_is_refused():
+    """clip_epsilon 0.1 in the config and 0.3 in algorithm_kwargs used to train with 0.3 while
+    config.yaml showed 0.1."""
+    from recgym.agents.config import GRPOConfig
+
+    with pytest.raises(ValueError, match=r"algorithm_kwargs: clip_epsilon is a config field: set it as the field "
+                                         r"\(clip_epsilon: 0.3, --clip_epsilon 0.3\), not in algorithm_kwargs"):
+        GRPOConfig(clip_epsilon=0.1, algorithm_kwargs={"clip_epsilon": 0.3})
+
+
+def test_a_plugin_file_path_is_kept_absolute_and_module_paths_and_names_as_given(tmp_path, monkeypatch):
+    from recgym.agents.config import GRPOConfig
+
+    monkeypatch.chdir(tmp_path)
+    assert GRPOConfig(algorithm="algos/mine.py:Mine").algorithm == f"{tmp_path}/algos/mine.py:Mine"
+    assert GRPOConfig(algorithm="~/mine.py:Mine").algorithm.startswith(str(Path.home()))
+    for name in ("grpo", "my_package.algos:Mine"):
+        assert GRPOConfig(algorithm=name).algorithm == name
+
+
+def test_checked_advantages_refuses_shapes_that_would_broadcast_or_be_sliced():
+    from recgym.agents.algorithms.hook_checks import checked_advantages
+
+    batch = make_batch([0.0, 1.0, 2.0, 3.0], [0, 0, 1, 1])  # B 4, C 3
+
+    def returning(value):
+        return type("Returns", (Algorithm,), {"advantages": lambda self, batch: value})()
+
+    expected = r"expected a numpy array of shape \(B,\)=\(4,\) or \(B, C\)=\(4, 3\)"
+    for value in (np.ones(1), np.ones(8), np.ones(2), np.ones((4, 2))):
+        with pytest.raises(ValueError, match=rf"^Returns.advantages returned shape \({value.shape[0]},.*; {expected}$"):
+            checked_advantages(returning(value), batch)
+    with pytest.raises(TypeError, match=rf"returned a torch tensor; {expected}"):
+        checked_advantages(returning(torch.ones(4)), batch)
+    with pytest.raises(TypeError, match=rf"returned NoneType; {expected}"):
+        checked_advantages(returning(None), batch)
+    for value in (np.ones(4), np.ones((4, 3)), np.ones((4, 1)), [1.0, 2.0, 3.0, 4.0]):
+        assert np.asarray(checked_advantages(returning(value), batch)).shape == np.asarray(value).shape
+
+
+def test_checked_loss_holds_plugins_to_the_loss_contract():
+    from recgym.agents.algorithms.hook_checks import LOSS_RULE, checked_loss
+
+    x = inputs([[-1.0, -1.0]] * 2, [[-1.0, -1.0]] * 2, [[1, 1], [1, 0]], [1.0, -1.0])
+    scalar = (x.logprobs * x.mask).sum()
+
+    def returning(value):
+        return type("Returns", (Algorithm,), {"advantages": lambda self, batch: None,
+                                              "loss": lambda self, inputs: value})()
+
+    rule = LOSS_RULE.replace("(", r"\(").replace(")", r"\)")
+    for value, words in ((scalar, r"returned a Tensor of shape \(\)"),
+                         ((x.logprobs * x.mask, {}), r"returned a loss of shape \(2, 2\)"),
+                         ((x.logprobs.sum(-1), {}), r"returned a loss of shape \(2,\)"),
+                         ((scalar, None), "returned stats of None"),
+                         ((scalar, {"vec": x.advantages}), r"returned stats\['vec'\] of a Tensor of shape \(2,\)"),
+                         ((scalar, {"note": "hi"}), r"returned stats\['note'\] of str 'hi'")):
+        with pytest.raises(TypeError, match=f"^Returns.loss {words}; {rule}"):
+            checked_loss(returning(value), x)
+    with pytest.raises(ValueError, match=f"^Returns.loss returned a loss without grad .*; {rule}$"):
+        checked_loss(returning((scalar.detach(), {})), x)
+    loss, stats = checked_loss(returning((scalar, {"loss": scalar.detach(), "n": np.float32(2), "k": 3,
+                                                   "m": np.array(0.5), "v": x.advantages[:1]})), x)
+    assert loss is not None and loss.requires_grad and loss.dim() == 0
+    assert stats == {"loss": float(scalar.detach()), "n": 2.0, "k": 3.0, "m": 0.5, "v": 1.0}
+    assert all(type(v) is float for v in stats.values())

@@ -73,7 +73,8 @@ def test_the_cli_trains_an_algorithm_named_by_its_file(tiny_path, tmp_path, monk
     target = "examples/custom_algorithm.py:MedianGRPO"
     assert main(["train", "grpo", "--algorithm", target, "--algorithm_kwargs", "{truncation_penalty: 0.3}",
                  "--model", tiny_path, "--max_steps", "1", "--output_dir", str(tmp_path), *FAST]) in (0, None)
-    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["algorithm"] == target
+    # saved absolute, so that a resume from another folder finds the file
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["algorithm"] == f"{EXAMPLES / 'custom_algorithm.py'}:MedianGRPO"
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "reward" in r] == [1]  # one training step (the others: evaluations)
 

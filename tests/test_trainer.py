@@ -635,3 +635,27 @@ def test_tiny_model_learns_a_rewarded_behaviour_beyond_noise(tmp_path):
     noise = np.hypot(std / np.sqrt(len(first) * per_step), std / np.sqrt(len(last) * per_step))
     gain = np.mean([r["reward"] for r in last]) - np.mean([r["reward"] for r in first])
     assert std > 0 and gain > 4 * noise, (gain, noise, [round(r["reward"], 3) for r in rows])
+
+
+def test_a_bad_value_given_on_the_command_line_says_it_came_from_there(tmp_path):
+    """``--algorithm_kwargs 'x=2'`` used to be reported as the config file's ``algorithm_kwargs``."""
+    (tmp_path / "cfg.yaml").write_text("max_steps: 3\n")
+    with pytest.raises(TypeError, match=r"^algorithm_kwargs: expected dict, got 'x=2' \(given on the command line: "
+                                        r"--algorithm_kwargs; write a YAML mapping, e\.g\. '\{name: 1\}'\)$"):
+        GRPOConfig.from_yaml(tmp_path / "cfg.yaml", ["--algorithm_kwargs", "x=2"])
+    with pytest.raises(TypeError, match=r"^max_steps: expected int, got 'x' \(given on the command line: --max_steps\)$"):
+        GRPOConfig.from_yaml(tmp_path / "cfg.yaml", ["--max_steps", "x"])
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [
+    ("{max_refills: many}", "DAPO's max_refills must be an integer, got 'many'"),
+    ("{max_refill: 2}", "DAPO has no knob 'max_refill' (did you mean 'max_refills'?)"),
+])
+def test_the_cli_checks_algorithm_kwargs_names_and_types_before_anything_loads(kwargs, words, capsys):
+    """``'<' not supported between instances of 'str' and 'int'`` and ``Algorithm.__init__() got an
+    unexpected keyword argument 'max_refill'`` named neither the algorithm nor what it takes."""
+    from recgym.cli import main
+
+    assert main(["train", "grpo", "--algorithm", "dapo", "--algorithm_kwargs", kwargs]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and words in err

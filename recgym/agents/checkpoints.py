@@ -95,7 +95,7 @@ def check_output_dir(config: Any, resume: bool, num_processes: int | None = None
     load theirs), where there is nothing to resume, or where the checkpoint's settings or process
     count differ (``num_processes``: by default ``WORLD_SIZE``, which torchrun and ``accelerate
     launch`` set)."""
-    from recgym.agents.config import GRPOConfig, changed_fields, plain_values
+    from recgym.agents.config import GRPOConfig, changed_fields, plain_values, resolve_algorithm
 
     out = Path(config.output_dir)
     if out.exists() and not out.is_dir():
@@ -111,7 +111,9 @@ def check_output_dir(config: Any, resume: bool, num_processes: int | None = None
         raise ValueError(f"nothing to resume: no checkpoint in {out / 'checkpoints'}; start without --resume")
     state = json.loads((found[-1] / "trainer_state.json").read_text())
     _check_processes(found[-1], state, int(os.environ.get("WORLD_SIZE", "1")) if num_processes is None else num_processes)
-    saved = state.get("config", {})
+    saved = dict(state.get("config", {}))
+    if isinstance(saved.get("algorithm"), str):  # saved as typed (relative) before recgym resolved plug-in paths
+        saved["algorithm"] = resolve_algorithm(saved["algorithm"])
     now = {k: v for k, v in plain_values(config.to_dict()).items() if k not in RESUMABLE_CHANGES}
     if changed := changed_fields(GRPOConfig, now, saved):
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)

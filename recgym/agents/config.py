@@ -88,7 +88,13 @@ class ConfigMixin:
     def with_overrides(self, args: list[str]):
         """Return a copy with ``--field value`` / ``--field=value`` pairs applied."""
         values = self.to_dict()
-        values.update(parse_overrides(args, self.field_names()))
+        hints = typing.get_type_hints(type(self))
+        for key, value in parse_overrides(args, self.field_names()).items():
+            try:
+                values[key] = _coerce(value, hints[key], key)
+            except TypeError as exc:
+                shape = "; write a YAML mapping, e.g. '{name: 1}'" if typing.get_origin(hints[key]) is dict else ""
+                raise TypeError(f"{exc} (given on the command line: --{key}{shape})") from None
         return type(self).from_dict(values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,6 +142,15 @@ def _unplaced(value: Any) -> Any:
     if isinstance(value, list):
         return [_unplaced(v) for v in value]
     return re.sub(r" at 0x[0-9a-fA-F]+>", " at ...>", value) if isinstance(value, str) else value
+
+
+def resolve_algorithm(name: str) -> str:
+    """``path/to/file.py:Class`` with the file's absolute path, so that a run resumed from another
+    folder finds it; a registered name or ``package.module:Class`` as given."""
+    where, sep, attr = name.rpartition(":")
+    if not sep or not where.endswith(".py"):
+        return name
+    return f"{Path(where).expanduser().resolve()}:{attr}"
 
 
 def parse_overrides(args: list[str], names: list[str]) -> dict[str, Any]:
@@ -238,9 +253,10 @@ class GRPOConfig(ConfigMixin):
     # ---- algorithm ----
     algorithm: str = "grpo"
     """A registered algorithm name (``recgym algorithms`` lists them), or your own class as
-    ``path/to/file.py:Class`` or ``package.module:Class``."""
+    ``path/to/file.py:Class`` (kept with the file's absolute path) or ``package.module:Class``."""
     algorithm_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Extra constructor arguments for algorithms beyond the named ones below."""
+    """Extra constructor arguments for algorithms beyond the named ones below (which are set as
+    fields, not here)."""
     group_size: int = 4
     """G: completions sampled per prompt; advantages are relative within a group."""
     prompts_per_step: int = 4
@@ -344,6 +360,11 @@ class GRPOConfig(ConfigMixin):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        self.algorithm = resolve_algorithm(self.algorithm)
+        if clash := [k for k in self.algorithm_kwargs if k in self.field_names()]:
+            key, value = clash[0], self.algorithm_kwargs[clash[0]]
+            raise ValueError(f"algorithm_kwargs: {key} is a config field: set it as the field ({key}: {value!r}, "
+                             f"--{key} {value!r}), not in algorithm_kwargs")
         self.require(1, "group_size", "prompts_per_step", "max_new_tokens", "micro_batch_size", "num_inner_epochs",
                      "eval_size", "eval_batch_size")
         self.require(0, "max_steps", "eval_interval", "save_interval", "gradient_accumulation_steps", "warmup_steps",

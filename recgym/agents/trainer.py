@@ -40,6 +40,12 @@ import torch
 
 from recgym.agents import checkpoints
 from recgym.agents.algorithms import LossInputs, get_algorithm
+from recgym.agents.algorithms.hook_checks import (
+    checked_advantages,
+    checked_after_update,
+    checked_keep_groups,
+    checked_loss,
+)
 from recgym.agents.collapse_guard import CollapseGuard
 from recgym.agents.config import GRPOConfig, plain_values
 from recgym.agents.learner.data_parallel import average_gradients
@@ -256,7 +262,7 @@ class GRPOTrainer:
         batch, rollout = self.rollout()
         # 2. advantages, from the rewards the algorithm shapes
         batch = self.algorithm.shape_rewards(batch, cfg.max_new_tokens)
-        advantages = self.algorithm.advantages(batch)
+        advantages = checked_advantages(self.algorithm, batch)
         nonfinite = int(self.gather(torch.tensor([float((~np.isfinite(batch.rewards)).sum())])).sum())
         if nonfinite:
             self.warn_once("nonfinite rewards", f"step {self.step + 1}: {nonfinite} of {self.world_size * len(batch)} "
@@ -329,7 +335,7 @@ class GRPOTrainer:
             else:
                 stats["gen_seconds"] += round_stats["gen_seconds"]
                 stats["env_seconds"] += round_stats["env_seconds"]
-            for group, keep in enumerate(self.algorithm.keep_groups(batch)):
+            for group, keep in enumerate(checked_keep_groups(self.algorithm, batch)):
                 (kept if keep else dropped).append((batch, group, indices[group]))
             short = len(kept) < cfg.prompts_per_step
             if refills == self.algorithm.max_refills or not self.any_process(short):
@@ -402,7 +408,7 @@ class GRPOTrainer:
                         prompt_ids=t["prompt_ids"][sl], prompt_mask=t["prompt_mask"][sl],
                         completion_ids=t["completion_ids"][sl],
                     )
-                    loss, stats = self.algorithm.loss(inputs)
+                    loss, stats = checked_loss(self.algorithm, inputs)
                     loss.backward()
                     for key, value in stats.items():  # the mean over updates
                         sums[key] = sums.get(key, 0.0) + value / self.updates_per_step
@@ -423,7 +429,7 @@ class GRPOTrainer:
                     self.skip_updates(1)
                     sums["skipped_updates"] = sums.get("skipped_updates", 0.0) + 1
                 self.optimizer.zero_grad(set_to_none=True)
-                for key, value in self.algorithm.after_update().items():
+                for key, value in checked_after_update(self.algorithm).items():
                     sums[key] = sums.get(key, 0.0) + value / self.updates_per_step
         if "grad_norm" in sums:
             sums["grad_norm"] /= self.updates_per_step

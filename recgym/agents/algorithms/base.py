@@ -18,8 +18,11 @@ rows and tokens, as verl does.
 from __future__ import annotations
 
 import inspect
+import re
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
@@ -69,17 +72,30 @@ A = TypeVar("A", bound=type["Algorithm"])
 
 def register_algorithm(name: str) -> Callable[[A], A]:
     """Class decorator: make ``cls`` available as ``get_algorithm(name)``."""
+    _check_algorithm_name(name)
 
     def decorator(cls: A) -> A:
         _check_algorithm_class(cls)
         known = _REGISTRY.get(name)
         if known is not None and known is not cls and not _same_definition(known, cls):
-            raise ValueError(f"algorithm {name!r} is already registered ({known.__module__}.{known.__qualname__})")
+            raise ValueError(f"algorithm {name!r} is already registered ({known.__module__}.{known.__qualname__}): "
+                             f"choose another name for {cls.__qualname__}")
         cls.name = name
         _REGISTRY[name] = cls
         return cls
 
     return decorator
+
+
+def _check_algorithm_name(name: Any) -> None:
+    if isinstance(name, type):
+        raise TypeError(f"register_algorithm needs a name: write @register_algorithm(\"my_name\") above class "
+                        f"{name.__qualname__}, not @register_algorithm")
+    if not isinstance(name, str):
+        raise TypeError(f"algorithm name {name!r} must be a str: write @register_algorithm(\"my_name\")")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", name):
+        raise ValueError(f"algorithm name {name!r} must be a non-empty str of letters, digits, _ and -, starting "
+                         "with a letter or _ (a config names it as `algorithm: my_name`)")
 
 
 def _check_algorithm_class(cls: Any) -> None:
@@ -112,9 +128,6 @@ def get_algorithm(name: str) -> type[Algorithm]:
 
 def _import_algorithm(target: str) -> type[Algorithm]:
     import importlib
-    import importlib.util
-    import sys
-    from pathlib import Path
 
     where, _, attr = target.rpartition(":")
     try:
@@ -122,17 +135,13 @@ def _import_algorithm(target: str) -> type[Algorithm]:
             path = Path(where).expanduser().resolve()
             if not path.is_file():
                 raise KeyError(f"algorithm {target!r}: {path} does not exist")
-            module_name = f"recgym_algorithm_{path.stem}"
-            module = sys.modules.get(module_name)
-            if getattr(module, "__file__", None) != str(path):  # loaded once per process
-                spec = importlib.util.spec_from_file_location(module_name, path)
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[module_name] = module  # dataclasses and pickling look classes up there
-                spec.loader.exec_module(module)
+            module = _import_file(path)
         else:
             module = importlib.import_module(where)
     except ImportError as exc:
-        raise KeyError(f"algorithm {target!r}: cannot import {where!r} ({exc})") from None
+        raise KeyError(f"algorithm {target!r}: cannot import {where!r} ({exc}){_sibling_hint(where, exc)}") from exc
+    except (ValueError, TypeError, SyntaxError) as exc:  # register_algorithm refused a name or a class
+        raise KeyError(f"algorithm {target!r}: importing {where} failed: {type(exc).__name__}: {exc}") from exc
     cls = getattr(module, attr, None)
     if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
         raise KeyError(f"algorithm {target!r}: {where} has no Algorithm subclass named {attr!r}")
@@ -141,6 +150,38 @@ def _import_algorithm(target: str) -> type[Algorithm]:
     except TypeError as exc:
         raise KeyError(f"algorithm {target!r}: {exc}") from None
     return cls
+
+
+def _import_file(path: Path) -> types.ModuleType:
+    """The module of plug-in file ``path`` (absolute), run once per process. Its name holds a hash of
+    the path, so that two files of one name in different folders are two modules."""
+    import hashlib
+    import importlib.util
+    import sys
+
+    module_name = f"recgym_algorithm_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    module = sys.modules.get(module_name)
+    if module is not None and getattr(module, "__file__", None) == str(path):
+        return module
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look classes up there
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]  # or the next call would take the half-run module for a loaded one
+        raise
+    return module
+
+
+def _sibling_hint(where: str, exc: ImportError) -> str:
+    """Advice for a plug-in file that imports a module next to it: its folder is not on ``sys.path``."""
+    if not where.endswith(".py") or not exc.name:
+        return ""
+    folder = Path(where).expanduser().resolve().parent
+    if not (folder / f"{exc.name.partition('.')[0]}.py").exists():
+        return ""
+    return f"; {folder} is not on the Python path: add it to PYTHONPATH"
 
 
 def list_algorithms() -> dict[str, str]:
@@ -264,17 +305,22 @@ class Algorithm:
 
     @classmethod
     def from_config(cls, config: Any, **overrides: Any) -> Algorithm:
-        """Build from any object/dict whose attribute names match constructor arguments."""
-        params = {  # every keyword any __init__ up the class chain accepts
-            name
-            for klass in cls.__mro__
-            if "__init__" in vars(klass) and klass is not object
-            for name in inspect.signature(klass.__init__).parameters
-        }
+        """Build from any object/dict whose attribute names match constructor arguments, plus
+        ``overrides`` (a config's ``algorithm_kwargs``), which must be knobs of the class, of their
+        types. A ValueError or TypeError, one line naming the class, where they are not."""
         values = config if isinstance(config, dict) else vars(config)
-        kwargs = {k: v for k, v in values.items() if k in params and k != "self"}
+        from recgym.agents.algorithms.knobs import check_knobs, constructor_knobs
+
+        knobs = constructor_knobs(cls)
+        check_knobs(cls, knobs, values, overrides)
+        kwargs = {k: v for k, v in values.items() if k in knobs}
         kwargs.update(overrides)
-        return cls(**kwargs)
+        algorithm = cls(**kwargs)
+        if missing := [k for k in inspect.signature(Algorithm.__init__).parameters if k != "self"
+                       and not hasattr(algorithm, k)]:
+            raise TypeError(f"{cls.__name__}.__init__ does not call super().__init__(**kwargs) (no {missing[0]}): "
+                            "call it in your __init__ with the keyword arguments it does not take itself")
+        return algorithm
 
     @property
     def needs_reference(self) -> bool:
@@ -370,7 +416,8 @@ class Algorithm:
         return float(token_mean(self.clipped(inputs).float(), inputs))
 
     def loss(self, inputs: LossInputs) -> tuple[torch.Tensor, dict[str, float]]:
-        """Return ``(loss, stats)``; stats are this micro-batch's shares too (they sum up)."""
+        """Return ``(loss, stats)``: a scalar tensor with grad and a dict of floats, both this
+        micro-batch's shares (the trainer sums them over the update's micro-batches)."""
         per_token = self.per_token_loss(inputs)
         stats: dict[str, float] = {}
         if self.beta > 0:
@@ -384,3 +431,4 @@ class Algorithm:
         loss = self.aggregate(per_token, inputs)
         stats["loss"] = float(loss.detach())
         return loss, stats
+

@@ -1,0 +1,96 @@
+"""What the trainer checks of an algorithm's hooks' results (``advantages``, ``keep_groups``,
+``loss``, ``after_update``): a result of the wrong shape or kind would broadcast, be sliced or stop
+the run's log after the optimizer stepped, so it stops the run at once with one line instead."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from recgym.agents.algorithms.base import Algorithm, LossInputs
+from recgym.agents.types import RolloutBatch
+
+LOSS_RULE = "loss() must return (a scalar tensor with grad, a dict of floats)"
+
+
+def checked_advantages(algorithm: Algorithm, batch: RolloutBatch) -> np.ndarray:
+    """``algorithm.advantages(batch)``, refused unless numbers of shape ``[B]`` or ``[B, C]`` (or
+    ``[B, 1]``): another shape would broadcast or be sliced into wrong numbers without an error."""
+    advantages = algorithm.advantages(batch)
+    b, c = batch.completion_mask.shape
+    where = f"{type(algorithm).__name__}.advantages"
+    expected = f"expected a numpy array of shape (B,)=({b},) or (B, C)=({b}, {c})"
+    if isinstance(advantages, torch.Tensor):
+        raise TypeError(f"{where} returned a torch tensor; {expected} (tensor.numpy())")
+    if not isinstance(advantages, np.ndarray | list | tuple):
+        raise TypeError(f"{where} returned {type(advantages).__name__}; {expected}")
+    array = np.asarray(advantages)
+    if array.shape not in ((b,), (b, 1), (b, c)):
+        raise ValueError(f"{where} returned shape {array.shape}; {expected}")
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise TypeError(f"{where} returned {array.dtype} values; {expected} of numbers")
+    return array
+
+
+def checked_keep_groups(algorithm: Algorithm, batch: RolloutBatch) -> np.ndarray:
+    """``algorithm.keep_groups(batch)``, refused unless one verdict per group."""
+    keep = np.asarray(algorithm.keep_groups(batch))
+    groups = len(np.unique(batch.group_ids))
+    if keep.shape != (groups,):
+        raise ValueError(f"{type(algorithm).__name__}.keep_groups returned shape {keep.shape}; expected one bool "
+                         f"per group, in group-id order: shape ({groups},)")
+    return keep.astype(bool)
+
+
+def checked_loss(algorithm: Algorithm, inputs: LossInputs) -> tuple[torch.Tensor, dict[str, float]]:
+    """``algorithm.loss(inputs)``, refused unless :data:`LOSS_RULE` holds; the stats as floats."""
+    result = algorithm.loss(inputs)
+    where = f"{type(algorithm).__name__}.loss"
+    if not (isinstance(result, tuple | list) and len(result) == 2):
+        raise TypeError(f"{where} returned {_kind(result)}; {LOSS_RULE}")
+    loss, stats = result
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        what = f"shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else _kind(loss)
+        raise TypeError(f"{where} returned a loss of {what}; {LOSS_RULE} (reduce it to this micro-batch's share, "
+                        "e.g. with aggregate())")
+    if not loss.requires_grad:
+        raise ValueError(f"{where} returned a loss without grad (detached, or not computed from inputs.logprobs); "
+                         f"{LOSS_RULE}")
+    return loss.reshape(()), checked_stats(where, stats)
+
+
+def checked_after_update(algorithm: Algorithm) -> dict[str, float]:
+    """``algorithm.after_update()``'s stats as floats (see :func:`checked_stats`)."""
+    return checked_stats(f"{type(algorithm).__name__}.after_update", algorithm.after_update())
+
+
+def checked_stats(where: str, stats: Any) -> dict[str, float]:
+    """``stats`` as ``{name: float}``: 0-d tensors and numpy scalars converted, anything else refused
+    (the run's log would stop at it, after the optimizer stepped)."""
+    if not isinstance(stats, dict):
+        raise TypeError(f"{where} returned stats of {_kind(stats)}; {LOSS_RULE} ({{}} for none)")
+    out = {}
+    for key, value in stats.items():
+        number = _as_float(value)
+        if number is None:
+            raise TypeError(f"{where} returned stats[{key!r}] of {_kind(value)}; {LOSS_RULE}")
+        out[str(key)] = number
+    return out
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool | int | float | np.bool_ | np.integer | np.floating):
+        return float(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        return float(value.detach())
+    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "biuf":
+        return float(value.item())
+    return None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, torch.Tensor | np.ndarray):
+        return f"a {type(value).__name__} of shape {tuple(value.shape)}"
+    return "None" if value is None else f"{type(value).__name__} {value!r:.60}"
