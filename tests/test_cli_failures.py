@@ -302,3 +302,11 @@ def test_a_tracker_without_its_package_is_one_line_before_the_model_loads(target
     assert capsys.readouterr().err.strip().splitlines() == [
         (f"recgym train: error: report_to {target} needs the {target} package, which is not installed: "
          f"pip install {target} (or leave {target} out of report_to)")]
+
+
+def test_estimate_memory_refuses_a_badly_typed_knob_in_one_line(capsys):
+    """A knob of the wrong type is a TypeError, which --estimate-memory let through as a traceback."""
+    assert main(["train", "grpo", "--estimate-memory", "--gpu_memory_gib", "79", "--algorithm", "dapo",
+                 "--algorithm_kwargs", "{max_refills: many}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["recgym train grpo --estimate-memory: DAPO's max_refills must be an integer, got 'many'"]

@@ -168,7 +168,7 @@ def estimate(config) -> int:
 
     try:
         result = estimate_memory(config)
-    except (ValueError, KeyError) as exc:  # KeyError: an unknown algorithm
+    except (ValueError, TypeError, KeyError) as exc:  # KeyError: an unknown algorithm; TypeError: its knobs
         print(f"recgym train grpo --estimate-memory: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     make_console().print(result.table())
