@@ -18,6 +18,7 @@ from recgym.envs.rec_rating import (
     check_observation,
     check_render_mode,
     choose_index,
+    rendered,
     step_text,
 )
 from recgym.envs.spaces import UnicodeText
@@ -181,7 +182,4 @@ class RecRankEnv(gym.Env[str, str]):
     def render(self) -> str | None:
         """``"ansi"``: the prompt after ``reset``, the completion and its reward after ``step``
         (``""`` before the first ``reset``)."""
-        if self.render_mode is None:
-            gym.logger.warn("render() without a render_mode returns None: make the env with render_mode='ansi'")
-            return None
-        return self._rendered
+        return rendered(self.render_mode, self._rendered)

@@ -73,6 +73,14 @@ def step_text(action: str, observation: str, info: dict[str, Any]) -> str:
     return f"[assistant]\n{action}\n\n[reward{ended}]\n{parts}"
 
 
+def rendered(render_mode: str | None, text: str) -> str | None:
+    """What ``render()`` returns: ``text`` in ``"ansi"`` mode; None, with a warning, without a mode."""
+    if render_mode is None:
+        gym.logger.warn("render() without a render_mode returns None: make the env with render_mode='ansi'")
+        return None
+    return text
+
+
 def check_breakdown(breakdown: Any) -> RewardBreakdown:
     """``breakdown`` if the reward returned a ``RewardBreakdown``, else a TypeError saying so."""
     if not isinstance(breakdown, RewardBreakdown):
@@ -210,10 +218,7 @@ class RecRatingEnv(gym.Env[str, str]):
     def render(self) -> str | None:
         """``"ansi"``: the prompt after ``reset``, the completion and its reward after ``step``
         (``""`` before the first ``reset``)."""
-        if self.render_mode is None:
-            gym.logger.warn("render() without a render_mode returns None: make the env with render_mode='ansi'")
-            return None
-        return self._rendered
+        return rendered(self.render_mode, self._rendered)
 
     def _choose_index(self, options: dict[str, Any] | None) -> int:
         return choose_index(options, self.num_samples, self.np_random, f"split {self.split!r} has {{}} samples")
