@@ -4,6 +4,11 @@ MAE and RMSE are reported twice: over *all* samples, where an unparsed predictio
 the declared fallback (the user's prior average, else the item's, else the training mean), and
 over the parsed predictions alone. Coverage says how many parsed. Never report the parsed-only
 figure on its own.
+
+With k completions per sample (``recgym eval --samples k``) the prediction is the mean of the k
+ratings, each unparsed one replaced by the sample's fallback; coverage is then the share of
+completions that parsed, and the parsed-only figures cover the samples all of whose completions
+parsed (for k = 1 both are the per-sample figures).
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ class RatingMetrics:
     """Over all samples, with the fallback for unparsed predictions."""
     rmse: float
     mae_parsed: float
-    """Over parsed predictions only (NaN when none parsed)."""
+    """Over parsed predictions only: with k completions per sample, the samples all k of whose
+    completions parsed (NaN when none did)."""
     rmse_parsed: float
     coverage: float
-    """Share of samples with a parsed prediction."""
+    """Share of completions that parsed (with one completion per sample: of samples)."""
     format_rate: float
     """Share of completions whose format holds (NaN when unknown)."""
     mean_reward: float
@@ -62,17 +68,30 @@ def rating_metrics(
     scale: RatingScale,
     format_ok: Sequence[bool] | None = None,
     rewards: Sequence[float] | None = None,
+    parsed_share: Sequence[float] | None = None,
 ) -> RatingMetrics:
     """Metrics for one split on one scale. ``predictions`` hold None (or NaN) where none parsed;
-    parsed predictions are clipped to the scale."""
+    parsed predictions are clipped to the scale.
+
+    ``parsed_share``: per sample, the share of its completions that parsed, where a prediction is
+    the mean of several (each unparsed one already counted as the fallback in it); coverage is then
+    its mean, and the parsed-only figures cover the samples whose share is 1. By default 1 where a
+    prediction is given, else 0."""
     y = np.asarray(targets, dtype=np.float64)
     pred = np.array([np.nan if p is None else float(p) for p in predictions], dtype=np.float64)
     fb = np.asarray(fallbacks, dtype=np.float64)
     if not (len(y) == len(pred) == len(fb)):
         raise ValueError(f"targets, predictions and fallbacks differ in length: {len(y)}, {len(pred)}, {len(fb)}")
     parsed = np.isfinite(pred)
+    share = parsed.astype(np.float64)
+    if parsed_share is not None:
+        given = np.asarray(parsed_share, dtype=np.float64)
+        if given.shape != y.shape or not np.all((given >= 0) & (given <= 1)):
+            raise ValueError(f"parsed_share must hold one share in [0, 1] for each of the {len(y)} samples")
+        share = np.where(parsed, given, 0.0)
     pred = np.where(parsed, np.clip(np.nan_to_num(pred), scale.low, scale.high), fb)
     err = np.abs(pred - y)
+    whole = share == 1
 
     def _mean(values: np.ndarray) -> float:
         return float(values.mean()) if len(values) else float("nan")
@@ -81,9 +100,9 @@ def rating_metrics(
         n=len(y),
         mae=_mean(err),
         rmse=float(np.sqrt(_mean(err**2))),
-        mae_parsed=_mean(err[parsed]),
-        rmse_parsed=float(np.sqrt(_mean(err[parsed] ** 2))),
-        coverage=_mean(parsed.astype(np.float64)),
+        mae_parsed=_mean(err[whole]),
+        rmse_parsed=float(np.sqrt(_mean(err[whole] ** 2))),
+        coverage=_mean(share),
         format_rate=_mean(np.asarray(format_ok, dtype=np.float64)) if format_ok is not None else float("nan"),
         mean_reward=_mean(np.asarray(rewards, dtype=np.float64)) if rewards is not None else float("nan"),
         scale=scale.label,

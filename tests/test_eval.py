@@ -6,6 +6,7 @@ import json
 import math
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import raw_fixtures as fx
 from tiny_lm import tiny_model, tiny_tokenizer
@@ -149,7 +150,7 @@ SCRIPTED = ["eval", ENV, "--policy", "scripted", "--model", "user_average", "--n
     (["--temperature", "0.5"], "temperature=0.0, not 0.5"),
     (["--top-p", "0.9"], "top_p=1.0, not 0.9"),
     (["--max-new-tokens", "7"], "max_new_tokens=512, not 7"),
-    (["--seed", "1"], "seed=0, not 1"),
+    (["--temperature", "0.5", "--seed", "1"], "temperature=0.0, not 0.5; seed=0, not 1"),
     (["--samples", "2"], "samples_per_prompt=1, not 2"),
     # checked before the model loads (this one does not exist)
     (["--policy", "hf", "--model", "nowhere/nope", "--rating-from-probs"], "rating_from_probs=False, not True"),
@@ -212,15 +213,17 @@ def test_evaluate_refuses_to_resume_other_sampling_or_an_unmarked_file(tmp_path)
 
     env = gym.make(ENV, split="test")
     out = tmp_path / "results.jsonl"
-    evaluate(env, ScriptedPolicy(), n=2, out=out, baselines=False)
+    sampled = SamplingParams(temperature=0.5, max_new_tokens=512)
+    evaluate(env, ScriptedPolicy(), n=2, out=out, baselines=False, sampling=sampled)
     with pytest.raises(ValueError, match="max_new_tokens=512, not 8"):
-        evaluate(env, ScriptedPolicy(), n=3, out=out, baselines=False, sampling=SamplingParams(max_new_tokens=8))
+        evaluate(env, ScriptedPolicy(), n=3, out=out, baselines=False,
+                 sampling=SamplingParams(temperature=0.5, max_new_tokens=8))
     with pytest.raises(ValueError, match="samples_per_prompt=1, not 2"):
-        evaluate(env, ScriptedPolicy(), n=3, out=out, baselines=False, samples_per_prompt=2)
+        evaluate(env, ScriptedPolicy(), n=3, out=out, baselines=False, sampling=sampled, samples_per_prompt=2)
     old = [{k: v for k, v in r.items() if k != "seed"} for r in read_records(out)]  # an older recgym's file
     out.write_text("".join(json.dumps(r) + "\n" for r in old))
     with pytest.raises(ValueError, match="no seed"):
-        evaluate(env, ScriptedPolicy(), n=3, out=out, baselines=False)
+        evaluate(env, ScriptedPolicy(), n=3, out=out, baselines=False, sampling=sampled)
 
 
 @pytest.mark.parametrize("batch_size", [0, -2])
@@ -357,3 +360,319 @@ def test_no_baselines_on_the_train_split_which_they_are_fit_on(capsys):
     assert main(["eval", ENV, "--policy", "scripted", "--model", "user_average", "--split", "valid", "-n", "3",
                  "--quiet"]) == 0
     assert "user_mean (baseline)" in capsys.readouterr().out
+
+
+# ---- resuming rewrites the file only to drop a torn line, and then atomically ----
+
+def test_resume_leaves_a_whole_file_alone(tmp_path, monkeypatch):
+    """Every resume rewrote --out in place: a kill during the rewrite of a big file left a fraction of it."""
+    from pathlib import Path
+
+    env = gym.make(ENV, split="test")
+    out = tmp_path / "results.jsonl"
+    evaluate(env, ScriptedPolicy(), n=3, out=out, baselines=False)
+    rewrites = []
+    real = Path.write_text
+    monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: (rewrites.append(self), real(self, *a, **k))[1])
+    monkeypatch.setattr("os.replace", lambda *a: rewrites.append(a))
+    result = evaluate(env, ScriptedPolicy(), n=5, out=out, baselines=False)
+    assert result.skipped == 3 and rewrites == [] and len(read_records(out)) == 5
+
+
+def test_resume_drops_a_torn_line_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A kill in the middle of the repair must leave the old file, not a fraction of its records."""
+    from pathlib import Path
+
+    env = gym.make(ENV, split="test")
+    out = tmp_path / "results.jsonl"
+    evaluate(env, ScriptedPolicy(), n=4, out=out, baselines=False)
+    lines = out.read_text().splitlines(keepends=True)
+    torn = "".join(lines[:3]) + lines[3][:25]
+    out.write_text(torn)
+
+    class Killed(Exception):
+        pass
+
+    real = Path.write_text
+
+    def dies_half_way(self, text, *args, **kwargs):
+        real(self, text[: len(text) // 2], *args, **kwargs)
+        raise Killed
+
+    monkeypatch.setattr(Path, "write_text", dies_half_way)
+    with pytest.raises(Killed):
+        evaluate(env, ScriptedPolicy(), n=4, out=out, baselines=False)
+    assert out.read_text() == torn  # the repair went to a temporary file
+    monkeypatch.setattr(Path, "write_text", real)
+    again = evaluate(env, ScriptedPolicy(), n=4, out=out, baselines=False)
+    assert again.skipped == 3 and [r["index"] for r in read_records(out)] == [0, 1, 2, 3]
+    assert out.read_text().endswith("\n") and len(out.read_text().splitlines()) == 4
+    assert not list(tmp_path.glob(".results.jsonl.*"))
+
+
+def test_resume_repairs_a_last_line_without_its_newline(tmp_path):
+    env = gym.make(ENV, split="test")
+    out = tmp_path / "results.jsonl"
+    evaluate(env, ScriptedPolicy(), n=2, out=out, baselines=False)
+    out.write_text(out.read_text().rstrip("\n"))
+    evaluate(env, ScriptedPolicy(), n=3, out=out, baselines=False)
+    assert [r["index"] for r in read_records(out)] == [0, 1, 2]
+
+
+# ---- non-finite sampling numbers ----
+
+@pytest.mark.parametrize("field, value", [("temperature", float("nan")), ("temperature", float("inf")),
+                                          ("top_p", float("nan")), ("max_new_tokens", float("nan")),
+                                          ("max_new_tokens", float("inf")), ("seed", float("nan")),
+                                          ("logprobs", float("nan"))])
+def test_sampling_params_refuse_non_finite_numbers(field, value):
+    """temperature=nan passed `< 0`: records held NaN and the identical rerun was refused ("nan, not nan")."""
+    from recgym.agents.types import SamplingParams
+
+    with pytest.raises(ValueError, match=f"{field} must be a (finite|whole) number, got {value}"):
+        SamplingParams(**{field: value})
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_cli_eval_refuses_a_non_finite_temperature_in_one_line(value, tmp_path, capsys):
+    """--policy openai --temperature inf was reported as `HTTP 200: not a chat completion` after 4 tries."""
+    from recgym.cli import main
+
+    out = tmp_path / "e.jsonl"
+    assert main(["eval", ENV, "--policy", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
+                 "--retries", "0", "-n", "1", "--quiet", "--temperature", value, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"recgym eval: error: temperature must be a finite number, got {value}"]
+    assert not out.exists()
+
+
+def test_openai_policy_reports_a_request_it_cannot_encode_as_its_own_error():
+    """The client's local encoding error was taken for a server's bad body (HTTP 200) and retried."""
+    from recgym.agents.policies.openai import EndpointError, OpenAIPolicy
+    from recgym.agents.types import SamplingParams
+
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"weight": float("nan")}}}]
+    policy = OpenAIPolicy("m", base_url="http://127.0.0.1:9/v1", max_retries=2, backoff=0.01, tools=tools)
+    with pytest.raises(ValueError, match=r"cannot send a request to http://127\.0\.0\.1:9/v1/chat/completions: "
+                                         r"its body is not JSON") as err:
+        policy.generate(["hi"], sampling=SamplingParams(temperature=0.0))
+    assert not isinstance(err.value, EndpointError) and policy.stats["requests"] == 0
+
+
+# ---- k completions: each unparsed one counts as the fallback; coverage per completion ----
+
+class ParsesSome:
+    """Completion j of every sample rates ``ratings[j]``, or is prose where that is None."""
+
+    tokenizer = None
+
+    def __init__(self, ratings):
+        self.ratings = ratings
+
+    def generate(self, prompts, n=1, sampling=None):
+        assert n == len(self.ratings)
+        return [[Completion("no idea" if r is None else GOOD.format(r), [1], [2], [-0.1], "stop") for r in self.ratings]
+                for _ in prompts]
+
+
+def test_mean_of_k_counts_each_unparsed_completion_as_the_fallback():
+    """parsed_ratings [None, 3, 3] gave the prediction 3.0 and coverage 100%: the unparsed one vanished."""
+    env = gym.make(ENV, split="valid")
+    result = evaluate(env, ParsesSome([None, 3, 3]), n=4, samples_per_prompt=3, baselines=False)
+    for r in result.records:
+        assert r["parsed_ratings"] == [None, 3.0, 3.0] and r["parsed_share"] == pytest.approx(2 / 3)
+        assert r["prediction"] == pytest.approx((r["fallback"] + 6) / 3) == r["prediction_or_fallback"]
+        assert r["mean_of_k"] == "each unparsed completion counts as the fallback"
+    m = result.metrics
+    assert m.coverage == pytest.approx(2 / 3) and m.format_rate == pytest.approx(2 / 3)
+    assert m.mae == pytest.approx(np.mean([abs(r["prediction_or_fallback"] - r["target"]) for r in result.records]))
+    assert math.isnan(m.mae_parsed)  # no sample had every completion parsed
+    none = evaluate(env, ParsesSome([None, None]), n=2, samples_per_prompt=2, baselines=False)
+    assert all(r["prediction"] is None and r["prediction_or_fallback"] == r["fallback"] for r in none.records)
+    assert none.metrics.coverage == 0
+
+
+def test_one_completion_per_sample_is_the_rule_it_always_was():
+    """k=1 with the declared fallback: the prediction is the parsed rating, or None (the fallback)."""
+    result = evaluate(gym.make(ENV, split="test"), ScriptedPolicy(), n=4, baselines=False)
+    assert [r["prediction"] for r in result.records] == [4.0, None, 4.0, None]
+    assert [r["parsed_share"] for r in result.records] == [1.0, 0.0, 1.0, 0.0]
+    assert "mean_of_k" not in result.records[0]
+    assert result.metrics.coverage == 0.5
+    assert result.metrics.mae_parsed == pytest.approx(np.mean([abs(4 - r["target"]) for r in result.records[::2]]))
+
+
+def test_a_mean_of_k_file_of_an_older_recgym_is_not_resumed(tmp_path):
+    """It averaged the parsed completions only: its records and new ones would not mean the same."""
+    env = gym.make(ENV, split="valid")
+    out = tmp_path / "k.jsonl"
+    evaluate(env, ParsesSome([3, 4]), n=2, samples_per_prompt=2, out=out, baselines=False)
+    old = [{k: v for k, v in r.items() if k not in ("mean_of_k", "parsed_share")} for r in read_records(out)]
+    out.write_text("".join(json.dumps(r) + "\n" for r in old))
+    with pytest.raises(ValueError, match="no mean_of_k, not 'each unparsed completion counts as the fallback'"):
+        evaluate(env, ParsesSome([3, 4]), n=3, samples_per_prompt=2, out=out, baselines=False)
+
+
+def test_records_of_an_older_recgym_with_one_completion_resume_with_their_coverage(tmp_path):
+    env = gym.make(ENV, split="test")
+    out = tmp_path / "r.jsonl"
+    evaluate(env, ScriptedPolicy(), n=4, out=out, baselines=False)
+    old = [{k: v for k, v in r.items() if k not in ("parsed_share", "seconds")} for r in read_records(out)]
+    out.write_text("".join(json.dumps(r) + "\n" for r in old))
+    result = evaluate(env, ScriptedPolicy(), n=4, out=out, baselines=False)
+    assert result.skipped == 4 and result.metrics.coverage == 0.5 and result.seconds_total is None
+
+
+# ---- --rating-from-probs: which tag, and how often it decoded ----
+
+def _pieces_completion(pieces, digit_probs):
+    """A completion of token ``pieces`` whose digit tokens carry ``digit_probs`` (token -> probability)."""
+    top = [{p: math.log(q) for p, q in digit_probs[k].items()} if k in digit_probs else {} for k in range(len(pieces))]
+    return Completion("".join(pieces), [], [], [-0.1] * len(pieces), "stop", top_logprobs=top, tokens=pieces)
+
+
+def test_expected_rating_decodes_at_the_tag_the_reward_parses():
+    """The reward reads the first <rate> holding a number; the probabilities were read at the last one."""
+    from recgym.rewards import parse_completion
+
+    pieces = ["<rate>", "5", "</rate>", " then ", "<rate>", "2", "</rate>"]
+    c = _pieces_completion(pieces, {1: {"5": 0.5, "4": 0.5}, 5: {"2": 0.5, "1": 0.5}})
+    assert parse_completion(c.text).rating == 5
+    assert expected_rating(c, RatingScale(1, 5)) == pytest.approx(4.5)
+    # a first tag holding no number is skipped by both
+    words = _pieces_completion(["<rate>", "high", "</rate>", "<rate>", "3", "</rate>"], {4: {"3": 0.5, "2": 0.5}})
+    assert parse_completion(words.text).rating == 3
+    assert expected_rating(words, RatingScale(1, 5)) == pytest.approx(2.5)
+    assert expected_rating(_pieces_completion(["<rate>", "4 stars", "</rate>"], {1: {"4": 1.0}}), RatingScale(1, 5)) is None
+
+
+class WithLogprobs:
+    """Rates 4 with digit probabilities on the even samples it is asked for, and none on the odd ones."""
+
+    tokenizer = None
+
+    def __init__(self, probs=True):
+        self.calls, self.probs = 0, probs
+
+    def generate(self, prompts, n=1, sampling=None):
+        out = []
+        for _ in prompts:
+            pieces = [GOOD.format(4)[: GOOD.index("<rate>")], "<rate>", "4", "</rate>"]
+            digits = {2: {"4": 0.5, "2": 0.5}} if self.probs and self.calls % 2 == 0 else {}
+            self.calls += 1
+            out.append([_pieces_completion(pieces, digits) for _ in range(n)])
+        return out
+
+
+def test_evaluate_counts_the_samples_rating_from_probs_decoded(recwarn):
+    env = gym.make(ENV, split="valid")
+    result = evaluate(env, WithLogprobs(), n=4, rating_from_probs=True, baselines=False)
+    assert result.probs_decoded == 2 and [r["prediction"] for r in result.records] == [3.0, 4.0, 3.0, 4.0]
+    assert not [w for w in recwarn if "rating_from_probs" in str(w.message)]
+    with pytest.warns(UserWarning, match="rating_from_probs decoded no rating on any of the 3 samples"):
+        none = evaluate(env, WithLogprobs(probs=False), n=3, rating_from_probs=True, baselines=False)
+    assert none.probs_decoded == 0
+    assert evaluate(env, WithLogprobs(), n=2, baselines=False).probs_decoded is None
+
+
+def test_cli_eval_says_how_often_rating_from_probs_decoded(tmp_path, capsys, monkeypatch):
+    """A server without top_logprobs: every prob_ratings [null], and nothing said so."""
+    from recgym.agents import policies
+    from recgym.cli import main
+
+    monkeypatch.setattr(policies, "make_policy", lambda *a, **k: WithLogprobs(probs=False))
+    metrics = tmp_path / "m.json"
+    assert main(["eval", ENV, "--policy", "openai", "--model", "m", "-n", "3", "--rating-from-probs", "--quiet",
+                 "--no-baselines", "--metrics-json", str(metrics)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--rating-from-probs decoded the rating on 0 of 3 samples" in err
+    assert "recgym: warning: rating_from_probs decoded no rating on any of the 3 samples" in err
+    assert json.loads(metrics.read_text())["probs_decoded"] == 0
+
+
+# ---- --max-model-len with --policy hf ----
+
+def test_cli_eval_gives_max_model_len_to_the_hf_policy_as_its_context(tmp_path, capsys, monkeypatch):
+    """It was dropped for hf (the model's own context was used) yet its default blocked a resume."""
+    from recgym.agents import policies
+    from recgym.cli import main
+
+    made = []
+    monkeypatch.setattr(policies, "make_policy", lambda name, model, **kw: made.append(kw) or ScriptedPolicy())
+    hf = ["eval", ENV, "--policy", "hf", "--model", "m", "--no-baselines", "--quiet"]
+    out = tmp_path / "e.jsonl"
+    assert main([*hf, "-n", "2", "--out", str(out), "--max-model-len", "256"]) == 0
+    assert made[-1]["max_context"] == 256 and read_records(out)[0]["max_model_len"] == 256
+    assert main([*hf, "-n", "3", "--out", str(out), "--max-model-len", "256"]) == 0
+    capsys.readouterr()
+    assert main([*hf, "-n", "4", "--out", str(out), "--max-model-len", "512"]) == 2
+    assert "max_model_len=256, not 512" in capsys.readouterr().err
+    own = tmp_path / "own.jsonl"
+    assert main([*hf, "-n", "2", "--out", str(own)]) == 0  # the model's own context
+    assert "max_context" not in made[-1] and "max_model_len" not in read_records(own)[0]
+    assert main([*hf, "-n", "3", "--out", str(own)]) == 0
+
+
+# ---- a custom dataset's --path however it is spelled ----
+
+def test_cli_eval_resumes_a_custom_dataset_named_by_another_spelling_of_its_path(tmp_path, capsys, monkeypatch):
+    """`--path c.csv` and `--path /abs/c.csv` are one dataset (one dataset_key), but the resume was refused."""
+    from recgym.cli import main
+
+    rows = [f"{u},{i},{(u * 7 + i) % 5 + 1},{1000 * u + i}" for u in range(1, 9) for i in range(1, 7)]
+    fx.write_lines(tmp_path / "c.csv", ["uid,iid,stars,ts", *rows])
+    custom = ["eval", "RecRating-Custom-v0", "--policy", "scripted", "--model", "user_average", "--no-baselines",
+              "--quiet", "--columns", "user=uid,item=iid,rating=stars,timestamp=ts", "--scale", "1", "5",
+              "--cache-dir", str(tmp_path / "cache")]
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "e.jsonl"
+    assert main([*custom, "--path", "c.csv", "-n", "2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main([*custom, "--path", str(tmp_path / "c.csv"), "-n", "3", "--out", str(out)]) == 0
+    assert "resumed: 2 samples" in capsys.readouterr().err
+    assert read_records(out)[0]["env_kwargs"]["path"] == str((tmp_path / "c.csv").resolve())
+
+
+# ---- smaller ----
+
+def test_cli_eval_says_when_n_is_more_than_the_split_holds(capsys):
+    from recgym.cli import main
+
+    size = len(gym.make(ENV, split="valid").unwrapped)
+    assert main([*SCRIPTED, "--split", "valid", "-n", str(size + 50)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"-n {size + 50}: the valid split has {size} samples; evaluating all {size}" in err
+
+
+def test_cli_eval_metrics_json_times_every_record_and_notes_missing_baselines(tmp_path, monkeypatch):
+    """After a resume `seconds` was the last call's alone; on train `baselines: {}` came without its reason."""
+    from recgym.agents import evaluation
+    from recgym.cli import main
+
+    out, metrics = tmp_path / "e.jsonl", tmp_path / "m.json"
+    assert main([*SCRIPTED, "-n", "3", "--out", str(out)]) == 0
+    first = sum(r["seconds"] for r in read_records(out))
+    assert main([*SCRIPTED, "-n", "5", "--out", str(out), "--metrics-json", str(metrics)]) == 0
+    payload = json.loads(metrics.read_text())
+    assert payload["seconds"] == pytest.approx(sum(r["seconds"] for r in read_records(out)))
+    assert payload["seconds"] >= first and payload["seconds_this_run"] <= payload["seconds"] + 1e-9
+    assert payload["baselines_note"] == ""
+    with_baselines = [a for a in SCRIPTED if a != "--no-baselines"]
+    assert main([*with_baselines, "-n", "2", "--split", "train", "--metrics-json", str(metrics)]) == 0
+    payload = json.loads(metrics.read_text())
+    assert payload["baselines"] == {} and payload["baselines_note"] == evaluation.IN_SAMPLE_NOTE
+
+
+def test_cli_eval_resumes_another_seed_under_greedy_decoding(tmp_path, capsys):
+    """At temperature 0 the seed changes nothing, yet a rerun with another --seed was refused."""
+    from recgym.cli import main
+
+    out = tmp_path / "e.jsonl"
+    assert main([*SCRIPTED, "-n", "2", "--out", str(out)]) == 0
+    assert main([*SCRIPTED, "-n", "3", "--out", str(out), "--seed", "7"]) == 0
+    assert "resumed: 2 samples" in capsys.readouterr().err
+    sampled = tmp_path / "s.jsonl"
+    assert main([*SCRIPTED, "-n", "2", "--out", str(sampled), "--temperature", "0.5"]) == 0
+    capsys.readouterr()
+    assert main([*SCRIPTED, "-n", "3", "--out", str(sampled), "--temperature", "0.5", "--seed", "7"]) == 2
+    assert "seed=0, not 7" in capsys.readouterr().err

@@ -27,6 +27,20 @@ def test_unparsed_predictions_use_the_fallback_not_perfection():
     assert m.prediction_std == pytest.approx(1.0)
 
 
+def test_coverage_is_per_completion_and_parsed_figures_cover_fully_parsed_samples():
+    """With k completions per sample coverage counted a sample with 1 of 3 parsed as covered."""
+    scale = RatingScale(1, 5)
+    m = rating_metrics(targets=[5, 1, 3], predictions=[4, 2, None], fallbacks=[3, 3, 3], scale=scale,
+                       parsed_share=[1.0, 1 / 3, 0.0])
+    assert m.coverage == pytest.approx((1 + 1 / 3) / 3)
+    assert m.mae_parsed == pytest.approx(1.0)  # sample 0 alone had every completion parsed
+    assert m.mae == pytest.approx((1 + 1 + 0) / 3)
+    # the default is the one-completion rule: 1 where a prediction is given
+    assert rating_metrics([5, 1], [4, None], [3, 3], scale).coverage == 0.5
+    with pytest.raises(ValueError, match="parsed_share must hold one share in \\[0, 1\\] for each of the 2 samples"):
+        rating_metrics([5, 1], [4, None], [3, 3], scale, parsed_share=[1.5, 0])
+
+
 def test_one_rating_for_everyone_has_zero_prediction_spread():
     m = rating_metrics([1, 3, 5, 3], [3, 3, 3, 3], [2, 2, 2, 2], RatingScale(1, 5))
     assert m.prediction_std == 0.0 and m.mae == 1.0

@@ -11,10 +11,15 @@ Multi-turn environments (``RecRatingTools-*``) are played turn by turn, a batch 
 time (:mod:`recgym.agents.rollout.episodes`); their records add each episode's tool calls, tools used,
 tokens read and turns, and ``EvalResult.episode_stats`` their means.
 
+With ``k`` completions per sample the prediction is the mean of their ratings, each unparsed one
+counted as the sample's declared fallback (so ``k`` = 1 is the single-sample rule); coverage is the
+share of completions that parsed.
+
 With ``rating_from_probs`` the prediction is the expected rating under the model's probabilities
-of the scale's digits at the rating position (as Reason4Rec decodes), where the backend returns
-top logprobs; where it cannot (no rating tag, no digit among the alternatives), the parsed rating
-stands and the record says so. A scale whose values are not single digits, or a ranking
+of the scale's digits at the rating position (the rating tag the reward parses, as Reason4Rec
+decodes), where the backend returns top logprobs; where it cannot (no rating tag, no digit among the
+alternatives), the parsed rating stands and the record says so (``EvalResult.probs_decoded`` counts
+the samples where it decoded one). A scale whose values are not single digits, or a ranking
 environment, is refused (:func:`rating_from_probs_problem`).
 """
 
@@ -24,6 +29,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +41,7 @@ from recgym.agents.policies.base import token_strings
 from recgym.agents.types import Completion, Policy, SamplingParams
 from recgym.data.schema import RatingScale
 from recgym.metrics import RankingMetrics, RatingMetrics, fallback_predictions, rating_metrics
+from recgym.rewards import _first_rating
 
 #: How many alternatives per token to ask for when decoding the rating from probabilities.
 RATING_TOP_LOGPROBS = 20
@@ -70,11 +77,12 @@ def expected_rating(
     decode: Callable[[list[int]], str] | None = None,
     tag: str = "rate",
 ) -> float | None:
-    """The expected rating over the scale's digits at the first digit after the last ``<tag>``.
+    """The expected rating over the scale's digits at the first token inside the ``<tag>`` the reward
+    reads the rating from (the first one that holds a number, :func:`recgym.rewards.parse_completion`).
 
     Needs ``completion.top_logprobs``; token ids are turned into text with ``decode``. None when
-    the scale's values are not single digits, no rating position is found, or no digit is
-    among the alternatives there.
+    the scale's values are not single digits, no tag holds a number, that number does not start with
+    a digit token, or no digit is among the alternatives there.
     """
     digits = _scale_digits(scale)
     if digits is None or not completion.top_logprobs:
@@ -86,8 +94,8 @@ def expected_rating(
     for piece in pieces:
         starts.append(len(text))
         text += piece
-    open_at = text.rfind(f"<{tag}>")
-    if open_at < 0:
+    open_at = _rating_tag_at(text, tag)
+    if open_at is None:
         return None
     after = open_at + len(tag) + 2
     position = next(
@@ -106,6 +114,20 @@ def expected_rating(
     return float(sum(v * p for v, p in probs.items()) / total)
 
 
+def _rating_tag_at(text: str, tag: str) -> int | None:
+    """Where the ``<tag>`` whose number the reward parses opens in ``text`` (None where none holds one)."""
+    open_tag, close_tag = f"<{tag}>", f"</{tag}>"
+    start = text.find(open_tag)
+    while start != -1:
+        end = text.find(close_tag, start + len(open_tag))
+        if end == -1:
+            return None
+        if _first_rating(text[start : end + len(close_tag)], tag) is not None:
+            return start
+        start = text.find(open_tag, end)
+    return None
+
+
 @dataclass
 class EvalResult:
     metrics: RatingMetrics | RankingMetrics
@@ -116,28 +138,50 @@ class EvalResult:
     plus ``paired_ndcg@10`` and its ``paired_se`` against the LLM); empty when unavailable."""
     baselines_note: str = ""
     seconds: float = 0.0
+    """This call's time; a resumed file's earlier samples took theirs before (:attr:`seconds_total`)."""
     skipped: int = 0
     """Samples found already done in the output file (resume)."""
     episode_stats: dict[str, float] = field(default_factory=dict)
     """Multi-turn environments: per episode, the mean ``tool_calls``, ``tokens_read``, ``turns`` and
     ``invalid_turns`` (empty for single-turn ones)."""
+    probs_decoded: int | None = None
+    """With ``rating_from_probs``: the samples where the rating was decoded from probabilities for at
+    least one completion (None without it)."""
+
+    @property
+    def seconds_total(self) -> float | None:
+        """The time every record took, by the records' own ``seconds`` (its batch's time over its
+        samples), resumed ones included; None where a record from an older recgym has none."""
+        times = [r.get("seconds") for r in self.records]
+        if not times or not all(isinstance(t, int | float) for t in times):
+            return None
+        return float(sum(times))
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """The records of an existing JSONL file (a torn last line, from an interrupted run, is dropped)."""
-    path, records = Path(path), []
+    return _read_records(Path(path))[0]
+
+
+def _read_records(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """:func:`read_records`, and whether the file needs a repair before more lines are appended (a
+    torn last line dropped, or a last line without its newline)."""
+    records: list[dict[str, Any]] = []
     if not path.exists():
-        return records
+        return records, False
+    repair = False
     with path.open() as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
+            repair = not line.endswith("\n")
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
                 if f.readline():  # only the very last line may be torn
                     raise ValueError(f"{path}:{line_no}: not JSON; is it a recgym eval results file?") from None
-    return records
+                repair = True
+    return records, repair
 
 
 def dataset_key(dataset: Any) -> str:
@@ -152,6 +196,10 @@ def dataset_key(dataset: Any) -> str:
                    *(dataset.samples[split] for split in sorted(dataset.samples))):
         digest.update(np.ascontiguousarray(values).tobytes())
     return digest.hexdigest()[:20]
+
+
+#: How ``evaluate`` averages a sample's k completions; a file that averaged otherwise is not resumed.
+MEAN_OF_K = "each unparsed completion counts as the fallback"
 
 
 def record_header(
@@ -172,6 +220,8 @@ def record_header(
     template = next((name for name, t in templates.items() if t == getattr(core, "template", None)), None)
     task = ({"task": "ranking", "num_candidates": core.num_candidates, "negatives": core.negatives} if ranking
             else {"scale": core.scale.label, "rating_from_probs": rating_from_probs})
+    if samples_per_prompt > 1 and not ranking:  # older recgym averaged the parsed completions only
+        task["mean_of_k"] = MEAN_OF_K
     return {"split": core.split, "dataset": core.dataset.name, "dataset_key": dataset_key(core.dataset), **task,
             "template": template, "temperature": sampling.temperature, "top_p": sampling.top_p, "max_new_tokens": sampling.max_new_tokens,
             "seed": sampling.seed, "stop": list(sampling.stop), "samples_per_prompt": samples_per_prompt,
@@ -186,8 +236,11 @@ def check_resumable(path: str | Path, header: dict[str, Any]) -> None:
 
 def _check_resumable(records: list[dict[str, Any]], header: dict[str, Any], path: Path) -> None:
     for record in records[:1]:  # every record of a file carries the same header
+        header = json.loads(json.dumps(header))
+        greedy = record.get("temperature") == header.get("temperature") == 0  # a seed changes nothing there
         differ = [f"{key}={record[key]!r}, not {value!r}" if key in record else f"no {key}, not {value!r}"
-                  for key, value in json.loads(json.dumps(header)).items() if record.get(key, ...) != value]
+                  for key, value in header.items()
+                  if record.get(key, ...) != value and not (greedy and key == "seed")]
         if differ:
             raise ValueError(f"{path} holds results of other settings ({'; '.join(differ)}); pass another --out, "
                              "or delete the file (or --no-resume to overwrite it)")
@@ -234,8 +287,10 @@ def evaluate(
 
     Args:
         env: a RecRatingEnv (or a gymnasium wrapper of one); its split is the one evaluated.
-        sampling: default greedy (temperature 0) with 512 new tokens.
-        samples_per_prompt: k completions per sample; the prediction is the mean of the parsed ones.
+        sampling: default greedy (temperature 0) with 512 new tokens. Under greedy decoding a file
+            written with another ``seed`` is resumed (the seed changes nothing there).
+        samples_per_prompt: k completions per sample; the prediction is their mean, each unparsed
+            one counted as the sample's fallback (None where none parsed); coverage is per completion.
         out: JSONL file; records are appended as samples finish. With ``resume``, samples
             already in it are skipped; the file must hold the same settings (:func:`record_header`).
         rating_from_probs: decode the rating as the expected value over the scale's digits.
@@ -272,7 +327,7 @@ def evaluate(
     skipped = len(done)
     todo = [i for i in range(total) if i not in done]
     errors = [abs(r["prediction_or_fallback"] - r["target"]) for r in records]
-    parsed = [r["prediction"] is not None for r in records]
+    parsed = [parsed_share(r) for r in records]
     multi_turn = bool(getattr(core, "multi_turn", False))
     episode_envs: list[Any] = []
 
@@ -289,8 +344,8 @@ def evaluate(
 
     def progress(record: dict[str, Any]) -> dict[str, float]:
         errors.append(abs(record["prediction_or_fallback"] - record["target"]))
-        parsed.append(record["prediction"] is not None)
-        return {"mae": float(np.mean(errors)), "coverage": sum(parsed) / len(parsed)}
+        parsed.append(parsed_share(record))
+        return {"mae": float(np.mean(errors)), "coverage": float(np.mean(parsed))}
 
     seconds = _record_batches(path, todo, batch_size, score, records, total, on_record, progress)
 
@@ -302,13 +357,28 @@ def evaluate(
         scale,
         format_ok=[r["format_rate"] for r in records],
         rewards=[r["reward"] for r in records],
+        parsed_share=[parsed_share(r) for r in records],
     )
     scores, note = baseline_scores(dataset, split, [r["index"] for r in records]) if baselines else ({}, "")
     stats = {}
     if multi_turn and records:
         stats = {f"{key}_mean": float(np.mean([np.mean(r[key]) for r in records]))
                  for key in ("tool_calls", "tokens_read", "turns", "invalid_turns")}
-    return EvalResult(metrics, records, scores, note, seconds, skipped, stats)
+    decoded = None
+    if rating_from_probs:
+        decoded = sum(any(q is not None for q in r.get("prob_ratings") or []) for r in records)
+        if records and not decoded:
+            warnings.warn(f"rating_from_probs decoded no rating on any of the {len(records)} samples (no completion "
+                          "had top logprobs at its rating tag's digit): every prediction is the parsed one",
+                          stacklevel=2)
+    return EvalResult(metrics, records, scores, note, seconds, skipped, stats, decoded)
+
+
+def parsed_share(record: dict[str, Any]) -> float:
+    """The share of a record's completions that parsed (for a record of an older recgym, which has no
+    ``parsed_share``: 1 where it has a prediction, else 0)."""
+    share = record.get("parsed_share")
+    return float(share) if share is not None else float(record["prediction"] is not None)
 
 
 def _play_episodes(
@@ -380,7 +450,9 @@ def _record(
     rating_from_probs: bool,
     decode: Callable[[list[int]], str] | None,
 ) -> dict[str, Any]:
-    """One sample's record from its (final) completions and the env's infos after them."""
+    """One sample's record from its (final) completions and the env's infos after them: the
+    prediction is the mean over completions, each unparsed one counted as ``fallback`` (None where
+    none parsed)."""
     index, scale = int(reset_info["index"]), core.scale
     parsed = [info["parsed_rating"] for info in infos]
     prob_ratings = None
@@ -389,8 +461,9 @@ def _record(
         prob_ratings = [expected_rating(c, scale, decode, tag) for c in completions]
         # the expected rating replaces the parsed one where it could be decoded
         parsed = [p if q is None else scale.clip(q) for p, q in zip(parsed, prob_ratings)]
-    values = [p for p in parsed if p is not None]
-    prediction = float(np.mean(values)) if values else None
+    share = float(np.mean([p is not None for p in parsed]))
+    values = [fallback if p is None else scale.clip(p) for p in parsed]
+    prediction = float(np.mean(values)) if share > 0 else None
     target = float(infos[0]["target_rating"])
     breakdowns = [info["reward_breakdown"] for info in infos]
     return {
@@ -404,6 +477,7 @@ def _record(
         "parsed_ratings": [info["parsed_rating"] for info in infos],
         "prob_ratings": prob_ratings,
         "prediction": prediction,
+        "parsed_share": share,
         "fallback": fallback,
         "prediction_or_fallback": prediction if prediction is not None else fallback,
         "target": target,
@@ -421,17 +495,20 @@ def _check_sizes(samples_per_prompt: int, batch_size: int) -> None:
 
 
 def _open_records(path: Path | None, resume: bool, header: dict[str, Any], total: int) -> list[dict[str, Any]]:
-    """The records of the first ``total`` samples already in ``path`` to resume from (the file
-    rewritten without a torn line)."""
+    """The records of the first ``total`` samples already in ``path`` to resume from. A file with a
+    torn last line is rewritten without it, whole or not at all (a temporary file, then a rename)."""
     if path is None:
         return []
     path.parent.mkdir(parents=True, exist_ok=True)
     if not resume:
         path.write_text("")
         return []
-    records = read_records(path)
+    records, repair = _read_records(path)
     _check_resumable(records, header, path)
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    if repair:
+        from recgym.agents.run_log import write_text_atomic
+
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
     return [r for r in records if r.get("index", total) < total]
 
 
@@ -446,13 +523,18 @@ def _record_batches(
     progress: Callable[[dict[str, Any]], dict[str, float]],
 ) -> float:
     """Score ``todo`` in batches of ``batch_size`` (``score(indices) -> records``), appending each
-    record to ``records`` and to the JSONL at ``path`` as soon as it exists, and reporting
-    ``progress(record)`` with ``done``/``total`` to ``on_record``; returns the seconds taken."""
+    record, with its share of its batch's ``seconds``, to ``records`` and to the JSONL at ``path`` as
+    soon as it exists, and reporting ``progress(record)`` with ``done``/``total`` to ``on_record``;
+    returns the seconds taken."""
     start = time.perf_counter()
     sink = path.open("a") if path is not None else None
     try:
         for offset in range(0, len(todo), batch_size):
-            for record in score(todo[offset : offset + batch_size]):
+            began = time.perf_counter()
+            batch = score(todo[offset : offset + batch_size])
+            each = (time.perf_counter() - began) / max(1, len(batch))
+            for record in batch:
+                record["seconds"] = each
                 records.append(record)
                 stats = progress(record)
                 if sink is not None:

@@ -7,6 +7,8 @@ algorithm turns a RolloutBatch into advantages and a loss.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -32,12 +34,23 @@ class SamplingParams:
     """How many top alternatives' logprobs to return per token besides the sampled one."""
 
     def __post_init__(self) -> None:
+        for name in ("temperature", "top_p"):  # NaN passes every comparison below
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        for name in ("max_new_tokens", "logprobs", "seed"):
+            value = getattr(self, name)
+            whole = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+            if not (whole and not isinstance(value, bool)) and not (name == "seed" and value is None):
+                raise ValueError(f"{name} must be a whole number, got {value!r}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.logprobs < 0:
+            raise ValueError(f"logprobs must be >= 0, got {self.logprobs}")
 
 
 @dataclass

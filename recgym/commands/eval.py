@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from recgym.commands import CommandError, given_values
 from recgym.commands.data import add_dataset_options, dataset_kwargs, env_kwargs_option
@@ -18,15 +19,26 @@ def _policy_kwargs(args) -> dict:
     kwargs = {"dtype": args.dtype} if args.dtype else {}
     if args.policy == "hf":
         kwargs["batch_size"] = args.batch_size * args.samples
+        if args.max_model_len is not None:
+            kwargs["max_context"] = args.max_model_len
     else:
-        kwargs["max_model_len"] = args.max_model_len
+        kwargs["max_model_len"] = _vllm_max_model_len(args)
         if args.kv_cache_gib is not None:
             kwargs["kv_cache_gib"] = args.kv_cache_gib
     return kwargs
 
 
+#: vLLM's context length where --max-model-len is left out (the hf policy's is the model's own).
+VLLM_MAX_MODEL_LEN = 4096
+
+
+def _vllm_max_model_len(args) -> int:
+    return VLLM_MAX_MODEL_LEN if args.max_model_len is None else args.max_model_len
+
+
 def _check_counts(args) -> None:
-    for flag, value in (("-n", args.n), ("--samples", args.samples), ("--batch-size", args.batch_size)):
+    for flag, value in (("-n", args.n), ("--samples", args.samples), ("--batch-size", args.batch_size),
+                        ("--max-model-len", args.max_model_len)):
         if value is not None and value < 1:
             raise CommandError(f"{flag} must be >= 1, got {value}")
 
@@ -70,10 +82,15 @@ def run(args) -> int:
             raise CommandError(f"--rating-from-probs cannot apply: {problem}; leave it out")
     # every setting that changes a record (the template and sampling: record_header) must match a resumed --out;
     # where the data is read from is not one (record_header's dataset_key says which data it is)
-    header = {"env_id": args.env_id, "model": args.model, "policy": args.policy,
-              "env_kwargs": {k: v for k, v in env_kwargs.items() if k not in ("template", "data_dir", "cache_dir")}}
-    if args.policy in ("hf", "vllm"):  # the local model's precision and context change its answers
-        header.update(dtype=args.dtype, max_model_len=args.max_model_len)
+    recorded = {k: v for k, v in env_kwargs.items() if k not in ("template", "data_dir", "cache_dir")}
+    if isinstance(recorded.get("path"), str):  # a custom dataset's file, however it is spelled
+        recorded["path"] = str(Path(recorded["path"]).expanduser().resolve())
+    header = {"env_id": args.env_id, "model": args.model, "policy": args.policy, "env_kwargs": recorded}
+    # the local model's precision and context change its answers (hf: its own context unless given)
+    if args.policy == "vllm":
+        header.update(dtype=args.dtype, max_model_len=_vllm_max_model_len(args))
+    elif args.policy == "hf":
+        header.update(dtype=args.dtype, **({} if args.max_model_len is None else {"max_model_len": args.max_model_len}))
     settings = record_header(env, sampling, args.samples, args.rating_from_probs, header)
     if args.out and not args.no_resume:  # before the model loads
         with given_values():
@@ -90,6 +107,8 @@ def run(args) -> int:
     except (ModelNotFoundError, ImportError, ValueError, TypeError) as exc:
         raise CommandError(f"cannot load {args.model!r} for --policy {args.policy}: {exc}") from exc
     total = len(env.unwrapped) if args.n is None else min(args.n, len(env.unwrapped))
+    if args.n is not None and args.n > total:
+        console.print(f"-n {args.n}: the {args.split} split has {total} samples; evaluating all {total}")
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[running]}"), TimeElapsedColumn(), console=console, disable=args.quiet,
@@ -119,21 +138,29 @@ def run(args) -> int:
     if ranking:
         make_console().print(_ranking_table(title, result.metrics, result.baselines))
     else:
-        make_console().print(metrics_table(title, {"LLM": result.metrics}, result.baselines, result.baselines_note))
+        notes = [result.baselines_note] if result.baselines_note else []
+        if args.samples > 1:
+            notes.insert(0, f"each prediction is the mean of {args.samples} completions, an unparsed one counted as "
+                         "the fallback; coverage is per completion, MAE parsed over samples whose every completion parsed")
+        make_console().print(metrics_table(title, {"LLM": result.metrics}, result.baselines, "; ".join(notes)))
     if result.episode_stats:  # multi-turn (RecRatingTools-*): what the agent read to get there
         e = result.episode_stats
         make_console().print(
             f"per episode: {e['tool_calls_mean']:.2f} tool calls, {e['tokens_read_mean']:.1f} tokens read, "
             f"{e['turns_mean']:.2f} turns, {e['invalid_turns_mean']:.2f} invalid turns"
         )
+    if result.probs_decoded is not None:
+        console.print(f"--rating-from-probs decoded the rating on {result.probs_decoded} of {len(result.records)} "
+                      "samples (the parsed rating stands on the others)")
     stats = getattr(policy, "stats", {})
     if stats.get("truncated_prompts"):
         console.print(f"{stats['truncated_prompts']} prompts lost {stats['history_lines_dropped']} history lines to fit the context")
     if args.metrics_json:
         payload = {"metrics": {**result.metrics.as_dict(), **result.episode_stats}, "baselines": result.baselines,
-                   "seconds": result.seconds, **settings}
-        from pathlib import Path
-
+                   "baselines_note": result.baselines_note, "seconds": result.seconds_total,
+                   "seconds_this_run": result.seconds, **settings}
+        if result.probs_decoded is not None:
+            payload["probs_decoded"] = result.probs_decoded
         from recgym.agents.run_log import json_text, write_text_atomic
 
         write_text_atomic(Path(args.metrics_json), json_text(payload, indent=2))
@@ -176,7 +203,9 @@ def register(subparsers) -> None:
     parser.add_argument("-n", type=int, default=None, help="evaluate the first n samples (default: all)")
     parser.add_argument("--out", default=None, help="JSONL file of per-sample records (resumed if it exists)")
     parser.add_argument("--no-resume", action="store_true", help="overwrite --out instead of resuming")
-    parser.add_argument("--samples", type=int, default=1, help="completions per sample; the prediction is their mean")
+    parser.add_argument("--samples", type=int, default=1,
+                        help="completions per sample; the prediction is their mean, each unparsed one counted as "
+                        "the fallback")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--max-new-tokens", type=int, default=512)
@@ -188,7 +217,9 @@ def register(subparsers) -> None:
                         help="prompt template: think (default) or rate_only; RecRank-*: think or rank_only")
     parser.add_argument("--env-kwargs", default=None, help='JSON, e.g. \'{"max_user_history": 10}\'')
     parser.add_argument("--dtype", default=None, help="model dtype (default float32 on CPU)")
-    parser.add_argument("--max-model-len", type=int, default=4096, help="vLLM context length")
+    parser.add_argument("--max-model-len", type=int, default=None,
+                        help=f"context length: vllm default {VLLM_MAX_MODEL_LEN}, hf default the model's own "
+                        "(max_position_embeddings)")
     parser.add_argument("--kv-cache-gib", type=float, default=None, help="vLLM KV cache in GiB (default: 4 on CPU)")
     parser.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (openai policy)")

@@ -11,13 +11,15 @@ A vLLM server asked with ``return_token_ids=True`` returns the ids too.
 A response of fewer than ``n`` choices (a server that ignores ``n``) is topped up with requests for
 the missing samples (a seeded request's seed moved on by the samples held, so that they differ),
 counted in ``stats["extra_requests"]``. A 200 whose body is no chat completion (not JSON, HTML, no
-choices) is retried like a 5xx. The first prompt that fails for good ends ``generate``: requests
+choices) is retried like a 5xx; a request whose own body cannot be encoded as JSON (a NaN or infinite
+number in it) is a ValueError before anything is sent. The first prompt that fails for good ends ``generate``: requests
 not yet sent are cancelled, and the answers of those in flight are discarded.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 import threading
@@ -123,6 +125,11 @@ class OpenAIPolicy(BasePolicy):
             kwargs["extra_body"] = {"return_token_ids": True}
         if self.tools:
             kwargs["tools"] = self.tools
+        try:  # the client's own encoding error would otherwise read as a server's bad answer below
+            json.dumps(kwargs, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            cancelled.set()
+            raise ValueError(f"cannot send a request to {self.endpoint}: its body is not JSON ({exc})") from None
         errors = self._openai
         for attempt in range(self.max_retries + 1):
             if cancelled.is_set():  # another prompt failed for good: generate has raised
