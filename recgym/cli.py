@@ -16,7 +16,7 @@ import warnings
 
 from recgym.commands import CommandError
 
-COMMANDS = ("envs", "data", "baseline", "eval", "train", "sft", "algorithms", "export", "reproduce")
+COMMANDS = ("envs", "data", "baseline", "eval", "compare", "train", "sft", "algorithms", "export", "reproduce")
 
 
 def build_parser() -> argparse.ArgumentParser:
