@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import re
@@ -160,8 +161,8 @@ def test_sft_skips_rows_longer_than_max_length_and_says_so(tmp_path, capsys):
     labelled = [i for i, label in zip(row["input_ids"], row["labels"]) if label != -100]
     assert tiny_tokenizer().decode(labelled).startswith(trace(4) + "<|im_end|>")
     out = train_sft(config, tiny_model(), tiny_tokenizer())
-    assert json.loads((out / "sft_log.json").read_text())[0] == {
-        "rows": 1, "rows_skipped_over_max_length": 2, "max_length": 96}
+    assert json.loads((out / "sft_log.json").read_text())[0].items() >= {
+        "rows": 1, "rows_skipped_over_max_length": 2, "max_length": 96}.items()
     with pytest.raises(ValueError, match=r"all 3 rows are longer than max_length=8 tokens .*: raise max_length"):
         build_sft_trainer(dataclasses.replace(config, max_length=8), tiny_model(), tiny_tokenizer())
 
@@ -295,3 +296,239 @@ def test_bad_make_data_settings_leave_the_output_alone(tmp_path, capsys):
                      "--output", str(out), *bad]) == 2
         assert out.read_text() == "earlier traces\n"
     assert "Traceback" not in capsys.readouterr().err
+
+
+# ---- what `recgym sft train` refuses, warns about and records (the data, the output folder, stops) ----------
+
+PROMPT = [{"role": "user", "content": "How will the user rate the item?"}]
+
+
+def sft_row(content: str = trace(4), **extra) -> dict:
+    return {"prompt": PROMPT, "completion": [{"role": "assistant", "content": content}], **extra}
+
+
+def write_jsonl(path, rows) -> str:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return str(path)
+
+
+PLAIN = "prompt and completion must be lists of {role, content} messages (chat format); plain-text rows are not supported"
+
+
+@pytest.mark.parametrize(("row", "words"), [
+    ({"prompt": "How?", "completion": trace(4)}, "prompt is a JSON string: " + PLAIN),
+    ({"prompt": PROMPT, "completion": trace(4)}, "completion is a JSON string: " + PLAIN),
+    ({"prompt": PROMPT, "completion": {"role": "assistant", "content": trace(4)}}, "completion is one message, not a list"),
+    ([1, 2], "a row must be a JSON object with prompt and completion, got a JSON list"),
+    ({"prompt": "How?", "completion": [{"role": "assistant", "content": trace(4)}]}, "prompt is a JSON string"),
+    ({"prompt": PROMPT, "completion": [{"role": "assistant"}]}, "completion message 1 (assistant) has no content"),
+    ({"prompt": PROMPT, "completion": [{"role": "assistant", "content": None}]},
+     "completion message 1 (assistant) has content null"),
+    ({"messages": PROMPT + [{"role": "assistant", "content": trace(4)}]}, "a single messages list is not supported"),
+    ({"prompt": PROMPT}, "no completion: " + PLAIN),
+    ({"prompt": PROMPT, "completion": []}, "completion is an empty list"),
+    ({"prompt": PROMPT, "completion": [{"role": "user", "content": trace(4)}]}, "must start with an assistant turn"),
+], ids=["plain-text", "completion-str", "completion-dict", "list-row", "prompt-str", "no-content", "content-null",
+        "messages", "no-completion", "empty-completion", "user-completion"])
+def test_a_malformed_row_is_one_line_naming_its_file_and_line(row, words, tmp_path):
+    """Each ended in a traceback (AttributeError, TypeError, KeyError) from read_sft_rows or deeper."""
+    from recgym.agents.sft import read_sft_rows
+
+    data = write_jsonl(tmp_path / "d.jsonl", [sft_row(), "", row])
+    with pytest.raises(ValueError) as err:
+        read_sft_rows(data)
+    message = str(err.value)
+    assert message.startswith(f"{data}:3: ") and words in message and "\n" not in message
+
+
+def test_a_json_error_names_the_file_and_its_line(tmp_path):
+    """The file was parsed whole after str.splitlines: the error named neither file nor row, and a
+    line separator inside a JSON string (U+2028, kept by ensure_ascii=False) shifted the count."""
+    from recgym.agents.sft import read_sft_rows
+
+    good = json.dumps(sft_row("reasoning\u2028" + trace(4)), ensure_ascii=False)
+    data = tmp_path / "d.jsonl"
+    data.write_text(f"{good}\n\n{good}\n" + '{"prompt": [\n' + f"{good}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(f"{data}:4: not JSON (")) as err:
+        read_sft_rows(data)
+    assert "\n" not in str(err.value)
+    assert len(read_sft_rows(write_jsonl(tmp_path / "ok.jsonl", [good, "", good]))) == 2
+
+
+def test_all_rows_over_max_length_fail_before_the_model_loads(tmp_path, monkeypatch):
+    from recgym.agents import models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    model_dir = tmp_path / "model"
+    tiny_model().save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    data = write_jsonl(tmp_path / "d.jsonl", [sft_row()] * 2)
+    config = SFTTrainConfig(data=data, model=str(model_dir), output_dir=str(tmp_path / "sft"), max_length=8)
+    with pytest.raises(ValueError, match=r"all 2 rows are longer than max_length=8 tokens"):
+        build_sft_trainer(config)
+
+
+def test_rows_of_the_evaluation_splits_are_refused_unless_allowed(tmp_path):
+    """Traces made with `sft make-data --split valid` trained silently on the split GRPO validates on."""
+    data = write_jsonl(tmp_path / "d.jsonl", [sft_row(split="train"), sft_row(split="valid"), sft_row(split="valid"),
+                                             sft_row(split="test")])
+    config = SFTTrainConfig(data=data, output_dir=str(tmp_path / "sft"), max_steps=1, max_length=256)
+    with pytest.raises(ValueError, match=re.escape("3 of 4 rows come from other splits than train (1 from test, 2 from "
+                                                   "valid)")) as err:
+        build_sft_trainer(config, tiny_model(), tiny_tokenizer())
+    assert "--allow_eval_splits true" in str(err.value) and "\n" not in str(err.value)
+    trainer = build_sft_trainer(dataclasses.replace(config, allow_eval_splits=True), tiny_model(), tiny_tokenizer())
+    assert trainer.sft_data["rows_from_eval_splits"] == {"test": 1, "valid": 2}
+
+
+def test_make_data_on_an_evaluation_split_warns(tmp_path):
+    config = ColdStartConfig(num_samples=2, teacher="reasoner", teacher_policy="scripted", samples_per_prompt=1,
+                             split="valid", output=str(tmp_path / "d.jsonl"))
+    with pytest.warns(UserWarning, match=r"split 'valid'.*--allow_eval_splits true"):
+        run_cold_start(config)
+    rows = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]
+    assert rows and all(r["split"] == "valid" for r in rows)
+
+
+def test_suspect_rows_train_with_one_warning_and_their_counts_in_sft_log(tmp_path):
+    """Broken answers, off-scale ratings, empty turns, a prompt ending in an assistant turn, duplicates,
+    a cold-start hint left in the prompt and several envs in one file trained silently."""
+    from recgym.agents.teachers.cold_start import HINT
+
+    rating, rank = {"env_id": ENV}, {"env_id": "RecRank-Synthetic-v0"}
+    hinted = [{"role": "user", "content": PROMPT[0]["content"] + HINT.format(rating=4, tag="rate")}]
+    rows = [
+        sft_row(**rating),
+        sft_row(**rating),  # a duplicate
+        sft_row("I think a 4.", **rating),  # no tags
+        sft_row("<rate>4</rate><analyze user>u</analyze user>", **rating),  # out of order
+        sft_row(trace(8), **rating),  # off the 1-5 scale
+        sft_row("", **rating),  # empty (and so broken)
+        {**sft_row(**rating), "prompt": [*PROMPT, {"role": "assistant", "content": "<analyze user>"}]},
+        {**sft_row(**rating), "prompt": hinted},
+        sft_row("<analyze user>u</analyze user><analyze candidates>c</analyze candidates><match>m</match>"
+                "<rank>[2] [1]</rank>", **rank),  # a ranking answer: broken only by the list's length
+        sft_row(trace(3)),  # names no env: its answer is not checked
+    ]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    config = SFTTrainConfig(data=data, output_dir=str(tmp_path / "sft"), max_steps=1, max_length=512)
+    with pytest.warns(UserWarning) as caught:
+        trainer = build_sft_trainer(config, tiny_model(), tiny_tokenizer())
+    (warning,) = [w for w in caught if "SFT data" in str(w.message)]
+    text = str(warning.message)
+    assert "\n" not in text and text.startswith(f"SFT data {data}: of 10 rows, ") and "training on them anyway" in text
+    checks = trainer.sft_data["data_checks"]
+    assert checks["env_ids"] == {ENV: 8, "RecRank-Synthetic-v0": 1, "(none)": 1}
+    assert checks["answers_checked"] == 9 and checks["rating_off_scale"] == 1 and checks["empty_assistant_content"] == 1
+    assert checks["format_broken"] == 4  # no tags, out of order, empty, the ranking one (20 candidates, 2 ranked)
+    assert (checks["prompt_ends_with_assistant"], checks["duplicate_rows"], checks["hint_in_prompt"]) == (1, 1, 1)
+    for words in ("4 break the env's answer format", "1 rate off the env's scale", "1 repeat an earlier row",
+                  "1 still hold the cold-start hint", "several envs"):
+        assert words in text
+    out = train_sft(config, tiny_model(), tiny_tokenizer())
+    head = json.loads((out / "sft_log.json").read_text())[0]
+    assert head["data_checks"] == checks and head["data"] == str((tmp_path / "d.jsonl").resolve())
+    assert head["model"] == config.model and head["settings"]["max_length"] == 512 and head["rows"] == 10
+
+
+def test_clean_cold_start_rows_train_without_a_warning(tmp_path, recwarn):
+    config = ColdStartConfig(num_samples=4, teacher="reasoner", teacher_policy="scripted", samples_per_prompt=1,
+                             env_kwargs={"max_user_history": 2, "max_item_history": 1}, output=str(tmp_path / "d.jsonl"))
+    run_cold_start(config)
+    trainer = build_sft_trainer(SFTTrainConfig(data=config.output, output_dir=str(tmp_path / "sft"), max_length=2048),
+                                tiny_model(), tiny_tokenizer())
+    assert not [w for w in recwarn if "SFT data" in str(w.message)]
+    checks = trainer.sft_data["data_checks"]
+    assert checks["answers_checked"] == trainer.sft_data["rows"] > 0 and checks["format_broken"] == 0
+
+
+def interrupting_trainer(monkeypatch, at_step: int) -> None:
+    """Make the SFT trainer raise KeyboardInterrupt (Ctrl-C) when it starts step ``at_step + 1``."""
+    from recgym.agents import sft
+
+    make = sft._completion_logits_sft_trainer
+
+    def interrupted():
+        class Interrupted(make()):
+            def training_step(self, *args, **kwargs):
+                if self.state.global_step == at_step:
+                    raise KeyboardInterrupt
+                return super().training_step(*args, **kwargs)
+
+        return Interrupted
+
+    monkeypatch.setattr(sft, "_completion_logits_sft_trainer", interrupted)
+
+
+def test_ctrl_c_without_a_checkpoint_says_so_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    data = write_jsonl(tmp_path / "d.jsonl", [sft_row()])
+    config = SFTTrainConfig(data=data, output_dir=str(tmp_path / "sft"), max_steps=4, max_length=256)
+    interrupting_trainer(monkeypatch, at_step=2)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(config, tiny_model(), tiny_tokenizer())
+    assert "SFT interrupted at step 2 of 4: nothing was saved (save_steps 0 saves none)" in capsys.readouterr().err
+    assert not (tmp_path / "sft").exists()
+
+
+def test_save_steps_checkpoints_let_an_interrupted_sft_resume(tmp_path, monkeypatch, capsys):
+    """save_strategy was "no": an interrupted SFT lost every step. Now HF Trainer checkpoints every
+    save_steps and resume continues from the newest; they are removed once the run finishes."""
+    data = write_jsonl(tmp_path / "d.jsonl", [sft_row(), sft_row(trace(2))])
+    out = tmp_path / "sft"
+    config = SFTTrainConfig(data=data, output_dir=str(out), max_steps=4, max_length=256, save_steps=2,
+                            per_device_train_batch_size=1, lr_scheduler_type="constant")
+    interrupting_trainer(monkeypatch, at_step=3)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(config, tiny_model(), tiny_tokenizer())
+    assert f"SFT interrupted at step 3 of 4: its newest checkpoint is {out / 'checkpoint-2'}" in capsys.readouterr().err
+    assert not (out / "sft_log.json").exists() and not (out / "config.json").exists()
+    monkeypatch.undo()
+    from recgym.agents.sft import check_sft_output_dir
+
+    with pytest.raises(ValueError, match="holds an interrupted SFT run .*continue it with --resume"):
+        check_sft_output_dir(config)
+    with pytest.raises(ValueError, match=r"other settings \(learning_rate: 1e-05 -> 0.1\)"):
+        check_sft_output_dir(dataclasses.replace(config, learning_rate=0.1), resume=True)
+    train_sft(config, tiny_model(), tiny_tokenizer(), resume=True)
+    log = json.loads((out / "sft_log.json").read_text())
+    assert [e["step"] for e in log[1:] if "loss" in e] == [1, 2, 3, 4]  # steps 1-2 from the checkpoint's history
+    assert not list(out.glob("checkpoint-*")) and (out / "config.json").is_file()
+
+
+def test_a_failed_save_leaves_no_folder_that_looks_finished(tmp_path):
+    """The weights went straight into output_dir: a save killed half way left config.json and weights
+    there, which GRPO's `--model` took for a checkpoint."""
+    data = write_jsonl(tmp_path / "d.jsonl", [sft_row()])
+    config = SFTTrainConfig(data=data, output_dir=str(tmp_path / "sft"), max_steps=1, max_length=256)
+
+    class BrokenSave(type(tiny_tokenizer())):
+        def save_pretrained(self, *args, **kwargs):
+            raise OSError("disk full")
+
+    tokenizer = copy.deepcopy(tiny_tokenizer())
+    tokenizer.__class__ = BrokenSave
+    with pytest.raises(OSError, match="disk full"):
+        train_sft(config, tiny_model(), tokenizer)
+    assert not (tmp_path / "sft" / "config.json").exists() and not (tmp_path / "sft" / "sft_log.json").exists()
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_train_sft_replaces_its_own_run_but_never_another_folder(tmp_path):
+    from recgym.agents.sft import check_sft_output_dir
+
+    data = write_jsonl(tmp_path / "d.jsonl", [sft_row()])
+    config = SFTTrainConfig(data=data, output_dir=str(tmp_path / "sft"), max_steps=1, max_length=256)
+    out = train_sft(config, tiny_model(), tiny_tokenizer())
+    first = (out / "sft_log.json").stat().st_mtime_ns
+    with pytest.raises(ValueError, match="holds a finished SFT checkpoint: choose another output_dir, or give --overwrite"):
+        check_sft_output_dir(config)
+    train_sft(config, tiny_model(), tiny_tokenizer())  # the library call replaces its own earlier run
+    assert (out / "sft_log.json").stat().st_mtime_ns > first
+    (tmp_path / "grpo" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "grpo" / "metrics.jsonl").write_text("{}\n")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    for folder, words in (("grpo", "holds a GRPO run"), ("mine", "is not empty and holds no SFT run")):
+        with pytest.raises(ValueError, match=words):
+            train_sft(dataclasses.replace(config, output_dir=str(tmp_path / folder)), tiny_model(), tiny_tokenizer())
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me" and (tmp_path / "grpo" / "metrics.jsonl").exists()

@@ -246,3 +246,18 @@ def test_scripted_teachers_take_either_spelling_everywhere(tmp_path):
     assert main(["sft", "make-data", "--env_id", "RecRating-Synthetic-v0", "--teacher_policy", "scripted",
                  "--teacher", "user-average", "--num_samples", "4", "--output", str(out)]) in (0, 1)
     assert out.exists()
+
+
+def test_data_checks_read_a_tool_episodes_final_answer(tmp_path):
+    """The tool env's answer is the episode's last assistant turn: checked by the env's reward, the
+    call turns before it are not answers."""
+    tool_env = {"env_id": "RecRatingTools-Synthetic-v0"}
+    broken = [*EPISODE[:2], {"role": "assistant", "content": "I think a 4."}]
+    data = tmp_path / "episodes.jsonl"
+    write_rows(data, [{"prompt": PROMPT, "completion": EPISODE, **tool_env},
+                      {"prompt": PROMPT, "completion": broken, **tool_env}])
+    config = SFTTrainConfig(data=str(data), output_dir=str(tmp_path / "sft"), max_steps=1, max_length=1024)
+    with pytest.warns(UserWarning, match="of 2 rows, 1 break the env's answer format"):
+        trainer = build_sft_trainer(config, tiny_model(), tiny_tokenizer())
+    checks = trainer.sft_data["data_checks"]
+    assert (checks["answers_checked"], checks["format_broken"], checks["env_ids"]) == (2, 1, {tool_env["env_id"]: 2})

@@ -12,18 +12,34 @@ results between them) are tokenized by :func:`episode_tokens`, which replays the
 through the rollout's own :func:`~recgym.agents.rollout.episodes.run_episodes`: the token layout and
 the loss mask are the ones GRPO trains multi-turn episodes on (the assistant's tokens and their
 EOS; never the prompt or a tool result).
+
+**Data checks** (:func:`read_sft_rows`, :func:`check_rows`). A row that is not a chat-format
+prompt/completion pair is refused with its file and line; rows from the valid or test split are
+refused unless ``allow_eval_splits``; rows that train but look wrong (an answer the env's own
+reward parses as broken or off its scale, empty assistant turns, duplicates, a cold-start hint left
+in the prompt, several env_ids) are counted in one warning and in ``sft_log.json``.
+
+**Output** (:func:`train_sft`). The checkpoint is written to a temporary folder renamed into
+``output_dir``, ``sft_log.json`` last: a folder holding ``sft_log.json`` is finished. With
+``save_steps`` the HF Trainer's ``checkpoint-N`` folders in ``output_dir`` let ``resume`` continue an
+interrupted run; they are removed once it finishes.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
+import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from recgym.agents.config import ConfigMixin, check_trainable_layers
 from recgym.agents.teachers.cold_start import (  # noqa: F401  (`recgym.agents.sft` kept these names)
+    HINT,
     ColdStartConfig,
     ColdStartReport,
     make_cold_start_data,
@@ -36,10 +52,14 @@ class SFTTrainConfig(ConfigMixin):
     """Settings for ``recgym sft train`` (TRL ``SFTTrainer``, loss on completions only)."""
 
     data: str = "runs/sft/cold_start.jsonl"
-    """JSONL with ``prompt`` and ``completion`` chat-message columns (``sft make-data`` output)."""
+    """JSONL with ``prompt`` and ``completion`` columns, each a list of ``{role, content}`` chat
+    messages (``sft make-data`` output); plain-text rows are refused."""
     model: str = "smollm2-135m-instruct"
+    """The model to fine-tune; its tokenizer needs a chat template (the rows are chat messages)."""
     output_dir: str = "runs/sft/model"
-    """Where the fine-tuned checkpoint goes (use it as ``model:`` in the GRPO config)."""
+    """Where the fine-tuned checkpoint goes (use it as ``model:`` in the GRPO config). ``recgym sft
+    train`` refuses a folder that holds anything else than an SFT run of its own (``--overwrite``
+    replaces a finished or interrupted one, ``--resume`` continues an interrupted one)."""
     num_train_epochs: float = 2.0
     max_steps: int = -1
     """Overrides the epochs when > 0."""
@@ -70,10 +90,27 @@ class SFTTrainConfig(ConfigMixin):
     lora_alpha: int = 32
     logging_steps: int = 1
     report_to: list[str] = field(default_factory=list)
+    """Trackers for the HF Trainer's logs (``tensorboard``, ``wandb``, ...); their packages are checked
+    before the model loads."""
+    save_steps: int = 0
+    """Every this many steps, save a resumable checkpoint (weights, optimizer, schedule and random
+    state: the HF Trainer's ``output_dir/checkpoint-N``) that ``recgym sft train --resume`` continues
+    from; 0 saves none, and an interrupted run must start over. They are removed once the run
+    finishes."""
+    save_total_limit: int = 1
+    """How many of the newest ``save_steps`` checkpoints to keep."""
+    allow_eval_splits: bool = False
+    """Train on rows whose ``split`` is ``valid`` or ``test`` (refused by default: GRPO validates on
+    those splits and ``recgym eval`` scores them, so training on them leaks the answers)."""
+    env_id: str = ""
+    """The environment whose answer format and rating scale the data checks use for rows that name no
+    ``env_id`` ('': their answers are not checked). Rows from ``sft make-data`` name theirs."""
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self.require(1, "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps")
+        self.require(1, "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps",
+                     "save_total_limit")
+        self.require(0, "save_steps")
         self.require(0, "warmup_steps")
         self.require(0, "learning_rate", strict=True)
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
@@ -86,16 +123,90 @@ class SFTTrainConfig(ConfigMixin):
         check_trainable_layers(self.trainable_layers, self.use_lora)
 
 
+class SFTDataError(ValueError):
+    """Rows ``recgym sft train`` cannot train on; the message is one line naming the file (and line)."""
+
+
+#: What a malformed row is told.
+CHAT_FORMAT = ("prompt and completion must be lists of {role, content} messages (chat format); plain-text rows "
+               "are not supported")
+#: The opening words of the cold-start hint (:data:`~recgym.agents.teachers.cold_start.HINT`): a prompt
+#: that still holds them teaches a model to rate from an answer it is given.
+HINT_WORDS = HINT.split("{rating")[0].strip()
+
+
+def _json_kind(value: Any) -> str:
+    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number")
+
+
+def row_problem(row: Any) -> str | None:
+    """Why ``row`` (one parsed JSONL line) is not a chat-format prompt/completion pair; None if it is."""
+    if not isinstance(row, dict):
+        return f"a row must be a JSON object with prompt and completion, got a JSON {_json_kind(row)}: {CHAT_FORMAT}"
+    if "messages" in row and "prompt" not in row and "completion" not in row:
+        return ("a single messages list is not supported: give the messages before the answer as prompt and the "
+                "assistant's answer as completion, two lists of {role, content} messages")
+    for key in ("prompt", "completion"):
+        value = row.get(key)
+        if value is None:
+            return f"no {key}: {CHAT_FORMAT}"
+        if isinstance(value, dict):
+            return f"{key} is one message, not a list: {CHAT_FORMAT}"
+        if not isinstance(value, list):
+            return f"{key} is a JSON {_json_kind(value)}: {CHAT_FORMAT}"
+        if not value:
+            return f"{key} is an empty list: {CHAT_FORMAT}"
+        for k, message in enumerate(value, 1):
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                return f"{key} message {k} is not a {{role, content}} message: {CHAT_FORMAT}"
+            if not isinstance(message.get("content"), str):
+                got = "no content" if "content" not in message else f"content {json.dumps(message['content'])[:40]}"
+                return f"{key} message {k} ({message['role']}) has {got}: every message needs its text as a string"
+    if (role := row["completion"][0]["role"]) != "assistant":
+        return f"completion must start with an assistant turn, not {role!r} (the loss is on the assistant's turns)"
+    return None
+
+
 def read_sft_rows(path: str | Path) -> list[dict[str, Any]]:
-    """The cold-start JSONL's rows, each with ``prompt`` and ``completion`` chat messages."""
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """The JSONL's rows, each with ``prompt`` and ``completion`` chat messages (:func:`row_problem`).
+    Each line is parsed on its own, so a bad one is an :class:`SFTDataError` naming ``FILE:LINE``
+    (the first bad line, and how many there are)."""
+    rows: list[dict[str, Any]] = []
+    bad: list[str] = []
+    for n, line in enumerate(Path(path).read_bytes().splitlines(), 1):  # bytes: only \n and \r end a line
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except UnicodeDecodeError:
+            bad.append(f"{path}:{n}: not UTF-8 text")
+            continue
+        except json.JSONDecodeError as exc:
+            bad.append(f"{path}:{n}: not JSON ({exc.msg} at column {exc.colno})")
+            continue
+        if problem := row_problem(row):
+            bad.append(f"{path}:{n}: {problem}")
+        else:
+            rows.append(row)
+    if bad:
+        more = f" ({len(bad)} bad lines in all)" if len(bad) > 1 else ""
+        raise SFTDataError(bad[0] + more)
     if not rows:
-        raise ValueError(f"{path} holds no training rows (did make-data keep any?)")
-    for n, row in enumerate(rows, 1):
-        completion = row.get("completion") if isinstance(row, dict) else None
-        if not row.get("prompt") or not completion or completion[0].get("role") != "assistant":
-            raise ValueError(f"{path}, row {n}: needs a prompt and a completion that starts with an assistant turn")
+        raise SFTDataError(f"{path} holds no training rows (did make-data keep any?)")
     return rows
+
+
+def check_splits(path: str | Path, rows: list[dict[str, Any]], allow: bool = False) -> dict[str, int]:
+    """How many rows come from each split other than train (the ``split`` ``sft make-data`` records);
+    an :class:`SFTDataError` when there are any and ``allow`` is off."""
+    other = dict(Counter(str(r["split"]) for r in rows if r.get("split", "train") != "train"))
+    if other and not allow:
+        shown = ", ".join(f"{count} from {split}" for split, count in sorted(other.items()))
+        raise SFTDataError(f"{path}: {sum(other.values())} of {len(rows)} rows come from other splits than train "
+                           f"({shown}): GRPO validates on them and `recgym eval` scores them, so training on them leaks "
+                           "the answers; make the traces with --split train, or give --allow_eval_splits true")
+    return other
 
 
 def is_multi_turn(row: dict[str, Any]) -> bool:
@@ -103,15 +214,100 @@ def is_multi_turn(row: dict[str, Any]) -> bool:
     return len(row["completion"]) > 1
 
 
-def load_sft_data(path: str | Path, tokenizer: Any = None, max_length: int | None = None):
-    """The cold-start JSONL as a ``datasets.Dataset``, and how many rows were skipped: ``prompt`` and
-    ``completion`` for single-turn rows (TRL tokenizes them); ``input_ids`` and ``completion_mask``
-    (:func:`episode_tokens`, with ``tokenizer``) when any row is a multi-turn episode. With
-    ``max_length`` (and ``tokenizer``), rows longer than that many tokens, as TRL would tokenize them,
-    are skipped."""
+def _answer_checker(env_id: str, env_kwargs: dict[str, Any]):
+    """``text -> (format broken, rating off the scale)`` by the env's own reward and parser, or the
+    reason it cannot be had here (an env that does not build, or has no answer format)."""
+    import gymnasium as gym
+
+    import recgym.envs  # noqa: F401  (registers the environments)
+    from recgym.rewards import parse_completion
+
+    try:
+        core = gym.make(env_id, **env_kwargs).unwrapped
+    except (gym.error.Error, OSError, ValueError, TypeError, KeyError, ImportError) as exc:
+        return f"{env_id} does not build here ({' '.join(str(exc).split())[:200]})"
+    reward = getattr(core, "reward_fn", None)
+    if reward is None or not hasattr(core, "template"):
+        return f"{env_id} has no answer format to check"
+    if hasattr(core, "num_candidates"):  # a ranking env
+        return lambda text: (not reward(text, 0, core.num_candidates).get("format_ok", False), False)
+
+    def rating(text: str) -> tuple[bool, bool]:
+        parsed = parse_completion(text, core.scale, core.template.tags)
+        off = parsed.rating is not None and not core.scale.contains(parsed.rating)
+        broken = not getattr(reward(text, core.scale.low, core.scale), "format_ok", parsed.format_ok)
+        return broken and not (off and parsed.reason.startswith("rating ")), off
+
+    return rating
+
+
+def check_rows(rows: list[dict[str, Any]], env_id: str = "") -> dict[str, Any]:
+    """Counts of rows that train but look wrong: an answer (the last assistant turn) whose format the
+    env's reward refuses, or whose rating is off the env's scale (for rows naming an ``env_id``, else
+    ``env_id``), an empty assistant turn, a prompt ending in an assistant turn, a duplicate of an
+    earlier row, a cold-start hint left in the prompt; and the rows per env_id."""
+    checkers: dict[str, Any] = {}
+    counts: Counter[str] = Counter()
+    not_checked: dict[str, str] = {}
+    seen: set[str] = set()
+    envs: Counter[str] = Counter()
+    for row in rows:
+        prompt, completion = row["prompt"], row["completion"]
+        name = str(row.get("env_id") or env_id or "")
+        envs[name or "(none)"] += 1
+        if name:
+            kwargs = row.get("env_kwargs") if isinstance(row.get("env_kwargs"), dict) else {}
+            env_key = json.dumps([name, kwargs], sort_keys=True, default=repr)
+            if env_key not in checkers:
+                checkers[env_key] = _answer_checker(name, kwargs)
+            checker = checkers[env_key]
+            if isinstance(checker, str):
+                not_checked.setdefault(name, checker)
+            else:
+                answer = next(m["content"] for m in reversed(completion) if m["role"] == "assistant")
+                broken, off = checker(answer)
+                counts["answers_checked"] += 1
+                counts["format_broken"] += broken
+                counts["rating_off_scale"] += off
+        counts["empty_assistant_content"] += any(m["role"] == "assistant" and not m["content"].strip() for m in completion)
+        counts["prompt_ends_with_assistant"] += prompt[-1]["role"] == "assistant"
+        counts["hint_in_prompt"] += any(HINT_WORDS in m["content"] for m in prompt)
+        row_key = json.dumps([prompt, completion], sort_keys=True)
+        counts["duplicate_rows"] += row_key in seen
+        seen.add(row_key)
+    names = ("answers_checked", "format_broken", "rating_off_scale", "empty_assistant_content",
+             "prompt_ends_with_assistant", "duplicate_rows", "hint_in_prompt")
+    return {**{k: counts[k] for k in names}, "env_ids": dict(envs), "not_checked": not_checked}
+
+
+def data_warning(path: str | Path, checks: dict[str, Any], total: int) -> str | None:
+    """One line summing up :func:`check_rows`' counts; None when nothing looks wrong."""
+    words = {"format_broken": "break the env's answer format (tags missing, repeated or out of order)",
+             "rating_off_scale": "rate off the env's scale",
+             "empty_assistant_content": "have an empty assistant turn",
+             "prompt_ends_with_assistant": "have a prompt that ends in an assistant turn",
+             "duplicate_rows": "repeat an earlier row",
+             "hint_in_prompt": f"still hold the cold-start hint in the prompt ({HINT_WORDS!r} ...)"}
+    parts = [f"{checks[k]} {text}" for k, text in words.items() if checks[k]]
+    if len(checks["env_ids"]) > 1:
+        parts.append("rows of several envs (" + ", ".join(f"{n} {e}" for e, n in checks["env_ids"].items()) + ")")
+    if not parts:
+        return None
+    unchecked = "; answers not checked: " + "; ".join(checks["not_checked"].values()) if checks["not_checked"] else ""
+    return (f"SFT data {path}: of {total} rows, " + ", ".join(parts) + unchecked +
+            "; training on them anyway (counts in sft_log.json)")
+
+
+def load_sft_data(path: str | Path, tokenizer: Any = None, max_length: int | None = None,
+                  rows: list[dict[str, Any]] | None = None):
+    """The cold-start JSONL (or its ``rows``, already read) as a ``datasets.Dataset``, and how many
+    rows were skipped: ``prompt`` and ``completion`` for single-turn rows (TRL tokenizes them);
+    ``input_ids`` and ``completion_mask`` (:func:`episode_tokens`, with ``tokenizer``) when any row is a
+    multi-turn episode. With ``max_length`` (and ``tokenizer``), rows longer than that many tokens, as
+    TRL would tokenize them, are skipped; an :class:`SFTDataError` when every row is."""
     from datasets import Dataset
 
-    rows = read_sft_rows(path)
+    rows = read_sft_rows(path) if rows is None else rows
     total, multi = len(rows), any(is_multi_turn(r) for r in rows)
     if tokenizer is None and (multi or max_length is not None):
         raise ValueError(f"{path}: tokenizing its rows (multi-turn episodes, or to measure them against max_length) "
@@ -122,14 +318,21 @@ def load_sft_data(path: str | Path, tokenizer: Any = None, max_length: int | Non
             r["prompt"] + r["completion"], tokenize=True, return_dict=True)["input_ids"]) for r in rows]
         keep = [i for i, length in enumerate(lengths) if length <= max_length]
         if not keep:
-            raise ValueError(f"{path}: all {total} rows are longer than max_length={max_length} tokens (prompt + "
-                             f"completion; the shortest has {min(lengths)}): raise max_length")
+            raise SFTDataError(f"{path}: all {total} rows are longer than max_length={max_length} tokens (prompt + "
+                               f"completion; the shortest has {min(lengths)}): raise max_length")
         rows, tokens = [rows[i] for i in keep], [tokens[i] for i in keep] if multi else []
     if multi:
         data = {"input_ids": [t[0] for t in tokens], "completion_mask": [t[1] for t in tokens]}
     else:
         data = {"prompt": [r["prompt"] for r in rows], "completion": [r["completion"] for r in rows]}
     return Dataset.from_dict(data), total - len(rows)
+
+
+def check_chat_template(tokenizer: Any, model: str) -> None:
+    """A ValueError when ``model``'s tokenizer has no chat template (prompts and traces are chat messages)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"model {model!r} has no chat template: recgym's prompts and SFT traces are chat messages; "
+                         "use an instruct (chat) model, or set its tokenizer's chat_template and save it with the model")
 
 
 class _ReplayPolicy:
@@ -237,19 +440,144 @@ def _completion_logits_sft_trainer():
     return CompletionLogitsSFTTrainer
 
 
+#: Written last into a finished SFT checkpoint: a folder holding it is finished (the demo and
+#: ``recgym reproduce`` reuse such a folder).
+SFT_LOG = "sft_log.json"
+#: The settings of the run in an ``output_dir``, written when it starts: ``resume`` checks them.
+SFT_CONFIG = "sft_config.yaml"
+#: ``SFTTrainConfig`` fields a resumed run may change: how long it runs, how it reports and saves.
+RESUMABLE_CHANGES = ("output_dir", "max_steps", "num_train_epochs", "logging_steps", "report_to", "save_steps",
+                     "save_total_limit", "keep_freed_memory")
+
+
+def sft_checkpoints(output_dir: str | Path) -> list[Path]:
+    """The HF Trainer's finished ``checkpoint-N`` folders in ``output_dir``, oldest first."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return []
+    found = [p for p in out.glob("checkpoint-*") if p.name[len("checkpoint-"):].isdigit()
+             and (p / "trainer_state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name[len("checkpoint-"):]))
+
+
+def sft_output_state(output_dir: str | Path) -> str:
+    """What ``output_dir`` holds: ``new`` (nothing), ``finished`` (an SFT checkpoint), ``interrupted``
+    (an SFT run's ``checkpoint-N`` folders), ``started`` (an SFT run stopped before its first
+    checkpoint), ``grpo`` (a GRPO run), ``model`` (a model ``sft train`` did not finish), ``file`` or
+    ``other``."""
+    out = Path(output_dir)
+    if not out.exists():
+        return "new"
+    if not out.is_dir():
+        return "file"
+    names = {p.name for p in out.iterdir()}
+    if SFT_LOG in names:
+        return "finished"
+    if SFT_CONFIG in names:
+        return "interrupted" if sft_checkpoints(out) else "started"
+    if "checkpoints" in names or "metrics.jsonl" in names:
+        return "grpo"
+    if "config.json" in names:
+        return "model"
+    return "other" if names else "new"
+
+
+def check_sft_output_dir(config: SFTTrainConfig, resume: bool = False, overwrite: bool = False) -> Path | None:
+    """Whether ``config.output_dir`` can take this run, before anything loads; returns the checkpoint a
+    resumed run continues from. A ValueError says what to do where the run would write over something
+    else than an SFT run of its own, over a finished or interrupted one without ``overwrite``, where
+    there is nothing to resume, or where the checkpoint's settings differ."""
+    from recgym.agents.config import changed_fields, plain_values
+
+    out = Path(config.output_dir)
+    state = sft_output_state(out)
+    refused = {
+        "file": f"output_dir {out} is a file, not a folder: choose another output_dir",
+        "grpo": f"output_dir {out} holds a GRPO run (checkpoints/, metrics.jsonl): choose another output_dir for the "
+                "SFT checkpoint",
+        "model": f"output_dir {out} holds a model that `recgym sft train` did not finish (config.json, no {SFT_LOG}): "
+                 "choose another output_dir",
+        "other": f"output_dir {out} is not empty and holds no SFT run: choose a new or empty output_dir",
+    }
+    if state in refused:
+        raise ValueError(refused[state])
+    if not resume:
+        if state == "finished" and not overwrite:
+            raise ValueError(f"output_dir {out} holds a finished SFT checkpoint: choose another output_dir, or give "
+                             "--overwrite to replace it")
+        if state == "interrupted" and not overwrite:
+            raise ValueError(f"output_dir {out} holds an interrupted SFT run (newest: {sft_checkpoints(out)[-1].name}): "
+                             "continue it with --resume, or give --overwrite to start afresh, or choose another output_dir")
+        return None
+    if state == "finished":
+        raise ValueError(f"output_dir {out} holds a finished SFT checkpoint: nothing to resume (start GRPO from it "
+                         "with --model, or give --overwrite without --resume to train it again)")
+    if state != "interrupted":
+        raise ValueError(f"nothing to resume: no SFT checkpoint-N folder in {out} (save_steps > 0 saves them); "
+                         "start without --resume")
+    import yaml
+
+    newest = sft_checkpoints(out)[-1]
+    saved = yaml.safe_load((out / SFT_CONFIG).read_text()) or {}
+    now = {k: v for k, v in plain_values(config.to_dict()).items() if k not in RESUMABLE_CHANGES}
+    if changed := changed_fields(SFTTrainConfig, now, saved):
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+        raise ValueError(f"{newest} was trained with other settings ({shown}): resume with its settings "
+                         f"({out / SFT_CONFIG}), or start afresh with --overwrite or in another output_dir")
+    return newest
+
+
+def check_report_to(names: list[str]) -> None:
+    """A ValueError for a ``report_to`` tracker the HF Trainer does not know, or whose package is
+    not installed (the Trainer imports it only once the model has loaded)."""
+    from transformers.integrations.integration_utils import (
+        INTEGRATION_TO_CALLBACK,
+        get_available_reporting_integrations,
+    )
+
+    for name in names:
+        if name in ("all", "none"):
+            continue
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise ValueError(f"report_to {name!r} is not a tracker the HF Trainer knows: choose among "
+                             f"{', '.join(INTEGRATION_TO_CALLBACK)}")
+        if name not in get_available_reporting_integrations():
+            raise ValueError(f"report_to {name} needs the {name} package, which is not installed: pip install {name} "
+                             f"(or leave {name} out of report_to)")
+
+
 def build_sft_trainer(config: SFTTrainConfig, model: Any = None, tokenizer: Any = None):
-    """A TRL ``SFTTrainer`` on the cold-start data with the loss on completion tokens only."""
+    """A TRL ``SFTTrainer`` on the cold-start data with the loss on completion tokens only. The data
+    is read, checked and measured with the tokenizer before the model loads (an
+    :class:`SFTDataError` when it cannot train)."""
     import torch
     from trl import SFTConfig
+
+    from recgym.agents.config import plain_values
 
     if config.keep_freed_memory and not torch.cuda.is_available():
         from recgym.agents.learner.host_memory import keep_freed_memory
 
         keep_freed_memory()
-    if model is None or tokenizer is None:
+    if tokenizer is None:
+        from recgym.agents.models import load_tokenizer
+
+        tokenizer = load_tokenizer(config.model)
+    check_chat_template(tokenizer, config.model)
+    check_report_to(config.report_to)
+    rows = read_sft_rows(config.data)
+    other_splits = check_splits(config.data, rows, config.allow_eval_splits)
+    checks = check_rows(rows, config.env_id)
+    if warning := data_warning(config.data, checks, len(rows)):
+        warnings.warn(warning, stacklevel=2)
+    dataset, skipped = load_sft_data(config.data, tokenizer, config.max_length, rows=rows)
+    if skipped:
+        print(f"SFT: skipped {skipped} of {len(dataset) + skipped} rows longer than max_length={config.max_length} "
+              "tokens (prompt + completion); raise max_length to train on them", file=sys.stderr, flush=True)
+    if model is None:
         from recgym.agents.models import load_model
 
-        model, tokenizer = load_model(config.model, dtype="float32")  # master weights; bf16 is autocast
+        model, _ = load_model(config.model, dtype="float32")  # master weights; bf16 is autocast
     if config.trainable_layers:
         from recgym.agents.learner.loading import train_top_layers
 
@@ -260,6 +588,7 @@ def build_sft_trainer(config: SFTTrainConfig, model: Any = None, tokenizer: Any 
 
         peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, task_type="CAUSAL_LM",
                                  target_modules="all-linear")
+    saving = {"save_strategy": "steps", "save_steps": config.save_steps} if config.save_steps else {"save_strategy": "no"}
     args = SFTConfig(
         output_dir=config.output_dir,
         num_train_epochs=config.num_train_epochs,
@@ -273,37 +602,82 @@ def build_sft_trainer(config: SFTTrainConfig, model: Any = None, tokenizer: Any 
         completion_only_loss=True,
         logging_steps=config.logging_steps,
         report_to=config.report_to,
-        save_strategy="no",
+        **saving,
+        save_total_limit=config.save_total_limit,
         seed=config.seed,
         use_cpu=not torch.cuda.is_available(),
         bf16=config.dtype == "bfloat16",
         gradient_checkpointing=config.gradient_checkpointing,
     )
-    dataset, skipped = load_sft_data(config.data, tokenizer, config.max_length)
-    if skipped:
-        print(f"SFT: skipped {skipped} of {len(dataset) + skipped} rows longer than max_length={config.max_length} "
-              "tokens (prompt + completion); raise max_length to train on them", file=sys.stderr, flush=True)
     trainer = _completion_logits_sft_trainer()(model=model, args=args, train_dataset=dataset,
                                                processing_class=tokenizer, peft_config=peft_config)
-    trainer.sft_data = {"rows": len(dataset), "rows_skipped_over_max_length": skipped, "max_length": config.max_length}
+    trainer.sft_data = {"rows": len(dataset), "rows_skipped_over_max_length": skipped, "max_length": config.max_length,
+                        "data": str(Path(config.data).resolve()), "model": config.model,
+                        "rows_from_eval_splits": other_splits, "data_checks": checks,
+                        "settings": plain_values(config.to_dict())}
     return trainer
 
 
-def train_sft(config: SFTTrainConfig, model: Any = None, tokenizer: Any = None) -> Path:
+def train_sft(config: SFTTrainConfig, model: Any = None, tokenizer: Any = None, *, resume: bool = False,
+              overwrite: bool = True) -> Path:
     """Fine-tune on the cold-start data; returns the output directory (a full checkpoint). Its
-    ``sft_log.json`` is the data's row counts (``build_sft_trainer``'s ``trainer.sft_data``), then
-    TRL's log history."""
-    trainer = build_sft_trainer(config, model, tokenizer)
+    ``sft_log.json`` is the data's row counts and checks, the data path, model and settings
+    (``build_sft_trainer``'s ``trainer.sft_data``), then TRL's log history.
+
+    ``output_dir`` must be new, empty or an SFT run of its own (:func:`check_sft_output_dir`):
+    ``resume`` continues its newest ``checkpoint-N``; otherwise ``overwrite`` (on here; the command
+    asks for ``--overwrite``) removes an earlier run there when this one starts. The checkpoint is
+    written to a temporary folder renamed into place, ``sft_log.json`` last."""
+    out = Path(config.output_dir)
+    main = int(os.environ.get("RANK", "0")) == 0
+    start = check_sft_output_dir(config, resume, overwrite)
+    state = sft_output_state(out)
+    found_empty = state == "new" and out.is_dir()  # a folder the user made: left in place if the run stops
+    trainer = build_sft_trainer(config, model, tokenizer)  # refuses bad data before anything is written
     tokenizer = trainer.processing_class
-    trainer.train()
+    if main and start is None:
+        if state in ("finished", "interrupted", "started"):
+            shutil.rmtree(out)  # an earlier SFT run's (check_sft_output_dir refused anything else)
+        out.mkdir(parents=True, exist_ok=True)
+        config.to_yaml(out / SFT_CONFIG)
+    try:
+        trainer.train(resume_from_checkpoint=str(start) if start is not None else None)
+    except BaseException as exc:
+        if main:
+            _report_stop(trainer, config, isinstance(exc, KeyboardInterrupt), created=not found_empty)
+        raise
     final = trainer.model
     if config.use_lora:
         final = final.merge_and_unload()  # a plain checkpoint the GRPO trainer loads by path
-    out = Path(config.output_dir)
-    final.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    from recgym.agents.run_log import json_text, write_text_atomic
+    if not main:
+        return out
+    from recgym.agents.run_log import json_text
+    from recgym.cache import atomic_directory
 
-    # written last and whole: its presence is what marks a finished SFT checkpoint (the demo's resume)
-    write_text_atomic(out / "sft_log.json", json_text([trainer.sft_data, *trainer.state.log_history], indent=1))
+    with atomic_directory(out, replace=True) as tmp:
+        final.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        for entry in list(out.iterdir()):  # tracker logs; checkpoint-N and the settings were for resume only
+            if not entry.name.startswith("checkpoint-") and entry.name != SFT_CONFIG:
+                shutil.move(str(entry), str(tmp / entry.name))
+        # written last: its presence is what marks a finished SFT checkpoint (the demo's resume)
+        (tmp / SFT_LOG).write_text(json_text([trainer.sft_data, *trainer.state.log_history], indent=1))
     return out
+
+
+def _report_stop(trainer: Any, config: SFTTrainConfig, interrupted: bool, created: bool) -> None:
+    """Say where an SFT run that stopped early left things; without a checkpoint, remove what it wrote."""
+    out = Path(config.output_dir)
+    how = "interrupted" if interrupted else "stopped by an error"
+    where = f"step {trainer.state.global_step} of {trainer.state.max_steps}"
+    if found := sft_checkpoints(out):
+        print(f"SFT {how} at {where}: its newest checkpoint is {found[-1]}; continue it with `recgym sft train` "
+              "and the same settings plus --resume", file=sys.stderr, flush=True)
+        return
+    if created:
+        shutil.rmtree(out, ignore_errors=True)
+    else:
+        (out / SFT_CONFIG).unlink(missing_ok=True)
+    saves = f"save_steps {config.save_steps} had saved none yet" if config.save_steps else "save_steps 0 saves none"
+    print(f"SFT {how} at {where}: nothing was saved ({saves}){f'; removed {out}' if created else ''}",
+          file=sys.stderr, flush=True)

@@ -22,6 +22,11 @@ def register(subparsers) -> None:
     ):
         p = sub.add_parser(name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         p.add_argument("--config", help="YAML file of config fields")
+        if name == "train":
+            p.add_argument("--resume", action="store_true",
+                           help="continue the interrupted run in output_dir from its newest checkpoint-N (save_steps)")
+            p.add_argument("--overwrite", action="store_true",
+                           help="replace the finished or interrupted SFT run in output_dir (removed when this one starts)")
         add_config_options(p, cls)
         p.set_defaults(func=fn)
 
@@ -64,18 +69,35 @@ def run_make_data(args) -> int:
 
 
 def run_train(args) -> int:
-    from recgym.agents.sft import SFTTrainConfig, read_sft_rows, train_sft
+    from recgym.agents.sft import (
+        SFTDataError,
+        SFTTrainConfig,
+        check_report_to,
+        check_sft_output_dir,
+        check_splits,
+        read_sft_rows,
+        train_sft,
+    )
     from recgym.commands.train import check_layers_fit, check_schedule, config_from_args
 
     config = config_from_args(args, SFTTrainConfig)
+    if args.resume and args.overwrite:
+        raise CommandError("--resume continues the run in output_dir and --overwrite replaces it: give one of them")
     check_output_path(config.output_dir, "output_dir", folder=True)
+    with given_values():
+        check_sft_output_dir(config, args.resume, args.overwrite)
+        check_report_to(config.report_to)
     check_schedule(config.lr_scheduler_type)
     if not Path(config.data).is_file():
         raise CommandError(f"SFT data {config.data} does not exist: make it with `recgym sft make-data` "
                            "(or `python examples/train_recone.py`)")
-    with given_values():  # a file without training rows
-        read_sft_rows(config.data)
+    with given_values():  # a file without training rows, a malformed row, rows of the evaluation splits
+        check_splits(config.data, read_sft_rows(config.data), config.allow_eval_splits)
     check_layers_fit(config.model, config.trainable_layers)
-    out = train_sft(config)
-    print(f"SFT checkpoint: {out}  (start GRPO from it with --model {out})")
+    try:
+        out = train_sft(config, resume=args.resume, overwrite=args.overwrite)
+    except SFTDataError as exc:  # every row too long: measured with the tokenizer before the model loads
+        raise CommandError(str(exc)) from exc
+    print(f"SFT checkpoint: {out}  (start GRPO from it with --model {out}; score it with `recgym eval ENV_ID "
+          f"--model {out}`)")
     return 0

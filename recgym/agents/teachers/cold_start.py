@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -340,12 +341,27 @@ def scripted_teacher(name: str, template: Any = None) -> Policy:
     return kind(**{template: True}) if short else kind()
 
 
+def _plain_env_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``{"env_kwargs": env_kwargs}`` for the rows' provenance when they are plain JSON (``sft train``
+    builds the env from them to check the answers), else nothing."""
+    if not env_kwargs:
+        return {}
+    try:
+        return {"env_kwargs": json.loads(json.dumps(env_kwargs, allow_nan=False))}
+    except (TypeError, ValueError):
+        return {}
+
+
 def run_cold_start(config: ColdStartConfig, teacher: Policy | None = None) -> ColdStartReport:
     """``recgym sft make-data``: build the env and teacher from ``config`` and write the JSONL."""
     import gymnasium as gym
 
     import recgym.envs  # noqa: F401  (registers the environments)
 
+    if config.split != "train":
+        warnings.warn(f"split {config.split!r}: these traces come from a split that GRPO validates on and `recgym eval` "
+                      "scores, so training on them leaks the answers; `recgym sft train` refuses them unless "
+                      "--allow_eval_splits true (use --split train for training data)", stacklevel=2)
     env = gym.make(config.env_id, split=config.split, **config.env_kwargs)
     n = len(env.unwrapped)
     rng = np.random.default_rng(config.seed)
@@ -366,7 +382,8 @@ def run_cold_start(config: ColdStartConfig, teacher: Policy | None = None) -> Co
 
         teacher = make_policy(config.teacher_policy, config.teacher, **config.teacher_kwargs)
     sampling = SamplingParams(temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=config.seed)
-    provenance = {"teacher": config.teacher, "teacher_policy": config.teacher_policy, "env_id": config.env_id}
+    provenance = {"teacher": config.teacher, "teacher_policy": config.teacher_policy, "env_id": config.env_id,
+                  **_plain_env_kwargs(config.env_kwargs)}
     if getattr(env.unwrapped, "multi_turn", False):
         return make_tool_cold_start_data(env, teacher, indices, config.output, samples_per_prompt=config.samples_per_prompt,
                                          tolerance=config.tolerance, sampling=sampling, provenance=provenance)
