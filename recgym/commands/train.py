@@ -58,15 +58,41 @@ def config_from_args(args: argparse.Namespace, config_cls: type):
 
 
 def check_model(name: str, hint: str = "") -> Path:
-    """Resolve the model before anything slow, so that a missing one fails at once (with ``hint``);
-    returns its checkpoint directory."""
+    """Resolve the model before anything slow, so that a missing one fails at once (with ``hint``),
+    as does one without a chat template (:func:`has_chat_template`); returns its checkpoint directory."""
     from recgym.agents.models import EMBEDDED_MODELS, ModelNotFoundError, model_path
 
     try:
-        return model_path(name)
+        path = model_path(name)
     except ModelNotFoundError as exc:
         suffix = f"; {hint}" if hint and name not in EMBEDDED_MODELS else ""
         raise CommandError(f"model {name!r} not found: {exc}{suffix}") from exc
+    if not has_chat_template(path):
+        raise CommandError(f"model {name!r} has no chat template: recgym's prompts and SFT traces are chat messages; "
+                           "use an instruct (chat) model, or set its tokenizer's chat_template and save it with the model")
+    return path
+
+
+def has_chat_template(path: Path) -> bool:
+    """Whether the checkpoint at ``path`` has a chat template: read from its tokenizer files, and where
+    they show none, from its tokenizer (a checkpoint without tokenizer files counts as having one:
+    loading it fails with its own message)."""
+    if any((path / name).exists() for name in ("chat_template.jinja", "chat_template.json", "additional_chat_templates")):
+        return True
+    config = path / "tokenizer_config.json"
+    try:
+        if config.is_file() and json.loads(config.read_text()).get("chat_template"):
+            return True
+    except (OSError, ValueError):
+        return True
+    if not config.is_file() and not (path / "tokenizer.json").is_file():
+        return True
+    from recgym.agents.models import load_tokenizer
+
+    try:
+        return bool(getattr(load_tokenizer(path), "chat_template", None))
+    except (OSError, ValueError):  # a tokenizer that does not load is the loader's to report
+        return True
 
 
 def check_env(env_id: str, env_kwargs: dict, *splits: str) -> None:

@@ -34,8 +34,22 @@ def end_process_group() -> None:
     """Destroy the default process group, once a run has finished on every rank (not after a
     failure, where another rank may still wait in a collective). Left to the interpreter's exit,
     gloo's worker threads can abort a rank (SIGABRT, "terminate called without an active
-    exception"), and torchrun then reports a finished run as failed."""
+    exception"), and torchrun then reports a finished run as failed.
+
+    Not while an in-process vLLM engine holds its groups (:func:`vllm_holds_process_groups`): the
+    engine made or joined the default group, and its shutdown at exit destroys its own groups and
+    then the default one; destroyed here first, that shutdown ended a finished run with a traceback
+    ("Invalid process group specified")."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
+    if dist.is_available() and dist.is_initialized() and not vllm_holds_process_groups():
         dist.destroy_process_group()
+
+
+def vllm_holds_process_groups() -> bool:
+    """Whether vLLM's distributed state in this process holds groups (an in-process engine, as
+    ``VLLMPolicy`` runs it, sets it up and tears it down at its shutdown)."""
+    import sys
+
+    state = sys.modules.get("vllm.distributed.parallel_state")
+    return state is not None and getattr(state, "_WORLD", None) is not None
