@@ -207,6 +207,32 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
                                          "learning_rate must be > 0, got -1"),
     "sft-train-output-dir-is-a-file": (lambda t: ["sft", "train", "--data", write(t / "d.jsonl", SFT_ROW), "--max_steps",
                                                   "1", "--output_dir", write(t / "f", "x")], "is a file, not a folder"),
+    "sft-train-plain-text-row": (lambda t: ["sft", "train", "--data", write(t / "d.jsonl", SFT_ROW + json.dumps(
+        {"prompt": "rate", "completion": "<rate>4</rate>"}) + "\n"), "--max_steps", "1"],
+        "d.jsonl:2: prompt is a JSON string: prompt and completion must be lists of {role, content} messages"),
+    "sft-train-bad-json-line": (lambda t: ["sft", "train", "--data", write(t / "d.jsonl", SFT_ROW + "\n" + SFT_ROW[:-2]
+                                                                          + ",}\n"), "--max_steps", "1"],
+                                "d.jsonl:3: not JSON ("),
+    "sft-train-valid-split-rows": (lambda t: ["sft", "train", "--data", write(t / "d.jsonl", json.dumps(
+        {**json.loads(SFT_ROW), "split": "valid"}) + "\n"), "--max_steps", "1"],
+        "1 of 1 rows come from other splits than train (1 from valid)"),
+    "sft-train-over-a-finished-sft": (lambda t: ["sft", "train", "--data", write(t / "d.jsonl", SFT_ROW), "--max_steps",
+                                                 "1", "--output_dir", str(Path(write(t / "o/sft_log.json", "[]")).parent)],
+                                      "holds a finished SFT checkpoint: choose another output_dir, or give --overwrite"),
+    "sft-train-into-a-grpo-run": (lambda t: ["sft", "train", "--data", write(t / "d.jsonl", SFT_ROW), "--max_steps", "1",
+                                             "--output_dir", str(Path(write(t / "o/metrics.jsonl", "{}\n")).parent)],
+                                  "holds a GRPO run"),
+    "sft-train-into-a-model": (lambda t: ["sft", "train", "--data", write(t / "d.jsonl", SFT_ROW), "--max_steps", "1",
+                                          "--output_dir", str(Path(write(t / "o/config.json", "{}")).parent)],
+                               "holds a model that `recgym sft train` did not finish"),
+    "sft-train-into-another-folder": (lambda t: ["sft", "train", "--data", write(t / "d.jsonl", SFT_ROW), "--max_steps",
+                                                 "1", "--output_dir", str(Path(write(t / "o/notes.txt", "x")).parent)],
+                                      "is not empty and holds no SFT run"),
+    "sft-train-resume-nothing": (lambda t: ["sft", "train", "--data", write(t / "d.jsonl", SFT_ROW), "--resume",
+                                            "--output_dir", str(t / "o")], "nothing to resume"),
+    "sft-train-unknown-tracker": (lambda t: ["sft", "train", "--data", write(t / "d.jsonl", SFT_ROW), "--report_to",
+                                             "[bogus]", "--output_dir", str(t / "o")],
+                                  "report_to 'bogus' is not a tracker the HF Trainer knows"),
 }
 
 
@@ -310,3 +336,97 @@ def test_estimate_memory_refuses_a_badly_typed_knob_in_one_line(capsys):
                  "--algorithm_kwargs", "{max_refills: many}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["recgym train grpo --estimate-memory: DAPO's max_refills must be an integer, got 'many'"]
+
+
+def test_sft_over_a_finished_run_loads_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    """`sft train` wrote a new model over an earlier finished checkpoint without a word."""
+    from recgym.agents import sft
+
+    monkeypatch.setattr(sft, "train_sft", lambda *a, **k: pytest.fail("training started"))
+    out = tmp_path / "o"
+    write(out / "sft_log.json", "[]")
+    argv = ["sft", "train", "--data", write(tmp_path / "d.jsonl", SFT_ROW), "--output_dir", str(out)]
+    assert main(argv) == 2 and (out / "sft_log.json").read_text() == "[]"
+    assert "give --overwrite to replace it" in capsys.readouterr().err
+    with pytest.raises(pytest.fail.Exception, match="training started"):
+        main([*argv, "--overwrite"])
+
+
+def test_sft_rows_all_over_max_length_are_one_line_before_the_model_loads(tiny_path, tmp_path, monkeypatch, capsys):
+    """A traceback once the model had loaded; the docs promised one line and status 2."""
+    from recgym.agents import models
+
+    monkeypatch.delenv("RECGYM_DEBUG", raising=False)
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    data = write(tmp_path / "d.jsonl", SFT_ROW)
+    assert main(["sft", "train", "--data", data, "--model", tiny_path, "--output_dir", str(tmp_path / "o"),
+                 "--max_steps", "1", "--max_length", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"recgym sft: error: {data}: all 1 rows are longer than max_length=5")
+    assert not (tmp_path / "o").exists()
+
+
+def test_sft_tracker_without_its_package_is_one_line_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    """`sft train --report_to '[tensorboard]'` without tensorboard: an ImportError traceback after the model loaded."""
+    import importlib.util
+
+    from recgym.agents import sft
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("tensorboard", "tensorboardX") else find_spec(name, *a))
+    monkeypatch.setattr(sft, "train_sft", lambda *a, **k: pytest.fail("training started"))
+    assert main(["sft", "train", "--data", write(tmp_path / "d.jsonl", SFT_ROW), "--report_to", "[tensorboard]",
+                 "--output_dir", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        ("recgym sft: error: report_to tensorboard needs the tensorboard package, which is not installed: "
+         "pip install tensorboard (or leave tensorboard out of report_to)")]
+
+
+@pytest.mark.parametrize("command", ["train grpo", "sft train"])
+def test_a_model_without_a_chat_template_is_one_line_before_it_loads(command, tmp_path, monkeypatch, capsys):
+    """Both trainers ended in a traceback after loading the model (apply_chat_template)."""
+    from tiny_lm import tiny_model, tiny_tokenizer
+
+    from recgym.agents import sft, trainer
+
+    model = tmp_path / "nochat"
+    tiny_model().save_pretrained(model)
+    tiny_tokenizer().save_pretrained(model)
+    (model / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(sft, "train_sft", lambda *a, **k: pytest.fail("training started"))
+    data = ["--data", write(tmp_path / "d.jsonl", SFT_ROW)] if command == "sft train" else []
+    capsys.readouterr()  # the save's progress bar
+    assert main([*command.split(), "--model", str(model), "--output_dir", str(tmp_path / "o"), *data]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"recgym {command.split()[0]}: error: model '{model}' has no chat template: ")
+
+
+def test_end_process_group_leaves_an_in_process_vllm_engines_groups_to_it_mock_vllm(tmp_path, monkeypatch):
+    """`train grpo --policy vllm` ended a finished run with a traceback at exit: end_process_group
+    destroyed the default group the in-process engine had made, and the engine's own shutdown then
+    destroyed it again ("Invalid process group specified"). A stand-in for vLLM's parallel_state
+    (its _WORLD set while an engine holds groups) keeps this on CPU without starting vLLM."""
+    import types
+
+    import torch.distributed as dist
+
+    from recgym.agents.learner.data_parallel import end_process_group
+
+    state = types.ModuleType("vllm.distributed.parallel_state")
+    state._WORLD = object()
+    monkeypatch.setitem(sys.modules, "vllm.distributed.parallel_state", state)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        end_process_group()
+        assert dist.is_initialized()  # left to the engine's shutdown
+        state._WORLD = None  # the engine has shut down (or none ran): recgym's group is recgym's to end
+        end_process_group()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
