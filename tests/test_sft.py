@@ -332,7 +332,7 @@ PLAIN = "prompt and completion must be lists of {role, content} messages (chat f
         "messages", "no-completion", "empty-completion", "user-completion"])
 def test_a_malformed_row_is_one_line_naming_its_file_and_line(row, words, tmp_path):
     """Each ended in a traceback (AttributeError, TypeError, KeyError) from read_sft_rows or deeper."""
-    from recgym.agents.sft import read_sft_rows
+    from recgym.agents.sft_data import read_sft_rows
 
     data = write_jsonl(tmp_path / "d.jsonl", [sft_row(), "", row])
     with pytest.raises(ValueError) as err:
@@ -344,7 +344,7 @@ def test_a_malformed_row_is_one_line_naming_its_file_and_line(row, words, tmp_pa
 def test_a_json_error_names_the_file_and_its_line(tmp_path):
     """The file was parsed whole after str.splitlines: the error named neither file nor row, and a
     line separator inside a JSON string (U+2028, kept by ensure_ascii=False) shifted the count."""
-    from recgym.agents.sft import read_sft_rows
+    from recgym.agents.sft_data import read_sft_rows
 
     good = json.dumps(sft_row("reasoning\u2028" + trace(4)), ensure_ascii=False)
     data = tmp_path / "d.jsonl"

@@ -12,7 +12,8 @@ import pytest
 from tiny_lm import tiny_model, tiny_tokenizer
 
 import recgym  # noqa: F401
-from recgym.agents.sft import SFTTrainConfig, build_sft_trainer, episode_tokens, train_sft
+from recgym.agents.sft import SFTTrainConfig, build_sft_trainer, train_sft
+from recgym.agents.sft_data import episode_tokens
 from recgym.agents.teachers.cold_start import ColdStartConfig, run_cold_start
 
 PROMPT = [{"role": "system", "content": "Rate items. Call tools as <call>name()</call>."},

@@ -69,15 +69,8 @@ def run_make_data(args) -> int:
 
 
 def run_train(args) -> int:
-    from recgym.agents.sft import (
-        SFTDataError,
-        SFTTrainConfig,
-        check_report_to,
-        check_sft_output_dir,
-        check_splits,
-        read_sft_rows,
-        train_sft,
-    )
+    from recgym.agents.sft import SFTTrainConfig, check_report_to, check_sft_output_dir, train_sft
+    from recgym.agents.sft_data import SFTDataError, check_splits, read_sft_rows
     from recgym.commands.train import check_layers_fit, check_schedule, config_from_args
 
     config = config_from_args(args, SFTTrainConfig)
