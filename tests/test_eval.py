@@ -245,8 +245,10 @@ def movielens(root, offset: int = 0, bad: bool = False):
     """MovieLens (ml-latest layout): 5 users rate 4 films each, so 5 valid and 5 test samples (``offset``
     shifts every rating); ``bad``: plus a rating off the scale."""
     films = (10, 20, 30, 40)
-    rows = [f"{u},{m},{(u + m // 10 + offset) % 5 + 0.5},{100 * u + m}" for u in range(1, 6) for m in films]
-    fx.write_lines(root / "ratings.csv", ["userId,movieId,rating,timestamp", *rows, *(["1,40,7.0,99"] if bad else [])])
+    start = 1_600_000_000  # epoch seconds in 2020: earlier ones are warned about as dates written as numbers
+    rows = [f"{u},{m},{(u + m // 10 + offset) % 5 + 0.5},{start + 100 * u + m}" for u in range(1, 6) for m in films]
+    fx.write_lines(root / "ratings.csv", ["userId,movieId,rating,timestamp", *rows,
+                                          *([f"1,40,7.0,{start + 99}"] if bad else [])])
     fx.write_lines(root / "movies.csv", ["movieId,title,genres", *(f"{m},Film {m} (1995),Drama" for m in films)])
     return root
 
