@@ -43,7 +43,7 @@ def _parse_number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _first_rating(text: str, tag: str) -> float | None:
+def first_rating(text: str, tag: str) -> float | None:
     """The first ``<tag>number</tag>`` in the text, even if the structure around it is broken."""
     open_tag, close_tag = f"<{tag}>", f"</{tag}>"
     start = text.find(open_tag)
@@ -70,7 +70,7 @@ def parse_completion(
     if not isinstance(text, str):
         return ParsedCompletion(None, False, f"completion is {type(text).__name__}, not str")
     scale = scale or RatingScale()
-    rating = _first_rating(text, tags[-1])
+    rating = first_rating(text, tags[-1])
     position, previous = 0, None
     for tag in tags:
         open_tag, close_tag = f"<{tag}>", f"</{tag}>"

@@ -41,7 +41,7 @@ from recgym.agents.policies.base import token_strings
 from recgym.agents.types import Completion, Policy, SamplingParams
 from recgym.data.schema import RatingScale
 from recgym.metrics import RankingMetrics, RatingMetrics, fallback_predictions, rating_metrics
-from recgym.rewards import _first_rating
+from recgym.rewards import first_rating
 
 #: How many alternatives per token to ask for when decoding the rating from probabilities.
 RATING_TOP_LOGPROBS = 20
@@ -122,7 +122,7 @@ def _rating_tag_at(text: str, tag: str) -> int | None:
         end = text.find(close_tag, start + len(open_tag))
         if end == -1:
             return None
-        if _first_rating(text[start : end + len(close_tag)], tag) is not None:
+        if first_rating(text[start : end + len(close_tag)], tag) is not None:
             return start
         start = text.find(open_tag, end)
     return None
