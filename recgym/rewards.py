@@ -43,8 +43,9 @@ def _parse_number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def first_rating(text: str, tag: str) -> float | None:
-    """The first ``<tag>number</tag>`` in the text, even if the structure around it is broken."""
+def rating_tag(text: str, tag: str) -> tuple[int, float] | None:
+    """Where the first ``<tag>number</tag>`` in the text opens, and its number, even if the structure
+    around it is broken (None where no such tag holds a number)."""
     open_tag, close_tag = f"<{tag}>", f"</{tag}>"
     start = text.find(open_tag)
     while start != -1:
@@ -53,7 +54,7 @@ def first_rating(text: str, tag: str) -> float | None:
             return None
         value = _parse_number(text[start + len(open_tag) : end])
         if value is not None:
-            return value
+            return start, value
         start = text.find(open_tag, end)
     return None
 
@@ -70,7 +71,8 @@ def parse_completion(
     if not isinstance(text, str):
         return ParsedCompletion(None, False, f"completion is {type(text).__name__}, not str")
     scale = scale or RatingScale()
-    rating = first_rating(text, tags[-1])
+    found = rating_tag(text, tags[-1])
+    rating = None if found is None else found[1]
     position, previous = 0, None
     for tag in tags:
         open_tag, close_tag = f"<{tag}>", f"</{tag}>"

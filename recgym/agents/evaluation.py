@@ -41,7 +41,7 @@ from recgym.agents.policies.base import token_strings
 from recgym.agents.types import Completion, Policy, SamplingParams
 from recgym.data.schema import RatingScale
 from recgym.metrics import RankingMetrics, RatingMetrics, fallback_predictions, rating_metrics
-from recgym.rewards import first_rating
+from recgym.rewards import rating_tag
 
 #: How many alternatives per token to ask for when decoding the rating from probabilities.
 RATING_TOP_LOGPROBS = 20
@@ -94,9 +94,10 @@ def expected_rating(
     for piece in pieces:
         starts.append(len(text))
         text += piece
-    open_at = _rating_tag_at(text, tag)
-    if open_at is None:
+    found = rating_tag(text, tag)
+    if found is None:
         return None
+    open_at = found[0]
     after = open_at + len(tag) + 2
     position = next(
         (i for i, (s, piece) in enumerate(zip(starts, pieces)) if s + len(piece) > after and piece.strip()), None
@@ -112,20 +113,6 @@ def expected_rating(
     if total <= 0:
         return None
     return float(sum(v * p for v, p in probs.items()) / total)
-
-
-def _rating_tag_at(text: str, tag: str) -> int | None:
-    """Where the ``<tag>`` whose number the reward parses opens in ``text`` (None where none holds one)."""
-    open_tag, close_tag = f"<{tag}>", f"</{tag}>"
-    start = text.find(open_tag)
-    while start != -1:
-        end = text.find(close_tag, start + len(open_tag))
-        if end == -1:
-            return None
-        if first_rating(text[start : end + len(close_tag)], tag) is not None:
-            return start
-        start = text.find(open_tag, end)
-    return None
 
 
 @dataclass
