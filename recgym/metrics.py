@@ -174,39 +174,46 @@ RANKING_CUTOFFS = {"ndcg@5": 5, "ndcg@10": 10, "hr@1": 1, "hr@5": 5, "hr@10": 10
 RANKING_METRICS = (*RANKING_CUTOFFS, "mrr")
 
 
-def check_ranks(ranks: Sequence[int], name: str = "ranks") -> np.ndarray:
-    """``ranks`` as a float array if they are a 1-d sequence of whole numbers >= 1; a ValueError otherwise."""
-    r = np.asarray(ranks, dtype=np.float64)
-    if r.ndim != 1:
-        raise ValueError(f"{name} must be a 1-d sequence of 1-based ranks, got shape {r.shape}")
+def check_ranks(ranks: Sequence[int] | Sequence[Sequence[int]], name: str = "ranks") -> np.ndarray:
+    """``ranks`` as a float array if they are whole numbers >= 1, one per sample (1-d) or k per sample
+    (2-d: ``[sample][completion]``, k >= 1 the same for every sample); a ValueError otherwise."""
+    try:
+        r = np.asarray(ranks, dtype=np.float64)
+    except ValueError:  # ragged
+        raise ValueError(f"{name} must hold the same number of ranks for every sample") from None
+    if r.ndim not in (1, 2) or (r.ndim == 2 and len(r) and r.shape[1] < 1):
+        raise ValueError(f"{name} must be 1-based ranks, one or k per sample, got shape {r.shape}")
     bad = r[~(np.isfinite(r) & (r >= 1) & (r == np.round(r)))]
     if len(bad):
         raise ValueError(f"{name} must be whole numbers >= 1 (1 = the top), not {bad[0]:g} ({len(bad)} such value(s))")
     return r
 
 
-def ranking_values(ranks: Sequence[int]) -> dict[str, np.ndarray]:
-    """Per-sample NDCG@5/@10, HR@1/@5/@10 and reciprocal rank of 1-based target ranks."""
+def ranking_values(ranks: Sequence[int] | Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+    """Per-sample NDCG@5/@10, HR@1/@5/@10 and reciprocal rank of 1-based target ranks; with k ranks
+    per sample (k completions), each figure's mean over them."""
     r = check_ranks(ranks)
     out = {}
     for name, k in RANKING_CUTOFFS.items():
         hit = r <= k
         out[name] = np.where(hit, 1.0 / np.log2(r + 1), 0.0) if name.startswith("ndcg") else hit.astype(float)
     out["mrr"] = 1.0 / r
-    return out
+    return {name: v.mean(axis=1) if v.ndim == 2 else v for name, v in out.items()}
 
 
-def ranking_metrics(ranks: Sequence[int], format_ok: Sequence[bool] | None = None) -> dict[str, float]:
-    """Means of :func:`ranking_values`, ``n``, and ``mean_rank`` (1-based) of the target. With
-    ``format_ok``, coverage (share that parsed) too."""
+def ranking_metrics(ranks: Sequence[int] | Sequence[Sequence[int]],
+                    format_ok: Sequence[bool] | Sequence[Sequence[bool]] | None = None) -> dict[str, float]:
+    """Means of :func:`ranking_values` (one or k ranks per sample), ``n`` (samples), and ``mean_rank``
+    (1-based) of the target. With ``format_ok`` (one or k per sample), coverage (share that parsed) too."""
     r = check_ranks(ranks)
     metrics = {name: float(v.mean()) if len(v) else float("nan") for name, v in ranking_values(r).items()}
     metrics["n"] = len(r)
     metrics["mean_rank"] = float(r.mean()) if len(r) else float("nan")
     if format_ok is not None:
-        if len(format_ok) != len(r):
-            raise ValueError(f"ranks and format_ok differ in length: {len(r)}, {len(format_ok)}")
-        metrics["coverage"] = float(np.mean(format_ok)) if len(format_ok) else float("nan")
+        ok = np.asarray(format_ok, dtype=np.float64)
+        if ok.shape[:1] != r.shape[:1]:
+            raise ValueError(f"ranks and format_ok differ in length: {len(r)}, {len(ok)}")
+        metrics["coverage"] = float(ok.mean()) if len(ok) else float("nan")
     return metrics
 
 
@@ -221,7 +228,8 @@ class RankingMetrics(dict):
 
 
 def paired_ranking_difference(ranks_a: Sequence[int], ranks_b: Sequence[int], metric: str = "ndcg@10") -> tuple[float, float]:
-    """Mean and standard error of the per-list gain of ``b`` over ``a`` in ``metric`` (positive: b better)."""
+    """Mean and standard error of the per-list gain of ``b`` over ``a`` in ``metric`` (positive: b better);
+    each side one or k ranks per list (:func:`ranking_values`)."""
     if metric not in RANKING_METRICS:
         raise ValueError(f"unknown ranking metric {metric!r}: choose one of {', '.join(RANKING_METRICS)}")
     a, b = check_ranks(ranks_a, "ranks_a"), check_ranks(ranks_b, "ranks_b")

@@ -46,6 +46,7 @@ def test_compare_gives_each_mae_and_the_paired_difference_on_the_common_samples(
     assert summary["value_b"] == pytest.approx(np.abs(errors_b).mean())
     assert summary["gain"] == pytest.approx(gain) and summary["se"] == pytest.approx(se) and se > 0
     assert summary["model_a"] == "reasoner" and summary["model_b"] == "user_average" and summary["split"] == "test"
+    assert summary["protocol_differs"] == {}
     assert main(["compare", str(a), str(b)]) == 0
     printed = " ".join(capsys.readouterr().out.split())
     assert "20 paired samples; unpaired: 0 only in A, 3 only in B" in printed
@@ -121,3 +122,19 @@ def test_compare_ranking_files_by_ndcg_at_10(tmp_path, capsys):
     scripted_eval(rating, "user_average", "-n", "3", "--split", "valid")
     assert main(["compare", str(a), str(rating)]) == 2
     assert "are not results on the same samples" in capsys.readouterr().err
+
+
+def test_compare_names_the_decoding_settings_in_which_the_files_differ(two_files, tmp_path, capsys):
+    """A greedy file against one sampled k times at T=1 was compared without a word of it: the gain
+    read as the model's where part of it was the decoding's."""
+    a, _ = two_files
+    sampled = tmp_path / "sampled.jsonl"
+    scripted_eval(sampled, "reasoner", "-n", "20", "--temperature", "1.0", "--samples", "3")
+    capsys.readouterr()
+    assert main(["compare", str(a), str(sampled), "--json"]) == 0
+    differs = json.loads(capsys.readouterr().out)["protocol_differs"]
+    assert differs["temperature"] == [0.0, 1.0] and differs["samples_per_prompt"] == [1, 3]
+    assert main(["compare", str(a), str(sampled)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "decoded differently: temperature 0.0 (A) vs 1.0 (B);" in printed
+    assert "samples_per_prompt 1 (A) vs 3 (B)" in printed

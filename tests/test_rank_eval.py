@@ -145,3 +145,37 @@ def test_scripted_ranker_ranks_candidates_without_descriptions():
     action = SyntheticRankerPolicy().act(bare)
     assert sorted(parse_ranking(action, 20, ("rank",)).order) == list(range(20))
     assert env.step(action)[4]["reward_breakdown"]["format"] == 0.5
+
+
+class FirstRanksThenProse:
+    """A ranking policy whose first of k completions is the scripted ranker's order and the others
+    prose (unparsed: the prompt's order)."""
+
+    def __init__(self):
+        self.ranker = SyntheticRankerPolicy()
+
+    def generate(self, prompts, n=1, sampling=None):
+        from recgym.agents.types import Completion
+
+        firsts = self.ranker.generate(prompts, n=1, sampling=sampling)
+        return [[group[0], *(Completion("no idea", [1], [2], [-0.1], "stop") for _ in range(n - 1))]
+                for group in firsts]
+
+
+def test_ranking_eval_with_k_samples_scores_every_completion(tmp_path):
+    """With --samples k the ranking figures and coverage came from the first completion alone: two
+    unparsed completions of three showed coverage 100% and the first one's NDCG."""
+    env = gym.make(ENV, split="valid")
+    result = evaluate(env, FirstRanksThenProse(), n=6, samples_per_prompt=3, baselines=False,
+                      out=tmp_path / "k.jsonl")
+    records = result.records
+    assert all(len(r["ranks"]) == 3 and r["ranks"][0] == r["rank"] for r in records)
+    prompt_order = [[b["rank_of_target"] for b in r["reward_breakdowns"][1:]] for r in records]
+    expected = ranking_metrics([[r["rank"], *rest] for r, rest in zip(records, prompt_order)])
+    assert result.metrics["ndcg@10"] == pytest.approx(expected["ndcg@10"])
+    assert result.metrics["ndcg@10"] != pytest.approx(ranking_metrics([r["rank"] for r in records])["ndcg@10"])
+    assert result.metrics["coverage"] == pytest.approx(1 / 3)
+    m = ranking_metrics([[1, 3], [2, 2]], [[True, False], [True, True]])
+    assert m["hr@1"] == pytest.approx(0.25) and m["coverage"] == pytest.approx(0.75) and m["n"] == 2
+    with pytest.raises(ValueError, match="same number of ranks"):
+        ranking_metrics([[1, 3], [2]])

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import re
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -493,6 +495,26 @@ def test_save_steps_checkpoints_let_an_interrupted_sft_resume(tmp_path, monkeypa
     log = json.loads((out / "sft_log.json").read_text())
     assert [e["step"] for e in log[1:] if "loss" in e] == [1, 2, 3, 4]  # steps 1-2 from the checkpoint's history
     assert not list(out.glob("checkpoint-*")) and (out / "config.json").is_file()
+    assert log[0]["data_sha256"] == hashlib.sha256(Path(data).read_bytes()).hexdigest()
+    assert not (out / "sft_data.sha256").exists()  # for resume only
+
+
+def test_resume_refuses_a_changed_data_file(tmp_path, monkeypatch):
+    """Resume checked the settings, the data path among them, but not the file: rows edited or
+    appended in between trained the rest of the run on other data, silently."""
+    from recgym.agents.sft import check_sft_output_dir
+
+    data = write_jsonl(tmp_path / "d.jsonl", [sft_row(), sft_row(trace(2))])
+    out = tmp_path / "sft"
+    config = SFTTrainConfig(data=data, output_dir=str(out), max_steps=4, max_length=256, save_steps=2,
+                            per_device_train_batch_size=1)
+    interrupting_trainer(monkeypatch, at_step=3)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(config, tiny_model(), tiny_tokenizer())
+    assert check_sft_output_dir(config, resume=True) == out / "checkpoint-2"
+    write_jsonl(tmp_path / "d.jsonl", [sft_row(), sft_row(trace(4))])
+    with pytest.raises(ValueError, match=r"d.jsonl changed since .*checkpoint-2 was trained from it"):
+        check_sft_output_dir(config, resume=True)
 
 
 def test_a_failed_save_leaves_no_folder_that_looks_finished(tmp_path):

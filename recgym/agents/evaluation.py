@@ -207,7 +207,7 @@ def record_header(
     template = next((name for name, t in templates.items() if t == getattr(core, "template", None)), None)
     task = ({"task": "ranking", "num_candidates": core.num_candidates, "negatives": core.negatives} if ranking
             else {"scale": core.scale.label, "rating_from_probs": rating_from_probs})
-    if samples_per_prompt > 1 and not ranking:  # older recgym averaged the parsed completions only
+    if samples_per_prompt > 1:  # older recgym averaged the parsed completions only (ranking: scored the first)
         task["mean_of_k"] = MEAN_OF_K
     return {"split": core.split, "dataset": core.dataset.name, "dataset_key": dataset_key(core.dataset), **task,
             "template": template, "temperature": sampling.temperature, "top_p": sampling.top_p, "max_new_tokens": sampling.max_new_tokens,
@@ -359,6 +359,17 @@ def evaluate(
                           "had top logprobs at its rating tag's digit): every prediction is the parsed one",
                           stacklevel=2)
     return EvalResult(metrics, records, scores, note, seconds, skipped, stats, decoded)
+
+
+def completion_ranks(record: dict[str, Any]) -> list[int]:
+    """The target's rank in each completion's order of a ranking record (files from before 2026-12-07
+    hold the first completion's only)."""
+    return record.get("ranks") or [record["rank"]]
+
+
+def ranking_parsed_share(record: dict[str, Any]) -> float:
+    """The share of a ranking record's completions whose list parsed."""
+    return float(np.mean([bool(b["format_ok"]) for b in record["reward_breakdowns"]]))
 
 
 def parsed_share(record: dict[str, Any]) -> float:
@@ -549,9 +560,10 @@ def evaluate_ranking(
     header: dict[str, Any] | None = None,
     on_record: Callable[[dict[str, Any], dict[str, float]], None] | None = None,
 ) -> EvalResult:
-    """``evaluate`` for a RecRank env: NDCG@5/@10, HR@1/@5/@10, MRR (of the first completion's
-    order, the prompt's order where it does not parse), coverage, format rate, mean reward, and
-    the ranking baselines on the same candidate lists with paired standard errors."""
+    """``evaluate`` for a RecRank env: NDCG@5/@10, HR@1/@5/@10, MRR (of each completion's order, the
+    prompt's order where it does not parse; with k completions a list's figure is their mean),
+    coverage (per completion), format rate, mean reward, and the ranking baselines on the same
+    candidate lists with paired standard errors."""
     from recgym.metrics import paired_ranking_difference, ranking_metrics
     from recgym.rewards import ndcg_at_k
 
@@ -567,8 +579,8 @@ def evaluate_ranking(
     skipped = len(records)
     done = {int(r["index"]) for r in records}
     todo = [i for i in range(total) if i not in done]
-    gains = [ndcg_at_k(r["rank"], 10) for r in records]
-    parsed = [bool(r["reward_breakdowns"][0]["format_ok"]) for r in records]
+    gains = [np.mean([ndcg_at_k(rank, 10) for rank in completion_ranks(r)]) for r in records]
+    parsed = [ranking_parsed_share(r) for r in records]
 
     def score(indices: list[int]) -> list[dict[str, Any]]:
         reset_infos = [env.reset(options={"index": index})[1] for index in indices]
@@ -584,6 +596,7 @@ def evaluate_ranking(
                            "completions": [c.text for c in completions],
                            "finish_reasons": [c.finish_reason for c in completions],
                            "reward_breakdowns": breakdowns, "rank": breakdowns[0]["rank_of_target"],
+                           "ranks": [b["rank_of_target"] for b in breakdowns],
                            # the rating records' error fields, as the distance from the top
                            "target": 1, "prediction_or_fallback": breakdowns[0]["rank_of_target"],
                            "reward": float(np.mean([b["total"] for b in breakdowns])),
@@ -591,14 +604,14 @@ def evaluate_ranking(
         return scored
 
     def progress(record: dict[str, Any]) -> dict[str, float]:
-        gains.append(ndcg_at_k(record["rank"], 10))
-        parsed.append(bool(record["reward_breakdowns"][0]["format_ok"]))
+        gains.append(np.mean([ndcg_at_k(rank, 10) for rank in completion_ranks(record)]))
+        parsed.append(ranking_parsed_share(record))
         return {"ndcg@10": float(np.mean(gains)), "coverage": float(np.mean(parsed))}
 
     seconds = _record_batches(path, todo, batch_size, score, records, total, on_record, progress)
     records.sort(key=lambda r: r["index"])
-    ranks = [r["rank"] for r in records]
-    metrics = RankingMetrics(ranking_metrics(ranks, [bool(r["reward_breakdowns"][0]["format_ok"]) for r in records]))
+    ranks = [completion_ranks(r) for r in records]
+    metrics = RankingMetrics(ranking_metrics(ranks, [ranking_parsed_share(r) for r in records]))
     metrics.update(format_rate=float(np.mean([r["format_rate"] for r in records])),
                    mean_reward=float(np.mean([r["reward"] for r in records])))
     scores: dict[str, dict[str, float]] = {}

@@ -27,6 +27,7 @@ interrupted run; they are removed once it finishes.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -192,6 +193,8 @@ def _completion_logits_sft_trainer():
 SFT_LOG = "sft_log.json"
 #: The settings of the run in an ``output_dir``, written when it starts: ``resume`` checks them.
 SFT_CONFIG = "sft_config.yaml"
+#: The data file's SHA-256 when the run in an ``output_dir`` started: ``resume`` refuses another file.
+SFT_DATA_DIGEST = "sft_data.sha256"
 #: ``SFTTrainConfig`` fields a resumed run may change: how long it runs, how it reports and saves.
 RESUMABLE_CHANGES = ("output_dir", "max_steps", "num_train_epochs", "logging_steps", "report_to", "save_steps",
                      "save_total_limit", "keep_freed_memory")
@@ -271,7 +274,16 @@ def check_sft_output_dir(config: SFTTrainConfig, resume: bool = False, overwrite
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
         raise ValueError(f"{newest} was trained with other settings ({shown}): resume with its settings "
                          f"({out / SFT_CONFIG}), or start afresh with --overwrite or in another output_dir")
+    digest = out / SFT_DATA_DIGEST
+    if digest.is_file() and Path(config.data).is_file() and digest.read_text().strip() != data_digest(config.data):
+        raise ValueError(f"{config.data} changed since {newest} was trained from it: resume with the data it was "
+                         "trained on, or start afresh with --overwrite or in another output_dir")
     return newest
+
+
+def data_digest(path: str | Path) -> str:
+    """The SHA-256 of a data file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def check_report_to(names: list[str]) -> None:
@@ -359,7 +371,8 @@ def build_sft_trainer(config: SFTTrainConfig, model: Any = None, tokenizer: Any 
     trainer = _completion_logits_sft_trainer()(model=model, args=args, train_dataset=dataset,
                                                processing_class=tokenizer, peft_config=peft_config)
     trainer.sft_data = {"rows": len(dataset), "rows_skipped_over_max_length": skipped, "max_length": config.max_length,
-                        "data": str(Path(config.data).resolve()), "model": config.model,
+                        "data": str(Path(config.data).resolve()), "data_sha256": data_digest(config.data),
+                        "model": config.model,
                         "rows_from_eval_splits": other_splits, "data_checks": checks,
                         "settings": plain_values(config.to_dict())}
     return trainer
@@ -387,6 +400,7 @@ def train_sft(config: SFTTrainConfig, model: Any = None, tokenizer: Any = None, 
             shutil.rmtree(out)  # an earlier SFT run's (check_sft_output_dir refused anything else)
         out.mkdir(parents=True, exist_ok=True)
         config.to_yaml(out / SFT_CONFIG)
+        (out / SFT_DATA_DIGEST).write_text(trainer.sft_data["data_sha256"] + "\n")
     try:
         trainer.train(resume_from_checkpoint=str(start) if start is not None else None)
     except BaseException as exc:
@@ -405,7 +419,7 @@ def train_sft(config: SFTTrainConfig, model: Any = None, tokenizer: Any = None, 
         final.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         for entry in list(out.iterdir()):  # tracker logs; checkpoint-N and the settings were for resume only
-            if not entry.name.startswith("checkpoint-") and entry.name != SFT_CONFIG:
+            if not entry.name.startswith("checkpoint-") and entry.name not in (SFT_CONFIG, SFT_DATA_DIGEST):
                 shutil.move(str(entry), str(tmp / entry.name))
         # written last: its presence is what marks a finished SFT checkpoint (the demo's resume)
         (tmp / SFT_LOG).write_text(json_text([trainer.sft_data, *trainer.state.log_history], indent=1))
@@ -425,6 +439,7 @@ def _report_stop(trainer: Any, config: SFTTrainConfig, interrupted: bool, create
         shutil.rmtree(out, ignore_errors=True)
     else:
         (out / SFT_CONFIG).unlink(missing_ok=True)
+        (out / SFT_DATA_DIGEST).unlink(missing_ok=True)
     saves = f"save_steps {config.save_steps} had saved none yet" if config.save_steps else "save_steps 0 saves none"
     print(f"SFT {how} at {where}: nothing was saved ({saves}){f'; removed {out}' if created else ''}",
           file=sys.stderr, flush=True)

@@ -13,18 +13,23 @@ from recgym.console import make_console
 #: Header fields two files must share to be results on the same samples and prompts.
 SAME_SAMPLES = ("env_id", "dataset", "dataset_key", "split", "scale", "task", "num_candidates", "negatives",
                 "template")
+#: Header fields of how the answers were decoded and read: files may differ in them (comparing two
+#: decodings of one model is a use), and the summary names those that do.
+PROTOCOL = ("temperature", "top_p", "max_new_tokens", "seed", "stop", "samples_per_prompt", "rating_from_probs",
+            "mean_of_k")
 
 
 def compare_records(records_a: list[dict[str, Any]], records_b: list[dict[str, Any]],
                     names: tuple[str, str] = ("A", "B")) -> dict[str, Any]:
     """B against A on the samples both hold (paired by sample index): each one's MAE (ranking: NDCG@10)
     and coverage there, B's gain (``metrics.paired_difference``; ranking ``paired_ranking_difference``;
-    positive: B is better) with its standard error, and the samples only one of them holds. A
+    positive: B is better) with its standard error, the samples only one of them holds, and the decoding
+    settings in which they differ (``protocol_differs``: {field: [A's, B's]}). A
     ValueError where they are not results on the same samples: another env, split, data (``dataset_key``),
     scale or template, or a paired sample whose prompt or target differs."""
     import numpy as np
 
-    from recgym.agents.evaluation import parsed_share
+    from recgym.agents.evaluation import completion_ranks, parsed_share, ranking_parsed_share
     from recgym.metrics import paired_difference, paired_ranking_difference, ranking_values
 
     for name, records in zip(names, (records_a, records_b)):
@@ -61,18 +66,21 @@ def compare_records(records_a: list[dict[str, Any]], records_b: list[dict[str, A
     pa, pb = [a[i] for i in common], [b[i] for i in common]
     if ranking:
         metric = "ndcg@10"
-        ranks_a, ranks_b = [r["rank"] for r in pa], [r["rank"] for r in pb]
+        ranks_a, ranks_b = [completion_ranks(r) for r in pa], [completion_ranks(r) for r in pb]
         value_a, value_b = (float(ranking_values(r)[metric].mean()) for r in (ranks_a, ranks_b))
         gain, se = paired_ranking_difference(ranks_a, ranks_b, metric)
-        coverage = [float(np.mean([bool(r["reward_breakdowns"][0]["format_ok"]) for r in p])) for p in (pa, pb)]
+        coverage = [float(np.mean([ranking_parsed_share(r) for r in p])) for p in (pa, pb)]
     else:
         metric = "mae"
         errors_a, errors_b = (np.array([r["prediction_or_fallback"] - r["target"] for r in p]) for p in (pa, pb))
         value_a, value_b = float(np.abs(errors_a).mean()), float(np.abs(errors_b).mean())
         gain, se = paired_difference(errors_a, errors_b)
         coverage = [float(np.mean([parsed_share(r) for r in p])) for p in (pa, pb)]
+    greedy = first_a.get("temperature") == first_b.get("temperature") == 0  # a seed changes nothing there
+    protocol = {key: [first_a.get(key), first_b.get(key)] for key in PROTOCOL
+                if first_a.get(key) != first_b.get(key) and not (greedy and key == "seed")}
     return {
-        "metric": metric, "n": len(common), "only_in_a": len(a.keys() - b.keys()), "only_in_b": len(b.keys() - a.keys()),
+        "metric": metric, "protocol_differs": protocol, "n": len(common), "only_in_a": len(a.keys() - b.keys()), "only_in_b": len(b.keys() - a.keys()),
         "value_a": value_a, "value_b": value_b, "coverage_a": coverage[0], "coverage_b": coverage[1],
         "gain": gain, "se": se,
         **{key: first_a.get(key) for key in ("env_id", "split", "dataset_key", "template")},
@@ -102,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
     for side in ("a", "b"):
         console.print(f"{side.upper()}: {summary[side]} ({summary['model_' + side]}, {summary['policy_' + side]})",
                       highlight=False)
+    if summary["protocol_differs"]:
+        console.print("decoded differently: " + "; ".join(f"{key} {a!r} (A) vs {b!r} (B)" for key, (a, b)
+                                                          in summary["protocol_differs"].items()), highlight=False)
     console.print(f"{summary['env_id'] or 'env'} {summary['split']}: {summary['n']} paired samples; unpaired: "
                   f"{summary['only_in_a']} only in A, {summary['only_in_b']} only in B", highlight=False)
     console.print(f"{label}: A {summary['value_a']:.3f}, B {summary['value_b']:.3f} (coverage "
