@@ -215,6 +215,24 @@ def test_a_reset_prompt_over_max_observation_length_is_an_error():
         env.step("<call>user_stats()</call>")
 
 
+def test_a_tool_result_over_max_observation_length_is_cut_to_whole_lines_with_a_note():
+    """It came back whole, outside the observation space."""
+    call = "<call>recent_reviews(limit=40)</call>"
+    whole = gym.make(ENV, split="valid", max_results=40).unwrapped
+    whole.reset(options={"index": 0})
+    full = whole.step(call)[0]
+    env = gym.make(ENV, split="valid", max_results=40, max_observation_length=2000).unwrapped
+    env.reset(options={"index": 0})
+    obs, _, _, _, info = env.step(call)
+    assert len(full) > 2000 >= len(obs) and env.observation_space.contains(obs)
+    kept, note = obs.rsplit("\n", 1)
+    assert full.startswith(kept + "\n") and note == f"(cut: {len(full) - len(kept)} more characters)"
+    next_line = full[len(kept) + 1 :].split("\n", 1)[0]
+    assert len(kept) + len(next_line) + len(note) + 2 > 2000  # the next whole line would not have fit
+    assert info["calls"][0]["tokens"] == env.count_tokens(obs) < whole.count_tokens(full)
+    assert env.step("<call>user_stats()</call>")[0] == whole.step("<call>user_stats()</call>")[0]  # short results whole
+
+
 @pytest.mark.parametrize("loop", ["<call>user_stats()</call>", "<call>user_stats(</call>", "rating: 4"])
 def test_loops_truncate_at_max_turns_with_the_format_penalty(loop):
     env = gym.make(ENV, split="valid", max_turns=4, tool_cost=0.1).unwrapped
@@ -400,9 +418,10 @@ def test_function_calls_become_tagged_calls():
         parse_call(call_text("similar_items", "not json"))
 
 
-def test_openai_policy_sends_the_schema_and_returns_tagged_calls_mock_server():
-    """A mock OpenAI-compatible server (no model here speaks native function calls) answers with a
-    tool call; the policy sent the tools and turns the call into the environment's action."""
+def openai_policy_turn_mock_server(calls: list[tuple[str, str]]) -> tuple[str, list[dict]]:
+    """The text an OpenAIPolicy (sent the tools) returns for sample 0's prompt when a mock
+    OpenAI-compatible server (no model here speaks native function calls) answers with ``calls``
+    (name, JSON arguments), and the request bodies the server saw."""
     import json
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -417,10 +436,11 @@ def test_openai_policy_sends_the_schema_and_returns_tagged_calls_mock_server():
 
         def do_POST(self):
             seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            call = {"id": "c1", "type": "function", "function": {"name": "similar_items", "arguments": '{"limit": 3}'}}
+            tool_calls = [{"id": f"c{i}", "type": "function", "function": {"name": name, "arguments": arguments}}
+                          for i, (name, arguments) in enumerate(calls)]
             payload = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [
                 {"index": 0, "finish_reason": "tool_calls", "logprobs": None,
-                 "message": {"role": "assistant", "content": None, "tool_calls": [call]}}]}).encode()
+                 "message": {"role": "assistant", "content": None, "tool_calls": tool_calls}}]}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
@@ -432,16 +452,34 @@ def test_openai_policy_sends_the_schema_and_returns_tagged_calls_mock_server():
     try:
         policy = make_policy("openai", "m", base_url=f"http://127.0.0.1:{server.server_address[1]}/v1",
                              tools=openai_tools(), max_retries=0)
-        env = gym.make(ENV, split="valid").unwrapped
-        _, info = env.reset(options={"index": 0})
-        text = policy.generate([info["messages"]])[0][0].text
+        _, info = gym.make(ENV, split="valid").unwrapped.reset(options={"index": 0})
+        return policy.generate([info["messages"]])[0][0].text, seen
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_openai_policy_sends_the_schema_and_returns_tagged_calls_mock_server():
+    """The policy sent the tools and turns the model's call into the environment's action."""
+    text, seen = openai_policy_turn_mock_server([("similar_items", '{"limit": 3}')])
     assert seen[0]["tools"] == openai_tools()
     assert text == "<call>similar_items(limit=3)</call>"
+    env = gym.make(ENV, split="valid").unwrapped
+    env.reset(options={"index": 0})
     obs, *_ = env.step(text)
     assert obs.startswith("Result of similar_items(limit=3):")
+
+
+def test_openai_policy_passes_on_every_parallel_tool_call_mock_server():
+    """Only the first call came back, and the model never learned the others were ignored; now the
+    environment answers with its one-call-per-turn error, an invalid turn."""
+    text, _ = openai_policy_turn_mock_server([("similar_items", '{"limit": 3}'), ("user_stats", "{}")])
+    assert text == "<call>similar_items(limit=3)</call> <call>user_stats()</call>"
+    env = gym.make(ENV, split="valid").unwrapped
+    env.reset(options={"index": 0})
+    obs, reward, terminated, truncated, info = env.step(text)
+    assert obs == "Tool call error: one tool call per turn." and reward == 0.0 and not (terminated or truncated)
+    assert info["invalid_turns"] == 1 and info["num_calls"] == 1
 
 
 def test_step_before_the_first_reset_says_reset_was_never_called():

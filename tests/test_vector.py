@@ -158,3 +158,26 @@ def test_make_vec_takes_render_mode_and_refuses_max_episode_steps(make):
     with pytest.raises(TypeError, match=r"max_episode_steps is not an argument here: RecRating and RecRank episodes "
                                         r"end after one step, RecRatingTools episodes at max_turns"):
         make(max_episode_steps=3)
+
+
+def test_end_episode_of_one_sub_env_lets_the_others_play_on():
+    """The rollout ends a full-context episode through the vector env, which then waits on it
+    (before, ending it on the sub-env left the vector env asking it for an action)."""
+    vec = make_group_vec("RecRatingTools-Synthetic-v0", num_prompts=1, group_size=2, split="valid",
+                         autoreset_mode="NextStep")
+    vec.reset(options={"indices": [3]})
+    vec.step(["<call>user_stats()</call>"] * 2)
+    _, reward, terminated, truncated, info = vec.end_episode(0, "the context is full")
+    assert truncated and not terminated and info["truncation"] == "the context is full"
+    assert reward == pytest.approx(-0.5 - 0.02)
+    obs, rewards, _, _, infos = vec.step([None, "<call>user_stats()</call>"])
+    assert obs[0] == "" and rewards[0] == 0.0 and infos[0]["waiting"] and obs[1].startswith("Result of user_stats()")
+    with pytest.raises(RuntimeError, match="sub-env 0 has no episode in progress"):
+        vec.end_episode(0, "again")
+    vec.end_episode(1, "the context is full")
+    _, _, _, _, infos = vec.step([None, None])
+    assert all(i.get("autoreset") for i in infos)  # the group ended as a whole, so it resets together
+    with pytest.raises(IndexError, match="sub-env 2 out of range"):
+        vec.end_episode(2, "full")
+    with pytest.raises(TypeError, match="only multi-turn sub-envs"):
+        make_group_vec("RecRating-Synthetic-v0", num_prompts=1, group_size=2).end_episode(0, "full")

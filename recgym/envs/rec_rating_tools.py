@@ -40,6 +40,8 @@ class RecRatingToolsEnv(RecRatingEnv):
     title, categories and description, the rating scale, the user's number of past ratings and
     their mean). ``step``: the tool's result, or an error message saying what was wrong with the
     turn; ``""`` once the episode ends. ``info["messages"]`` holds the chat message(s) to append.
+    A result longer than ``max_observation_length`` keeps the whole lines that fit, then
+    ``(cut: N more characters)``; a prompt longer than it is a ValueError at ``reset``.
 
     ## Action space
     ``UnicodeText(max_action_length)``: the model's turn. A turn containing ``<call>`` is a tool call
@@ -216,9 +218,19 @@ class RecRatingToolsEnv(RecRatingEnv):
             return text, str(exc)
         record.update(tool=call.name, arguments=dict(call.arguments))
         result = self.tools.run(self._row, call)
-        text = f"Result of {call}:\n{result.text}"
+        text = self._fit(f"Result of {call}:\n{result.text}")
         record.update(rows=result.rows, tokens=self.count_tokens(text))
         return text, None
+
+    def _fit(self, text: str) -> str:
+        """``text`` cut to the observation space: the whole lines that fit, then a note of what was cut."""
+        limit = self.observation_space.max_length
+        if len(text) <= limit:
+            return text
+        kept = text[: max(0, limit - len(f"\n(cut: {len(text)} more characters)"))]
+        if (line_end := kept.rfind("\n")) > 0:
+            kept = kept[:line_end]
+        return f"{kept}\n(cut: {len(text) - len(kept)} more characters)"
 
     def _progress(self) -> dict[str, Any]:
         return {

@@ -50,7 +50,8 @@ class GroupedRatingVecEnv(gym.vector.VectorEnv):
     reset as a whole, to one new shared sample, on the step after its last member's episode ended
     (that step returns the reset observations, reward 0 and ``info["autoreset"] = True``; groups
     reset on the same step get distinct samples), so groups stay intact; the default ``DISABLED``
-    leaves resetting to ``reset()``.
+    leaves resetting to ``reset()``. ``end_episode(k, reason)`` truncates sub-env ``k``'s episode
+    (the rollout's full context) and counts it as ended, as a truncating ``step`` would.
     """
 
     def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], group_size: int,
@@ -156,6 +157,23 @@ class GroupedRatingVecEnv(gym.vector.VectorEnv):
         terminated = np.array([r[2] for r in results], dtype=bool)
         truncated = np.array([r[3] for r in results], dtype=bool)
         return observations, rewards, terminated, truncated, [r[4] for r in results]
+
+    def end_episode(self, k: int, reason: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """Truncate sub-env ``k``'s running episode now (``RecRatingToolsEnv.end_episode``); later
+        steps treat it as ended (pass None for it)."""
+        self._check_open()
+        k = check_int("k", k, 0)
+        if k >= self.num_envs:
+            raise IndexError(f"sub-env {k} out of range: this vector env has {self.num_envs} (0 to {self.num_envs - 1})")
+        env = self.envs[k].unwrapped
+        if not hasattr(env, "end_episode"):
+            raise TypeError(f"{type(env).__name__} episodes end after one step: only multi-turn sub-envs "
+                            f"(RecRatingTools-*) have end_episode")
+        if self._done[k]:
+            raise RuntimeError(f"sub-env {k} has no episode in progress: call reset() before end_episode()")
+        result = env.end_episode(reason)
+        self._done[k] = True
+        return result
 
     def render(self) -> tuple[Any, ...]:
         """Each sub-env's ``render()`` (``render_mode`` is theirs)."""

@@ -58,7 +58,9 @@ class OpenAIPolicy(BasePolicy):
         return_token_ids: ask a vLLM server for token ids (``extra_body``; other servers may reject it).
         tools: OpenAI function-calling schemas sent with every request (for the tool environments:
             ``recgym.envs.tools.openai_tools()``); a tool call the model makes comes back as the
-            environment's tagged call text, ``<call>name(arg=value)</call>``.
+            environment's tagged call text, ``<call>name(arg=value)</call>``; several calls in one
+            answer come back as several tagged calls, which the environment refuses as an invalid
+            turn ("one tool call per turn").
     """
 
     def __init__(
@@ -165,10 +167,11 @@ class OpenAIPolicy(BasePolicy):
             ids = list(getattr(choice, "token_ids", None) or [])
             text = choice.message.content or ""
             calls = getattr(choice.message, "tool_calls", None) or []
-            if calls:  # a native function call: the tagged call the tool environments read
+            if calls:  # native function calls: the tagged calls the tool environments read
                 from recgym.envs.tools import call_text
 
-                text = (text + " " if text else "") + call_text(calls[0].function.name, calls[0].function.arguments)
+                tagged = " ".join(call_text(call.function.name, call.function.arguments) for call in calls)
+                text = (text + " " if text else "") + tagged
             completions.append(
                 Completion(
                     text=text,

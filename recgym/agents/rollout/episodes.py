@@ -247,12 +247,9 @@ def collect_episodes(
         timed["env"] += time.perf_counter() - t
         return out
 
-    def end_episode(k: int, reason: str):
-        return env.envs[k].unwrapped.end_episode(reason)
-
     before = policy_stats(policy)
     start = time.perf_counter()
-    episodes = run_episodes(step, reset_infos, policy, sampling, group_size, end_episode=end_episode)
+    episodes = run_episodes(step, reset_infos, policy, sampling, group_size, end_episode=env.end_episode)
     total = time.perf_counter() - start
     batch = pack_episodes(episodes, group_size, policy_pad_id(policy, pad_token_id))
     return batch, collection_metrics(batch, group_size, policy, before, total - timed["env"], env_seconds + timed["env"])
