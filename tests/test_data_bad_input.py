@@ -178,3 +178,86 @@ def test_an_empty_split_says_why_in_one_short_line(tmp_path):
                                          r"user's first \(cold\) and were dropped: try keep_cold_samples=True, "):
         load_custom(singles, {"user": "u", "item": "i", "rating": "r", "timestamp": "t"}, split_method="time",
                     cache_dir=tmp_path / "cache", progress=False).require_samples("train")
+
+
+def ten_star_table(tmp_path: Path, off_scale_rows: int, rows: int = 60) -> Path:
+    """A custom CSV of ``rows`` ratings whose first ``off_scale_rows`` are 6-10 and the rest 1-5."""
+    lines = ["uid,iid,stars,ts"]
+    for k in range(rows):
+        stars = 6 + k % 5 if k < off_scale_rows else 1 + k % 5
+        lines.append(f"u{k % 6},i{k // 6},{stars},{1_600_000_000 + k}")
+    return fx.write_lines(tmp_path / "ratings.csv", lines)
+
+
+COLUMNS = {"user": "uid", "item": "iid", "rating": "stars", "timestamp": "ts"}
+
+
+def test_an_off_scale_rating_of_a_custom_table_names_the_scale_option(tmp_path):
+    """The error's only advice was --skip-bad-records, which dropped every rating of a 1-10 table above 5."""
+    path = ten_star_table(tmp_path, off_scale_rows=42)
+    with pytest.raises(BadRecordError) as info:
+        loaders.load_custom(path, COLUMNS, cache_dir=tmp_path / "cache", progress=False)
+    message = str(info.value)
+    assert "ratings.csv:2: rating_off_scale: rating 6.0 not on scale 1-5" in message
+    assert "scale=(low, high[, step]) / --scale LOW HIGH [STEP]" in message
+    with pytest.raises(BadRecordError) as info:  # a reader whose format fixes the scale offers no scale option
+        load(yelp_with(tmp_path, CASES["rating_off_scale"]), tmp_path)
+    assert "--scale" not in str(info.value) and "--skip-bad-records" in str(info.value)
+
+
+def test_skipping_a_large_share_of_off_scale_ratings_is_refused(tmp_path):
+    """skip_bad_records kept only the 1-5 ratings of a 1-10 table (70% dropped) and scored them on 1-5."""
+    path = ten_star_table(tmp_path, off_scale_rows=42)
+    with pytest.raises(ValueError) as info:
+        loaders.load_custom(path, COLUMNS, skip_bad_records=True, cache_dir=tmp_path / "cache", progress=False)
+    message = str(info.value)
+    assert "\n" not in message and not isinstance(info.value, BadRecordError)
+    assert "42 of the 60 records (70%) have a rating off the scale 1-5 (ratings seen: 1 to 10)" in message
+    assert "--scale LOW HIGH [STEP]" in message
+    assert cache_entries(tmp_path) == []
+    ds = loaders.load_custom(path, COLUMNS, scale=(1, 10), skip_bad_records=True, cache_dir=tmp_path / "cache",
+                             progress=False)
+    assert ds.stats["raw_ratings"] == 60 and ds.scale.label == "1-10"
+
+
+def test_a_few_off_scale_ratings_are_still_skipped_and_counted(tmp_path):
+    path = ten_star_table(tmp_path, off_scale_rows=3)  # 5%: within the share skip_bad_records skips
+    ds = loaders.load_custom(path, COLUMNS, skip_bad_records=True, cache_dir=tmp_path / "cache", progress=False)
+    assert manifest(ds)["bad_records"]["skipped"] == {"rating_off_scale": 3} and ds.stats["raw_ratings"] == 57
+    many = ten_star_table(tmp_path / "small", off_scale_rows=9, rows=12)  # 75%, but fewer than 10 records
+    ds = loaders.load_custom(many, COLUMNS, skip_bad_records=True, cache_dir=tmp_path / "cache", progress=False)
+    assert manifest(ds)["bad_records"]["skipped"] == {"rating_off_scale": 9}
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_a_review_file_of_another_dataset_is_named_as_such(tmp_path, skip):
+    """A Yelp reader given an Amazon folder picked its review file and advised --skip-bad-records,
+    which then skipped every record."""
+    amazon = fx.amazon_2014(tmp_path / "amazon")
+    with pytest.raises(ValueError) as info:
+        loaders.load_yelp(amazon, cache_dir=tmp_path / "cache", progress=False, skip_bad_records=skip)
+    message = str(info.value)
+    assert not isinstance(info.value, BadRecordError) and "\n" not in message
+    assert "reviews_Digital_Music_5.json does not look like a Yelp review file" in message
+    assert "its fields: reviewerID, asin, overall, reviewText, summary, unixReviewTime, helpful" in message
+    assert "Yelp's: user_id, business_id, stars, text, date" in message
+    with pytest.raises(ValueError, match="does not look like an IMDb review file .*IMDb's: user_id, movie_id, "
+                                         "rating, review_text, review_date"):
+        loaders.load_imdb(amazon, cache_dir=tmp_path / "cache", progress=False, skip_bad_records=skip)
+    yelp = fx.yelp(tmp_path / "yelp")
+    with pytest.raises(ValueError, match=r"yelp_academic_dataset_review.json does not look like an Amazon review "
+                                         r"file \(its fields: review_id, user_id, business_id, stars, text, date; "
+                                         r"Amazon's: reviewerID, asin, overall"):
+        loaders.load_amazon(yelp, reviews_file="yelp_academic_dataset_review.json", cache_dir=tmp_path / "cache",
+                            progress=False, skip_bad_records=skip)
+    assert cache_entries(tmp_path) == []
+
+
+def test_a_first_record_missing_one_field_is_still_a_bad_record(tmp_path):
+    root = fx.yelp(tmp_path / "yelp")
+    path = root / "yelp_academic_dataset_review.json"
+    first, *rest = path.read_text().splitlines()
+    path.write_text("\n".join([json.dumps({k: v for k, v in json.loads(first).items() if k != "stars"}), *rest]))
+    with pytest.raises(BadRecordError, match="missing_field: no 'stars' field"):
+        load(root, tmp_path)
+    assert manifest(load(root, tmp_path, skip_bad_records=True))["bad_records"]["skipped"] == {"missing_field": 1}

@@ -18,11 +18,18 @@ def run(args: argparse.Namespace) -> int:
     import recgym.envs.real_envs  # noqa: F401  (registers the environments, real-data ids too)
     from recgym.baselines import run_baselines
     from recgym.data.registry import check_arguments, environment_arguments, load_dataset
+    from recgym.data.store import preparation, preparation_label
 
     if args.env_id not in gym.registry:
         raise CommandError(f"unknown environment {args.env_id!r} (see `recgym envs`)")
+    if args.limit < 0:
+        raise CommandError(f"--limit must be >= 0 (0: every list), got {args.limit}")
     spec = gym.registry[args.env_id]
     env_class = gym.envs.registration.load_env_creator(spec.entry_point)
+    ranking = getattr(env_class, "task", "rating") == "ranking"
+    if args.limit and not ranking:
+        raise CommandError(f"--limit applies to RecRank-* environments (their candidate lists); {args.env_id}'s "
+                           "baselines are scored on every sample of each split: leave it out")
     given = env_kwargs_option(args.env_kwargs, "--splits")
     kwargs = {**{k: v for k, v in spec.kwargs.items() if k != "dataset"}, **given}
     env_kwargs = {k: kwargs.pop(k) for k in environment_arguments(env_class) if k in kwargs}  # the rest: the loader's
@@ -31,10 +38,12 @@ def run(args: argparse.Namespace) -> int:
         dataset = load_dataset(spec.kwargs["dataset"], **{**kwargs, **dataset_kwargs(args)})
         for split in args.splits:
             dataset.require_samples(split)
-    if getattr(env_class, "task", "rating") == "ranking":
-        return _run_ranking(args, dataset, env_class, env_kwargs)
+    prepared = preparation_label(preparation(dataset))  # options given to `data prepare` are not remembered
+    if ranking:
+        return _run_ranking(args, dataset, env_class, env_kwargs, prepared)
     results = run_baselines(dataset, splits=args.splits)
-    table = Table(title=f"{args.env_id}: classical baselines (scale {dataset.scale.label}, fit on train)")
+    table = Table(title=f"{args.env_id}: classical baselines (scale {dataset.scale.label}, "
+                  f"{prepared + ', ' if prepared else ''}fit on train)")
     table.add_column("baseline")
     for split in args.splits:
         n = next(iter(results.values()))[split]["n"]
@@ -47,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_ranking(args: argparse.Namespace, dataset, env_class, env_kwargs: dict) -> int:
+def _run_ranking(args: argparse.Namespace, dataset, env_class, env_kwargs: dict, prepared: str) -> int:
     from recgym.baselines import FIT_ON_TRAIN, ranking_baseline_ranks
     from recgym.metrics import ranking_metrics
 
@@ -57,7 +66,7 @@ def _run_ranking(args: argparse.Namespace, dataset, env_class, env_kwargs: dict)
         lists = env.lists[: args.limit] if args.limit else env.lists
         table = Table(title=f"{args.env_id} {split}: ranking baselines on the same {len(lists):,} candidate lists "
                       f"({env.num_candidates} candidates, {env.negatives} negatives, seed {env.candidate_seed}; "
-                      f"{env.skipped} samples skipped)")
+                      f"{env.skipped} samples skipped{'; ' + prepared if prepared else ''})")
         if split == "train":
             table.caption = (f"no {' or '.join(FIT_ON_TRAIN)} row: they are fit on the train split, which holds "
                              "these lists' targets (score them with --splits valid test)")

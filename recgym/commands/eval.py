@@ -133,7 +133,12 @@ def run(args) -> int:
             getattr(policy, "close", lambda: None)()
     if result.skipped:
         console.print(f"resumed: {result.skipped} samples were already in {args.out}")
+    from recgym.data.store import preparation, preparation_label
+
+    prepared = preparation(env.unwrapped.dataset)  # options given to `data prepare` are not remembered
     title = f"{args.env_id} {args.split}: {args.model} ({args.policy})"
+    if prepared:
+        title += f"; {preparation_label(prepared)}"
     ranking = getattr(env.unwrapped, "task", "rating") == "ranking"
     if ranking:
         make_console().print(_ranking_table(title, result.metrics, result.baselines))
@@ -143,6 +148,11 @@ def run(args) -> int:
             notes.insert(0, f"each prediction is the mean of {args.samples} completions, an unparsed one counted as "
                          "the fallback; coverage is per completion, MAE parsed over samples whose every completion parsed")
         make_console().print(metrics_table(title, {"LLM": result.metrics}, result.baselines, "; ".join(notes)))
+    if ranking and env.unwrapped.skipped:
+        core = env.unwrapped
+        make_console().print(f"{core.skipped:,} of the {args.split} split's {core.dataset.num_samples(args.split):,} "
+                             f"samples have no candidate list (fewer than {core.num_candidates - 1} negatives before "
+                             "their time) and are never scored")
     if result.episode_stats:  # multi-turn (RecRatingTools-*): what the agent read to get there
         e = result.episode_stats
         make_console().print(
@@ -161,6 +171,10 @@ def run(args) -> int:
                    "seconds_this_run": result.seconds, **settings}
         if result.probs_decoded is not None:
             payload["probs_decoded"] = result.probs_decoded
+        if ranking:
+            payload["samples_skipped"] = env.unwrapped.skipped  # no candidate list: too few negatives
+        if prepared:
+            payload["preparation"] = prepared
         from recgym.agents.run_log import json_text, write_text_atomic
 
         write_text_atomic(Path(args.metrics_json), json_text(payload, indent=2))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 import warnings
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from recgym.data.dataset import PrepareConfig, RatingDataset
 from recgym.data.prepare import dedupe_earliest, kcore_filter
 from recgym.data.readers.base import RawSource, accepted_seconds
 from recgym.data.readers.records import (
+    OFF_SCALE,
     UNKNOWN_ITEM,
     BadRecordError,
     BadRecords,
@@ -93,9 +95,59 @@ def prepare_source(
     final = prepared_dir(name, source, config, skip_bad_records, cache_dir)
     if (final / MANIFEST).is_file() and not rebuild:
         return load_prepared(final)
+    if not rebuild:
+        _note_other_preparations(name, source, config, skip_bad_records, final.parent)
     with atomic_directory(final, replace=rebuild) as tmp:
         _build(name, source, config, BadRecords(skip_bad_records), tmp, progress)
     return load_prepared(final)
+
+
+def _note_other_preparations(name: str, source: RawSource, config: PrepareConfig, skip_bad_records: bool,
+                             folder: Path) -> None:
+    """Warn, in one line, where the cache holds these raw files prepared with other options: options
+    given to an earlier preparation (``recgym data prepare``) are not remembered by a later load."""
+    ours = {**asdict(config), "skip_bad_records": bool(skip_bad_records), "scale": _scale_text(asdict(source.scale))}
+    files, params = source_identity(source), source.params()
+    others: list[dict[str, Any]] = []
+    for path in sorted(folder.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime):
+        try:
+            manifest = json.loads(path.read_text())
+            reader = {k: v for k, v in manifest["reader"].items() if k != "generation"}
+            theirs = {**manifest["config"], "skip_bad_records": manifest["skip_bad_records"],
+                      "scale": _scale_text(manifest["scale"])}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # being written, or an older format
+            continue
+        differ = {k: v for k, v in theirs.items() if k in ours and ours[k] != v}
+        if manifest.get("files") == files and reader == params and differ and differ not in others:
+            others.append(differ)
+    if not others:
+        return
+    keys = [k for k in ours if any(k in other for other in others)]
+    given = ", ".join(_keyword(k, ours[k]) for k in keys)
+    held = "; or with ".join(f"{', '.join(_keyword(k, v) for k, v in other.items())} ({_flags(other)})"
+                             for other in others[:3])
+    warnings.warn(f"dataset {name!r}: preparing it anew with {given}, while the cache holds these raw files prepared "
+                  f"with {held}: preparation options are not remembered; pass them again to use that preparation",
+                  stacklevel=4)
+
+
+def _scale_text(scale: dict[str, Any]) -> str:
+    values = [scale["low"], scale["high"]] + ([scale["step"]] if scale["step"] != 1 else [])
+    return " ".join(f"{v:g}" for v in values)
+
+
+def _keyword(key: str, value: Any) -> str:
+    return f"scale=({value.replace(' ', ', ')})" if key == "scale" else f"{key}={value!r}"
+
+
+def _flags(options: dict[str, Any]) -> str:
+    """Preparation options as ``recgym`` command-line options (a false switch: "without --switch")."""
+    def flag(key: str) -> str:
+        return f"--{key.replace('_', '-')}"
+
+    given = [flag(k) if v is True else f"{flag(k)} {v}" for k, v in options.items() if v is not False]
+    left_out = [flag(k) for k, v in options.items() if v is False]
+    return ", ".join([" ".join(given)] * bool(given) + [f"without {' '.join(left_out)}"] * bool(left_out))
 
 
 # ---- stages ---------------------------------------------------------------------------------
@@ -206,6 +258,9 @@ class _Interactions:
 
 #: 1973-01-01 UTC in epoch seconds: rating times all before it are numbers that are no epoch seconds.
 EARLY_SECONDS = 94_694_400
+#: skip_bad_records skips off-scale ratings up to this share of the records read (or fewer than
+#: ``OFF_SCALE_COUNT`` of them); more is refused: the file's scale is another, and what is left a biased subset.
+OFF_SCALE_SHARE, OFF_SCALE_COUNT = 0.05, 10
 
 
 def _read_interactions(source: RawSource, bad: BadRecords, path: Path, stages: _Stages) -> dict[str, Any]:
@@ -215,11 +270,18 @@ def _read_interactions(source: RawSource, bad: BadRecords, path: Path, stages: _
     sink = _Interactions(path)
     batch: list[list] = [[] for _ in range(7)]
     milliseconds = 0
+    bad_before = sum(bad.counts.values())  # the item file's
+    off_scale = [0, math.inf, -math.inf]  # how many, the lowest and highest such rating
     with stages.stage("read reviews", review_path.stat().st_size) as update:
         for record in source.interactions(bad, update):
             try:
                 seconds, was_ms = accepted_seconds(record, scale, has_text)
             except SkipRecord as skip:
+                if skip.reason == OFF_SCALE:
+                    off_scale = [off_scale[0] + 1, min(off_scale[1], record[2]), max(off_scale[2], record[2])]
+                    if not bad.skip and source.scale_option:
+                        raise BadRecordError(review_path, record[6], skip.reason, skip.detail, _scale_hint(source)) \
+                            from None
                 bad.report(review_path, record[6], skip.reason, skip.detail)
                 continue
             milliseconds += was_ms
@@ -231,6 +293,7 @@ def _read_interactions(source: RawSource, bad: BadRecords, path: Path, stages: _
         sink.add(batch)
         cols = sink.finish()
     accepted = len(cols["users"])
+    _check_off_scale(source, off_scale, accepted + sum(bad.counts.values()) - bad_before, cols["ratings"])
     if accepted == 0:
         raise ValueError(_why_none(review_path, bad))
     if 0 < milliseconds < accepted:
@@ -242,6 +305,25 @@ def _read_interactions(source: RawSource, bad: BadRecords, path: Path, stages: _
     cols["milliseconds"] = milliseconds
     cols["early"] = _warn_early_times(review_path, cols["timestamps"])
     return cols
+
+
+def _scale_hint(source: RawSource) -> str:
+    return (f"if the file's ratings are on another scale, give it: {source.scale_option}; to skip and count such "
+            "records instead, skip_bad_records=True / --skip-bad-records")
+
+
+def _check_off_scale(source: RawSource, off_scale: list, read: int, accepted: np.ndarray) -> None:
+    """Refuse to have skipped more off-scale ratings than ``OFF_SCALE_SHARE`` of the ``read`` records."""
+    count, low, high = off_scale
+    if count < OFF_SCALE_COUNT or count <= OFF_SCALE_SHARE * read:
+        return
+    if len(accepted):
+        low, high = min(low, float(accepted.min())), max(high, float(accepted.max()))
+    fix = (f"give the file's scale: {source.scale_option}" if source.scale_option
+           else "is it the right file for this dataset?")
+    raise ValueError(f"{source.review_path}: {count:,} of the {read:,} records ({count / read:.0%}) have a rating off "
+                     f"the scale {source.scale.label} (ratings seen: {low:g} to {high:g}); skip_bad_records skips off-scale "
+                     f"ratings up to {OFF_SCALE_SHARE:.0%} of the records, as more would leave a biased subset: {fix}")
 
 
 def _why_none(review_path: Path, bad: BadRecords) -> str:

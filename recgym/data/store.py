@@ -92,6 +92,33 @@ def save_arrays(ds: RatingDataset, directory: Path, text_rows: np.ndarray) -> No
         np.save(directory / f"{name}.npy", np.ascontiguousarray(values))
 
 
+def preparation(dataset: RatingDataset) -> dict[str, Any] | None:
+    """The options a cached dataset was prepared with (its manifest's ``config`` and
+    ``skip_bad_records``); None for one made in memory (the synthetic worlds)."""
+    folder = dataset.stats.get("cache_dir") if isinstance(dataset.stats, dict) else None
+    if not folder:
+        return None
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST).read_text())
+        return {**manifest["config"], "skip_bad_records": manifest["skip_bad_records"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def preparation_label(options: dict[str, Any] | None) -> str:
+    """``options`` (see :func:`preparation`) in words, e.g. ``split time, valid 0.1, test 0.1, k-core 5``
+    ("" for None)."""
+    if not options:
+        return ""
+    parts = [f"split {options['split_method']}"]
+    if options["split_method"] == "time":
+        parts += [f"valid {options['valid_fraction']:g}", f"test {options['test_fraction']:g}"]
+    parts.append(f"k-core {options['kcore']}" if options["kcore"] > 1 else "no k-core")
+    parts += [words for key, words in (("keep_cold_samples", "cold samples kept"),
+                                       ("skip_bad_records", "bad records skipped")) if options.get(key)]
+    return ", ".join(parts)
+
+
 def load_prepared(directory: Path) -> RatingDataset:
     """Open a prepared dataset directory (written by the pipeline) without copying its data."""
     manifest = json.loads((directory / MANIFEST).read_text())

@@ -22,6 +22,7 @@ from recgym.data.readers.base import (
     Item,
     Progress,
     RawSource,
+    check_format,
     epoch,
     field,
     ident,
@@ -51,6 +52,11 @@ def detect_generation(record: dict) -> int:
     if {"vote", "verified", "style", "category", "brand"} & record.keys():
         return 2018
     return 2014
+
+
+#: The review fields of the 2014/2018 and the 2023 files (a first record with fewer than half is refused).
+FIELDS_2014 = ("reviewerID", "asin", "overall", "reviewText", "unixReviewTime")
+FIELDS_2023 = ("user_id", "parent_asin", "rating", "text", "timestamp")
 
 
 def _review_2014(record: dict) -> tuple:
@@ -172,6 +178,9 @@ class AmazonSource(RawSource):
         if first is None:
             return iter(())
         self._generation = detect_generation(first[1])
+        check_format(self.review_path, first[1], FIELDS_2023 if self._generation == 2023 else FIELDS_2014, "Amazon",
+                     f"{', '.join(FIELDS_2014)} (2014/2018) or {', '.join(FIELDS_2023)} (2023)",
+                     "data_dir (--data-dir) or reviews_file (--reviews-file)")
         mapper = _review_2023 if self._generation == 2023 else _review_2014
         return mapped(_chain(first, records), self.review_path, bad, mapper)
 

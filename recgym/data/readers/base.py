@@ -7,6 +7,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,8 @@ class RawSource(ABC):
     review_path: Path
     #: The item-metadata file, if any.
     item_path: Path | None = None
+    #: How a user gives the scale (named in off-scale errors); None where the format fixes it.
+    scale_option: str | None = None
 
     def files(self) -> list[Path]:
         return [p for p in (self.review_path, self.item_path) if p is not None]
@@ -178,6 +181,19 @@ def mapped(
         yield (*out, line)
 
 
+def check_format(path: Path, record: dict, fields: tuple[str, ...], name: str, expected: str = "",
+                 where: str = "data_dir (--data-dir)") -> None:
+    """A ValueError where ``record`` (a review file's first) holds fewer than half of ``fields``, the
+    review fields of format ``name`` (``expected`` spells them out where there are several sets):
+    the file is another dataset's, and skipping its records as bad ones would skip them all."""
+    if 2 * sum(f in record for f in fields) >= len(fields):
+        return
+    shown = ", ".join(map(str, list(record)[:10])) + (", ..." if len(record) > 10 else "")
+    article = "an" if name[0] in "AEIOU" else "a"
+    raise ValueError(f"{path} does not look like {article} {name} review file (its fields: {shown}; {name}'s: "
+                     f"{expected or ', '.join(fields)}): point {where} at the {name} files")
+
+
 def find_file(data_dir: Path, patterns: Iterable[str]) -> Path | None:
     """The first file in ``data_dir`` matching one of the glob ``patterns`` (in pattern order)."""
     for pattern in patterns:
@@ -220,6 +236,9 @@ class JsonFilesSource(RawSource):
     ``data_dir``; subclasses name the patterns and map one record of each."""
 
     dataset: str
+    #: The format's name and its review records' fields (a first record with fewer than half is refused).
+    format_name: str
+    review_fields: tuple[str, ...]
     review_patterns: tuple[str, ...]
     item_patterns: tuple[str, ...]
     expected: str
@@ -245,7 +264,11 @@ class JsonFilesSource(RawSource):
 
     def interactions(self, bad: BadRecords, progress: Progress | None = None) -> Iterator[Interaction]:
         records = iter_json_records(self.review_path, bad, progress=progress)
-        return mapped(records, self.review_path, bad, self.review_record)
+        first = next(records, None)
+        if first is None:
+            return iter(())
+        check_format(self.review_path, first[1], self.review_fields, self.format_name)
+        return mapped(chain([first], records), self.review_path, bad, self.review_record)
 
     def items(self, bad: BadRecords, progress: Progress | None = None) -> Iterator[Item]:
         if self.item_path is None:

@@ -51,6 +51,7 @@ class ImdbSource(JsonFilesSource):
 
     scale = RatingScale(1, 10)
     dataset = "imdb"
+    format_name, review_fields = "IMDb", ("user_id", "movie_id", "rating", "review_text", "review_date")
     review_patterns = ("IMDB_reviews*.json*", "*reviews*.json*")
     item_patterns = ("IMDB_movie_details*.json*", "*movie_details*.json*")
     expected, published = EXPECTED, PUBLISHED

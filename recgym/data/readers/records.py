@@ -44,9 +44,9 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 class BadRecordError(ValueError):
     """A raw record that cannot be used; names the file and the (1-based) line."""
 
-    def __init__(self, path: Path | str, line: int, reason: str, detail: str = "") -> None:
+    def __init__(self, path: Path | str, line: int, reason: str, detail: str = "", hint: str = "") -> None:
         self.path, self.line, self.reason, self.detail = str(path), line, reason, detail
-        hint = " (pass skip_bad_records=True / --skip-bad-records to skip and count such records)"
+        hint = f" ({hint or 'pass skip_bad_records=True / --skip-bad-records to skip and count such records'})"
         super().__init__(f"{path}:{line}: {reason}{': ' + detail if detail else ''}{hint}")
 
 

@@ -84,6 +84,8 @@ class TableSource(RawSource):
     (and optionally ``review``, ``review_title``, ``title``, ``categories``, ``item_text``) to the
     file's column names."""
 
+    scale_option = "scale=(low, high[, step]) / --scale LOW HIGH [STEP]"
+
     def __init__(
         self, path: Path | str | None, columns: Mapping[str, str] | None, scale: Any = (1, 5)
     ) -> None:

@@ -48,6 +48,7 @@ class YelpSource(JsonFilesSource):
     """Reviews (scale 1-5) and businesses of the Yelp Open Dataset (any sample of it)."""
 
     dataset = "yelp"
+    format_name, review_fields = "Yelp", ("user_id", "business_id", "stars", "text", "date")
     review_patterns = ("yelp_academic_dataset_review*.json*", "*review*.json*")
     item_patterns = ("yelp_academic_dataset_business*.json*", "*business*.json*")
     expected, published = EXPECTED, PUBLISHED
