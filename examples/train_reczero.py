@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from recgym.agents.run_log import HEADLINES, headline_key
 from recgym.agents.trainer import TrainResult, train
 from recgym.cli import build_parser
 from recgym.commands import CommandError
@@ -36,9 +37,10 @@ def main(argv: list[str] | None = None) -> TrainResult:
     except (CommandError, ValueError) as exc:
         raise SystemExit(f"train_reczero.py: error: {exc}") from None
     result = train(config, resume=args.resume)
-    first, last = result.evals[0], result.evals[-1]
-    print(f"validation MAE {first['eval/mae']:.3f} -> {last['eval/mae']:.3f}, "
-          f"format rate {first['eval/format_rate']:.0%} -> {last['eval/format_rate']:.0%}")
+    if result.evals:  # none where evaluation is off
+        first, last, key = result.evals[0], result.evals[-1], headline_key(result.evals)  # MAE, or NDCG@10 for ranking
+        print(f"validation {HEADLINES[key]} {first[key]:.3f} -> {last[key]:.3f}, "
+              f"format rate {first['eval/format_rate']:.0%} -> {last['eval/format_rate']:.0%}")
     return result
 
 

@@ -149,6 +149,15 @@ def test_train_reczero_example_with_overrides(tiny_path, tmp_path):
     assert result.steps == 1 and any('"reward"' in line for line in lines)
 
 
+def test_train_reczero_example_prints_a_ranking_runs_ndcg(tiny_path, tmp_path, capsys):
+    """A RecRank run ended in KeyError 'eval/mae' once trained (the summary read MAE only)."""
+    result = load_example("train_reczero").main(
+        ["--model", tiny_path, "--env_id", "RecRank-Synthetic-v0", "--env_kwargs", "{max_user_history: 4, num_candidates: 5}",
+         "--max_steps", "0", "--output_dir", str(tmp_path), *FAST, "--eval_size", "1"])
+    ndcg = result.evals[-1]["eval/ndcg@10"]
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"validation NDCG@10 {ndcg:.3f} -> {ndcg:.3f}, format rate")
+
+
 def test_quickstart_example(tiny_path):
     rewards = load_example("quickstart").main(["--model", tiny_path, "-n", "2", "--max_new_tokens", "4"])
     assert rewards == [-0.5, -0.5]  # a random model writes no format

@@ -197,3 +197,102 @@ def test_current_plot_is_only_the_one_written_after_the_runs_last_line(tmp_path)
     assert run_log.current_plot(tmp_path) == curves
     os.utime(curves, ns=(metrics.stat().st_mtime_ns - 10**9,) * 2)  # an earlier run's
     assert run_log.current_plot(tmp_path) is None
+
+
+def killed_and_resumed(tmp_path, report_to: list[str], **resumed_overrides) -> None:
+    """A run logs steps 1-3 and is killed (its last checkpoint: step 1); ``--resume`` redoes 2 and 3."""
+    cfg = GRPOConfig(output_dir=str(tmp_path), report_to=report_to, live_display=False, plot=False)
+    first = RunLogger(cfg)
+    for step in (1, 2, 3):
+        first.log({"step": step, "reward": float(step)})
+    first.close()
+    resumed = RunLogger(cfg.with_overrides([f"--{k}={v}" for k, v in resumed_overrides.items()]), resume_step=1)
+    for step in (2, 3):
+        resumed.log({"step": step, "reward": 10.0 * step})
+    resumed.close()
+
+
+def test_tensorboard_after_a_resume_has_the_steps_of_metrics_jsonl(tmp_path):
+    """TensorBoard kept the killed run's steps 2 and 3 beside the redone ones."""
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed")
+    import time
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = GRPOConfig(output_dir=str(tmp_path), report_to=["tensorboard"], live_display=False, plot=False)
+    earlier = RunLogger(cfg)  # an earlier run in the same output_dir, which a fresh run replaces
+    earlier.log({"step": 4, "reward": -1.0})
+    earlier.close()
+    time.sleep(1.1)  # event files are named by the second they open
+    killed_and_resumed(tmp_path, ["tensorboard"])
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("reward")] == [(1, 1.0), (2, 20.0), (3, 30.0)]
+    assert [(r["step"], r["reward"]) for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())] \
+        == [(1, 1.0), (2, 20.0), (3, 30.0)]
+
+
+def test_tensorboard_shows_the_steps_of_metrics_jsonl_after_a_resume_mock_summary_writer(tmp_path, monkeypatch):
+    """tensorboard is not installed in this venv (the real test above skips): a stand-in SummaryWriter
+    records each writer's scalars and ``purge_step``, and the test applies TensorBoard's rule (a
+    writer's ``purge_step`` hides the steps >= it that earlier writers logged)."""
+    import types
+
+    writers = []
+
+    class SummaryWriter:
+        def __init__(self, log_dir, purge_step=None):
+            self.purge_step, self.scalars = purge_step, []
+            writers.append(self)
+
+        def add_scalar(self, tag, value, step):
+            self.scalars.append((tag, step, value))
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=SummaryWriter))
+    earlier = RunLogger(GRPOConfig(output_dir=str(tmp_path), report_to=["tensorboard"], live_display=False))
+    earlier.log({"step": 4, "reward": -1.0})
+    earlier.close()
+    killed_and_resumed(tmp_path, ["tensorboard"])
+    shown: list[tuple] = []
+    for writer in writers:
+        if writer.purge_step is not None:
+            shown = [s for s in shown if s[1] < writer.purge_step]
+        shown += writer.scalars
+    assert sorted(shown) == [("reward", 1, 1.0), ("reward", 2, 20.0), ("reward", 3, 30.0)]
+
+
+def test_wandb_resume_reopens_the_killed_runs_wandb_run(tmp_path, monkeypatch):
+    """``--resume`` started a second W&B run; a fresh run in the folder still starts its own."""
+    wandb = pytest.importorskip("wandb", reason="wandb is not installed")
+    for name, value in (("WANDB_MODE", "offline"), ("WANDB_DIR", str(tmp_path)), ("WANDB_SILENT", "true")):
+        monkeypatch.setenv(name, value)
+    calls, init = [], wandb.init
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs) or init(**kwargs))
+    out = tmp_path / "run"
+    killed_and_resumed(out, ["wandb"], max_steps=9)  # max_steps may change on resume
+    RunLogger(GRPOConfig(output_dir=str(out), report_to=["wandb"], live_display=False)).close()  # a fresh run
+    ids = [p.name.rsplit("-", 1)[1] for p in sorted((tmp_path / "wandb").glob("offline-run-*"))]
+    assert len(ids) == 3 and ids[0] == ids[1] != ids[2]
+    assert "id" not in calls[0] and "id" not in calls[2]
+    assert calls[1]["id"] == ids[0] and calls[1]["resume"] == "allow"
+    assert calls[1]["config"]["max_steps"] == 9
+
+
+def test_trackio_resume_reopens_the_killed_runs_trackio_run_mock_trackio(tmp_path, monkeypatch):
+    """trackio is not installed in this venv: a stand-in module records what the run asks of it."""
+    import types
+
+    calls = []
+
+    def init(project, name=None, config=None, resume="never"):
+        calls.append({"name": name, "resume": resume})
+        return types.SimpleNamespace(name=name or f"run-{len(calls)}", finish=lambda: None)
+
+    monkeypatch.setitem(sys.modules, "trackio", types.SimpleNamespace(init=init, log=lambda metrics, step: None))
+    killed_and_resumed(tmp_path, ["trackio"])
+    RunLogger(GRPOConfig(output_dir=str(tmp_path), report_to=["trackio"], live_display=False)).close()  # a fresh run
+    assert calls == [{"name": None, "resume": "never"}, {"name": "run-1", "resume": "allow"},
+                     {"name": None, "resume": "never"}]

@@ -10,7 +10,9 @@
 #   NNODES  nodes of 8 GPUs (default 1)
 #   CONFIG  verl_grpo_yelp (default) or verl_grpo_tools_yelp, a config in examples/configs
 #   DATA    the `recgym export verl --out` folder with train.parquet and validation.parquet
-#           (default $HOME/data/verl/yelp; for verl_grpo_tools_yelp $HOME/data/verl/yelp_tools)
+#           (default $HOME/data/verl/yelp; for verl_grpo_tools_yelp $HOME/data/verl/yelp_tools),
+#           exported with --max-prompt-tokens at the config's max_prompt_length (3072; tools 1024)
+#           and --tokenizer Qwen/Qwen2.5-7B-Instruct: verl 0.4.1 drops no over-long prompt itself
 # Extra arguments are passed on as Hydra overrides (e.g. trainer.logger=[console,wandb]).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)

@@ -85,7 +85,9 @@ class RunLogger:
         self.completions_path = self.dir / "completions.jsonl"
         self.records = _restart(self.path, resume_step)
         _restart(self.completions_path, resume_step)
-        self.trackers = [_make_tracker(name, config) for name in config.report_to]
+        if not resume_step:
+            (self.dir / TRACKER_RUNS).unlink(missing_ok=True)
+        self.trackers = [_make_tracker(name, config, resume_step) for name in config.report_to]
         self.console = make_console()
         self.live = None
         if config.live_display and self.console.is_terminal:  # elsewhere (a pipe, a log file): one line per record
@@ -123,7 +125,7 @@ class RunLogger:
         from rich.table import Table
 
         table = Table(title="recgym GRPO training", expand=False)
-        headline = _headline(self.records)
+        headline = headline_key(self.records)
         accuracy = next((k for k in ACCURACY_PARTS if any(k in r for r in self.records)), ACCURACY_PARTS[0])
         columns = [
             ("step", "step", "{:d}"), ("reward", "reward", "{:.3f}"), ("format", "reward/format", "{:+.3f}"),
@@ -164,7 +166,7 @@ def is_eval_record(record: dict[str, Any]) -> bool:
     return any(key.startswith("eval/") for key in record)
 
 
-def _headline(records: list[dict[str, Any]]) -> str:
+def headline_key(records: list[dict[str, Any]]) -> str:
     """``eval/ndcg@10`` for a ranking run's evaluations, else ``eval/mae``."""
     return next((key for r in records if is_eval_record(r) for key in HEADLINES if key in r), "eval/mae")
 
@@ -190,17 +192,35 @@ class _Tracker:
         self._log(numbers, int(record["step"]))
 
 
-def _make_tracker(name: str, config: GRPOConfig) -> _Tracker:
-    """TensorBoard / W&B / trackio, by the names transformers' ``report_to`` uses."""
+#: Beside ``metrics.jsonl``: the W&B run id and trackio run name of the run, which ``--resume`` reopens.
+TRACKER_RUNS = "tracker_runs.json"
+#: How W&B and trackio name a run, and what reopens it (W&B: ``max_steps`` and the logging fields
+#: may change on resume).
+_REOPEN = {"wandb": ("id", {"resume": "allow", "allow_val_change": True}), "trackio": ("name", {"resume": "allow"})}
+
+
+def _make_tracker(name: str, config: GRPOConfig, resume_step: int = 0) -> _Tracker:
+    """TensorBoard / W&B / trackio, by the names transformers' ``report_to`` uses. Like
+    ``metrics.jsonl``, a run resumed at ``resume_step`` drops the later steps: TensorBoard hides the
+    logged steps after it (a fresh run, ``resume_step`` 0, all of them); W&B and trackio reopen the
+    run kept in :data:`TRACKER_RUNS` (W&B ignores the steps it already has: its steps only increase)."""
+    out = Path(config.output_dir)
     try:
         if name == "tensorboard":
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(Path(config.output_dir) / "tensorboard"))
+            writer = SummaryWriter(str(out / "tensorboard"), purge_step=resume_step + 1 if resume_step else 0)
             return _Tracker(lambda m, s: [writer.add_scalar(k, v, s) for k, v in m.items()], writer.close)
         if name in ("wandb", "trackio"):
             module = __import__(name)
-            run = module.init(project="recgym", config=config.to_dict())
+            key, reopen = _REOPEN[name]
+            try:
+                runs = json.loads((out / TRACKER_RUNS).read_text())
+            except (OSError, ValueError):
+                runs = {}
+            kwargs = {key: runs[name], **reopen} if resume_step and name in runs else {}
+            run = module.init(project="recgym", config=config.to_dict(), **kwargs)
+            write_text_atomic(out / TRACKER_RUNS, json.dumps({**runs, name: getattr(run, key)}))
             return _Tracker(lambda m, s: module.log(m, step=s), getattr(run, "finish", lambda: None))
     except ImportError as exc:
         raise ImportError(f"report_to={name!r} needs the {exc.name!r} package: pip install {exc.name}") from exc
@@ -221,7 +241,7 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path, baseline_mae: f
         return None
     train = [r for r in records if "reward" in r]
     evals = [r for r in records if is_eval_record(r)]
-    headline = _headline(records)
+    headline = headline_key(records)
     fig, axes = plt.subplots(2, 3, figsize=(14, 7))
 
     def plot(ax, rows, key, **kwargs):
@@ -305,7 +325,7 @@ def comparison_table(rows: dict[str, dict[str, Any]], title: str = "validation, 
     baselines found in the last record, all on the same samples."""
     from rich.table import Table
 
-    headline = _headline(list(rows.values()))
+    headline = headline_key(list(rows.values()))
     figures = _TABLE_FIGURES[headline]
     table = Table(title=title)
     for column in ("predictor", "n", "mean reward", "format rate", "coverage", *(f[0] for f in figures)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,22 @@ def check_out(out: Path, manifest: dict[str, Any]) -> None:
     raise CommandError(f"--out {out} holds {what}: use another --out, or remove its .parquet files")
 
 
+def prompt_counter(name: str):
+    """``messages -> tokens``: a prompt's length as verl's ``RLHFDataset`` measures it (the chat
+    template with the generation prompt, then the tokenizer without special tokens), with the
+    tokenizer of the model ``name`` (see ``recgym.agents.models.model_path``)."""
+    from recgym.agents.models import load_tokenizer
+    from recgym.commands.train import check_model
+
+    tokenizer = load_tokenizer(check_model(name))
+
+    def count(messages: list[dict[str, Any]]) -> int:
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return count
+
+
 def run_verl(args: argparse.Namespace) -> int:
     import gymnasium as gym
     import pandas as pd
@@ -64,6 +81,8 @@ def run_verl(args: argparse.Namespace) -> int:
 
     import recgym
     import recgym.envs.real_envs  # noqa: F401
+    from recgym.agents.models import DEFAULT_MODEL
+    from recgym.agents.run_log import write_text_atomic
     from recgym.integrations.verl import SPLIT_FILES, export_rows, make_env
 
     if args.env not in gym.registry:
@@ -72,12 +91,19 @@ def run_verl(args: argparse.Namespace) -> int:
         raise CommandError(f"-n must be >= 1, got {args.n}")
     if args.seed is not None and args.seed < 0:
         raise CommandError(f"--seed must be >= 0, got {args.seed}")
+    if args.max_prompt_tokens is not None and args.max_prompt_tokens < 1:
+        raise CommandError(f"--max-prompt-tokens must be >= 1, got {args.max_prompt_tokens}")
+    if args.tokenizer is not None and args.max_prompt_tokens is None:
+        raise CommandError("--tokenizer counts prompt tokens for --max-prompt-tokens: give both, or neither")
+    limit, tokenizer = args.max_prompt_tokens, args.tokenizer or DEFAULT_MODEL
+    count_tokens = prompt_counter(tokenizer) if limit is not None else None
     env_kwargs = env_kwargs_option(args.env_kwargs, "--splits")
     env_kwargs = absolute_paths(args.env, {**env_kwargs, **dataset_kwargs(args)})
     out = Path(args.out).expanduser()
     manifest = json.loads(json.dumps({"env": args.env, "env_kwargs": env_kwargs, "splits": args.splits,
                                       "files": [SPLIT_FILES[s] for s in args.splits], "n": args.n,
-                                      "seed": args.seed}))
+                                      "seed": args.seed, "max_prompt_tokens": limit,
+                                      "tokenizer": tokenizer if limit is not None else None}))
     check_out(out, manifest)
     sizes = {}
     for split in args.splits:
@@ -87,16 +113,39 @@ def run_verl(args: argparse.Namespace) -> int:
             raise CommandError(f"cannot make {args.env} ({split}): {exc}") from exc
         sizes[split] = len(env.unwrapped) if args.n is None else min(args.n, len(env.unwrapped))
     out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    # every split under a temporary name, renamed once all are written, the manifest last: an
+    # interrupted export leaves the folder's earlier export whole (and the next one replaces a
+    # temporary file that a killed export left)
+    temporary = {split: out / f".{SPLIT_FILES[split]}.tmp" for split in args.splits}
+    dropped = dict.fromkeys(args.splits, 0)
     console = make_console(stderr=True)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=args.quiet) as progress:
+    try:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, disable=args.quiet) as progress:
+            for split in args.splits:
+                task = progress.add_task(f"{split} -> {SPLIT_FILES[split]}", total=sizes[split])
+                rows = export_rows(args.env, split, num_samples=args.n, seed=args.seed, env_kwargs=env_kwargs,
+                                   progress=lambda n, task=task: progress.advance(task, n))
+                if count_tokens is not None:
+                    kept = [row for row in rows if count_tokens(row["prompt"]) <= limit]
+                    if not kept:
+                        raise CommandError(f"all {len(rows)} {split} prompts are over {limit} tokens with {tokenizer}'s "
+                                           "chat template: raise --max-prompt-tokens")
+                    dropped[split], rows = len(rows) - len(kept), kept
+                sizes[split] = len(rows)
+                pd.DataFrame(rows).to_parquet(temporary[split], index=False)
+        (out / MANIFEST).unlink(missing_ok=True)
         for split in args.splits:
-            task = progress.add_task(f"{split} -> {SPLIT_FILES[split]}", total=sizes[split])
-            rows = export_rows(args.env, split, num_samples=args.n, seed=args.seed, env_kwargs=env_kwargs,
-                               progress=lambda n, task=task: progress.advance(task, n))
-            pd.DataFrame(rows).to_parquet(out / SPLIT_FILES[split], index=False)
-    make_console().print(f"wrote {', '.join(f'{SPLIT_FILES[s]} ({sizes[s]:,} rows)' for s in args.splits)} to {out}")
+            os.replace(temporary[split], out / SPLIT_FILES[split])
+    finally:
+        for path in temporary.values():
+            path.unlink(missing_ok=True)
+    write_text_atomic(out / MANIFEST, json.dumps({**manifest, "dropped": dropped}, indent=1))
+    wrote = f"wrote {', '.join(f'{SPLIT_FILES[s]} ({sizes[s]:,} rows)' for s in args.splits)} to {out}"
+    if limit is not None:
+        wrote += (f"; dropped the prompts over {limit} tokens ({tokenizer}): "
+                  + ", ".join(f"{s} {dropped[s]:,}" for s in args.splits))
+    make_console().print(wrote)
     return 0
 
 
@@ -111,6 +160,12 @@ def register(subparsers) -> None:
     verl.add_argument("--splits", nargs="+", default=["train", "valid"], choices=("train", "valid", "test"))
     verl.add_argument("-n", type=int, default=None, help="the first N samples of each split (default: all)")
     verl.add_argument("--seed", type=int, default=None, help="shuffle the samples with this seed before -n")
+    verl.add_argument("--max-prompt-tokens", type=int, default=None, metavar="N",
+                      help="leave out the samples whose chat prompt is over N tokens (verl's data.max_prompt_length: "
+                      "verl 0.4.1's own filter_overlong_prompts keeps every prompt under transformers 5)")
+    verl.add_argument("--tokenizer", default=None, help="the model whose tokenizer and chat template count "
+                      "--max-prompt-tokens: a name, local path or hub id, as verl's actor_rollout_ref.model.path "
+                      "(default: smollm2-135m-instruct)")
     verl.add_argument("--quiet", action="store_true", help="no progress bar")
     add_dataset_options(verl)
     verl.set_defaults(func=run_verl)
