@@ -69,7 +69,7 @@ def load_environment(
     if getattr(env.unwrapped, "multi_turn", False):
         return _tools_environment(vf, env.unwrapped, env_id, split, num_samples, seed, env_args)
     rows = env_to_dataset(env, split, num_samples=num_samples, seed=seed)
-    columns = reward_function_class(env.unwrapped.reward_fn).COLUMNS
+    columns = reward_function_class(env).COLUMNS
     dataset = rows.map(
         lambda row: {"answer": _answer(row), "info": _info(row, columns), "task": env_id},
         remove_columns=[c for c in rows.column_names if c != "prompt"],

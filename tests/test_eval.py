@@ -241,6 +241,16 @@ def test_evaluate_refuses_to_resume_a_file_of_other_data(tmp_path):
         evaluate(gym.make(ENV, split="test", seed=1), ScriptedPolicy(), n=3, out=out, baselines=False)
 
 
+def test_evaluate_refuses_to_resume_a_file_scored_on_other_prompts(tmp_path):
+    """The header did not hold max_user_history: records of other prompts were resumed as this env's."""
+    out = tmp_path / "results.jsonl"
+    evaluate(gym.make(ENV, split="test"), ScriptedPolicy(), n=3, out=out, baselines=False)
+    with pytest.raises(ValueError, match=r"results.jsonl: sample 0 was scored on another prompt than this "
+                                         r"environment gives .*max_user_history.*\(resume=False\) to overwrite it"):
+        evaluate(gym.make(ENV, split="test", max_user_history=2), ScriptedPolicy(), n=4, out=out, baselines=False)
+    assert evaluate(gym.make(ENV, split="test"), ScriptedPolicy(), n=4, out=out, baselines=False).skipped == 3
+
+
 def movielens(root, offset: int = 0, bad: bool = False):
     """MovieLens (ml-latest layout): 5 users rate 4 films each, so 5 valid and 5 test samples (``offset``
     shifts every rating); ``bad``: plus a rating off the scale."""

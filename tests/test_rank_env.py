@@ -262,3 +262,44 @@ def test_a_custom_reward_must_return_a_dict_with_total_and_rank():
                                             r"num_candidates\) must return a dict with at least 'total' and "
                                             r"'rank_of_target'"):
             env.step("anything")
+
+
+def _day_dated():
+    """Interactions dated by the day (as Amazon's are): users rate several items on one day, so
+    targets share their time with the user's other items; items enter the catalogue in batches."""
+    from recgym.data.dataset import RatingDataset
+
+    rng = np.random.default_rng(5)
+    rows = [(f"seed{k}", k, 10 * (k // 4)) for k in range(40)]
+    for u in range(30):
+        for k in rng.choice(40, size=8, replace=False):
+            rows.append((f"user{u}", int(k), 10 * int(rng.integers(k // 4, 10))))
+    users, items, times = zip(*rows)
+    table = {"user_id": users, "item_id": [f"i{k}" for k in items], "rating": [3] * len(rows), "timestamp": times}
+    return RatingDataset.from_tables("days", RatingScale(1, 5), table)
+
+
+@pytest.mark.parametrize("negatives", ["uniform", "popularity"])
+def test_items_the_user_rated_at_the_targets_time_are_never_negatives(negatives):
+    """Only the history strictly before the target was excluded: the user's own items of the same
+    instant were drawn as negatives, and the pool's size (the skip count) counted them."""
+    from recgym.data.ranking import available_negatives
+
+    ds = _day_dated()
+    users, items, times = np.asarray(ds.user_codes), np.asarray(ds.item_codes), np.asarray(ds.timestamps)
+    first = {int(i): int(times[items == i].min()) for i in np.unique(items)}
+    tied_lists = listed = 0
+    for split in ("train", "valid", "test"):
+        available = available_negatives(ds, ds.samples[split])
+        for index, row in enumerate(ds.samples[split]):
+            t, mine = times[row], users == users[row]
+            existed = {i for i, f in first.items() if f < t}
+            pool = existed - set(items[mine & (times <= t)])
+            tied_lists += bool(existed & set(items[mine & (times == t)]) - {items[row]})
+            assert available[index] == len(pool), (split, index)
+            c = candidate_list(ds, split, index, 6, negatives)
+            assert (c is None) == (len(pool) < 5)
+            if c is not None:
+                assert set(c.items) - {items[row]} <= pool and c.items[c.target_position] == items[row]
+                listed += 1
+    assert tied_lists > 10 and listed > 50

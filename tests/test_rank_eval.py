@@ -179,3 +179,18 @@ def test_ranking_eval_with_k_samples_scores_every_completion(tmp_path):
     assert m["hr@1"] == pytest.approx(0.25) and m["coverage"] == pytest.approx(0.75) and m["n"] == 2
     with pytest.raises(ValueError, match="same number of ranks"):
         ranking_metrics([[1, 3], [2]])
+
+
+@pytest.mark.parametrize("changed", [{"candidate_seed": 1}, {"max_user_history": 2}])
+def test_evaluate_refuses_to_resume_a_file_scored_on_other_lists(changed, tmp_path):
+    """The header held neither setting: the new env's baselines were paired with the file's lists."""
+    out = tmp_path / "r.jsonl"
+    evaluate(gym.make(ENV, split="valid"), SyntheticRankerPolicy(), n=4, out=out, baselines=False)
+    before = out.read_text()
+    old, new = (gym.make(ENV, split="valid", **kwargs) for kwargs in ({}, changed))
+    first = next(i for i in range(4) if old.reset(options={"index": i})[1] != new.reset(options={"index": i})[1])
+    with pytest.raises(ValueError, match=rf"r.jsonl: sample {first} was scored on another "
+                                         r"(prompt|prompt and candidate list) .*pass another --out \(out=\)"):
+        evaluate(new, SyntheticRankerPolicy(), n=6, out=out)
+    assert out.read_text() == before
+    assert evaluate(new, SyntheticRankerPolicy(), n=2, out=out, resume=False, baselines=False).skipped == 0

@@ -86,3 +86,40 @@ def test_one_trl_grpo_step_on_cpu_with_a_tiny_model(tmp_path):
     assert logged["rewards/format_reward/mean"] == pytest.approx(-0.5)
     assert logged["rewards/accuracy_reward/mean"] == pytest.approx(0.0)
     assert np.isfinite(logged["loss"])
+
+
+def first_is_target(completion, target_position, num_candidates):
+    """A custom RecRank reward (module level, so it pickles): 1 when the target is ranked first; no
+    format or ndcg part."""
+    from recgym.rewards import RankingReward
+
+    rank = RankingReward()(completion, target_position, num_candidates)["rank_of_target"]
+    return {"total": float(rank == 1), "rank_of_target": rank}
+
+
+def _rank_answer(order) -> str:
+    return ("<analyze user>a</analyze user><analyze candidates>b</analyze candidates><match>c</match>"
+            f"<rank>{' '.join(f'[{j + 1}]' for j in order)}</rank>")
+
+
+def test_custom_ranking_reward_gets_the_ranking_columns_and_scores_its_total():
+    import gymnasium as gym
+
+    rank_env, kwargs = "RecRank-Synthetic-v0", {"num_candidates": 5, "reward": first_is_target}
+    ds = env_to_dataset(rank_env, split="valid", num_samples=3, **kwargs)
+    assert {"target_position", "num_candidates"} <= set(ds.column_names) and "target_rating" not in ds.column_names
+    env = gym.make(rank_env, split="valid", **kwargs)
+    for funcs in (reward_functions(env), reward_functions(rank_env, reward=first_is_target, num_candidates=5)):
+        assert [f.__name__ for f in funcs] == ["total_reward"]
+        rewards = set()
+        for row in ds:
+            for order in ([row["target_position"], *range(5)], range(5)):
+                completion = _rank_answer(dict.fromkeys(order))
+                env.reset(options={"index": row["index"]})
+                reward = env.step(completion)[1]
+                got = funcs[0]([[{"role": "assistant", "content": completion}]], [row["target_position"]],
+                               [row["num_candidates"]])
+                assert got == [pytest.approx(reward)]
+                rewards.add(reward)
+        assert rewards == {0.0, 1.0}
+        assert pickle.loads(pickle.dumps(funcs[0])).part == "total"

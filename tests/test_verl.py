@@ -210,6 +210,89 @@ def test_rlhf_dataset_gives_the_envs_prompt_ids(exported, tokenizer, tmp_path):
         assert list(item["raw_prompt"]) == info["messages"]
 
 
+def _prompt_tokens(tokenizer, messages) -> int:
+    """The prompt's length as verl's ``RLHFDataset.__getitem__`` measures it."""
+    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def test_export_drops_prompts_over_max_prompt_tokens_and_verl_then_sees_none(tokenizer, tmp_path, capsys):
+    """verl 0.4.1's filter_overlong_prompts keeps every row under transformers 5 (its length is that
+    of a BatchEncoding), so with ``truncation: error`` the first over-long prompt ended the run."""
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    common = ["export", "verl", "--env", ENV, "-n", "8", "--quiet"]
+    assert cli([*common, "--out", str(tmp_path / "all")]) == 0
+    frames = {s: pd.read_parquet(tmp_path / "all" / SPLIT_FILES[s]) for s in ("train", "valid")}
+    lengths = {s: [_prompt_tokens(tokenizer, p) for p in f["prompt"]] for s, f in frames.items()}
+    limit = sorted(lengths["train"] + lengths["valid"])[10]
+    kept = {s: [i for i, n in enumerate(lengths[s]) if n <= limit] for s in lengths}
+    assert all(kept.values()) and len(kept["train"] + kept["valid"]) < 16  # some rows dropped, none of the splits empty
+    capsys.readouterr()
+    out = tmp_path / "short"
+    assert cli([*common, "--out", str(out), "--max-prompt-tokens", str(limit)]) == 0
+    dropped = {s: 8 - len(kept[s]) for s in kept}
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"over {limit} tokens" in printed and f"train {dropped['train']}, valid {dropped['valid']}" in printed
+    manifest = json.loads((out / "recgym_export.json").read_text())
+    assert manifest["max_prompt_tokens"] == limit and manifest["tokenizer"] == "smollm2-135m-instruct"
+    assert manifest["dropped"] == dropped
+    for split in ("train", "valid"):
+        frame = pd.read_parquet(out / SPLIT_FILES[split])
+        expected = frames[split]["extra_info"].iloc[kept[split]]
+        assert [e["index"] for e in frame["extra_info"]] == [e["index"] for e in expected]
+        # the shipped data block (filter_overlong_prompts, truncation: error) reads every row
+        data = OmegaConf.load(ROOT / "examples" / "configs" / "verl_grpo_yelp.yaml").data
+        data.max_prompt_length, data.cache_dir = limit, str(tmp_path / "cache")
+        dataset = RLHFDataset(str(out / SPLIT_FILES[split]), tokenizer, data)
+        assert len(dataset) == len(kept[split])
+        assert max(int(item["attention_mask"].sum()) for item in dataset) <= limit
+
+
+def test_export_with_every_prompt_over_max_prompt_tokens_is_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli(["export", "verl", "--env", ENV, "-n", "2", "--quiet", "--out", str(out),
+                "--max-prompt-tokens", "5"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and "over 5 tokens" in errors[0] and "--max-prompt-tokens" in errors[0]
+    assert not out.exists() or not list(out.iterdir())
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--max-prompt-tokens", "0"], "--max-prompt-tokens must be >= 1"),
+    (["--tokenizer", "smollm2-135m-instruct"], "--tokenizer counts prompt tokens for --max-prompt-tokens"),
+    (["--max-prompt-tokens", "9", "--tokenizer", "/nowhere/model"], "'/nowhere/model' not found"),
+])
+def test_export_max_prompt_tokens_bad_input_is_one_line(argv, words, tmp_path, capsys):
+    assert cli(["export", "verl", "--env", ENV, "--out", str(tmp_path / "out"), *argv]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and words in errors[0]
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_interrupted_reexport_leaves_the_previous_export_whole(tmp_path, monkeypatch):
+    """A Ctrl-C while the second split was written left the new train.parquet beside the old
+    validation.parquet, and a manifest describing the new export."""
+    import recgym.integrations.verl as integration
+
+    out = tmp_path / "out"
+    assert cli(["export", "verl", "--env", ENV, "--out", str(out), "-n", "5", "--quiet"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = integration.export_rows
+
+    def interrupted(env_id, split, **kwargs):
+        if split == "valid":
+            raise KeyboardInterrupt
+        return real(env_id, split, **kwargs)
+
+    monkeypatch.setattr(integration, "export_rows", interrupted)
+    assert cli(["export", "verl", "--env", ENV, "--out", str(out), "-n", "8", "--seed", "3", "--quiet"]) == 130
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    fresh = tmp_path / "fresh"
+    assert cli(["export", "verl", "--env", ENV, "--out", str(fresh), "-n", "2", "--quiet"]) == 130
+    assert not fresh.exists() or not list(fresh.iterdir())
+
+
 def _naive_manager(tokenizer):
     from verl.trainer.ppo.reward import load_reward_manager
 
@@ -463,6 +546,26 @@ def test_example_config_composes_with_hydra():
         assert config.actor_rollout_ref.rollout.multi_turn.enable and config.data.return_raw_chat
 
 
+@pytest.mark.parametrize(("name", "folder"), [("verl_grpo_yelp", "yelp"), ("verl_grpo_tools_yelp", "yelp_tools")])
+def test_example_config_data_files_resolve_to_the_home_export(name, folder, tokenizer, tmp_path, monkeypatch):
+    """``~/data/...`` in data.train_files reached ``datasets`` unexpanded (a path under the working
+    directory): the configs' own launch command could not read the export."""
+    from hydra import compose, initialize_config_dir
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    env = TOOLS_ENV if "tools" in name else ENV
+    export = tmp_path / "data" / "verl" / folder
+    assert cli(["export", "verl", "--env", env, "--out", str(export), "-n", "2", "--quiet"]) == 0
+    with initialize_config_dir(str(ROOT / "examples" / "configs"), version_base=None):
+        config = compose(config_name=name)
+    OmegaConf.resolve(config)  # as verl's TaskRunner.run does
+    assert (config.data.train_files, config.data.val_files) == (str(export / "train.parquet"),
+                                                                 str(export / "validation.parquet"))
+    assert len(RLHFDataset(config.data.val_files, tokenizer, config.data)) == 2  # its cache: under HOME
+
+
 def test_launch_script_overrides_are_verls():
     defaults = OmegaConf.load(VERL_CONFIG / "ppo_trainer.yaml")
     script = (ROOT / "examples" / "configs" / "verl_grpo_yelp.sh").read_text()
@@ -516,3 +619,39 @@ def test_movielens_export_and_score(tmp_path):
     env.reset(options={"index": int(row["extra_info"]["index"])})
     _, reward, *_ = env.step(answer("4"))
     assert score["score"] == pytest.approx(reward)
+
+
+def first_is_target(completion, target_position, num_candidates):
+    """A custom RecRank reward: 1 when the target is ranked first; no format or ndcg part."""
+    from recgym.rewards import RankingReward
+
+    rank = RankingReward()(completion, target_position, num_candidates)["rank_of_target"]
+    return {"total": float(rank == 1), "rank_of_target": rank}
+
+
+@pytest.fixture
+def custom_reward_rank_env():
+    """A RecRank id registered with a custom reward callable (as a user would), removed afterwards."""
+    env_id = "RecRankCustomRewardTest-v0"
+    gym.register(id=env_id, entry_point="recgym.envs.rec_rank:RecRankEnv", disable_env_checker=True,
+                 kwargs={"dataset": "synthetic", "choice_temperature": 0.5, "num_candidates": 5,
+                         "reward": first_is_target})
+    yield env_id
+    del gym.registry[env_id]
+
+
+def test_custom_ranking_reward_exports_and_scores_like_env_step(custom_reward_rank_env):
+    rows = export_rows(custom_reward_rank_env, "valid", num_samples=3)
+    env = gym.make(custom_reward_rank_env, split="valid")
+    rewards = set()
+    for row in rows:
+        extra = row["extra_info"]
+        assert extra["num_candidates"] == 5 and row["reward_model"]["ground_truth"] == extra["target_position"]
+        for order in ([extra["target_position"], *range(5)], range(5)):
+            completion = _rank_answer(dict.fromkeys(order))
+            env.reset(options={"index": int(extra["index"])})
+            reward = env.step(completion)[1]
+            score = compute_score(row["data_source"], completion, row["reward_model"]["ground_truth"], extra)
+            assert score == {"score": pytest.approx(reward)}
+            rewards.add(reward)
+    assert rewards == {0.0, 1.0}

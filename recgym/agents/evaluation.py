@@ -279,7 +279,8 @@ def evaluate(
         samples_per_prompt: k completions per sample; the prediction is their mean, each unparsed
             one counted as the sample's fallback (None where none parsed); coverage is per completion.
         out: JSONL file; records are appended as samples finish. With ``resume``, samples
-            already in it are skipped; the file must hold the same settings (:func:`record_header`).
+            already in it are skipped; the file must hold the same settings (:func:`record_header`)
+            and each record the prompt (ranking: and candidates) ``env`` gives for its index.
         rating_from_probs: decode the rating as the expected value over the scale's digits.
         header: more fields written into every record and checked on resume (e.g. env id, model).
         on_record: called after each sample with the record and the running figures
@@ -309,7 +310,7 @@ def evaluate(
     fallbacks = fallback_predictions(user_avg, item_avg, dataset.train_mean())
 
     path = Path(out) if out is not None else None
-    records = _open_records(path, resume, header, total)
+    records = _open_records(path, resume, header, total, env)
     done = {int(r["index"]) for r in records}
     skipped = len(done)
     todo = [i for i in range(total) if i not in done]
@@ -492,9 +493,12 @@ def _check_sizes(samples_per_prompt: int, batch_size: int) -> None:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
 
-def _open_records(path: Path | None, resume: bool, header: dict[str, Any], total: int) -> list[dict[str, Any]]:
-    """The records of the first ``total`` samples already in ``path`` to resume from. A file with a
-    torn last line is rewritten without it, whole or not at all (a temporary file, then a rename)."""
+def _open_records(
+    path: Path | None, resume: bool, header: dict[str, Any], total: int, env: Any
+) -> list[dict[str, Any]]:
+    """The records of the first ``total`` samples already in ``path`` to resume from, each checked
+    against what ``env`` gives for its index (:func:`_check_prompts`). A file with a torn last line is
+    rewritten without it, whole or not at all (a temporary file, then a rename)."""
     if path is None:
         return []
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -503,11 +507,29 @@ def _open_records(path: Path | None, resume: bool, header: dict[str, Any], total
         return []
     records, repair = _read_records(path)
     _check_resumable(records, header, path)
+    resumed = [r for r in records if r.get("index", total) < total]
+    _check_prompts(env, resumed, path)
     if repair:
         from recgym.agents.run_log import write_text_atomic
 
         write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
-    return [r for r in records if r.get("index", total) < total]
+    return resumed
+
+
+def _check_prompts(env: Any, records: list[dict[str, Any]], path: Path) -> None:
+    """A ValueError at the first record whose prompt (ranking: or candidate list) is not the one ``env``
+    gives for its index now: settings the header does not hold (``candidate_seed``,
+    ``max_user_history``, ...) differ. A record of an older recgym without a field is not checked on it."""
+    for record in sorted(records, key=lambda r: r["index"]):
+        _, info = env.reset(options={"index": int(record["index"])})
+        now = {"prompt_sha1": prompt_hash(info["messages"]), "candidates": info.get("candidates")}
+        differ = [name for key, name in (("prompt_sha1", "prompt"), ("candidates", "candidate list"))
+                  if key in record and record[key] != now[key]]
+        if differ:
+            example = "candidate_seed or max_user_history" if "candidates" in info else "max_user_history"
+            raise ValueError(f"{path}: sample {record['index']} was scored on another {' and '.join(differ)} than "
+                             f"this environment gives (other env settings, e.g. {example}); "
+                             "pass another --out (out=), or --no-resume (resume=False) to overwrite it")
 
 
 def _record_batches(
@@ -575,7 +597,7 @@ def evaluate_ranking(
     header = record_header(env, sampling, samples_per_prompt, header=header)
     sampling = sampling or GREEDY
     path = Path(out) if out is not None else None
-    records = _open_records(path, resume, header, total)
+    records = _open_records(path, resume, header, total, env)
     skipped = len(records)
     done = {int(r["index"]) for r in records}
     todo = [i for i in range(total) if i not in done]

@@ -1,9 +1,10 @@
 """Candidate lists for ranking: the user's true target item plus sampled negatives.
 
 Negatives come from items that existed before the target's time (someone interacted with them
-strictly before it) and that the user had not interacted with, drawn ``"uniform"`` or by
-``"popularity"`` (interaction counts strictly before the target's time). Each list is seeded by
-(seed, split, index), so every policy sees the same list.
+strictly before it) and that the user had not interacted with by then (the user's items at the
+target's own time are theirs too), drawn ``"uniform"`` or by ``"popularity"`` (interaction counts
+strictly before the target's time). Each list is seeded by (seed, split, index), so every policy
+sees the same list.
 """
 
 from __future__ import annotations
@@ -47,13 +48,29 @@ def first_seen(dataset: RatingDataset) -> np.ndarray:
     return first
 
 
+def same_time_end(dataset: RatingDataset) -> np.ndarray:
+    """Per row, where the user's interactions at that row's own time end in ``history.user_order``
+    (they start at ``history.user_end``), computed once per dataset."""
+    end = dataset.__dict__.get("_same_time_end")
+    if end is None:
+        h = dataset.history
+        starts = np.append(np.unique(h.user_end), len(h.user_order))  # each (user, time) run's first position
+        end = starts[np.searchsorted(starts, h.user_end, side="right")]
+        dataset._same_time_end = end
+    return end
+
+
 def available_negatives(dataset: RatingDataset, rows: np.ndarray) -> np.ndarray:
     """The size of each sample row's negative pool (what ``candidate_list`` draws from)."""
     first = first_seen(dataset)
-    times = np.asarray(dataset.timestamps)[rows]
-    existed = np.searchsorted(np.sort(first), times)  # items first seen strictly before the target
-    # the user's earlier items are distinct, existed, and are never the target
-    return existed - dataset.history.user_num_prior()[rows] - (first[np.asarray(dataset.item_codes)[rows]] < times)
+    h, items, times = dataset.history, np.asarray(dataset.item_codes), np.asarray(dataset.timestamps)
+    existed = np.searchsorted(np.sort(first), times[rows])  # items first seen strictly before the target
+    # the user's items are distinct; the earlier ones existed, those at the target's time (the target
+    # among them) count where they did
+    order = h.user_order
+    existed_then = np.concatenate([[0], np.cumsum(first[items[order]] < times[order])])
+    tied = existed_then[same_time_end(dataset)[rows]] - existed_then[h.user_end[rows]]
+    return existed - h.user_num_prior()[rows] - tied
 
 
 def candidate_list(
@@ -69,12 +86,13 @@ def candidate_list(
         raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}, got {negatives!r}")
     row = dataset.row(split, index)
     h = dataset.history
-    history_rows = h.user_order[int(h.user_start[row]) : int(h.user_end[row])]
+    start, end = int(h.user_start[row]), int(h.user_end[row])
+    history_rows = h.user_order[start:end]
     history_items = dataset.item_codes[history_rows]
     target = int(dataset.item_codes[row])
     excluded = first_seen(dataset) >= dataset.timestamps[row]  # not yet in the catalogue
-    excluded[history_items] = True
-    excluded[target] = True
+    # the user's items before the target's time and at it (the target among them)
+    excluded[dataset.item_codes[h.user_order[start : int(same_time_end(dataset)[row])]]] = True
     pool = np.nonzero(~excluded)[0]
     need = num_candidates - 1
     if len(pool) < need:

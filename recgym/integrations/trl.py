@@ -82,7 +82,7 @@ def sample_rows(env: gym.Env, num_samples: int | None = None, seed: int | None =
     from datasets import Dataset
 
     core = env.unwrapped
-    columns = reward_function_class(core.reward_fn).columns
+    columns = reward_function_class(env).columns
     rows: dict[str, list[Any]] = {"prompt": [], "user_id": [], "index": []}
     for index in sample_indices(len(core), num_samples, seed):
         _, info = env.reset(options={"index": index})
@@ -159,20 +159,27 @@ class RankingRewardFunction:
                 for c, t, n in zip(completions, target_position, num_candidates)]
 
 
-def reward_function_class(reward: Any) -> type[RatingRewardFunction | RankingRewardFunction]:
-    """The TRL reward function class for an env's reward (``RankingReward`` or a rating reward)."""
-    return RankingRewardFunction if isinstance(reward, RankingReward) else RatingRewardFunction
+def reward_function_class(env: Any) -> type[RatingRewardFunction | RankingRewardFunction]:
+    """The TRL reward function class for ``env``, by its task (so a custom ranking reward callable gets
+    the ranking columns); given a reward instead of an env, by the reward's class."""
+    core = getattr(env, "unwrapped", None)
+    ranking = getattr(core, "task", "rating") == "ranking" if core is not None else isinstance(env, RankingReward)
+    return RankingRewardFunction if ranking else RatingRewardFunction
 
 
 def reward_functions(env: str | gym.Env | None = None, reward: RatingReward | RankingReward | None = None,
                      **env_kwargs: Any) -> list[RatingRewardFunction] | list[RankingRewardFunction]:
     """``[format_reward, accuracy_reward]`` (ranking: ``[format_reward, ndcg_reward]``) for
     ``GRPOTrainer(reward_funcs=...)``. With ``env``, the environment's own reward (its template's
-    tags) is used; equal weights sum to its total. A multi-turn (tool) env is refused
-    (:func:`check_single_turn`)."""
-    if reward is None and env is not None:
+    tags) is used, or ``reward`` scored as that env's task; equal weights sum to its total. A custom
+    ranking reward callable, whose parts need not sum to its total, gives ``[total_reward]``. A
+    multi-turn (tool) env is refused (:func:`check_single_turn`)."""
+    task: Any = reward
+    if env is not None:
         env = _make_env(env, "train", env_kwargs)
         check_single_turn(env)
-        reward = env.unwrapped.reward_fn
-    cls = reward_function_class(reward)
+        task, reward = env, reward if reward is not None else env.unwrapped.reward_fn
+    cls = reward_function_class(task)
+    if cls is RankingRewardFunction and not isinstance(reward, RankingReward | None):
+        return [cls("total", reward)]
     return [cls(part, reward) for part in cls.PARTS]

@@ -68,7 +68,7 @@ def export_rows(env_id: str, split: str = "train", num_samples: int | None = Non
     env_kwargs = dict(env_kwargs or {})
     env = make_env(env_id, split, env_kwargs)
     rows = sample_rows(env, num_samples=num_samples, seed=seed)
-    columns = reward_function_class(env.unwrapped.reward_fn).COLUMNS
+    columns = reward_function_class(env).COLUMNS
     multi_turn = bool(getattr(env.unwrapped, "multi_turn", False))
     kwargs_json = _kwargs_key(env_kwargs)
     out = []
@@ -149,9 +149,10 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any,
                   extra_info: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
     """verl's custom reward function: ``{"score": total, "format": ..., "accuracy": ...}`` (plus
     ``tool_cost``, ``num_calls`` for a tool environment; ranking: ``{"score", "format", "ndcg"}``
-    with the true position as ``ground_truth``), exactly what ``env.step`` gives for the same
-    completion. ``extra_info`` is the exported row's; without it the env id is ``data_source`` and
-    the reward is the default template's on its scale (ranking: its ``num_candidates``)."""
+    with the true position as ``ground_truth``; a custom reward callable: the parts it gives), exactly
+    what ``env.step`` gives for the same completion. ``extra_info`` is the exported row's; without it
+    the env id is ``data_source`` and the reward is the default template's on its scale (ranking: its
+    ``num_candidates``)."""
     extra = dict(extra_info or {})
     env = make_env(extra.get("env_id", data_source), extra.get("split", "train"), extra.get("env_kwargs", "{}"))
     core = env.unwrapped
@@ -165,11 +166,11 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any,
                 "accuracy": float(parts["accuracy"]), "tool_cost": float(parts["tool_cost"]),
                 "num_calls": float(info["num_calls"])}
     from recgym.data.schema import RatingScale
-    from recgym.rewards import RankingReward
 
-    if isinstance(core.reward_fn, RankingReward):
+    if getattr(core, "task", "rating") == "ranking":
         parts = core.reward_fn(solution_str, int(ground_truth), int(extra.get("num_candidates", core.num_candidates)))
-        return {"score": float(parts["total"]), "format": float(parts["format"]), "ndcg": float(parts["ndcg"])}
+        # a custom reward callable need not give the parts
+        return {"score": float(parts["total"]), **{k: float(parts[k]) for k in ("format", "ndcg") if k in parts}}
     scale = core.scale
     if "scale_low" in extra:
         scale = RatingScale(float(extra["scale_low"]), float(extra["scale_high"]), float(extra["scale_step"]))
