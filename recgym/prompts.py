@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from recgym.data.schema import RatingContext, RatingScale
-from recgym.rewards import FOUR_STEP_TAGS, RANK_ONLY_TAGS, RANK_TAGS, RATE_ONLY_TAGS
+from recgym.data.schema import RatingContext, RatingScale, check_int
+from recgym.rewards import FOUR_STEP_TAGS, RANK_ONLY_TAGS, RANK_TAGS, RATE_ONLY_TAGS, check_tags
 
 _ANGLE = str.maketrans({"<": "‹", ">": "›"})
 
@@ -19,8 +19,9 @@ _STEP_GUIDE = {
     "analyze user": "what this user likes and dislikes, judged from their past ratings and reviews",
     "analyze item": "what the target item offers, judged from its description and others' reviews",
     "match": "how well the item's traits fit the user's tastes, point by point",
-    "rate": "the predicted rating alone: a single number from {low:g} to {high:g}{step}",
 }
+#: What the last tag, the one the rating is read from, holds (whatever its name).
+_RATE_GUIDE = "the predicted rating alone: a single number from {low:g} to {high:g}{step}"
 
 
 def neutralize(text: str) -> str:
@@ -44,23 +45,38 @@ def scale_line(scale: RatingScale) -> str:
     return f"Ratings are on a scale from {scale.low:g} (worst) to {scale.high:g} (best)."
 
 
+def _check_template(template: PromptTemplate | RankingTemplate) -> None:
+    object.__setattr__(template, "tags", check_tags(template.tags, type(template).__name__))
+    for name in ("max_review_chars", "max_description_chars"):
+        check_int(f"{type(template).__name__}.{name} (0: no cut)", getattr(template, name), 0)
+
+
+def _format_lines(tags: tuple[str, ...], guides: dict[str, str], answer: str) -> str:
+    """``<tag>guide</tag>`` per tag; the last tag's guide is ``answer``, since the parser reads the
+    answer from the last tag whatever its name."""
+    lines = [f"<{tag}>{guides.get(tag, tag)}</{tag}>" for tag in tags[:-1]]
+    return "\n".join([*lines, f"<{tags[-1]}>{answer}</{tags[-1]}>"])
+
+
 @dataclass(frozen=True)
 class PromptTemplate:
     """Renders a sample as chat messages. Swap it in an environment with ``template=...``."""
 
     tags: tuple[str, ...] = FOUR_STEP_TAGS
-    """Tags the completion must contain, in order; the last holds the rating."""
+    """Tags the completion must contain, in order (distinct names without ``<``, ``>``, ``/``); the
+    last holds the rating, whatever its name, and the system prompt says so."""
     max_review_chars: int = 200
-    """Reviews (the user's and others') are cut to this many characters."""
+    """Reviews (the user's and others') are cut to this many characters (0: no cut)."""
     max_description_chars: int = 400
+    """The item's description is cut to this many characters (0: no cut)."""
     system_intro: str = "You are a recommender system that predicts the rating a user will give an item."
+
+    def __post_init__(self) -> None:
+        _check_template(self)
 
     def system_prompt(self, scale: RatingScale) -> str:
         step = "" if scale.step == 1 else f" in steps of {scale.step:g}"
-        steps = "\n".join(
-            f"<{tag}>{_STEP_GUIDE.get(tag, tag).format(low=scale.low, high=scale.high, step=step)}</{tag}>"
-            for tag in self.tags
-        )
+        steps = _format_lines(self.tags, _STEP_GUIDE, _RATE_GUIDE.format(low=scale.low, high=scale.high, step=step))
         order = "Think before you rate. Answer" if len(self.tags) > 1 else "Answer"
         return (
             f"{self.system_intro} {order} in exactly this format, each part once, in this order:\n"
@@ -110,8 +126,9 @@ _RANK_STEP_GUIDE = {
     "analyze user": "what this user likes and dislikes, judged from their past items, ratings and reviews",
     "analyze candidates": "what each candidate offers, judged from its description",
     "match": "which candidates fit the user's tastes best, and why",
-    "rank": "every candidate label exactly once, best first, e.g. [3] [1] [2]",
 }
+#: What the last tag, the one the order is read from, holds (whatever its name).
+_RANK_GUIDE = "every candidate label exactly once, best first, e.g. [3] [1] [2]"
 
 
 @dataclass(frozen=True)
@@ -119,14 +136,19 @@ class RankingTemplate:
     """Renders a candidate list (``RecRank-*``) as chat messages. Swap it with ``template=...``."""
 
     tags: tuple[str, ...] = RANK_TAGS
-    """Tags the completion must contain, in order; the last holds the ordered candidate labels."""
+    """Tags the completion must contain, in order (distinct names without ``<``, ``>``, ``/``); the
+    last holds the ordered candidate labels, whatever its name, and the system prompt says so."""
     max_review_chars: int = 200
-    """The user's past reviews are cut to this many characters."""
+    """The user's past reviews are cut to this many characters (0: no cut)."""
     max_description_chars: int = 400
+    """Each candidate's description is cut to this many characters (0: no cut)."""
     system_intro: str = "You are a recommender system that ranks candidate items for a user."
 
+    def __post_init__(self) -> None:
+        _check_template(self)
+
     def system_prompt(self) -> str:
-        steps = "\n".join(f"<{tag}>{_RANK_STEP_GUIDE.get(tag, tag)}</{tag}>" for tag in self.tags)
+        steps = _format_lines(self.tags, _RANK_STEP_GUIDE, _RANK_GUIDE)
         order = "Think before you rank. Answer" if len(self.tags) > 1 else "Answer"
         return (
             f"{self.system_intro} {order} in exactly this format, each part once, in this order:\n"

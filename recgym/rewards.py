@@ -12,7 +12,7 @@ import numbers
 import re
 from dataclasses import asdict, dataclass
 
-from recgym.data.schema import RatingScale, check_int
+from recgym.data.schema import RatingScale, check_int, check_number
 
 #: The four reasoning steps of Think-before-Recommendation, in order. The last holds the rating.
 FOUR_STEP_TAGS: tuple[str, ...] = ("analyze user", "analyze item", "match", "rate")
@@ -22,6 +22,23 @@ RATE_ONLY_TAGS: tuple[str, ...] = ("rate",)
 # ASCII digits only: str.isdigit() and float() also accept other scripts ("٥"), which a
 # rating on our scale never is. No exponents, so "1e309" is not a rating either.
 _NUMBER = re.compile(r"\s*([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))\s*")
+
+
+def check_tags(tags: object, owner: str) -> tuple[str, ...]:
+    """``tags`` as a tuple if it is a tuple or list of distinct, non-empty tag names without ``<``,
+    ``>`` or ``/``, at least one; else a TypeError or ValueError naming ``owner``'s field."""
+    where = f"{owner}.tags"
+    if not isinstance(tags, tuple | list):
+        hint = f" (one tag: ({tags!r},))" if isinstance(tags, str) else ""
+        raise TypeError(f"{where} must be a tuple of tag names, the last holding the answer{hint}, got {tags!r}")
+    if not tags:
+        raise ValueError(f"{where} needs at least one tag (the last holds the answer), got {tags!r}")
+    for tag in tags:
+        if not isinstance(tag, str) or not tag.strip() or any(c in tag for c in "<>/"):
+            raise ValueError(f"{where}: each tag must be a non-empty str without <, > or /, got {tag!r}")
+    if twice := [tag for n, tag in enumerate(tags) if tag in tags[:n]]:
+        raise ValueError(f"{where}: {twice[0]!r} appears twice, but each tag must occur exactly once in the answer")
+    return tuple(tags)
 
 
 @dataclass(frozen=True)
@@ -128,6 +145,7 @@ class RatingReward:
         m = self.max_error
         if m is not None and (isinstance(m, bool) or not isinstance(m, numbers.Real) or not 0 < m < math.inf):
             raise ValueError(f"max_error must be a number > 0 or None (the scale's range), got {self.max_error!r}")
+        _check_fields(self, "accuracy_weight")
 
     @classmethod
     def reczero_public(cls, tags: tuple[str, ...] = FOUR_STEP_TAGS) -> RatingReward:
@@ -218,6 +236,7 @@ class RankingReward:
     def __post_init__(self) -> None:
         if self.k is not None:
             check_int("k (None: the whole list)", self.k, 1)
+        _check_fields(self, "ndcg_weight")
 
     def __call__(self, completion: str, target_position: int, num_candidates: int) -> dict:
         parsed = parse_ranking(completion, num_candidates, self.tags)
@@ -228,13 +247,23 @@ class RankingReward:
                 "format_ok": parsed.format_ok}
 
 
+def _check_fields(reward: RatingReward | RankingReward, weight: str) -> None:
+    """The reward's format values finite numbers, its ``weight`` one >= 0, its tags checked (kept as a tuple)."""
+    owner = type(reward).__name__
+    check_number(f"{owner}.format_reward", reward.format_reward)
+    check_number(f"{owner}.format_penalty", reward.format_penalty)
+    check_number(f"{owner}.{weight}", getattr(reward, weight), 0)
+    object.__setattr__(reward, "tags", check_tags(reward.tags, owner))
+
+
 def reward_for_template(reward, kind: type, tags: tuple[str, ...]):
     """An env's reward: ``kind(tags=tags)`` by default; a ``kind`` left at its default tags is given
     the template's ``tags`` (so the answer the prompt asks for passes the format), one set to other
     tags is refused; another callable (a custom reward with ``kind``'s call signature) is used as is."""
     if reward is None:
         return kind(tags=tuple(tags))
-    if not callable(reward) or isinstance(reward, RatingReward | RankingReward) and not isinstance(reward, kind):
+    if (not callable(reward) or isinstance(reward, type)  # a class: its instance is the reward
+            or isinstance(reward, RatingReward | RankingReward) and not isinstance(reward, kind)):
         raise TypeError(f"reward must be a {kind.__name__} or a callable like it (None: the default), got {reward!r}")
     if not isinstance(reward, kind) or tuple(reward.tags) == tuple(tags):
         return reward

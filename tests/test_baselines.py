@@ -29,7 +29,7 @@ def table(test_shift: float = 0.0) -> RatingDataset:
     items = ["i1", "i2", "i3", "i4", "i1", "i2", "i3", "i4", "i1", "i2", "i4"]
     ratings = [5, 4, 3, 1, 2, 2, 5, 3, 4, 1, 5]
     times = [1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3]
-    ratings = [min(5.0, r + test_shift) if k in (3, 7, 10) else r for k, r in enumerate(ratings)]
+    ratings = [min(5.0, max(1.0, r + test_shift)) if k in (3, 7, 10) else r for k, r in enumerate(ratings)]
     return RatingDataset.from_tables(
         "hand", RatingScale(1, 5), {"user_id": users, "item_id": items, "rating": ratings, "timestamp": times}
     )

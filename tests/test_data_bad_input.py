@@ -7,6 +7,7 @@ import gzip
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import raw_fixtures as fx
 
@@ -261,3 +262,39 @@ def test_a_first_record_missing_one_field_is_still_a_bad_record(tmp_path):
     with pytest.raises(BadRecordError, match="missing_field: no 'stars' field"):
         load(root, tmp_path)
     assert manifest(load(root, tmp_path, skip_bad_records=True))["bad_records"]["skipped"] == {"missing_field": 1}
+
+
+def _table(ratings: list) -> dict:
+    n = len(ratings)
+    return {"user_id": [f"u{k % 6}" for k in range(n)], "item_id": [f"i{k // 6}" for k in range(n)],
+            "rating": ratings, "timestamp": list(range(n))}
+
+
+@pytest.mark.parametrize(("scale", "ratings", "words"), [
+    ((1, 5), [float(1 + k % 10) for k in range(60)], r"30 of the 60 ratings are not on the scale 1-5 \(row 5: 6\)"),
+    ((1, 5), [4.0] * 59 + [float("nan")], r"1 of the 60 ratings are not on the scale 1-5 \(row 59: nan\)"),
+    ((1, 5), [3.0] * 10 + [2.5] + [3.0] * 49, r"1 of the 60 ratings are not on the scale 1-5 \(row 10: 2.5\)"),
+    ((0.5, 5, 0.5), [0.0] + [4.5] * 59, r"1 of the 60 ratings are not on the scale 0.5-5 step 0.5 \(row 0: 0\)"),
+])
+def test_a_dataset_built_in_python_refuses_ratings_off_its_scale(scale, ratings, words):
+    """``from_tables`` / ``from_arrays`` took a 1-10 table on 1-5 (targets of 8, a perfect answer scored
+    0.25) and NaN ratings (every reward NaN, "rated nan" in prompts); the file readers refuse them."""
+    from recgym.data.dataset import RatingDataset
+    from recgym.data.schema import RatingScale
+
+    with pytest.raises(ValueError, match=rf"^dataset 'mine': {words}: pass the data's RatingScale or fix those rows$"):
+        RatingDataset.from_tables("mine", RatingScale(*scale), _table(ratings))
+    good = RatingDataset.from_tables("mine", RatingScale(*scale), _table([scale[1]] * 60))
+    arrays = [good.user_codes, good.item_codes, np.asarray(ratings, dtype=np.float32), good.timestamps, good.user_ids,
+              good.item_ids, good.item_titles, good.item_categories, good.item_descriptions, good.review_texts]
+    with pytest.raises(ValueError, match=rf"^dataset 'mine': {words}"):
+        RatingDataset.from_arrays("mine", good.scale, *arrays)
+
+
+def test_ratings_on_a_fine_grid_survive_float32():
+    from recgym.data.dataset import RatingDataset
+    from recgym.data.schema import RatingScale
+
+    ratings = [round(0.1 * (k % 101), 1) for k in range(300)]  # 9.7 is 9.6999998 in float32
+    ds = RatingDataset.from_tables("fine", RatingScale(0, 10, 0.1), _table(ratings))
+    assert ds.ratings.dtype == np.float32 and np.allclose(ds.ratings, ratings)

@@ -5,7 +5,7 @@ from gymnasium.utils.env_checker import check_env
 
 import recgym
 from recgym.envs import RecRatingEnv
-from recgym.rewards import FOUR_STEP_TAGS
+from recgym.rewards import FOUR_STEP_TAGS, RewardBreakdown
 
 GOOD = "".join(f"<{t}>{'3' if t == 'rate' else 'ok'}</{t}>" for t in FOUR_STEP_TAGS)
 
@@ -242,3 +242,63 @@ def test_a_custom_reward_must_return_a_reward_breakdown():
     with pytest.raises(TypeError, match=r"the reward returned float: reward\(completion, target, scale\) must "
                                         r"return a recgym.rewards.RewardBreakdown"):
         env.step(GOOD)
+
+
+def reward_totalling(total):
+    def my_reward(completion, target, scale):
+        return RewardBreakdown(0.5, 0.0, total, None, None, True)
+    return my_reward
+
+
+@pytest.mark.parametrize("env_id", ["RecRating-Synthetic-v0", "RecRatingTools-Synthetic-v0"])
+@pytest.mark.parametrize(("total", "error", "words"), [
+    (float("nan"), ValueError, "nan: it must be a finite number"),
+    (float("-inf"), ValueError, "-inf: it must be a finite number"),
+    ("1.0", TypeError, r"'1.0' \(str\): it must be a finite number"),
+    (True, TypeError, r"True \(bool\): it must be a finite number"),
+])
+def test_a_custom_reward_total_must_be_a_finite_number(env_id, total, error, words):
+    """A NaN or inf total came back from step as the reward; a str total was coerced to a float."""
+    env = gym.make(env_id, split="valid", reward=reward_totalling(total)).unwrapped
+    env.reset(options={"index": 0})
+    with pytest.raises(error, match=rf"^the reward reward_totalling.<locals>.my_reward returned a total of {words}$"):
+        env.step(GOOD)
+    good = gym.make(env_id, split="valid", reward=reward_totalling(np.float32(0.25))).unwrapped
+    good.reset(options={"index": 0})
+    assert good.step(GOOD)[1] == 0.25
+
+
+@pytest.mark.parametrize("env_id", ["RecRating-Synthetic-v0", "RecRatingTools-Synthetic-v0", "RecRank-Synthetic-v0"])
+@pytest.mark.parametrize(("kwargs", "error", "words"), [
+    ({"max_observation_length": -5}, ValueError, "max_observation_length must be >= 1, got -5"),
+    ({"max_observation_length": "100"}, TypeError, "max_observation_length must be an int >= 1, got '100'"),
+    ({"max_action_length": 10.5}, TypeError, "max_action_length must be an int >= 1, got 10.5"),
+    ({"max_action_length": None}, TypeError, "max_action_length must be an int >= 1, got None"),
+])
+def test_space_lengths_are_whole_numbers_named_in_the_error(env_id, kwargs, error, words):
+    """Before: gymnasium's Text errors ("Expects the max_length to be an integer"), naming no argument."""
+    with pytest.raises(error, match=rf"^{words}"):  # gymnasium.make adds where a TypeError was raised
+        gym.make(env_id, **kwargs)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "words"), [
+    ({"noise": -1.0}, ValueError, "noise must be a finite number >= 0, got -1.0"),
+    ({"noise": float("nan")}, ValueError, "noise must be a finite number >= 0, got nan"),
+    ({"choice_temperature": float("nan")}, ValueError, "choice_temperature must be a finite number >= 0, got nan"),
+    ({"choice_temperature": float("inf")}, ValueError, "choice_temperature must be a finite number >= 0, got inf"),
+    ({"choice_temperature": -0.5}, ValueError, "choice_temperature must be a finite number >= 0, got -0.5"),
+])
+def test_synthetic_world_knobs_are_finite_numbers_named_in_the_error(kwargs, error, words):
+    """noise=-1 was numpy's "high - low < 0", noise=nan an OverflowError; choice_temperature=nan
+    was taken as uniform visits."""
+    with pytest.raises(error, match=rf"^{words}$"):
+        gym.make("RecRating-Synthetic-v0", num_users=20, **kwargs)
+
+
+def test_a_reward_class_is_refused_for_its_instance():
+    """``reward=RatingReward`` was called as RatingReward(completion, target, scale) at the first step."""
+    from recgym.rewards import RatingReward
+
+    with pytest.raises(TypeError, match=r"reward must be a RatingReward or a callable like it \(None: the default\), "
+                                        r"got <class 'recgym.rewards.RatingReward'>"):
+        gym.make("RecRating-Synthetic-v0", reward=RatingReward)

@@ -1,3 +1,9 @@
+import hashlib
+
+import gymnasium as gym
+import pytest
+
+import recgym  # noqa: F401
 from recgym.data.dataset import RatingDataset
 from recgym.data.schema import HistoryEntry, RatingContext, RatingScale
 from recgym.prompts import (
@@ -5,6 +11,7 @@ from recgym.prompts import (
     THINK_BEFORE_RANKING,
     THINK_BEFORE_RECOMMENDATION,
     PromptTemplate,
+    RankingTemplate,
     neutralize,
 )
 from recgym.rewards import FOUR_STEP_TAGS, RatingReward
@@ -85,3 +92,62 @@ def test_ranking_prompt_states_the_scale_and_leaves_out_empty_fields():
                                  "User's past items, oldest first:", "- i7, rated 9", "- i8 (Drama), rated 2",
                                  "Candidates:", "[1] i5", "[2] i6: x"]
     assert "- none" in THINK_BEFORE_RANKING.user_prompt([], [("i5", "")], RatingScale(1, 10))
+
+
+@pytest.mark.parametrize("kind", [PromptTemplate, RankingTemplate])
+@pytest.mark.parametrize(("tags", "error", "words"), [
+    ("rate", TypeError, r" must be a tuple of tag names, the last holding the answer \(one tag: \('rate',\)\)"),
+    ((), ValueError, " needs at least one tag"),
+    (("",), ValueError, ": each tag must be a non-empty str without <, > or /, got ''"),
+    (("a<b", "rate"), ValueError, ": each tag must be a non-empty str without <, > or /, got 'a<b'"),
+    (("think", "/rate"), ValueError, ": each tag .* got '/rate'"),
+    ((3,), ValueError, ": each tag .* got 3"),
+    (("match", "rate", "rate"), ValueError, ": 'rate' appears twice, but each tag must occur exactly once"),
+])
+def test_template_tags_are_distinct_non_empty_names(kind, tags, error, words):
+    """``tags=("rate")`` (a str) asked for <r>r</r><a>a</a>..., a repeated tag made the format
+    impossible to meet, and ``tags=()`` was an IndexError at the first reset."""
+    with pytest.raises(error, match=rf"^{kind.__name__}\.tags{words}"):
+        kind(tags=tags)
+
+
+@pytest.mark.parametrize("kind", [PromptTemplate, RankingTemplate])
+def test_template_cut_lengths_are_whole_numbers_from_zero(kind):
+    """-5 silently meant "no cut"; 0 does, and says so."""
+    with pytest.raises(ValueError, match=rf"{kind.__name__}.max_review_chars \(0: no cut\) must be >= 0, got -5"):
+        kind(max_review_chars=-5)
+    with pytest.raises(TypeError, match=rf"{kind.__name__}.max_description_chars \(0: no cut\) must be an int"):
+        kind(max_description_chars=10.5)
+    assert kind(tags=["think", "answer"]).tags == ("think", "answer")  # a list is kept as a tuple
+    user = PromptTemplate(max_review_chars=0).user_prompt(context("x" * 500), RatingScale(1, 5))
+    assert "x" * 500 in user
+
+
+def test_the_rating_guide_goes_with_the_tag_the_parser_reads():
+    """With a last tag not named ``rate`` the prompt never said where the rating goes; with
+    ``("rate", "match")`` it asked for the rating in <rate> while the parser reads <match>."""
+    system = PromptTemplate(tags=("think", "answer")).system_prompt(RatingScale(1, 5))
+    assert "<think>think</think>\n<answer>the predicted rating alone: a single number from 1 to 5</answer>" in system
+    system = PromptTemplate(tags=("rate", "match")).system_prompt(RatingScale(0.5, 5, 0.5))
+    assert "<rate>rate</rate>\n<match>the predicted rating alone: a single number from 0.5 to 5 in steps of 0.5</match>" \
+        in system
+    assert RatingReward(tags=("rate", "match"))("<rate>x</rate><match>4</match>", 4, RatingScale(0.5, 5, 0.5)).format_ok
+
+
+def test_the_ranking_guide_goes_with_the_tag_the_parser_reads():
+    system = RankingTemplate(tags=("think", "order")).system_prompt()
+    assert "<think>think</think>\n<order>every candidate label exactly once, best first, e.g. [3] [1] [2]</order>" in system
+    system = RankingTemplate(tags=("rank", "answer")).system_prompt()
+    assert "<rank>rank</rank>\n<answer>every candidate label exactly once" in system
+
+
+def test_built_in_prompts_are_unchanged():
+    """The built-in templates' prompts (what docs/results were measured on), byte for byte."""
+    digest = hashlib.sha256()
+    for env_id, kwargs in [("RecRating-Synthetic-v0", {}), ("RecRating-Synthetic-v0", {"template": "rate_only"}),
+                           ("RecRank-Synthetic-v0", {"num_candidates": 5}),
+                           ("RecRank-Synthetic-v0", {"num_candidates": 5, "template": "rank_only"})]:
+        env = gym.make(env_id, split="valid", **kwargs)
+        for index in range(50):
+            digest.update(env.reset(options={"index": index})[0].encode())
+    assert digest.hexdigest()[:16] == "730f2df1dde39cab"

@@ -303,3 +303,21 @@ def test_items_the_user_rated_at_the_targets_time_are_never_negatives(negatives)
                 assert set(c.items) - {items[row]} <= pool and c.items[c.target_position] == items[row]
                 listed += 1
     assert tied_lists > 10 and listed > 50
+
+
+@pytest.mark.parametrize(("total", "error", "words"), [
+    (float("nan"), ValueError, "nan: it must be a finite number"),
+    (float("inf"), ValueError, "inf: it must be a finite number"),
+    ("1.0", TypeError, r"'1.0' \(str\): it must be a finite number"),
+    (False, TypeError, r"False \(bool\): it must be a finite number"),
+])
+def test_a_custom_ranking_reward_total_must_be_a_finite_number(total, error, words):
+    """A NaN or inf total came back from step as the reward; a str total was coerced to a float."""
+    def my_ranking_reward(completion, target_position, num_candidates):
+        return {"total": total, "rank_of_target": 1}
+
+    env = gym.make("RecRank-Synthetic-v0", split="valid", reward=my_ranking_reward).unwrapped
+    env.reset(options={"index": 0})
+    with pytest.raises(error, match=rf"^the reward test_a_custom_ranking_reward_total_must_be_a_finite_number.<locals>"
+                                    rf".my_ranking_reward returned a total of {words}$"):
+        env.step("anything")

@@ -5,7 +5,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recgym.data.schema import RatingScale
-from recgym.rewards import FOUR_STEP_TAGS, RATE_ONLY_TAGS, RatingReward, parse_completion
+from recgym.rewards import (
+    FOUR_STEP_TAGS,
+    RATE_ONLY_TAGS,
+    RankingReward,
+    RatingReward,
+    parse_completion,
+)
 
 FIVE = RatingScale(1, 5)
 TEN = RatingScale(1, 10)
@@ -139,3 +145,28 @@ def test_max_error_is_a_positive_number_or_none(max_error):
     """-4 turned accuracy upside down without a word; 0 raised ZeroDivisionError at the first step."""
     with pytest.raises(ValueError, match="max_error must be a number > 0 or None"):
         RatingReward(max_error=max_error)
+
+
+@pytest.mark.parametrize(("kind", "field", "value", "error", "words"), [
+    (RatingReward, "accuracy_weight", math.nan, ValueError, "a finite number >= 0, got nan"),
+    (RatingReward, "accuracy_weight", -1.0, ValueError, "a finite number >= 0, got -1.0"),
+    (RatingReward, "format_reward", "x", TypeError, "a finite number, got 'x'"),
+    (RatingReward, "format_penalty", math.inf, ValueError, "a finite number, got inf"),
+    (RatingReward, "format_reward", True, TypeError, "a finite number, got True"),
+    (RankingReward, "ndcg_weight", math.nan, ValueError, "a finite number >= 0, got nan"),
+    (RankingReward, "format_penalty", None, TypeError, "a finite number, got None"),
+])
+def test_reward_weights_and_format_values_are_finite_numbers(kind, field, value, error, words):
+    """``accuracy_weight=nan`` made every reward NaN (a run that learns nothing); ``format_reward="x"``
+    failed only at the first step, on str + float."""
+    with pytest.raises(error, match=rf"^{kind.__name__}\.{field} must be {words}$"):
+        kind(**{field: value})
+
+
+@pytest.mark.parametrize("kind", [RatingReward, RankingReward])
+def test_reward_tags_are_checked_as_the_templates_are(kind):
+    with pytest.raises(TypeError, match=rf"{kind.__name__}.tags must be a tuple of tag names"):
+        kind(tags="rate")
+    with pytest.raises(ValueError, match=rf"{kind.__name__}.tags needs at least one tag"):
+        kind(tags=[])
+    assert kind(tags=["think", "answer"]).tags == ("think", "answer")

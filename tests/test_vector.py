@@ -181,3 +181,27 @@ def test_end_episode_of_one_sub_env_lets_the_others_play_on():
         vec.end_episode(2, "full")
     with pytest.raises(TypeError, match="only multi-turn sub-envs"):
         make_group_vec("RecRating-Synthetic-v0", num_prompts=1, group_size=2).end_episode(0, "full")
+
+
+def test_sub_envs_of_a_registered_id_share_the_dataset_in_its_kwargs():
+    """gymnasium.make deep-copies registered kwargs, and make_group_vec made each sub-env with it: a
+    dataset object registered in an id's kwargs was copied B*G times (GRPOTrainer builds its envs so)."""
+    from recgym.data.synthetic import load_synthetic
+
+    env_id = "RecGymTestOwnDataset-v0"
+    gym.register(env_id, entry_point="recgym.envs.rec_rating:RecRatingEnv", disable_env_checker=True,
+                 vector_entry_point="recgym.envs.vector:grouped_vector_entry_point",
+                 kwargs={"dataset": load_synthetic(num_users=20), "split": "valid"})
+    try:
+        vec = make_group_vec(env_id, num_prompts=2, group_size=3)
+        datasets = {id(env.unwrapped.dataset) for env in vec.envs}
+        assert len(datasets) == 1  # one copy, as gymnasium.make_vec(env_id, num_envs=6, group_size=3) makes
+        assert len({id(env.unwrapped.dataset) for env in gym.make_vec(env_id, num_envs=6, group_size=3).envs}) == 1
+        assert {env.spec.id for env in vec.envs} == {env_id} and {type(env) for env in vec.envs} == {type(vec.envs[0])}
+        obs, infos = vec.reset(options={"indices": [1, 4]})
+        assert [i["index"] for i in infos] == [1, 1, 1, 4, 4, 4] and obs[0] == gym.make(env_id).reset(
+            options={"index": 1})[0]
+        _, rewards, terminated, _, _ = vec.step([answer(3)] * 6)
+        assert terminated.all() and (rewards >= 0.5).all()
+    finally:
+        del gym.registry[env_id]

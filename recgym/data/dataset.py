@@ -64,6 +64,17 @@ def _encode(values: Sequence[Any]) -> tuple[np.ndarray, list[str]]:
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary.to_pylist()
 
 
+def check_ratings(name: str, scale: RatingScale, ratings: np.ndarray) -> np.ndarray:
+    """``ratings`` if every one is on ``scale`` (finite, in range, on its step grid), else a ValueError
+    counting those off it."""
+    bad = np.flatnonzero(~scale.on_grid(ratings))
+    if len(bad):
+        raise ValueError(f"dataset {name!r}: {len(bad):,} of the {len(ratings):,} ratings are not on the scale "
+                         f"{scale.label} (row {bad[0]}: {float(ratings[bad[0]]):g}): pass the data's RatingScale or fix "
+                         "those rows")
+    return ratings
+
+
 @dataclass
 class RatingDataset:
     """Prepared ratings of one dataset.
@@ -104,7 +115,7 @@ class RatingDataset:
         config = config or PrepareConfig()
         users, user_ids = _encode(interactions["user_id"])
         items_c, item_ids = _encode(interactions["item_id"])
-        ratings = np.asarray(interactions["rating"], dtype=np.float32)
+        ratings = check_ratings(name, scale, np.asarray(interactions["rating"], dtype=np.float64)).astype(np.float32)
         timestamps = np.asarray(interactions["timestamp"], dtype=np.int64)
         reviews = list(interactions.get("review_text") or [""] * len(ratings))
         stats: dict[str, Any] = {"raw_ratings": len(ratings)}
@@ -142,6 +153,7 @@ class RatingDataset:
         stats: dict[str, Any] | None = None,
     ) -> RatingDataset:
         """Split and index already-coded, deduplicated interactions."""
+        check_ratings(name, scale, ratings)
         config = config or PrepareConfig()
         split = chronological_split(
             users, timestamps, config.split_method, config.valid_fraction, config.test_fraction

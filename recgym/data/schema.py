@@ -9,6 +9,7 @@ this module knows a raw file format.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,6 +53,17 @@ def check_int(name: str, value: object, low: int) -> int:
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
     return int(value)
+
+
+def check_number(name: str, value: object, low: float | None = None) -> float:
+    """``value`` as a float if it is a finite real number (not a bool) >= ``low``; a ValueError or
+    TypeError naming ``name`` otherwise."""
+    want = "a finite number" + ("" if low is None else f" >= {low:g}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {want}, got {value!r}")
+    if not math.isfinite(value) or low is not None and value < low:
+        raise ValueError(f"{name} must be {want}, got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,16 @@ class RatingScale:
 
     def contains(self, value: float) -> bool:
         return bool(np.isfinite(value)) and self.low <= value <= self.high
+
+    def on_grid(self, values: np.ndarray) -> np.ndarray:
+        """Per value: whether it is a rating of this scale (finite, in range, on the step grid, up
+        to float32 rounding)."""
+        values = np.asarray(values, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            steps = np.rint((values - self.low) / self.step)
+            nearest = self.low + self.step * steps
+            return ((steps >= 0) & (steps <= round((self.high - self.low) / self.step))
+                    & (np.abs(values - nearest) <= 1e-6 * np.maximum(1.0, np.abs(nearest))))
 
     def values(self) -> np.ndarray:
         """Every rating on the scale's grid, e.g. ``[1, 2, 3, 4, 5]``."""

@@ -24,7 +24,7 @@ import numpy as np
 
 from recgym.data.dataset import PrepareConfig, RatingDataset
 from recgym.data.registry import register_dataset
-from recgym.data.schema import RatingScale, check_types
+from recgym.data.schema import RatingScale, check_number, check_types
 
 CUISINES = ("Italian", "Mexican", "Japanese", "Indian", "French", "Thai", "Greek", "Korean")
 PRICES = ("budget", "moderate", "upscale")
@@ -72,6 +72,8 @@ class SyntheticConfig:
 
     def __post_init__(self) -> None:
         check_types(self)
+        check_number("noise", self.noise, 0)
+        check_number("choice_temperature", self.choice_temperature, 0)
 
 
 @dataclass
@@ -114,8 +116,6 @@ def generate_world(config: SyntheticConfig | None = None, prepare: PrepareConfig
         raise ValueError("the synthetic world needs at least 1 user and 2 items")
     if not 1 <= config.min_ratings_per_user <= config.max_ratings_per_user:
         raise ValueError("need 1 <= min_ratings_per_user <= max_ratings_per_user")
-    if config.choice_temperature < 0:
-        raise ValueError(f"choice_temperature must be >= 0, got {config.choice_temperature}")
     rng = np.random.default_rng(config.seed)
     if config.long_history:
         return _generate_long_world(config, prepare, rng)

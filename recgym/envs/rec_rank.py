@@ -17,6 +17,7 @@ from recgym.envs.rec_rating import (
     check_action,
     check_observation,
     check_render_mode,
+    check_reward_total,
     choose_index,
     rendered,
     step_text,
@@ -134,8 +135,8 @@ class RecRankEnv(gym.Env[str, str]):
         if not self.lists:
             raise ValueError(f"split {split!r} has no sample with {num_candidates - 1} available negatives: "
                              "lower num_candidates")
-        self.observation_space = UnicodeText(max_observation_length)
-        self.action_space = UnicodeText(max_action_length)
+        self.observation_space = UnicodeText(check_int("max_observation_length", max_observation_length, 1))
+        self.action_space = UnicodeText(check_int("max_action_length", max_action_length, 1))
         self._current = None
         self._rendered = ""
 
@@ -173,11 +174,12 @@ class RecRankEnv(gym.Env[str, str]):
             got = f"a dict of {sorted(breakdown)}" if isinstance(breakdown, dict) else type(breakdown).__name__
             raise TypeError(f"the reward returned {got}: reward(completion, target_position, num_candidates) must "
                             "return a dict with at least 'total' and 'rank_of_target', as RankingReward does")
+        total = check_reward_total(breakdown["total"], self.reward_fn)
         info = {"index": self._current, "reward_breakdown": breakdown, "rank_of_target": breakdown["rank_of_target"],
                 "abs_error": breakdown["rank_of_target"] - 1, "shuffle_seed": c.shuffle_seed}
         self._current = None
         self._rendered = step_text(action, "", info)
-        return "", float(breakdown["total"]), True, False, info
+        return "", total, True, False, info
 
     def render(self) -> str | None:
         """``"ansi"``: the prompt after ``reset``, the completion and its reward after ``step``

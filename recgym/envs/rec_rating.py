@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -81,12 +82,26 @@ def rendered(render_mode: str | None, text: str) -> str | None:
     return text
 
 
-def check_breakdown(breakdown: Any) -> RewardBreakdown:
-    """``breakdown`` if the reward returned a ``RewardBreakdown``, else a TypeError saying so."""
+def check_reward_total(total: Any, reward: Any) -> float:
+    """``total`` as a float if it is a finite real number (not a bool or str), else a ValueError or
+    TypeError naming the reward function ``reward``."""
+    name = getattr(reward, "__qualname__", type(reward).__name__)
+    if isinstance(total, bool) or not isinstance(total, numbers.Real):
+        raise TypeError(f"the reward {name} returned a total of {total!r} ({type(total).__name__}): it must be a "
+                        "finite number")
+    if not np.isfinite(total):
+        raise ValueError(f"the reward {name} returned a total of {total!r}: it must be a finite number")
+    return float(total)
+
+
+def check_breakdown(breakdown: Any, reward: Any) -> RewardBreakdown:
+    """``breakdown`` if the reward function ``reward`` returned a ``RewardBreakdown`` with a finite
+    number as its total, else a TypeError or ValueError saying so."""
     if not isinstance(breakdown, RewardBreakdown):
         raise TypeError(f"the reward returned {type(breakdown).__name__}: reward(completion, target, scale) must return a "
                         "recgym.rewards.RewardBreakdown (format, accuracy, total, parsed_rating, abs_error, format_ok), "
                         "as RatingReward does")
+    check_reward_total(breakdown.total, reward)
     return breakdown
 
 
@@ -173,8 +188,8 @@ class RecRatingEnv(gym.Env[str, str]):
         self.max_user_history = check_int("max_user_history", max_user_history, 0)
         self.max_item_history = check_int("max_item_history", max_item_history, 0)
         self.num_samples = dataset.require_samples(split)
-        self.observation_space = UnicodeText(max_observation_length)
-        self.action_space = UnicodeText(max_action_length)
+        self.observation_space = UnicodeText(check_int("max_observation_length", max_observation_length, 1))
+        self.action_space = UnicodeText(check_int("max_action_length", max_action_length, 1))
         self._index: int | None = None
         self._rendered = ""
 
@@ -203,7 +218,7 @@ class RecRatingEnv(gym.Env[str, str]):
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         self._check_action(action, "an episode is one reset and one step")
-        breakdown = check_breakdown(self.reward_fn(action, self._target, self.scale))
+        breakdown = check_breakdown(self.reward_fn(action, self._target, self.scale), self.reward_fn)
         info = {
             "index": self._index,
             "reward_breakdown": breakdown.as_dict(),

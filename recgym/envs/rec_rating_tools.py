@@ -243,7 +243,7 @@ class RecRatingToolsEnv(RecRatingEnv):
         }
 
     def _finish(self, answer: str, truncated: bool, reason: str | None = None, error: str | None = None):
-        breakdown = check_breakdown(self.reward_fn(answer, self._target, self.scale))
+        breakdown = check_breakdown(self.reward_fn(answer, self._target, self.scale), self.reward_fn)
         cost = 0.0 - self.tool_cost * len(self._calls)  # 0.0, not -0.0, without calls
         parts = breakdown.as_dict()
         parts.update(tool_cost=cost, total=float(breakdown.total) + cost)

@@ -3,6 +3,7 @@ per reset, so a GRPO group holds G completions for the same prompt."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -191,11 +192,16 @@ class GroupedRatingVecEnv(gym.vector.VectorEnv):
 
 def make_group_vec(env_id: str, num_prompts: int, group_size: int,
                    autoreset_mode: AutoresetMode | str = AutoresetMode.DISABLED, **env_kwargs: Any) -> GroupedRatingVecEnv:
-    """``num_prompts`` groups of ``group_size`` sub-envs of ``env_id`` (built with ``gymnasium.make``)."""
+    """``num_prompts`` groups of ``group_size`` sub-envs of ``env_id`` (built with ``gymnasium.make``,
+    sharing one copy of the registered kwargs, as ``gymnasium.make_vec`` does: one dataset)."""
     check_group_shape(num_prompts * group_size, group_size)
     env_kwargs = _sub_env_kwargs(**env_kwargs)
-    return GroupedRatingVecEnv([lambda: gym.make(env_id, **env_kwargs)] * (num_prompts * group_size), group_size,
-                               autoreset_mode)
+    first = gym.make(env_id, **env_kwargs)
+    # make deep-copies the registered kwargs: the others get the first's copy as make arguments
+    spec = dataclasses.replace(gym.spec(first.unwrapped.spec.id), kwargs={})
+    shared = {**first.unwrapped.spec.kwargs, **env_kwargs}
+    return GroupedRatingVecEnv([lambda: first] + [lambda: gym.make(spec, **shared)] * (num_prompts * group_size - 1),
+                               group_size, autoreset_mode)
 
 
 def _sub_env_kwargs(render_mode: str | None = None, max_episode_steps: int | None = None,
