@@ -38,7 +38,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -112,9 +112,10 @@ class DemoSettings(ConfigMixin):
     """GRPO's sampling temperature (evaluations decode greedily)."""
     max_new_tokens: int = 96
     """New tokens per answer (the teacher's four-step traces are 60-83 tokens)."""
-    algorithm_kwargs: dict[str, Any] = field(default_factory=lambda: {"overlong_buffer": 0})
-    """The algorithm's own knobs (``recgym algorithms``). DAPO's overlong penalty is off: at 128 tokens
-    it fell on the four-step answers themselves and pushed them to drop a step."""
+    algorithm_kwargs: dict[str, Any] | None = None
+    """The algorithm's own knobs (``recgym algorithms``). None: DAPO's ``{overlong_buffer: 0}`` (its
+    overlong penalty off: at 128 tokens it fell on the four-step answers themselves and pushed them
+    to drop a step), no knobs for the other algorithms."""
     trainable_layers: int = 10
     """GRPO trains only the top this many of the model's transformer blocks (0: every weight;
     ``GRPOConfig.trainable_layers``): with SmolLM2-135M's 30 blocks, a float32 step of 3 x 8 answers
@@ -143,6 +144,8 @@ class DemoSettings(ConfigMixin):
         self.teacher = teacher_key(self.teacher)
         if self.teacher not in TEACHERS:
             raise ValueError(f"unknown teacher {self.teacher!r}: choose {', '.join(TEACHERS)}")
+        if self.algorithm_kwargs is None:
+            self.algorithm_kwargs = {"overlong_buffer": 0} if self.algorithm == "dapo" else {}
 
 
 #: ``DemoSettings.teacher``'s choices.
@@ -163,8 +166,10 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 RUNTIME_SETTINGS = ("output_dir", "resume")
 #: What the GRPO stage and the end of a run write in ``output_dir``: a resumed run removes them first.
 GRPO_FILES = ("grpo", "summary.json", "predictions.jsonl")
+#: The seconds the earlier invocations of a resumed run took, up to their last finished stage.
+ELAPSED_FILE = "elapsed.json"
 #: What a run writes in ``output_dir``: a fresh run removes it all first.
-STAGE_FILES = ("settings.json", "base_eval.jsonl", "cold_start.jsonl", "sft", *GRPO_FILES)
+STAGE_FILES = ("settings.json", ELAPSED_FILE, "base_eval.jsonl", "cold_start.jsonl", "sft", *GRPO_FILES)
 
 
 def start_output(s: DemoSettings, out: Path) -> bool:
@@ -196,6 +201,12 @@ def start_output(s: DemoSettings, out: Path) -> bool:
                 target.unlink(missing_ok=True)
     write_json_atomic(path, now)
     return reuse
+
+
+def earlier_seconds(out: Path, reuse: bool) -> float:
+    """The seconds the earlier invocations of a resumed run took (:data:`ELAPSED_FILE`); 0 for a fresh run."""
+    path = out / ELAPSED_FILE
+    return float(json.loads(path.read_text())["seconds"]) if reuse and path.is_file() else 0.0
 
 
 def check_stage_settings(s: DemoSettings) -> None:
@@ -233,12 +244,22 @@ def learner_dtype(name: str) -> str:
     return "bfloat16" if cpu_bf16 else "float32"
 
 
+def baseline_figures(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The ``eval/baseline/*`` figures of the first row that has them (all rows are on the same samples;
+    a GRPO run the collapse guard stopped before its last step has none in its last evaluation)."""
+    first = next((r for r in rows.values() if any(k.startswith("eval/baseline/") for k in r)), {})
+    return {k: v for k, v in first.items() if k.startswith("eval/baseline/")}
+
+
 def summarize(rows: dict[str, dict[str, Any]], samples: dict[str, tuple[Any, Any]], seconds: float,
-              train_mean: float) -> dict[str, Any]:
-    """The ``summary.json`` content: one row per stage, the baselines on the same samples, and the
-    paired change from ``sft`` to ``grpo`` with its standard error (``samples`` maps a row's name to
-    its ``(predictions, targets)``; ``sft`` and ``grpo`` must be there). Rating rows: MAE, with
-    ``paired_gain`` the drop in absolute error, and what is left of it beyond each model's mean
+              train_mean: float, seconds_this_run: float | None = None) -> dict[str, Any]:
+    """The ``summary.json`` content: one row per stage (a row the collapse guard restored with its
+    ``restored_from_step``), the baselines on the same samples (from the first row that has them: a
+    run the guard stopped early has none in its last), and the paired change from ``sft`` to
+    ``grpo`` with its standard error (``samples`` maps a row's name to its ``(predictions,
+    targets)``; ``sft`` and ``grpo`` must be there). ``seconds``: the whole run's, earlier
+    invocations included; ``seconds_this_run`` (default ``seconds``): this invocation's. Rating
+    rows: MAE, with ``paired_gain`` the drop in absolute error, and what is left of it beyond each model's mean
     shift (``beyond_bias``: MAE of the centred predictions, correlation with the truth). Ranking
     rows (records with ``eval/ndcg@10``; a prediction is the true item's rank): NDCG@10, HR, MRR,
     with ``paired_gain`` the rise in NDCG@10."""
@@ -251,14 +272,19 @@ def summarize(rows: dict[str, dict[str, Any]], samples: dict[str, tuple[Any, Any
 
     last = list(rows.values())[-1]
     common = ("coverage", "format_rate", "n")
+    with_baselines = baseline_figures(rows)
+    times = {"seconds": seconds, "seconds_this_run": seconds if seconds_this_run is None else seconds_this_run}
+
+    def restored(r: dict[str, Any]) -> dict[str, Any]:
+        return {"restored_from_step": r["eval/restored_from_step"]} if "eval/restored_from_step" in r else {}
+
     if "eval/ndcg@10" in last:
-        out_rows = [{"name": name, **{k: r.get(f"eval/{k}") for k in ("ndcg@10", "ndcg@5", "hr@1", "hr@10", "mrr", *common)}}
-                    for name, r in rows.items()]
-        baselines = {k.removeprefix("eval/baseline/").removesuffix("_ndcg@10"): v for k, v in last.items()
-                     if k.startswith("eval/baseline/")}
+        out_rows = [{"name": name, **{k: r.get(f"eval/{k}") for k in ("ndcg@10", "ndcg@5", "hr@1", "hr@10", "mrr", *common)},
+                     **restored(r)} for name, r in rows.items()]
+        baselines = {k.removeprefix("eval/baseline/").removesuffix("_ndcg@10"): v for k, v in with_baselines.items()}
         gain, se = paired_ranking_difference(samples["sft"][0], samples["grpo"][0])
         return {"task": "ranking", "metric": "ndcg@10", "rows": out_rows, "baselines": baselines,
-                "paired_gain": gain, "paired_se": se, "seconds": seconds}
+                "paired_gain": gain, "paired_se": se, **times}
 
     def extra(name: str) -> dict[str, float]:
         if name not in samples:
@@ -270,16 +296,15 @@ def summarize(rows: dict[str, dict[str, Any]], samples: dict[str, tuple[Any, Any
 
     out_rows = [{"name": name, "mae": r.get("eval/mae"), "rmse": r.get("eval/rmse"),
                  **{k: r.get(f"eval/{k}") for k in common}, "prediction_std": r.get("eval/prediction_std"),
-                 **extra(name)} for name, r in rows.items()]
-    baselines = {k.removeprefix("eval/baseline/").removesuffix("_mae"): v for k, v in last.items()
-                 if k.startswith("eval/baseline/")}
+                 **extra(name), **restored(r)} for name, r in rows.items()]
+    baselines = {k.removeprefix("eval/baseline/").removesuffix("_mae"): v for k, v in with_baselines.items()}
     (sft, target), (grpo, target_grpo) = samples["sft"], samples["grpo"]
     errors_sft = np.asarray(sft, dtype=np.float64) - np.asarray(target, dtype=np.float64)
     errors_grpo = np.asarray(grpo, dtype=np.float64) - np.asarray(target_grpo, dtype=np.float64)
     gain, se = paired_difference(errors_sft, errors_grpo)
     return {"task": "rating", "metric": "mae", "rows": out_rows, "baselines": baselines, "paired_gain": gain,
             "paired_se": se, "beyond_bias": beyond_bias(sft, grpo, target, train_mean), "train_mean": train_mean,
-            "seconds": seconds}
+            **times}
 
 
 def cold_start_data(s: DemoSettings, out: Path, env_kwargs: dict[str, Any]) -> Any:
@@ -407,7 +432,11 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
     check_settings(s)
     out.mkdir(parents=True, exist_ok=True)
     reuse = start_output(s, out)
-    start = time.perf_counter()
+    start, earlier = time.perf_counter(), earlier_seconds(out, reuse)
+
+    def stage_done() -> None:
+        write_json_atomic(out / ELAPSED_FILE, {"seconds": earlier + time.perf_counter() - start})
+
     rows: dict[str, dict[str, Any]] = {}
     records: dict[str, list[dict[str, Any]]] = {}
     eval_env = gym.make(s.env_id, split=s.eval_split, **s.env_kwargs)
@@ -423,6 +452,7 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
             headline = base.metrics.headline
             console.print(f"base: format rate {rows['base']['eval/format_rate']:.0%}, {headline.upper()} "
                           f"{rows['base'][f'eval/{headline}']:.3f} ({time.perf_counter() - start:.0f}s)")
+            stage_done()
 
         console.rule("[bold]2/3 cold start: scripted-teacher traces, then SFT")
         if reuse and (sft_dir / "sft_log.json").is_file():  # train_sft writes it last
@@ -430,6 +460,7 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
         else:
             sft_dir = cold_start_sft(s, out, s.env_kwargs)
             console.print(f"SFT checkpoint {sft_dir} ({time.perf_counter() - start:.0f}s)")
+        stage_done()
 
         console.rule(f"[bold]3/3 GRPO: {s.grpo_steps} steps from the SFT checkpoint")
         result = grpo_stage(s, out / "grpo", str(sft_dir), s.env_kwargs, policy, s.grpo_steps)
@@ -440,27 +471,35 @@ def run_demo(settings: DemoSettings | None = None) -> dict[str, Any]:
         raise
     rows.update(sft=result.evals[0], grpo=result.evals[-1])
     records.update(sft=result.eval_samples[0], grpo=result.eval_samples[result.steps])
-    return report(s, rows, records, result.steps, time.perf_counter() - start, eval_env.unwrapped.dataset.train_mean())
+    stage_done()
+    this_run = time.perf_counter() - start
+    return report(s, rows, records, result.steps, earlier + this_run, eval_env.unwrapped.dataset.train_mean(),
+                  seconds_this_run=this_run)
 
 
 def report(s: DemoSettings, rows: dict[str, dict[str, Any]], records: dict[str, list[dict[str, Any]]], steps: int,
-           seconds: float, train_mean: float) -> dict[str, Any]:
+           seconds: float, train_mean: float, seconds_this_run: float | None = None) -> dict[str, Any]:
     """The end of :func:`run_demo`: ``summary.json`` (:func:`summarize`) and ``predictions.jsonl`` in
     ``s.output_dir``, each written whole or not at all, then the table and the paired changes;
-    returns the summary. ``rows``: each stage's evaluation record; ``records``: its per-sample ones."""
+    returns the summary. ``rows``: each stage's evaluation record; ``records``: its per-sample ones;
+    ``seconds``: the whole run's (a resumed run's earlier invocations included), ``seconds_this_run``
+    this invocation's (default ``seconds``)."""
     from recgym.agents.run_log import comparison_table, current_plot
     from recgym.console import make_console
     from recgym.metrics import paired_change_text
 
     console = make_console()
     out = Path(s.output_dir)
-    summary = summarize(rows, {name: sample_arrays(stage) for name, stage in records.items()}, seconds, train_mean)
+    summary = summarize(rows, {name: sample_arrays(stage) for name, stage in records.items()}, seconds, train_mean,
+                        seconds_this_run)
     write_json_atomic(out / "summary.json", summary)
     write_predictions(out / "predictions.jsonl", records)
+    restored = rows["grpo"].get("eval/restored_from_step")
     names = {"base": f"{Path(s.model.rstrip('/')).name} base", "sft": "after cold-start SFT",
-             "grpo": f"after SFT + {steps} GRPO steps"}
-    table = comparison_table({names[k]: r for k, r in rows.items()},
-                             title=f"{s.env_id}, first {s.eval_size} {s.eval_split} samples, greedy")
+             "grpo": f"after SFT + {steps} GRPO steps" + (f", restored to step {restored}" if restored is not None else "")}
+    last = list(rows)[-1]  # comparison_table shows the last row's baselines
+    shown = {names[k]: {**baseline_figures(rows), **r} if k == last else r for k, r in rows.items()}
+    table = comparison_table(shown, title=f"{s.env_id}, first {s.eval_size} {s.eval_split} samples, greedy")
     console.print(table)
     what = "MAE lower by" if summary["task"] == "rating" else "NDCG@10 higher by"
     console.print(f"SFT -> GRPO: {paired_change_text(summary['paired_gain'], summary['paired_se'], what)}")
@@ -472,7 +511,9 @@ def report(s: DemoSettings, rows: dict[str, dict[str, Any]], records: dict[str, 
                       f"({beyond['correlation_gain']:+.3f}, paired bootstrap SE {beyond['correlation_se']:.3f})")
     curves = current_plot(out / "grpo")
     console.print(f"summary {out / 'summary.json'}; per-sample predictions {out / 'predictions.jsonl'}; "
-                  + (f"curves {curves}; " if curves else "") + f"total {summary['seconds'] / 60:.1f} min")
+                  + (f"curves {curves}; " if curves else "") + f"total {summary['seconds'] / 60:.1f} min"
+                  + (f" ({summary['seconds_this_run'] / 60:.1f} in this invocation)"
+                     if summary["seconds_this_run"] != summary["seconds"] else ""))
     return summary
 
 
@@ -494,7 +535,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, output_dir: str = De
         if f.name in without:
             continue
         default = output_dir if f.name == "output_dir" else field_default(f)
-        kind = yaml.safe_load if isinstance(default, dict | bool) else type(default)  # bool('False') is True
+        kind = yaml.safe_load if isinstance(default, dict | bool | None) else type(default)  # bool('False') is True
         help_text = f"{docs[f.name]} (default: {default!r})" if f.name in docs else f"default: {default!r}"
         parser.add_argument(f"--{f.name}", type=kind, default=None, help=help_text.replace("%", "%%"))
     parser.settings_defaults = {"output_dir": output_dir}
@@ -502,10 +543,17 @@ def add_settings_arguments(parser: argparse.ArgumentParser, output_dir: str = De
 
 def parse_settings(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> tuple[DemoSettings, dict[str, Any]]:
     """``DemoSettings`` from the defaults, then ``--config``'s YAML, then the flags given; and the
-    parser's other arguments."""
+    parser's other arguments. A bad setting is one line on stderr (``<prog>: error: ...``) and exit 2."""
     import dataclasses
+    import difflib
 
     import yaml
+
+    from recgym.cli import one_line
+
+    def refuse(message: str) -> NoReturn:
+        print(f"{parser.prog.removeprefix('python -m ')}: error: {one_line(message)}", file=sys.stderr)
+        raise SystemExit(2)
 
     args = vars(parser.parse_args(argv))
     names = {f.name for f in dataclasses.fields(DemoSettings)}
@@ -515,18 +563,25 @@ def parse_settings(parser: argparse.ArgumentParser, argv: list[str] | None = Non
         try:
             loaded = yaml.safe_load(config.read_text()) or {}
         except (OSError, yaml.YAMLError) as e:
-            parser.error(f"--config {config}: {e}")
+            refuse(f"--config {config}: {e}")
         if not isinstance(loaded, dict):
-            parser.error(f"--config {config}: expected a mapping of settings, got {type(loaded).__name__}")
-        unknown = sorted(set(loaded) - names)
+            refuse(f"--config {config}: expected a mapping of settings, got {type(loaded).__name__}")
+        unknown = sorted(map(str, set(loaded) - names))
         if unknown:
-            parser.error(f"--config {config}: unknown settings {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+            hints = [name + "".join(f" (did you mean {c}?)" for c in difflib.get_close_matches(name, names, n=1))
+                     for name in unknown]
+            refuse(f"--config {config}: unknown setting{'s' * (len(unknown) > 1)} {', '.join(hints)}"
+                   + ("" if any("(" in h for h in hints) else f" (`{parser.prog} --help` lists them)"))
+        try:
+            DemoSettings.from_dict(loaded)  # the file's values alone, so that an error names the file
+        except (ValueError, TypeError) as e:
+            refuse(f"--config {config}: {e}")
         values.update(loaded)
     values.update({k: v for k, v in args.items() if k in names and v is not None})
     try:
         settings = DemoSettings.from_dict(values)  # each value checked against its field's type
     except (ValueError, TypeError) as e:
-        parser.error(str(e))
+        refuse(str(e))
     return settings, {k: v for k, v in args.items() if k not in names}
 
 

@@ -47,6 +47,9 @@ class RatingMetrics:
     """Spread of the predictions, fallbacks included (population std): near 0 when one rating is
     given to everyone, which lowers MAE toward the majority rating's without any personalization.
     NaN for fewer than two samples, whose spread says nothing."""
+    prediction_std_parsed: float = float("nan")
+    """Spread of the parsed predictions alone (NaN for fewer than two): the collapse guard's check
+    of one rating for nearly everyone, which a few fallbacks hide from ``prediction_std``."""
     fallback: str = FALLBACK
 
     def as_dict(self) -> dict:
@@ -107,6 +110,7 @@ def rating_metrics(
         mean_reward=_mean(np.asarray(rewards, dtype=np.float64)) if rewards is not None else float("nan"),
         scale=scale.label,
         prediction_std=float(pred.std()) if len(pred) >= 2 else float("nan"),
+        prediction_std_parsed=float(pred[parsed].std()) if parsed.sum() >= 2 else float("nan"),
     )
 
 

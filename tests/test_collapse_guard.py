@@ -41,6 +41,26 @@ def test_an_evaluation_of_one_sample_is_no_collapse():
     assert guard.healthy_step == 2
 
 
+def test_one_rating_for_nearly_everyone_is_a_collapse_though_fallbacks_spread_the_predictions():
+    """92 of 100 answers say 3 and 8 fall back to the user's average: the spread of all predictions
+    is 0.18, past the floor, so only a collapse with every answer parsed was caught."""
+    import numpy as np
+
+    fallbacks = np.random.default_rng(0).uniform(2, 4, 8)
+    spread = float(np.r_[np.full(92, 3.0), fallbacks].std())
+    guard = CollapseGuard("stop")
+    assert guard.check({"step": 0, "eval/n": 100, "eval/coverage": 0.93, "eval/format_rate": 0.93,
+                        "eval/prediction_std": 0.5, "eval/prediction_std_parsed": 0.6}) is None
+    reason = guard.check({"step": 2, "eval/n": 100, "eval/coverage": 0.92, "eval/format_rate": 0.92,
+                          "eval/prediction_std": spread, "eval/prediction_std_parsed": 0.0})
+    assert spread > 0.05 and "parsed predictions' spread 0.000" in reason and guard.healthy_step == 0
+    # fewer than min_parsed (10) parsed: their spread says too little
+    few = {"step": 4, "eval/n": 100, "eval/coverage": 0.09, "eval/format_rate": 0.9, "eval/prediction_std": 0.5,
+           "eval/prediction_std_parsed": 0.0}
+    assert CollapseGuard("stop").check(few) is None
+    assert CollapseGuard("stop").check({**few, "eval/coverage": 0.10}) is not None
+
+
 def test_a_drop_of_exactly_format_drop_is_a_collapse_despite_float_rounding():
     """7/20 -> 2/20 is a drop of exactly 0.25, though 0.35 - 0.1 is 0.24999999999999997 in floats."""
     guard = CollapseGuard("warn", format_drop=0.25)

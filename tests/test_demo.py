@@ -255,3 +255,160 @@ def test_a_refused_setting_leaves_no_output_dir(tmp_path, capsys):
 
     assert demo.main(["--output_dir", str(tmp_path / "out"), "--eval_size", "0"]) == 2
     assert "eval_size must be >= 1" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def scripted_grpo(tmp_path, action: str, formats: list[float], steps: int, eval_interval: int):
+    """A tiny GRPO trainer whose evaluations are scripted (the greedy format rate goes ``formats`` in
+    turn; baselines only where the trainer asks for them), as the demo's GRPO stage."""
+    from tiny_lm import tiny_config, tiny_model, tiny_tokenizer
+
+    from recgym.agents.trainer import GRPOTrainer
+
+    cfg = tiny_config(tmp_path, max_steps=steps, eval_interval=eval_interval, collapse_action=action)
+    trainer = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
+    scripted = iter(formats)
+
+    def evaluate(logger=None, baselines=False):
+        step = trainer.step
+        record = {"step": step, "eval/n": 3, "eval/mae": 1.0 + step, "eval/rmse": 1.2 + step, "eval/coverage": 1.0,
+                  "eval/format_rate": next(scripted), "eval/prediction_std": 0.5,
+                  **({"eval/baseline/user_mean_mae": 0.9} if baselines else {})}
+        trainer.eval_samples[step] = [{"index": i, "target": 3.0, "prediction_or_fallback": p}
+                                      for i, p in enumerate([3.0 + 0.1 * step, 2.0 + 0.2 * step, 4.0])]
+        if logger is not None:
+            logger.log(record)
+        return [record]
+
+    trainer.evaluate = evaluate
+    return trainer
+
+
+def run_demo_with_stand_ins(monkeypatch, settings: DemoSettings, grpo, clock: list[float], sft_seconds: float = 0.0):
+    """``run_demo`` with stand-ins for what cannot run in a test (the vLLM engine, the cold start and
+    SFT of the real model) and for the clock; ``grpo(clock)`` is the GRPO stage."""
+    import types
+
+    from recgym import demo
+
+    def sft_stand_in(s, out, env_kwargs):
+        clock[0] += sft_seconds
+        (out / "sft").mkdir()
+        (out / "sft" / "sft_log.json").write_text("[]")
+        return out / "sft"
+
+    monkeypatch.setattr(demo, "shared_policy", lambda s: None)
+    monkeypatch.setattr(demo, "cold_start_sft", sft_stand_in)
+    monkeypatch.setattr(demo, "grpo_stage", lambda *args, **kwargs: grpo(clock))
+    monkeypatch.setattr(demo, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    return demo.run_demo(settings)
+
+
+def test_a_restored_grpo_row_says_so_in_the_table_and_summary(tmp_path, monkeypatch, capsys):
+    """``--collapse_action restore`` with the demo's ``eval_interval 0``: the format falls at the last
+    step and the SFT weights come back; the row was "after SFT + 2 GRPO steps" with nothing saying so."""
+    settings = DemoSettings(output_dir=str(tmp_path / "demo"), eval_base=False, grpo_steps=2, collapse_action="restore")
+    trainer = scripted_grpo(tmp_path, "restore", [0.97, 0.40], steps=2, eval_interval=0)
+    summary = run_demo_with_stand_ins(monkeypatch, settings, lambda clock: trainer.train(), [0.0])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "after SFT + 2 GRPO steps, restored to step 0" in out
+    saved = strict((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["rows"][1]["restored_from_step"] == 0
+    assert [(r["name"], r.get("restored_from_step")) for r in saved["rows"]] == [("sft", None), ("grpo", 0)]
+    assert "restored_from_step" not in saved["rows"][0]
+
+
+def test_a_run_the_guard_stopped_mid_way_keeps_its_baselines(tmp_path, monkeypatch, capsys):
+    """Stopped at step 2 of 4, the last evaluation has no baselines (the trainer asks for them at the
+    last step only): the table and ``summary.json`` lost every baseline."""
+    settings = DemoSettings(output_dir=str(tmp_path / "demo"), eval_base=False, grpo_steps=4, eval_interval=2,
+                            collapse_action="stop")
+    trainer = scripted_grpo(tmp_path, "stop", [0.97, 0.40, 0.40], steps=4, eval_interval=2)
+    summary = run_demo_with_stand_ins(monkeypatch, settings, lambda clock: trainer.train(), [0.0])
+    assert summary["baselines"] == {"user_mean": 0.9}
+    assert strict((tmp_path / "demo" / "summary.json").read_text())["baselines"] == {"user_mean": 0.9}
+    assert "user_mean" in capsys.readouterr().out
+
+
+def test_a_resumed_run_counts_the_earlier_invocations_seconds(tmp_path, monkeypatch, capsys):
+    """SFT took 300 s, then GRPO was interrupted after 50 s; the resumed run reuses SFT and its GRPO
+    takes 100 s: ``seconds`` said 100. Now the whole run's 400 (the finished stages of the earlier
+    invocation and this one's), with this invocation's 100 beside it."""
+    out_dir = tmp_path / "demo"
+    calls = iter(["interrupted", "finished"])
+
+    def grpo(clock):
+        if next(calls) == "interrupted":
+            clock[0] += 50
+            raise KeyboardInterrupt
+        clock[0] += 100
+        return scripted_grpo(tmp_path, "warn", [0.97, 0.97], steps=2, eval_interval=0).train()
+
+    with pytest.raises(KeyboardInterrupt):
+        run_demo_with_stand_ins(monkeypatch, DemoSettings(output_dir=str(out_dir), eval_base=False, grpo_steps=2),
+                                grpo, [0.0], sft_seconds=300)
+    summary = run_demo_with_stand_ins(monkeypatch, DemoSettings(output_dir=str(out_dir), eval_base=False, grpo_steps=2,
+                                                                resume=True), grpo, [1000.0], sft_seconds=300)
+    assert "finished by the stopped run, reused" in capsys.readouterr().out
+    assert (summary["seconds"], summary["seconds_this_run"]) == (400, 100)
+    saved = strict((out_dir / "summary.json").read_text())
+    assert (saved["seconds"], saved["seconds_this_run"]) == (400, 100)
+
+
+def test_a_fresh_run_forgets_an_earlier_runs_seconds(tmp_path):
+    from recgym.demo import ELAPSED_FILE, earlier_seconds
+
+    leave_a_stopped_run(tmp_path, DemoSettings(output_dir=str(tmp_path)))
+    (tmp_path / ELAPSED_FILE).write_text('{"seconds": 300.0}')
+    assert earlier_seconds(tmp_path, start_output(DemoSettings(output_dir=str(tmp_path), resume=True), tmp_path)) == 300
+    assert earlier_seconds(tmp_path, start_output(DemoSettings(output_dir=str(tmp_path)), tmp_path)) == 0
+    assert not (tmp_path / ELAPSED_FILE).exists()
+
+
+def test_the_printed_total_is_the_whole_runs_with_this_invocations_beside_it(tmp_path, capsys):
+    from recgym.demo import report
+
+    rows, records = stage_rows()
+    summary = report(DemoSettings(output_dir=str(tmp_path)), rows, records, steps=2, seconds=600.0, train_mean=3.0,
+                     seconds_this_run=90.0)
+    assert (summary["seconds"], summary["seconds_this_run"]) == (600.0, 90.0)
+    assert " ".join(capsys.readouterr().out.split()).endswith("total 10.0 min (1.5 in this invocation)")
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "dr_grpo", "gspo"])
+def test_every_algorithm_runs_with_the_demos_defaults(algorithm):
+    """DAPO's default knob ``overlong_buffer: 0`` went to every algorithm: ``--algorithm grpo`` failed
+    with "GRPO has no knob 'overlong_buffer'"."""
+    from recgym.demo import check_settings, grpo_config
+
+    settings = DemoSettings(algorithm=algorithm)
+    check_settings(settings)
+    assert grpo_config(settings, Path("out"), settings.model, settings.env_kwargs, 2).algorithm_kwargs == {}
+
+
+def test_dapo_keeps_its_default_knob_and_settings_json_and_given_knobs_stay(tmp_path):
+    """The default run's settings.json is the one earlier code wrote, so such a run still resumes."""
+    from recgym.demo import grpo_config
+
+    start_output(DemoSettings(output_dir=str(tmp_path)), tmp_path)
+    assert json.loads((tmp_path / "settings.json").read_text())["algorithm_kwargs"] == {"overlong_buffer": 0}
+    assert start_output(DemoSettings(output_dir=str(tmp_path), resume=True), tmp_path)
+    settings = DemoSettings(algorithm="dapo", algorithm_kwargs={"overlong_buffer": 16})
+    assert grpo_config(settings, Path("out"), settings.model, settings.env_kwargs, 2).algorithm_kwargs == {
+        "overlong_buffer": 16}
+    assert DemoSettings(algorithm="grpo", algorithm_kwargs={"x": 1}).algorithm_kwargs == {"x": 1}
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("grpo_step: 2\n", "unknown setting grpo_step (did you mean grpo_steps?)"),
+    ("grpo_steps: two\n", "grpo_steps: expected int, got 'two'"),
+    ("- 1\n", "expected a mapping of settings, got list"),
+])
+def test_a_bad_config_file_is_one_line(text, words, tmp_path, capsys):
+    """An unknown key printed the whole usage and a 527-character line listing every setting."""
+    from recgym import demo
+
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(SystemExit) as info:
+        demo.main(["--config", str(tmp_path / "c.yaml"), "--output_dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and err == [f"recgym.demo: error: --config {tmp_path / 'c.yaml'}: {words}"], err

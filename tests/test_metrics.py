@@ -232,10 +232,11 @@ def test_demo_learner_dtype_auto_picks_bfloat16_only_on_a_cpu_with_native_bfloat
     assert learner_dtype("auto") == "float32"  # at 135M parameters bfloat16 was slower on an H200
 
 
-@pytest.mark.parametrize("ranks", [[0], [1, -3], [2.5], [float("nan")], [float("inf")], [[1, 2]]])
+@pytest.mark.parametrize("ranks", [[0], [1, -3], [2.5], [float("nan")], [float("inf")], [[[1, 2]]], [[1, 2], [3]],
+                                   [[1, 0]]])
 def test_ranking_metrics_refuse_what_is_not_a_rank(ranks):
-    """[0] gave NDCG and MRR of inf with only a RuntimeWarning."""
-    with pytest.raises(ValueError, match="must be"):
+    """[0] gave NDCG and MRR of inf with only a RuntimeWarning. One or k ranks per sample (k completions)."""
+    with pytest.raises(ValueError, match="must be|must hold"):
         ranking_metrics(ranks)
 
 

@@ -269,13 +269,21 @@ def test_wandb_resume_reopens_the_killed_runs_wandb_run(tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb", reason="wandb is not installed")
     for name, value in (("WANDB_MODE", "offline"), ("WANDB_DIR", str(tmp_path)), ("WANDB_SILENT", "true")):
         monkeypatch.setenv(name, value)
-    calls, init = [], wandb.init
-    monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs) or init(**kwargs))
+    calls, ids, init = [], [], wandb.init
+
+    def recording_init(**kwargs):
+        calls.append(kwargs)
+        run = init(**kwargs)
+        ids.append(run.id)
+        return run
+
+    monkeypatch.setattr(wandb, "init", recording_init)
     out = tmp_path / "run"
     killed_and_resumed(out, ["wandb"], max_steps=9)  # max_steps may change on resume
     RunLogger(GRPOConfig(output_dir=str(out), report_to=["wandb"], live_display=False)).close()  # a fresh run
-    ids = [p.name.rsplit("-", 1)[1] for p in sorted((tmp_path / "wandb").glob("offline-run-*"))]
     assert len(ids) == 3 and ids[0] == ids[1] != ids[2]
+    # W&B's offline folders (named by second, then id): the resumed run wrote into the killed run's id
+    assert {p.name.rsplit("-", 1)[1] for p in (tmp_path / "wandb").glob("offline-run-*")} == {ids[0], ids[2]}
     assert "id" not in calls[0] and "id" not in calls[2]
     assert calls[1]["id"] == ids[0] and calls[1]["resume"] == "allow"
     assert calls[1]["config"]["max_steps"] == 9

@@ -3,8 +3,11 @@
 GRPO on a small model can lose the answer format within a few steps (a long run's greedy format
 once fell from 97% to 51%) or collapse to one rating for everyone (prediction spread 0.00). At
 every evaluation :class:`CollapseGuard` compares the greedy format rate with the best this run has
-shown and the spread of the predictions with a floor. It decides from the format and the spread
-only, never from the error, so a run it stops or restores is not selected on the error it reports.
+shown and the spread of the predictions with a floor: the spread of all of them (fallbacks
+included) and, where at least :attr:`CollapseGuard.min_parsed` parsed, of the parsed ones alone
+(a few fallbacks spread one rating for nearly everyone past the floor). It decides from the
+format and the spread only, never from the error, so a run it stops or restores is not selected
+on the error it reports.
 Ranking evaluations (``RecRank-*``) carry no rating spread; only their format rate is checked.
 """
 
@@ -26,7 +29,9 @@ class CollapseGuard:
     format_drop: float = 0.25
     """A collapse: the greedy format rate at least this far below the best earlier evaluation's."""
     min_prediction_std: float = 0.05
-    """A collapse: the predictions' spread (fallbacks included) below this."""
+    """A collapse: the predictions' spread (fallbacks included), or the parsed ones' alone, below this."""
+    min_parsed: int = 10
+    """The parsed predictions' spread counts from this many parsed (``eval/coverage`` x ``eval/n``)."""
     best_format: float = -math.inf
     healthy_step: int | None = None
     """The step of the last evaluation that showed no collapse."""
@@ -47,10 +52,19 @@ class CollapseGuard:
         spread = record.get("eval/prediction_std")
         if spread is not None and math.isfinite(spread) and spread < self.min_prediction_std:
             reasons.append(f"prediction spread {spread:.3f} < {self.min_prediction_std:g} (one rating for everyone)")
+        elif self._parsed_spread_collapsed(record):
+            reasons.append(f"parsed predictions' spread {record['eval/prediction_std_parsed']:.3f} < "
+                           f"{self.min_prediction_std:g} (one rating for nearly everyone)")
         if reasons:
             return "; ".join(reasons)
         self.healthy_step = int(record["step"])
         return None
+
+    def _parsed_spread_collapsed(self, record: dict[str, Any]) -> bool:
+        spread, coverage, n = (record.get(f"eval/{k}") for k in ("prediction_std_parsed", "coverage", "n"))
+        if None in (spread, coverage, n) or not (math.isfinite(spread) and math.isfinite(coverage)):
+            return False
+        return round(coverage * n) >= self.min_parsed and spread < self.min_prediction_std
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_format": self.best_format, "healthy_step": self.healthy_step}
