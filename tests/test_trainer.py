@@ -487,8 +487,9 @@ def test_an_output_dir_with_checkpoints_takes_only_their_resume(tmp_path):
         GRPOTrainer(tiny_config(tmp_path, max_steps=6, learning_rate=2e-2), model=tiny_model(),
                     tokenizer=tiny_tokenizer()).train(resume=True)
     assert [p.name for p in list_checkpoints(cfg.output_dir)] == ["step-000002", "step-000004"]
-    result = GRPOTrainer(tiny_config(tmp_path, max_steps=6, save_interval=2), model=tiny_model(),
-                         tokenizer=tiny_tokenizer()).train(resume=True)
+    # a run that timed out while the main process evaluated resumes with a longer wait
+    result = GRPOTrainer(tiny_config(tmp_path, max_steps=6, save_interval=2, process_group_timeout_minutes=600),
+                         model=tiny_model(), tokenizer=tiny_tokenizer()).train(resume=True)
     assert result.steps == 6
     with pytest.raises(ValueError, match="nothing to resume: no checkpoint in .*other/checkpoints"):
         GRPOTrainer(tiny_config(tmp_path, output_dir=str(tmp_path / "other")), model=tiny_model(),
@@ -659,3 +660,17 @@ def test_the_cli_checks_algorithm_kwargs_names_and_types_before_anything_loads(k
     assert main(["train", "grpo", "--algorithm", "dapo", "--algorithm_kwargs", kwargs]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and words in err
+
+
+def test_the_accelerator_gets_the_configured_process_group_timeout(tmp_path):
+    """The other processes wait in a barrier while the main one evaluates: torch's default timeout
+    (30 minutes with gloo, 10 with NCCL) ended runs whose evaluation took longer. The 2-process
+    check of the group itself: ``test_multiprocess_metrics.py``."""
+    from datetime import timedelta
+
+    trainer = GRPOTrainer(tiny_config(tmp_path, process_group_timeout_minutes=7), model=tiny_model(),
+                          tokenizer=tiny_tokenizer())
+    assert trainer.accelerator.init_handler.timeout == timedelta(minutes=7)
+    assert GRPOConfig().process_group_timeout_minutes == 180
+    with pytest.raises(ValueError, match="^process_group_timeout_minutes must be > 0, got 0"):
+        GRPOConfig(process_group_timeout_minutes=0)

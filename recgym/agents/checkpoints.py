@@ -85,7 +85,8 @@ def save_checkpoint(
 #: ``GRPOConfig`` fields a resumed run may change: how long it runs, where and how it reports, and the
 #: engine's resources (``policy_kwargs``: memory and context on another machine) and batch sizes.
 RESUMABLE_CHANGES = ("max_steps", "output_dir", "live_display", "plot", "report_to", "log_completions",
-                     "save_interval", "save_total_limit", "policy_kwargs", "eval_batch_size")
+                     "save_interval", "save_total_limit", "policy_kwargs", "eval_batch_size",
+                     "process_group_timeout_minutes")
 
 
 def check_output_dir(config: Any, resume: bool, num_processes: int | None = None) -> Path | None:

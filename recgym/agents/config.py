@@ -333,6 +333,10 @@ class GRPOConfig(ConfigMixin):
     """Validation samples per evaluation (the same first ``eval_size`` every time)."""
     eval_batch_size: int = 64
     """Prompts per policy call during evaluation (vLLM is fastest with many at once)."""
+    process_group_timeout_minutes: float = 180.0
+    """Several processes: how long a process waits for the others in a collective before the run
+    fails (torch's process-group timeout; its default is 30 minutes with gloo, 10 with NCCL). The
+    other processes wait this long while the main one evaluates, so it must exceed an evaluation."""
     collapse_action: str = "warn"
     """What an evaluation showing a collapse does (``recgym/agents/collapse_guard.py``): ``warn``
     (log it and go on), ``stop`` (checkpoint and end the run there), ``restore`` (load the weights of
@@ -370,7 +374,7 @@ class GRPOConfig(ConfigMixin):
         self.require(0, "max_steps", "eval_interval", "save_interval", "gradient_accumulation_steps", "warmup_steps",
                      "save_total_limit", "log_completions")
         self.require(0, "learning_rate", "weight_decay", "max_grad_norm", "beta", "advantage_epsilon")
-        self.require(0, "adam_epsilon", "clip_epsilon", strict=True)
+        self.require(0, "adam_epsilon", "clip_epsilon", "process_group_timeout_minutes", strict=True)
         for name in ("adam_beta1", "adam_beta2", "lora_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")

@@ -32,6 +32,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,7 @@ class GRPOTrainer:
     ) -> None:
         import gymnasium as gym
         from accelerate import Accelerator
+        from accelerate.utils import InitProcessGroupKwargs
         from transformers import get_scheduler
 
         import recgym.envs  # noqa: F401  (registers the environments)
@@ -99,7 +101,9 @@ class GRPOTrainer:
 
         self.config = cfg = config
         checkpoints.seed_everything(cfg.seed)
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        # the other processes wait in a collective while the main one evaluates
+        timeout = InitProcessGroupKwargs(timeout=timedelta(minutes=cfg.process_group_timeout_minutes))
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[timeout])
         self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
         self.device = self.accelerator.device
@@ -279,14 +283,20 @@ class GRPOTrainer:
 
         components = batch.reward_components
         mask = batch.completion_mask
+        # (sum, count) pairs, pooled over the processes: the reward's parts (the first round's, as
+        # the env's breakdown names them; ranking: reward/ndcg, reward/rank_of_target) over their
+        # finite values, and the entropy over the model's tokens
+        pooled = {f"reward/{key}": (float(values[np.isfinite(values)].astype(np.float64).sum()),
+                                    int(np.isfinite(values).sum()))
+                  for key, values in rollout["reward_components"].items()}
+        entropy = (float(-(batch.old_logprobs * mask).sum(dtype=np.float64)), int(mask.sum()))
         local: dict[str, Any] = {
-            # the reward's parts, as the env's breakdown names them (ranking: reward/ndcg, reward/rank_of_target)
-            **{key: value for key, value in rollout.items() if key.startswith("reward/")},
+            **dict.fromkeys(pooled),  # in this order in the record, filled in by over_processes
             "format_rate": float(np.mean(components["format_ok"])) if "format_ok" in components else None,
             "zero_std_group_frac": rollout["zero_std_group_frac"],
             "groups_dropped": rollout["groups_dropped"],
             "refill_rounds": rollout["refill_rounds"],
-            "entropy": float(-(batch.old_logprobs * mask).sum() / max(mask.sum(), 1)),
+            "entropy": None,
             "advantage_abs": float(np.abs(advantages).mean()),
             "completion_tokens": rollout["completion_len_mean"],
             "truncated_rate": rollout["clipped_ratio"],
@@ -307,7 +317,7 @@ class GRPOTrainer:
             "reward": float(rewards.mean()),
             "reward_std": float(rewards.std()),
             **({"nonfinite_rewards": nonfinite} if nonfinite else {}),
-            **self.mean_over_processes(local),
+            **self.over_processes(local, {**pooled, "entropy": entropy}, summed=("groups_dropped",)),
             "learning_rate": float(self.scheduler.get_last_lr()[0]),
             "prompts": self.world_size * cfg.prompts_per_step,
             "sample_indices": self.gather(torch.as_tensor(rollout["indices"])).tolist(),
@@ -331,7 +341,7 @@ class GRPOTrainer:
             batch, round_stats = collect(self.train_env, self.policy, sampling=self.sampling(self.step, refills),
                                          indices=indices)
             if not stats:
-                stats = {**round_stats, "rewards": batch.rewards}
+                stats = {**round_stats, "rewards": batch.rewards, "reward_components": batch.reward_components}
             else:
                 stats["gen_seconds"] += round_stats["gen_seconds"]
                 stats["env_seconds"] += round_stats["env_seconds"]
@@ -462,13 +472,24 @@ class GRPOTrainer:
         """``tensor`` from every process, concatenated (itself in a one-process run)."""
         return self.accelerator.gather(tensor.to(self.device)).cpu() if self.world_size > 1 else tensor.cpu()
 
-    def mean_over_processes(self, record: dict[str, Any]) -> dict[str, Any]:
-        if self.world_size == 1:
-            return record
+    def over_processes(self, record: dict[str, Any], pooled: dict[str, tuple[float, int]],
+                       summed: tuple[str, ...] = ()) -> dict[str, Any]:
+        """``record``'s numbers as one process would log them for the union of the processes'
+        batches (as many completions on each): the mean of the processes' values, the total for the
+        ``summed`` keys (counts), and for each ``pooled`` key, a ``(sum, count)`` pair per process,
+        the sum over all processes divided by their count (NaN where it is 0)."""
         keys = sorted(k for k, v in record.items() if isinstance(v, int | float))
-        values = torch.tensor([[float(record[k]) for k in keys]], dtype=torch.float64)
-        means = self.gather(values).mean(0).tolist()
-        return {**record, **dict(zip(keys, means))}
+        names = sorted(pooled)
+        values = [float(record[k]) for k in keys] + [float(x) for k in names for x in pooled[k]]
+        rows = self.gather(torch.tensor([values], dtype=torch.float64))
+        means, totals = rows.mean(0).tolist(), rows.sum(0).tolist()
+        combined = {k: record[k] for k in keys}
+        if self.world_size > 1:
+            combined = {k: type(record[k])(totals[i]) if k in summed else means[i] for i, k in enumerate(keys)}
+        for j, k in enumerate(names):
+            total, count = totals[len(keys) + 2 * j : len(keys) + 2 * j + 2]
+            combined[k] = total / count if count > 0 else float("nan")
+        return {**record, **combined}
 
     # ---- evaluation ----
     def evaluate(self, logger: RunLogger | None = None, baselines: bool = False) -> list[dict[str, Any]]:
