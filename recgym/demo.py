@@ -244,13 +244,6 @@ def learner_dtype(name: str) -> str:
     return "bfloat16" if cpu_bf16 else "float32"
 
 
-def baseline_figures(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The ``eval/baseline/*`` figures of the first row that has them (all rows are on the same samples;
-    a GRPO run the collapse guard stopped before its last step has none in its last evaluation)."""
-    first = next((r for r in rows.values() if any(k.startswith("eval/baseline/") for k in r)), {})
-    return {k: v for k, v in first.items() if k.startswith("eval/baseline/")}
-
-
 def summarize(rows: dict[str, dict[str, Any]], samples: dict[str, tuple[Any, Any]], seconds: float,
               train_mean: float, seconds_this_run: float | None = None) -> dict[str, Any]:
     """The ``summary.json`` content: one row per stage (a row the collapse guard restored with its
@@ -263,6 +256,7 @@ def summarize(rows: dict[str, dict[str, Any]], samples: dict[str, tuple[Any, Any
     shift (``beyond_bias``: MAE of the centred predictions, correlation with the truth). Ranking
     rows (records with ``eval/ndcg@10``; a prediction is the true item's rank): NDCG@10, HR, MRR,
     with ``paired_gain`` the rise in NDCG@10."""
+    from recgym.agents.run_log import baseline_figures
     from recgym.metrics import (
         beyond_bias,
         centred_errors,
@@ -272,7 +266,7 @@ def summarize(rows: dict[str, dict[str, Any]], samples: dict[str, tuple[Any, Any
 
     last = list(rows.values())[-1]
     common = ("coverage", "format_rate", "n")
-    with_baselines = baseline_figures(rows)
+    with_baselines = baseline_figures(rows.values())
     times = {"seconds": seconds, "seconds_this_run": seconds if seconds_this_run is None else seconds_this_run}
 
     def restored(r: dict[str, Any]) -> dict[str, Any]:
@@ -497,9 +491,7 @@ def report(s: DemoSettings, rows: dict[str, dict[str, Any]], records: dict[str, 
     restored = rows["grpo"].get("eval/restored_from_step")
     names = {"base": f"{Path(s.model.rstrip('/')).name} base", "sft": "after cold-start SFT",
              "grpo": f"after SFT + {steps} GRPO steps" + (f", restored to step {restored}" if restored is not None else "")}
-    last = list(rows)[-1]  # comparison_table shows the last row's baselines
-    shown = {names[k]: {**baseline_figures(rows), **r} if k == last else r for k, r in rows.items()}
-    table = comparison_table(shown, title=f"{s.env_id}, first {s.eval_size} {s.eval_split} samples, greedy")
+    table = comparison_table({names[k]: r for k, r in rows.items()}, title=f"{s.env_id}, first {s.eval_size} {s.eval_split} samples, greedy")
     console.print(table)
     what = "MAE lower by" if summary["task"] == "rating" else "NDCG@10 higher by"
     console.print(f"SFT -> GRPO: {paired_change_text(summary['paired_gain'], summary['paired_se'], what)}")

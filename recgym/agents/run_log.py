@@ -10,6 +10,7 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -320,9 +321,17 @@ _TABLE_CAPTIONS = {
 }
 
 
+def baseline_figures(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The ``eval/baseline/*`` figures of the first evaluation record that has them (records of one
+    run are on the same samples; a run the collapse guard stopped early has none in its last)."""
+    first = next((r for r in records if any(k.startswith("eval/baseline/") for k in r)), {})
+    return {k: v for k, v in first.items() if k.startswith("eval/baseline/")}
+
+
 def comparison_table(rows: dict[str, dict[str, Any]], title: str = "validation, greedy decoding"):
     """A rich table of evaluation records (``eval/*`` keys) side by side, plus the classical
-    baselines found in the last record, all on the same samples."""
+    baselines found in the first record that has them (:func:`baseline_figures`), all on the same
+    samples."""
     from rich.table import Table
 
     headline = headline_key(list(rows.values()))
@@ -339,8 +348,8 @@ def comparison_table(rows: dict[str, dict[str, Any]], title: str = "validation, 
         )
         last = r
     suffix = "_" + headline.removeprefix("eval/")
-    for key, value in last.items():
-        if key.startswith("eval/baseline/") and key.endswith(suffix):
+    for key, value in baseline_figures(rows.values()).items():
+        if key.endswith(suffix):
             name = key.removeprefix("eval/baseline/").removesuffix(suffix)
             table.add_row(f"[dim]{name} (baseline)[/]", _fmt(last.get("eval/n"), "{:d}"), "-", "-", "100%",
                           _fmt(value, "{:.3f}"), *["-"] * (len(figures) - 1))
