@@ -18,6 +18,7 @@ TESTS = Path(__file__).parent
 #: give ratings (the second parses none); step 2: 1 completion on the first, 8 on the second.
 UNION_SCRIPT = """
 import hashlib, json, sys
+from pathlib import Path
 sys.path.insert(0, {tests!r})
 import torch.distributed as dist
 from tiny_lm import SHORT_PROMPTS, tiny_model, tiny_tokenizer
@@ -64,7 +65,8 @@ trainer.train()
 if dist.is_initialized():
     import torch
     group = dist.distributed_c10d._get_default_group()
-    print("timeout", group._get_backend(torch.device("cpu")).options._timeout.total_seconds())
+    seconds = group._get_backend(torch.device("cpu")).options._timeout.total_seconds()
+    Path(out, f"timeout.{{dist.get_rank()}}").write_text(str(seconds))  # one file each: stdout interleaves
 end_process_group()
 """
 
@@ -81,7 +83,8 @@ def test_two_process_step_metrics_equal_one_process_on_the_union_batch(tmp_path)
     one = run([sys.executable, str(script), str(tmp_path / "one"), "4"])
     assert one.returncode == 0, one.stderr[-3000:]
 
-    assert two.stdout.count("timeout 420.0") == 2, two.stdout[-2000:]
+    timeouts = sorted(p.name + "=" + p.read_text() for p in (tmp_path / "two").glob("timeout.*"))
+    assert timeouts == ["timeout.0=420.0", "timeout.1=420.0"], two.stdout[-2000:]
     steps = [[r for r in read_metrics(tmp_path / name / "metrics.jsonl") if "reward" in r] for name in ("two", "one")]
     assert [r["step"] for r in steps[0]] == [1, 2]
     for two_row, one_row in zip(*steps, strict=True):
