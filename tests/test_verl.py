@@ -600,6 +600,44 @@ def test_launch_script_reads_the_data_folder_given(config, default, tmp_path):
     assert {"NNODES", "CONFIG", "DATA"} <= {line.split()[1] for line in header if len(line.split()) > 1}
 
 
+@pytest.mark.parametrize(("manifest", "overrides", "says"), [
+    (None, [], "holds no recgym_export.json"),
+    ({"max_prompt_tokens": None, "tokenizer": None}, [], "exported without --max-prompt-tokens"),
+    ({"max_prompt_tokens": 4096, "tokenizer": "Qwen/Qwen2.5-7B-Instruct"}, [], "up to 4096 tokens, over data.max_prompt_length 3072"),
+    ({"max_prompt_tokens": 3072, "tokenizer": "smollm2-135m-instruct"}, [], "counted with smollm2-135m-instruct's tokenizer"),
+    ({"max_prompt_tokens": 3072, "tokenizer": "Qwen/Qwen2.5-7B-Instruct"}, ["data.max_prompt_length=2048"], "over data.max_prompt_length 2048"),
+    ({"max_prompt_tokens": 3072, "tokenizer": "/models/q"}, ["actor_rollout_ref.model.path=/models/q"], None),
+    ({"max_prompt_tokens": 2048, "tokenizer": "Qwen/Qwen2.5-7B-Instruct"}, ["trainer.nnodes=2"], None),
+])
+def test_launch_script_refuses_an_export_verl_would_stop_on(manifest, overrides, says, tmp_path):
+    """verl 0.4.1 stops at the first prompt over data.max_prompt_length: the launch script checks
+    the export's manifest against the config and its overrides before starting verl."""
+    import os
+    import subprocess
+    import sys
+
+    from recgym.commands.export import MANIFEST
+
+    if manifest is not None:
+        (tmp_path / MANIFEST).write_text(json.dumps({"env": "RecRating-Yelp-v0", **manifest}))
+    stub = tmp_path / "bin" / "python"
+    stub.parent.mkdir()
+    real = f'if [ "$1" = -m ] && [ "$2" = recgym.commands.export ]; then exec {sys.executable} "$@"; fi'
+    stub.write_text(f"#!/usr/bin/env bash\n{real}\n"
+                    'if [ "$1" = -c ]; then echo /reward.py; else echo started > "$ARGS_OUT"; fi\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}", "DATA": str(tmp_path),
+           "ARGS_OUT": str(tmp_path / "started")}
+    done = subprocess.run(["bash", str(ROOT / "examples" / "configs" / "verl_grpo_yelp.sh"), *overrides], env=env,
+                          capture_output=True, text=True, cwd=ROOT, check=False)
+    if says is None:
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / "started").is_file()
+    else:
+        assert done.returncode == 2 and not (tmp_path / "started").exists()
+        assert says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
 def test_tool_config_file_is_the_generated_one():
     from recgym.integrations.verl_tools import tool_config
 

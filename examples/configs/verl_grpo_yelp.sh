@@ -13,6 +13,7 @@
 #           (default $HOME/data/verl/yelp; for verl_grpo_tools_yelp $HOME/data/verl/yelp_tools),
 #           exported with --max-prompt-tokens at the config's max_prompt_length (3072; tools 1024)
 #           and --tokenizer Qwen/Qwen2.5-7B-Instruct: verl 0.4.1 drops no over-long prompt itself
+#           (the script refuses, in one line, an export made otherwise)
 # Extra arguments are passed on as Hydra overrides (e.g. trainer.logger=[console,wandb]).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -35,6 +36,7 @@ else
   TOOLS=()
 fi
 
+python -m recgym.commands.export "$DATA" "$ROOT/examples/configs/$CONFIG.yaml" "$@"
 python -m verl.trainer.main_ppo \
   --config-path="$ROOT/examples/configs" --config-name="$CONFIG" \
   data.train_files="$DATA/train.parquet" \

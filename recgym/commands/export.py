@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,43 @@ def check_out(out: Path, manifest: dict[str, Any]) -> None:
     else:
         return
     raise CommandError(f"--out {out} holds {what}: use another --out, or remove its .parquet files")
+
+
+def launch_problem(data: str, config: str, overrides: list[str]) -> str | None:
+    """Why verl should not start on the export in folder ``data`` with the Hydra config file
+    ``config`` and the command line's ``overrides`` (``key=value``), or None: verl 0.4.1 drops no
+    over-long prompt, so the export must have dropped those over the config's
+    ``data.max_prompt_length``, counted with the trained model's tokenizer."""
+    import yaml
+
+    given = dict(o.split("=", 1) for o in overrides if "=" in o)
+    settings = yaml.safe_load(Path(config).read_text()) or {}
+    length = given.get("data.max_prompt_length", (settings.get("data") or {}).get("max_prompt_length"))
+    model = given.get("actor_rollout_ref.model.path",
+                      ((settings.get("actor_rollout_ref") or {}).get("model") or {}).get("path"))
+    try:
+        manifest = json.loads((Path(data) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return f"{data} holds no {MANIFEST}: export there first with `recgym export verl --out {data} ...`"
+    again = f"export again with --max-prompt-tokens {length} --tokenizer {model}"
+    if manifest.get("max_prompt_tokens") is None:
+        return f"{data} was exported without --max-prompt-tokens, and verl stops at the first prompt over {length} tokens: {again}"
+    if int(manifest["max_prompt_tokens"]) > int(length):
+        return (f"{data} keeps prompts of up to {manifest['max_prompt_tokens']} tokens, over data.max_prompt_length "
+                f"{length}: {again}")
+    if manifest.get("tokenizer") != model:
+        return f"{data}'s prompts were counted with {manifest.get('tokenizer')}'s tokenizer, the run trains {model}: {again}"
+    return None
+
+
+def main(argv: list[str]) -> int:
+    """``python -m recgym.commands.export DATA CONFIG [OVERRIDES...]`` (the verl launch script's
+    check): exit 2 with ``launch_problem``'s line, else 0."""
+    problem = launch_problem(argv[0], argv[1], argv[2:])
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def prompt_counter(name: str):
@@ -169,3 +207,7 @@ def register(subparsers) -> None:
     verl.add_argument("--quiet", action="store_true", help="no progress bar")
     add_dataset_options(verl)
     verl.set_defaults(func=run_verl)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
