@@ -190,6 +190,24 @@ def test_cli_eval_refuses_to_resume_a_local_model_of_another_precision_or_contex
     assert len(err) == 1 and words in err[0], err
 
 
+def test_cli_eval_refuses_a_file_scored_on_other_prompts_before_the_model_loads(tmp_path, capsys):
+    """The prompt check ran only after the model had loaded (minutes for a large one)."""
+    from recgym.cli import main
+
+    out = tmp_path / "e.jsonl"
+    assert main([*SCRIPTED, "-n", "2", "--out", str(out)]) == 0
+    local = [{**r, "policy": "hf", "model": "nowhere/nope", "dtype": None} for r in read_records(out)]
+    local[1]["prompt_sha1"] = "0" * 40  # as if the env had built another prompt for sample 1
+    out.write_text("".join(json.dumps(r) + "\n" for r in local))
+    capsys.readouterr()
+    hf = [{"scripted": "hf", "user_average": "nowhere/nope"}.get(a, a) for a in SCRIPTED]
+    assert main([*hf, "-n", "3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sample 1 was scored on another prompt" in err[0], err
+    assert main([*hf, "-n", "1", "--out", str(out)]) == 2  # sample 1 is not resumed: the model's turn
+    assert "cannot load 'nowhere/nope'" in capsys.readouterr().err
+
+
 def test_cli_eval_resumes_more_samples_of_the_same_settings(tmp_path, capsys):
     from recgym.cli import main
 

@@ -215,10 +215,14 @@ def record_header(
             **(header or {})}
 
 
-def check_resumable(path: str | Path, header: dict[str, Any]) -> None:
+def check_resumable(path: str | Path, header: dict[str, Any], env: Any = None, total: int | None = None) -> None:
     """A ValueError where ``path`` holds records of other settings than ``header`` (see
-    :func:`record_header`): resuming it would mix them in one result."""
-    _check_resumable(read_records(Path(path)), header, Path(path))
+    :func:`record_header`), or, given ``env``, records among its first ``total`` samples (all where
+    None) scored on other prompts than ``env`` gives: resuming it would mix them in one result."""
+    records = read_records(Path(path))
+    _check_resumable(records, header, Path(path))
+    if env is not None:
+        _check_prompts(env, [r for r in records if total is None or r.get("index", total) < total], Path(path))
 
 
 def _check_resumable(records: list[dict[str, Any]], header: dict[str, Any], path: Path) -> None:

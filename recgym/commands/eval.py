@@ -94,7 +94,7 @@ def run(args) -> int:
     settings = record_header(env, sampling, args.samples, args.rating_from_probs, header)
     if args.out and not args.no_resume:  # before the model loads
         with given_values():
-            check_resumable(args.out, settings)
+            check_resumable(args.out, settings, env, args.n)
     from recgym.agents.models import ModelNotFoundError
 
     try:
