@@ -68,6 +68,20 @@ def test_a_load_by_name_notes_the_preparation_it_does_not_reuse(tmp_path, monkey
     assert len(list((tmp_path / "cache" / "datasets" / "movielens").iterdir())) == 2
 
 
+def test_a_preparation_given_on_purpose_is_not_noted(tmp_path, monkeypatch, capsys):
+    """Every fresh preparation warned about the others in the cache, options the user gave included."""
+    monkeypatch.setenv("RECGYM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("RECGYM_DATA_DIR", raising=False)
+    data = ["--data-dir", str(movielens(tmp_path / "ml"))]
+    assert main(["data", "prepare", "movielens", *data, "--split-method", "time", "--kcore", "2"]) == 0
+    assert main(["data", "prepare", "movielens", *data, "--split-method", "time", "--kcore", "3"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(["data", "prepare", "movielens", *data, "--split-method", "time"]) == 0  # k-core left out
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("recgym: warning:")]
+    assert len(notes) == 1 and "preparing it anew with kcore=0, while the cache holds these raw files prepared " \
+        "with kcore=2 (--kcore 2); or with kcore=3 (--kcore 3)" in notes[0], notes
+
+
 def test_eval_reports_the_ranking_samples_it_skipped(tmp_path, capsys):
     """`recgym baseline` said how many samples had too few negatives for a list; `recgym eval` did not."""
     metrics = tmp_path / "m.json"

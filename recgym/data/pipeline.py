@@ -105,8 +105,10 @@ def prepare_source(
 def _note_other_preparations(name: str, source: RawSource, config: PrepareConfig, skip_bad_records: bool,
                              folder: Path) -> None:
     """Warn, in one line, where the cache holds these raw files prepared with other options: options
-    given to an earlier preparation (``recgym data prepare``) are not remembered by a later load."""
+    given to an earlier preparation (``recgym data prepare``) are not remembered by a later load. Only
+    options left at their defaults here count (one given otherwise was given on purpose)."""
     ours = {**asdict(config), "skip_bad_records": bool(skip_bad_records), "scale": _scale_text(asdict(source.scale))}
+    given = {k for k, v in {**asdict(PrepareConfig()), "skip_bad_records": False}.items() if ours[k] != v}
     files, params = source_identity(source), source.params()
     others: list[dict[str, Any]] = []
     for path in sorted(folder.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime):
@@ -117,16 +119,16 @@ def _note_other_preparations(name: str, source: RawSource, config: PrepareConfig
                       "scale": _scale_text(manifest["scale"])}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):  # being written, or an older format
             continue
-        differ = {k: v for k, v in theirs.items() if k in ours and ours[k] != v}
+        differ = {k: v for k, v in theirs.items() if k in ours and k not in given and ours[k] != v}
         if manifest.get("files") == files and reader == params and differ and differ not in others:
             others.append(differ)
     if not others:
         return
     keys = [k for k in ours if any(k in other for other in others)]
-    given = ", ".join(_keyword(k, ours[k]) for k in keys)
+    defaults = ", ".join(_keyword(k, ours[k]) for k in keys)
     held = "; or with ".join(f"{', '.join(_keyword(k, v) for k, v in other.items())} ({_flags(other)})"
                              for other in others[:3])
-    warnings.warn(f"dataset {name!r}: preparing it anew with {given}, while the cache holds these raw files prepared "
+    warnings.warn(f"dataset {name!r}: preparing it anew with {defaults}, while the cache holds these raw files prepared "
                   f"with {held}: preparation options are not remembered; pass them again to use that preparation",
                   stacklevel=4)
 
