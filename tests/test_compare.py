@@ -138,3 +138,32 @@ def test_compare_names_the_decoding_settings_in_which_the_files_differ(two_files
     printed = " ".join(capsys.readouterr().out.split())
     assert "decoded differently: temperature 0.0 (A) vs 1.0 (B);" in printed
     assert "samples_per_prompt 1 (A) vs 3 (B)" in printed
+
+
+def test_compare_pairs_a_python_evaluate_file_with_a_cli_file_of_the_same_samples(two_files, tmp_path, capsys):
+    """evaluate(out=) records no env_id: it was refused against a CLI file (env_id=None vs '...')."""
+    from recgym.agents.teachers.scripted import UserAveragePolicy
+
+    a, _ = two_files
+    py = tmp_path / "py.jsonl"
+    evaluate(gym.make(ENV, split="test"), UserAveragePolicy(), n=20, out=py, baselines=False)
+    capsys.readouterr()
+    assert main(["compare", str(a), str(py), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n"] == 20 and summary["policy_b"] == "UserAveragePolicy"
+    # an env_id both files hold still has to match
+    other = tmp_path / "other_env.jsonl"
+    other.write_text("".join(json.dumps({**r, "env_id": "RecRating-Other-v0"}) + "\n" for r in read_records(a)))
+    assert main(["compare", str(a), str(other)]) == 2
+    assert "env_id='RecRating-Synthetic-v0' vs 'RecRating-Other-v0'" in capsys.readouterr().err
+
+
+def test_compare_names_a_local_model_of_another_precision_or_context(two_files, tmp_path, capsys):
+    a, _ = two_files
+    local = tmp_path / "local.jsonl"
+    local.write_text("".join(json.dumps({**r, "dtype": "bfloat16", "max_model_len": 400}) + "\n"
+                             for r in read_records(a)))
+    capsys.readouterr()
+    assert main(["compare", str(a), str(local), "--json"]) == 0
+    differs = json.loads(capsys.readouterr().out)["protocol_differs"]
+    assert differs == {"dtype": [None, "bfloat16"], "max_model_len": [None, 400]}

@@ -706,3 +706,124 @@ def test_cli_eval_resumes_another_seed_under_greedy_decoding(tmp_path, capsys):
     capsys.readouterr()
     assert main([*SCRIPTED, "-n", "3", "--out", str(sampled), "--temperature", "0.5", "--seed", "7"]) == 2
     assert "seed=0, not 7" in capsys.readouterr().err
+
+
+# ---- one sample once per file, one writer at a time ----
+
+def test_resume_refuses_a_file_holding_a_sample_twice(tmp_path, capsys):
+    """Two evals on one --out (or two files joined) resumed every record: n=376 on a 200-sample split."""
+    from recgym.cli import main
+
+    out = tmp_path / "e.jsonl"
+    assert main([*SCRIPTED, "-n", "3", "--out", str(out)]) == 0
+    out.write_text(out.read_text() * 2)
+    capsys.readouterr()
+    assert main([*SCRIPTED, "-n", "3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{out} holds sample 0 twice" in err[0] and "--no-resume" in err[0], err
+    with pytest.raises(ValueError, match="holds sample 0 twice.*another --out"):
+        evaluate(gym.make(ENV, split="test"), ScriptedPolicy(), n=3, out=out, baselines=False,
+                 header={"env_id": ENV, "model": "user_average", "policy": "scripted", "env_kwargs": {}})
+
+
+def test_a_second_eval_on_an_out_being_written_fails_at_once_and_leaves_it_whole(tmp_path, capsys):
+    """A second eval appended the same samples to the file the first was writing (and --no-resume emptied it)."""
+    from recgym.cli import main
+
+    env, out = gym.make(ENV, split="test"), tmp_path / "e.jsonl"
+    refusals = []
+
+    def second_eval(record, running):
+        if running["done"] != 2:
+            return
+        for resume in (True, False):
+            with pytest.raises(ValueError, match="is being written by another eval") as caught:
+                evaluate(env, ScriptedPolicy(), n=4, out=out, resume=resume, baselines=False)
+            refusals.append(str(caught.value))
+        # the CLI says so before a model loads (this one does not exist)
+        refusals.append(main([*SCRIPTED, "--policy", "hf", "--model", "nowhere/nope", "-n", "4", "--out", str(out)]))
+
+    evaluate(env, ScriptedPolicy(), n=4, out=out, baselines=False, batch_size=1, on_record=second_eval)
+    assert len(refusals) == 3 and refusals[2] == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is being written by another eval" in err[0], err
+    assert [r["index"] for r in read_records(out)] == [0, 1, 2, 3]
+    assert evaluate(env, ScriptedPolicy(), n=4, out=out, baselines=False).skipped == 4  # free again
+
+
+# ---- a setting the file holds and this run leaves out ----
+
+def test_cli_eval_refuses_to_resume_a_file_whose_max_model_len_is_left_out_now(tmp_path, capsys, monkeypatch):
+    """--max-model-len 400 on the first run and none on the resume mixed truncated and full contexts."""
+    from recgym.agents import policies
+    from recgym.cli import main
+
+    monkeypatch.setattr(policies, "make_policy", lambda name, model, **kw: ScriptedPolicy())
+    hf = ["eval", ENV, "--policy", "hf", "--model", "m", "--no-baselines", "--quiet"]
+    out = tmp_path / "e.jsonl"
+    assert main([*hf, "-n", "1", "--out", str(out), "--max-model-len", "400"]) == 0
+    capsys.readouterr()
+    assert main([*hf, "-n", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "max_model_len=400, not given" in err[0], err
+    assert [r["index"] for r in read_records(out)] == [0]
+
+
+def test_evaluate_refuses_to_resume_a_file_scored_by_another_policy(tmp_path, capsys):
+    """evaluate(out=) recorded no policy: UserAveragePolicy resumed the reasoner's file and reported its MAE."""
+    from recgym.agents.teachers.scripted import SyntheticReasonerPolicy, UserAveragePolicy
+    from recgym.cli import main
+
+    env, out = gym.make(ENV, split="test"), tmp_path / "py.jsonl"
+    evaluate(env, SyntheticReasonerPolicy(), n=4, out=out, baselines=False)
+    record = read_records(out)[0]
+    assert record["policy"] == "SyntheticReasonerPolicy" and record["model"] == SyntheticReasonerPolicy.name
+    with pytest.raises(ValueError, match="policy='SyntheticReasonerPolicy', not 'UserAveragePolicy'"):
+        evaluate(env, UserAveragePolicy(), n=4, out=out, baselines=False)
+    assert evaluate(env, SyntheticReasonerPolicy(), n=5, out=out, baselines=False).skipped == 4
+    # a CLI file names its policy and model: another policy from Python is refused, its header stands
+    cli = tmp_path / "cli.jsonl"
+    assert main([*SCRIPTED, "-n", "2", "--out", str(cli)]) == 0
+    assert read_records(cli)[0]["policy"] == "scripted" and read_records(cli)[0]["model"] == "user_average"
+    with pytest.raises(ValueError, match="env_id='RecRating-Synthetic-v0', not given"):
+        evaluate(env, UserAveragePolicy(), n=2, out=cli, baselines=False)
+    # ranking too
+    rank_env, ranked = gym.make("RecRank-Synthetic-v0", split="valid"), tmp_path / "rank.jsonl"
+    evaluate(rank_env, PromptOrder(), n=2, out=ranked, baselines=False)
+    from recgym.agents.teachers.scripted import SyntheticRankerPolicy
+
+    with pytest.raises(ValueError, match="policy='PromptOrder', not 'SyntheticRankerPolicy'"):
+        evaluate(rank_env, SyntheticRankerPolicy(), n=2, out=ranked, baselines=False)
+
+
+class PromptOrder:
+    """A ranking policy that answers prose."""
+
+    def generate(self, prompts, n=1, sampling=None):
+        return [[Completion("no idea", [1], [2], [-0.1], "stop") for _ in range(n)] for _ in prompts]
+
+
+# ---- --rating-from-probs on a rating of more than one digit token ----
+
+def test_expected_rating_leaves_a_decimal_rating_to_the_parsed_one():
+    """<rate>4.5</rate> with P(4)=0.99 at its first digit was scored 4.01, not the 4.5 the model wrote."""
+    scale = RatingScale(1, 5)
+    decimal = _pieces_completion(["<rate>", "4", ".", "5", "</rate>"], {1: {"4": 0.99, "5": 0.01}})
+    assert expected_rating(decimal, scale) is None
+    assert expected_rating(_pieces_completion(["<rate>", "4", ".0", "</rate>"], {1: {"4": 0.5, "2": 0.5}}), scale) is None
+    one_digit = _pieces_completion(["<rate>", " 4", " ", "</rate>"], {1: {"4": 0.5, "2": 0.5}})
+    assert expected_rating(one_digit, scale) == pytest.approx(3.0)
+
+
+def test_evaluate_keeps_the_parsed_decimal_rating_as_not_decoded():
+    class WritesDecimals:
+        tokenizer = None
+
+        def generate(self, prompts, n=1, sampling=None):
+            pieces = [GOOD.format(4)[: GOOD.index("<rate>")], "<rate>", "4", ".", "5", "</rate>"]
+            return [[_pieces_completion(pieces, {2: {"4": 0.99, "5": 0.01}}) for _ in range(n)] for _ in prompts]
+
+    with pytest.warns(UserWarning, match="decoded no rating on any of the 2 samples"):
+        result = evaluate(gym.make(ENV, split="valid"), WritesDecimals(), n=2, rating_from_probs=True, baselines=False)
+    assert [r["prediction"] for r in result.records] == [4.5, 4.5] and result.probs_decoded == 0
+    assert all(r["prob_ratings"] == [None] for r in result.records)

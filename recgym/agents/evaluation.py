@@ -18,13 +18,15 @@ share of completions that parsed.
 With ``rating_from_probs`` the prediction is the expected rating under the model's probabilities
 of the scale's digits at the rating position (the rating tag the reward parses, as Reason4Rec
 decodes), where the backend returns top logprobs; where it cannot (no rating tag, no digit among the
-alternatives), the parsed rating stands and the record says so (``EvalResult.probs_decoded`` counts
+alternatives, a rating of more than one digit token such as ``4.5``), the parsed rating stands and the
+record says so (``EvalResult.probs_decoded`` counts
 the samples where it decoded one). A scale whose values are not single digits, or a ranking
 environment, is refused (:func:`rating_from_probs_problem`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -33,7 +35,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -81,8 +83,9 @@ def expected_rating(
     reads the rating from (the first one that holds a number, :func:`recgym.rewards.parse_completion`).
 
     Needs ``completion.top_logprobs``; token ids are turned into text with ``decode``. None when
-    the scale's values are not single digits, no tag holds a number, that number does not start with
-    a digit token, or no digit is among the alternatives there.
+    the scale's values are not single digits, no tag holds a number, that number is not one digit token
+    (``4.5`` written as ``4``, ``.``, ``5``: the first digit's alternatives do not say the rating), or no
+    digit is among the alternatives there.
     """
     digits = _scale_digits(scale)
     if digits is None or not completion.top_logprobs:
@@ -99,10 +102,12 @@ def expected_rating(
         return None
     open_at = found[0]
     after = open_at + len(tag) + 2
+    number = text[after : text.find(f"</{tag}>", after)].strip()
     position = next(
         (i for i, (s, piece) in enumerate(zip(starts, pieces)) if s + len(piece) > after and piece.strip()), None
     )
-    if position is None or position >= len(completion.top_logprobs) or pieces[position].strip() not in digits:
+    if (position is None or position >= len(completion.top_logprobs) or number not in digits
+            or pieces[position].strip() != number):
         return None
     probs: dict[float, float] = {}
     for key, logprob in completion.top_logprobs[position].items():
@@ -215,10 +220,26 @@ def record_header(
             **(header or {})}
 
 
+def _with_policy(policy: Any, header: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``header`` with who scores where it does not say: ``policy``, the policy's class name, and ``model``,
+    its ``model_name`` or ``name`` where it has one (so a file another policy scored is not resumed)."""
+    model = next((v for v in (getattr(policy, "model_name", None), getattr(policy, "name", None))
+                  if isinstance(v, str)), None)
+    return {"policy": type(policy).__name__, **({"model": model} if model else {}), **(header or {})}
+
+
+#: Fields of a caller's ``header`` (``recgym eval``'s) that a file may hold where a new header leaves them
+#: out: a difference too (a file scored by another policy, or with a context length given then left out).
+CALLER_FIELDS = ("env_id", "env_kwargs", "policy", "model", "dtype", "max_model_len")
+
+
 def check_resumable(path: str | Path, header: dict[str, Any], env: Any = None, total: int | None = None) -> None:
     """A ValueError where ``path`` holds records of other settings than ``header`` (see
-    :func:`record_header`), or, given ``env``, records among its first ``total`` samples (all where
-    None) scored on other prompts than ``env`` gives: resuming it would mix them in one result."""
+    :func:`record_header`) or a sample twice, where another eval is writing it, or, given ``env``, where
+    records among its first ``total`` samples (all where None) were scored on other prompts than ``env``
+    gives: resuming it would mix them in one result."""
+    if Path(path).exists():
+        _lock(Path(path)).close()
     records = read_records(Path(path))
     _check_resumable(records, header, Path(path))
     if env is not None:
@@ -226,12 +247,19 @@ def check_resumable(path: str | Path, header: dict[str, Any], env: Any = None, t
 
 
 def _check_resumable(records: list[dict[str, Any]], header: dict[str, Any], path: Path) -> None:
+    held: set[Any] = set()
+    for record in records:
+        if record.get("index") in held:
+            raise ValueError(f"{path} holds sample {record['index']} twice (two evals wrote it at once, or files "
+                             "were joined); pass another --out (out=), or --no-resume (resume=False) to overwrite it")
+        held.add(record.get("index"))
     for record in records[:1]:  # every record of a file carries the same header
         header = json.loads(json.dumps(header))
         greedy = record.get("temperature") == header.get("temperature") == 0  # a seed changes nothing there
         differ = [f"{key}={record[key]!r}, not {value!r}" if key in record else f"no {key}, not {value!r}"
                   for key, value in header.items()
                   if record.get(key, ...) != value and not (greedy and key == "seed")]
+        differ += [f"{key}={record[key]!r}, not given" for key in CALLER_FIELDS if key in record and key not in header]
         if differ:
             raise ValueError(f"{path} holds results of other settings ({'; '.join(differ)}); pass another --out, "
                              "or delete the file (or --no-resume to overwrite it)")
@@ -286,7 +314,8 @@ def evaluate(
             already in it are skipped; the file must hold the same settings (:func:`record_header`)
             and each record the prompt (ranking: and candidates) ``env`` gives for its index.
         rating_from_probs: decode the rating as the expected value over the scale's digits.
-        header: more fields written into every record and checked on resume (e.g. env id, model).
+        header: more fields written into every record and checked on resume (e.g. env id, model);
+            ``policy`` and ``model`` default to the policy's (:func:`_with_policy`).
         on_record: called after each sample with the record and the running figures
             (``done``, ``total``, ``mae``, ``coverage``; ranking: ``ndcg@10`` for ``mae``), e.g. to
             drive a progress bar.
@@ -303,7 +332,7 @@ def evaluate(
     if total < 1:
         raise ValueError(f"nothing to evaluate: n={n}, split {split!r} has {len(core)} samples")
     _check_sizes(samples_per_prompt, batch_size)
-    header = record_header(env, sampling, samples_per_prompt, rating_from_probs, header)
+    header = record_header(env, sampling, samples_per_prompt, rating_from_probs, _with_policy(policy, header))
     sampling = sampling or GREEDY
     if rating_from_probs and sampling.logprobs < RATING_TOP_LOGPROBS:
         sampling = SamplingParams(**{**sampling.__dict__, "logprobs": RATING_TOP_LOGPROBS})
@@ -314,7 +343,7 @@ def evaluate(
     fallbacks = fallback_predictions(user_avg, item_avg, dataset.train_mean())
 
     path = Path(out) if out is not None else None
-    records = _open_records(path, resume, header, total, env)
+    records, sink = _open_records(path, resume, header, total, env)
     done = {int(r["index"]) for r in records}
     skipped = len(done)
     todo = [i for i in range(total) if i not in done]
@@ -339,7 +368,7 @@ def evaluate(
         parsed.append(parsed_share(record))
         return {"mae": float(np.mean(errors)), "coverage": float(np.mean(parsed))}
 
-    seconds = _record_batches(path, todo, batch_size, score, records, total, on_record, progress)
+    seconds = _record_batches(sink, todo, batch_size, score, records, total, on_record, progress)
 
     records.sort(key=lambda r: r["index"])
     metrics = rating_metrics(
@@ -497,27 +526,47 @@ def _check_sizes(samples_per_prompt: int, batch_size: int) -> None:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
 
+def _lock(path: Path) -> IO[str]:
+    """``path`` opened to append to, locked against another eval's writing it until it is closed."""
+    sink = path.open("a")
+    try:
+        fcntl.flock(sink, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sink.close()
+        raise ValueError(f"{path} is being written by another eval now; pass another --out (out=), or wait for "
+                         "it to finish") from None
+    return sink
+
+
 def _open_records(
     path: Path | None, resume: bool, header: dict[str, Any], total: int, env: Any
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], IO[str] | None]:
     """The records of the first ``total`` samples already in ``path`` to resume from, each checked
-    against what ``env`` gives for its index (:func:`_check_prompts`). A file with a torn last line is
-    rewritten without it, whole or not at all (a temporary file, then a rename)."""
+    against what ``env`` gives for its index (:func:`_check_prompts`), and ``path`` locked to append to
+    (:func:`_lock`; None without a path). A file with a torn last line is rewritten without it, whole or
+    not at all (a temporary file, then a rename)."""
     if path is None:
-        return []
+        return [], None
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        path.write_text("")
-        return []
-    records, repair = _read_records(path)
-    _check_resumable(records, header, path)
-    resumed = [r for r in records if r.get("index", total) < total]
-    _check_prompts(env, resumed, path)
-    if repair:
-        from recgym.agents.run_log import write_text_atomic
+    sink = _lock(path)
+    try:
+        if not resume:
+            sink.truncate(0)
+            return [], sink
+        records, repair = _read_records(path)
+        _check_resumable(records, header, path)
+        resumed = [r for r in records if r.get("index", total) < total]
+        _check_prompts(env, resumed, path)
+        if repair:
+            from recgym.agents.run_log import write_text_atomic
 
-        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
-    return resumed
+            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+            sink.close()  # it holds the file the rename replaced
+            sink = _lock(path)
+    except BaseException:
+        sink.close()
+        raise
+    return resumed, sink
 
 
 def _check_prompts(env: Any, records: list[dict[str, Any]], path: Path) -> None:
@@ -537,7 +586,7 @@ def _check_prompts(env: Any, records: list[dict[str, Any]], path: Path) -> None:
 
 
 def _record_batches(
-    path: Path | None,
+    sink: IO[str] | None,
     todo: list[int],
     batch_size: int,
     score: Callable[[list[int]], list[dict[str, Any]]],
@@ -547,11 +596,10 @@ def _record_batches(
     progress: Callable[[dict[str, Any]], dict[str, float]],
 ) -> float:
     """Score ``todo`` in batches of ``batch_size`` (``score(indices) -> records``), appending each
-    record, with its share of its batch's ``seconds``, to ``records`` and to the JSONL at ``path`` as
-    soon as it exists, and reporting ``progress(record)`` with ``done``/``total`` to ``on_record``;
-    returns the seconds taken."""
+    record, with its share of its batch's ``seconds``, to ``records`` and to the JSONL ``sink`` (closed
+    at the end) as soon as it exists, and reporting ``progress(record)`` with ``done``/``total`` to
+    ``on_record``; returns the seconds taken."""
     start = time.perf_counter()
-    sink = path.open("a") if path is not None else None
     try:
         for offset in range(0, len(todo), batch_size):
             began = time.perf_counter()
@@ -598,10 +646,10 @@ def evaluate_ranking(
     if total < 1:
         raise ValueError(f"nothing to evaluate: n={n}, split {core.split!r} has {len(core)} lists")
     _check_sizes(samples_per_prompt, batch_size)
-    header = record_header(env, sampling, samples_per_prompt, header=header)
+    header = record_header(env, sampling, samples_per_prompt, header=_with_policy(policy, header))
     sampling = sampling or GREEDY
     path = Path(out) if out is not None else None
-    records = _open_records(path, resume, header, total, env)
+    records, sink = _open_records(path, resume, header, total, env)
     skipped = len(records)
     done = {int(r["index"]) for r in records}
     todo = [i for i in range(total) if i not in done]
@@ -634,7 +682,7 @@ def evaluate_ranking(
         parsed.append(ranking_parsed_share(record))
         return {"ndcg@10": float(np.mean(gains)), "coverage": float(np.mean(parsed))}
 
-    seconds = _record_batches(path, todo, batch_size, score, records, total, on_record, progress)
+    seconds = _record_batches(sink, todo, batch_size, score, records, total, on_record, progress)
     records.sort(key=lambda r: r["index"])
     ranks = [completion_ranks(r) for r in records]
     metrics = RankingMetrics(ranking_metrics(ranks, [ranking_parsed_share(r) for r in records]))

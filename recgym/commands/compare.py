@@ -10,13 +10,14 @@ from typing import Any
 from recgym.commands import CommandError, given_values
 from recgym.console import make_console
 
-#: Header fields two files must share to be results on the same samples and prompts.
+#: Header fields two files must share to be results on the same samples and prompts (where both hold them:
+#: ``evaluate(out=)`` from Python records no ``env_id``; each paired sample's prompt hash is checked too).
 SAME_SAMPLES = ("env_id", "dataset", "dataset_key", "split", "scale", "task", "num_candidates", "negatives",
                 "template")
 #: Header fields of how the answers were decoded and read: files may differ in them (comparing two
 #: decodings of one model is a use), and the summary names those that do.
 PROTOCOL = ("temperature", "top_p", "max_new_tokens", "seed", "stop", "samples_per_prompt", "rating_from_probs",
-            "mean_of_k")
+            "mean_of_k", "dtype", "max_model_len")
 
 
 def compare_records(records_a: list[dict[str, Any]], records_b: list[dict[str, Any]],
@@ -36,8 +37,9 @@ def compare_records(records_a: list[dict[str, Any]], records_b: list[dict[str, A
         if not records:
             raise ValueError(f"{name} holds no records")
     first_a, first_b = records_a[0], records_b[0]
-    differ = [f"{key}={first_a.get(key)!r} vs {first_b.get(key)!r}" for key in SAME_SAMPLES
-              if first_a.get(key) != first_b.get(key)]
+    sides = [{"task": "rating", **first} for first in (first_a, first_b)]  # rating records name no task
+    differ = [f"{key}={sides[0][key]!r} vs {sides[1][key]!r}" for key in SAME_SAMPLES
+              if key in sides[0] and key in sides[1] and sides[0][key] != sides[1][key]]
     if differ:
         raise ValueError(f"{names[0]} and {names[1]} are not results on the same samples ({'; '.join(differ)}); "
                          "compare files of one env, split, data and template")
