@@ -190,6 +190,51 @@ def test_cli_eval_refuses_to_resume_a_local_model_of_another_precision_or_contex
     assert len(err) == 1 and words in err[0], err
 
 
+HF_NOWHERE = ["eval", ENV, "--policy", "hf", "--model", "nowhere/nope", "--no-baselines", "--quiet", "-n", "2"]
+
+
+def test_cli_eval_checks_its_output_paths_before_the_model_loads(tmp_path, capsys):
+    """--metrics-json into a missing folder failed after the whole evaluation, naming a hidden temp file."""
+    from recgym.cli import main
+
+    (tmp_path / "afile").write_text("")
+    for flag in ("--metrics-json", "--out"):
+        assert main([*HF_NOWHERE, flag, str(tmp_path / "afile" / "m.json")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{flag} " in err[0] and "is a file, not a folder" in err[0], err
+    metrics = tmp_path / "new" / "sub" / "m.json"
+    assert main([*SCRIPTED, "-n", "2", "--metrics-json", str(metrics)]) == 0
+    assert json.loads(metrics.read_text())["metrics"]["n"] == 2
+
+
+def test_cli_eval_no_resume_on_a_file_being_written_fails_before_the_model_loads(tmp_path, capsys):
+    import fcntl
+
+    from recgym.cli import main
+
+    out = tmp_path / "e.jsonl"
+    assert main([*SCRIPTED, "-n", "2", "--out", str(out)]) == 0
+    before = out.read_text()
+    capsys.readouterr()
+    with out.open("a") as held:  # as a running eval holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main([*HF_NOWHERE, "--out", str(out), "--no-resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is being written by another eval now" in err[0], err
+    assert out.read_text() == before
+
+
+def test_cli_eval_help_shows_every_default():
+    import subprocess
+    import sys
+
+    shown = subprocess.run([sys.executable, "-m", "recgym.cli", "eval", "--help"], capture_output=True, text=True,
+                           check=True, env={"COLUMNS": "300", **__import__("os").environ}).stdout
+    for default in ("(default: vllm)", "(default: test)", "(default: 1.0)", "(default: 512)", "(default: 0)"):
+        assert default in shown, default
+    assert "(default: all) (default: None)" not in shown
+
+
 def test_cli_eval_refuses_a_file_scored_on_other_prompts_before_the_model_loads(tmp_path, capsys):
     """The prompt check ran only after the model had loaded (minutes for a large one)."""
     from recgym.cli import main

@@ -238,12 +238,17 @@ def check_resumable(path: str | Path, header: dict[str, Any], env: Any = None, t
     :func:`record_header`) or a sample twice, where another eval is writing it, or, given ``env``, where
     records among its first ``total`` samples (all where None) were scored on other prompts than ``env``
     gives: resuming it would mix them in one result."""
-    if Path(path).exists():
-        _lock(Path(path)).close()
+    check_not_being_written(path)
     records = read_records(Path(path))
     _check_resumable(records, header, Path(path))
     if env is not None:
         _check_prompts(env, [r for r in records if total is None or r.get("index", total) < total], Path(path))
+
+
+def check_not_being_written(path: str | Path) -> None:
+    """A ValueError where another eval is writing ``path`` now (:func:`_lock`)."""
+    if Path(path).exists():
+        _lock(Path(path)).close()
 
 
 def _check_resumable(records: list[dict[str, Any]], header: dict[str, Any], path: Path) -> None:

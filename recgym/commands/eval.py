@@ -7,6 +7,7 @@ from pathlib import Path
 
 from recgym.commands import CommandError, given_values
 from recgym.commands.data import add_dataset_options, dataset_kwargs, env_kwargs_option
+from recgym.commands.sft import check_output_path
 from recgym.console import fmt, make_console, metrics_table
 
 
@@ -49,6 +50,7 @@ def run(args) -> int:
 
     import recgym  # noqa: F401  (registers the environments)
     from recgym.agents.evaluation import (
+        check_not_being_written,
         check_resumable,
         evaluate,
         rating_from_probs_problem,
@@ -92,9 +94,14 @@ def run(args) -> int:
     elif args.policy == "hf":
         header.update(dtype=args.dtype, **({} if args.max_model_len is None else {"max_model_len": args.max_model_len}))
     settings = record_header(env, sampling, args.samples, args.rating_from_probs, header)
-    if args.out and not args.no_resume:  # before the model loads
+    for path, flag in ((args.out, "--out"), (args.metrics_json, "--metrics-json")):  # before the model loads
+        if path:
+            check_output_path(path, flag)
+    if args.out:
         with given_values():
-            check_resumable(args.out, settings, env, args.n)
+            check_not_being_written(args.out)
+            if not args.no_resume:
+                check_resumable(args.out, settings, env, args.n)
     from recgym.agents.models import ModelNotFoundError
 
     try:
@@ -177,6 +184,7 @@ def run(args) -> int:
             payload["preparation"] = prepared
         from recgym.agents.run_log import json_text, write_text_atomic
 
+        Path(args.metrics_json).parent.mkdir(parents=True, exist_ok=True)  # as --out's
         write_text_atomic(Path(args.metrics_json), json_text(payload, indent=2))
     return 0
 
@@ -212,18 +220,19 @@ def register(subparsers) -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct",
                         help="model name, local path or hub id; with --policy scripted a scripted teacher "
                         "(reasoner, user_average, ranker)")
-    parser.add_argument("--policy", choices=("hf", "vllm", "openai", "scripted"), default="vllm")
-    parser.add_argument("--split", choices=("train", "valid", "test"), default="test")
-    parser.add_argument("-n", type=int, default=None, help="evaluate the first n samples (default: all)")
+    parser.add_argument("--policy", choices=("hf", "vllm", "openai", "scripted"), default="vllm",
+                        help="what answers: a local model (hf, vllm), an OpenAI-compatible endpoint, a scripted teacher")
+    parser.add_argument("--split", choices=("train", "valid", "test"), default="test", help="the split to score")
+    parser.add_argument("-n", type=int, default=None, help="evaluate the first n samples (None: all)")
     parser.add_argument("--out", default=None, help="JSONL file of per-sample records (resumed if it exists)")
     parser.add_argument("--no-resume", action="store_true", help="overwrite --out instead of resuming")
     parser.add_argument("--samples", type=int, default=1,
                         help="completions per sample; the prediction is their mean, each unparsed one counted as "
                         "the fallback")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--max-new-tokens", type=int, default=512)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling's probability mass")
+    parser.add_argument("--max-new-tokens", type=int, default=512, help="tokens per completion at most")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (changes nothing at temperature 0)")
     parser.add_argument("--batch-size", type=int, default=16, help="samples per policy call")
     parser.add_argument("--rating-from-probs", action="store_true",
                         help="predict the expected rating over the scale's digit-token probabilities")
