@@ -1,5 +1,6 @@
 import hashlib
 import math
+import re
 
 import gymnasium as gym
 import numpy as np
@@ -321,3 +322,16 @@ def test_a_custom_ranking_reward_total_must_be_a_finite_number(total, error, wor
     with pytest.raises(error, match=rf"^the reward test_a_custom_ranking_reward_total_must_be_a_finite_number.<locals>"
                                     rf".my_ranking_reward returned a total of {words}$"):
         env.step("anything")
+
+
+@pytest.mark.parametrize("env_id", ["RecRank-Synthetic-v0", "RecRating-Synthetic-v0"])
+def test_every_len_an_env_docstring_names_works_on_an_env_from_make(env_id):
+    """RecRankEnv's said ``len(env)``, a TypeError on the wrappers gymnasium.make returns."""
+    env = gym.make(env_id, split="valid")
+    named = re.findall(r"len\((env[\w.]*)\)", type(env.unwrapped).__doc__)
+    assert named
+    for expression in named:
+        target = env
+        for attribute in expression.split(".")[1:]:
+            target = getattr(target, attribute)
+        assert len(target) == len(env.unwrapped) > 0

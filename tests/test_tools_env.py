@@ -250,6 +250,23 @@ def test_loops_truncate_at_max_turns_with_the_format_penalty(loop):
         env.step(loop)
 
 
+def test_a_result_the_max_turns_cut_off_is_not_counted_as_read():
+    """Before: the last turn's result, never delivered (observation "", no messages), was added to
+    tokens_read and to its call's tokens."""
+    env = gym.make(ENV, split="valid", max_turns=2).unwrapped
+    _, info = env.reset(options={"index": 2})
+    task = info["tokens_read"]
+    _, _, _, _, info = env.step("<call>user_stats()</call>")
+    read = info["tokens_read"]
+    assert read == task + info["calls"][0]["tokens"] > task
+    obs, _, _, truncated, info = env.step("<call>recent_reviews(limit=10)</call>")
+    assert truncated and obs == "" and info["messages"] == []
+    assert info["tokens_read"] == read and info["calls"][1]["tokens"] == 0 and info["calls"][1]["rows"]
+    one = gym.make(ENV, split="valid", max_turns=1).unwrapped
+    _, info = one.reset(options={"index": 2})
+    assert one.step("rating: 4")[4]["tokens_read"] == info["tokens_read"]  # the undelivered error message too
+
+
 def test_end_episode_truncates_like_max_turns(env):
     env.reset(options={"index": 1})
     env.step("<call>user_stats()</call>")

@@ -1,8 +1,10 @@
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium.vector import AutoresetMode
 
 import recgym  # noqa: F401
+from recgym.data.registry import load_dataset
 from recgym.envs import GroupedRatingVecEnv, make_group_vec
 from recgym.rewards import FOUR_STEP_TAGS
 
@@ -205,3 +207,61 @@ def test_sub_envs_of_a_registered_id_share_the_dataset_in_its_kwargs():
         assert terminated.all() and (rewards >= 0.5).all()
     finally:
         del gym.registry[env_id]
+
+
+@pytest.mark.parametrize("mode", [*AutoresetMode, *(m.value for m in AutoresetMode)])
+def test_make_vec_without_groups_uses_the_autoreset_mode_given(mode):
+    """Before: without group_size the mode was dropped, so every value gave NextStep."""
+    vec = gym.make_vec("RecRating-Synthetic-v0", num_envs=2, autoreset_mode=mode)
+    assert vec.metadata["autoreset_mode"] == AutoresetMode(mode) and vec.autoreset_mode == AutoresetMode(mode)
+
+
+def test_make_vec_autoreset_defaults_stay_next_step_plain_and_disabled_grouped():
+    assert gym.make_vec("RecRating-Synthetic-v0", num_envs=2).metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+    grouped = gym.make_vec("RecRating-Synthetic-v0", num_envs=4, group_size=2)
+    assert grouped.metadata["autoreset_mode"] == AutoresetMode.DISABLED
+
+
+def test_same_step_autoreset_scores_every_step_and_returns_the_final_observation_and_info():
+    """Before: SameStep was ignored, so every other step was a NextStep autoreset with reward 0."""
+    vec = gym.make_vec("RecRating-Synthetic-v0", num_envs=2, autoreset_mode=AutoresetMode.SAME_STEP)
+    vec.reset(seed=0)
+    for _ in range(3):
+        obs, rewards, terminated, truncated, infos = vec.step([answer(3)] * 2)
+        assert terminated.all() and not truncated.any() and (rewards >= 0.5).all()
+        assert list(infos["final_obs"]) == ["", ""] and infos["_final_obs"].all()
+        assert list(infos["final_info"]["parsed_rating"]) == [3.0, 3.0] and "target_rating" in infos["final_info"]
+        # the observations and infos are the next episodes' (their reset's), not the finished ones'
+        assert all(obs) and "messages" in infos and "target_rating" not in infos
+
+
+@pytest.mark.parametrize("group_size", [None, 2])
+def test_an_unknown_autoreset_mode_is_a_one_line_error(group_size):
+    with pytest.raises(ValueError, match=r"^autoreset_mode must be one of NextStep, SameStep, Disabled "
+                                         r"\(gymnasium.vector.AutoresetMode\), got 'bogus'$"):
+        gym.make_vec("RecRating-Synthetic-v0", num_envs=4, group_size=group_size, autoreset_mode="bogus")
+
+
+def test_group_vec_still_refuses_same_step():
+    with pytest.raises(ValueError, match="autoreset_mode must be DISABLED or NEXT_STEP"):
+        gym.make_vec("RecRating-Synthetic-v0", num_envs=4, group_size=2, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+@pytest.mark.parametrize("env_id", [
+    "RecRatingTools-Synthetic-v0",
+    "RecRating-SyntheticLong-v0",
+    "RecRank-Synthetic-v0",
+])
+def test_a_prepared_dataset_replaces_an_ids_dataset_and_its_registered_loader_defaults(env_id):
+    """Before: the id's registered loader default (long_history=True, choice_temperature=0.5) was
+    refused as if the user had given it with the prepared dataset."""
+    ds = load_dataset("synthetic", num_users=40)
+    assert gym.make(env_id, dataset=ds, split="valid").unwrapped.dataset is ds
+    vec = make_group_vec(env_id, num_prompts=1, group_size=2, dataset=ds, split="valid")
+    assert all(env.unwrapped.dataset is ds for env in vec.envs)
+    assert all(env.unwrapped.dataset is ds for env in gym.make_vec(env_id, num_envs=2, group_size=2, dataset=ds).envs)
+    assert gym.make_vec(env_id, num_envs=2, dataset=ds).envs[0].unwrapped.dataset is ds
+    for given in ({"num_users": 10}, {"long_history": False}):  # loader arguments the user gives: still refused
+        with pytest.raises(TypeError, match=rf"dataset loader arguments \['{next(iter(given))}'\] given with a "
+                                            "prepared dataset"):
+            gym.make(env_id, dataset=ds, **given)

@@ -214,9 +214,17 @@ class RatingDataset:
                 advice = ("no record of the raw data was accepted: check the files and the column mapping, and the "
                           "bad records counted in the manifest (`recgym data info`)")
             else:
-                cold = s.get(f"{split}_cold", 0)
-                advice = (f"{cold} of its ratings are a user's first (cold) and were dropped: try keep_cold_samples=True, "
-                          if cold and not s.get("cold_samples_kept") else "try ") + "another split or split_method 'time'"
+                from recgym.data.store import preparation  # store imports this module
+
+                cold = 0 if s.get("cold_samples_kept") else s.get(f"{split}_cold", 0)
+                tries = ["keep_cold_samples=True", "another split"] if cold else ["another split"]
+                if (preparation(self) or {}).get("split_method") != "time":  # None: made in memory, method unknown
+                    tries.append("split_method 'time'")
+                else:
+                    tries.append("smaller valid_fraction and test_fraction" if split == "train"
+                                 else f"a larger {split}_fraction")
+                advice = ((f"{cold} of its ratings are a user's first (cold) and were dropped: " if cold else "")
+                          + f"try {', '.join(tries[:-1])} or {tries[-1]}")
             sizes = ", ".join(f"{s[k]} {k}" for k in ("ratings", "users", "items") if k in s)
             raise ValueError(f"split {split!r} of dataset {self.name!r} has no samples ({sizes}); {advice}")
         return n

@@ -22,6 +22,7 @@ from recgym.envs.rec_rating import (
     rendered,
     step_text,
 )
+from recgym.envs.registration import without_registered_defaults
 from recgym.envs.spaces import UnicodeText
 from recgym.prompts import RankingTemplate, get_template, messages_to_text
 from recgym.rewards import RankingReward, reward_for_template
@@ -89,7 +90,7 @@ class RecRankEnv(gym.Env[str, str]):
     after ``step``).
 
     ## Reset and info
-    ``options={"index": n}`` pins list ``n`` (``len(env)`` lists). ``info``: ``messages``,
+    ``options={"index": n}`` pins list ``n`` (``len(env.unwrapped)`` lists). ``info``: ``messages``,
     ``index``, ``sample_index``, ``user_id``, ``candidates`` (item ids in prompt order); never the
     target. ``step`` adds ``reward_breakdown`` (``format``, ``ndcg``, ``total``,
     ``rank_of_target``, ``format_ok``), ``rank_of_target``, ``abs_error`` (the target's distance
@@ -121,7 +122,7 @@ class RecRankEnv(gym.Env[str, str]):
         if isinstance(dataset, str):
             check_arguments(dataset, dataset_kwargs, type(self))
             dataset = load_dataset(dataset, **dataset_kwargs)
-        elif dataset_kwargs:
+        elif dataset_kwargs := without_registered_defaults(dataset_kwargs):
             raise TypeError(f"dataset loader arguments {sorted(dataset_kwargs)} given with a prepared dataset")
         self.dataset, self.split = dataset, split
         self.num_candidates = check_int("num_candidates", num_candidates, 2)

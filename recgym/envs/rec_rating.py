@@ -11,6 +11,7 @@ import numpy as np
 from recgym.data.dataset import RatingDataset
 from recgym.data.registry import check_arguments, load_dataset
 from recgym.data.schema import SPLITS, check_int
+from recgym.envs.registration import without_registered_defaults
 from recgym.envs.spaces import UnicodeText
 from recgym.prompts import PromptTemplate, get_template, messages_to_text
 from recgym.rewards import RatingReward, RewardBreakdown, reward_for_template
@@ -176,7 +177,7 @@ class RecRatingEnv(gym.Env[str, str]):
         if isinstance(dataset, str):
             check_arguments(dataset, dataset_kwargs, type(self))
             dataset = load_dataset(dataset, **dataset_kwargs)
-        elif dataset_kwargs:
+        elif dataset_kwargs := without_registered_defaults(dataset_kwargs):
             raise TypeError(f"dataset loader arguments {sorted(dataset_kwargs)} given with a prepared dataset")
         if not isinstance(dataset, RatingDataset):
             raise TypeError(f"dataset must be a dataset name or a RatingDataset, got {type(dataset).__name__}")

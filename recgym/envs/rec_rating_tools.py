@@ -188,11 +188,14 @@ class RecRatingToolsEnv(RecRatingEnv):
                                    f"{CALL_OPEN}similar_items(limit=3)</call>, or answer {steps}.")
         if error is not None:
             self._invalid += 1
-        self._tokens_read += self.count_tokens(observation)
-        if self._turn >= self.max_turns:
+        if self._turn >= self.max_turns:  # the episode ends: this turn's result is never delivered, so not read
             ended = self.end_episode(f"max_turns={self.max_turns} reached without an answer", error)
             self._rendered = step_text(action, "", ended[4])
             return ended
+        tokens = self.count_tokens(observation)
+        self._tokens_read += tokens
+        if has_call(action):
+            self._calls[-1]["tokens"] = tokens
         info = {**self._progress(), "error": error, "messages": [{"role": "user", "content": observation}]}
         self._rendered = step_text(action, observation, info)
         return observation, 0.0, False, False, info
@@ -207,20 +210,19 @@ class RecRatingToolsEnv(RecRatingEnv):
 
     # ---- helpers ----
     def _call(self, action: str) -> tuple[str, str | None]:
+        """This turn's result (or error message) and error; ``step`` sets the call's ``tokens`` once
+        the result is delivered."""
         record: dict[str, Any] = {"tool": None, "arguments": {}, "error": None, "rows": (), "tokens": 0}
         self._calls.append(record)
         try:
             call = parse_call(action, max_limit=self.max_results)
         except ToolCallError as exc:
             record["error"] = str(exc)
-            text = f"Tool call error: {exc}."
-            record["tokens"] = self.count_tokens(text)
-            return text, str(exc)
+            return f"Tool call error: {exc}.", str(exc)
         record.update(tool=call.name, arguments=dict(call.arguments))
         result = self.tools.run(self._row, call)
-        text = self._fit(f"Result of {call}:\n{result.text}")
-        record.update(rows=result.rows, tokens=self.count_tokens(text))
-        return text, None
+        record["rows"] = result.rows
+        return self._fit(f"Result of {call}:\n{result.text}"), None
 
     def _fit(self, text: str) -> str:
         """``text`` cut to the observation space: the whole lines that fit, then a note of what was cut."""

@@ -11,6 +11,15 @@ REGISTERED: dict[str, str] = {}
 """Env id -> dataset name, for ``recgym envs``."""
 MULTI_TURN: set[str] = set()
 """The ids whose episodes take several turns (the tool-using ``RecRatingTools-*-v0``)."""
+LOADER_DEFAULTS: dict[str, list[Any]] = {}
+"""Keyword -> the values ids are registered with beside their dataset name (``long_history=True``)."""
+
+
+def without_registered_defaults(dataset_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``dataset_kwargs`` less any registered loader default (same type and value): ``gym.make(id,
+    dataset=ds)`` merges the id's defaults into the arguments, yet they load the named dataset, not ``ds``."""
+    return {k: v for k, v in dataset_kwargs.items()
+            if not any(type(v) is type(d) and v == d for d in LOADER_DEFAULTS.get(k, ()))}
 
 
 def register_rating_env(env_id: str, dataset: str, **default_kwargs: Any) -> None:
@@ -34,6 +43,8 @@ def _register(env_id: str, dataset: str, entry: str, vector_entry: str, default_
             disable_env_checker=True,
         )
     REGISTERED[env_id] = dataset
+    for key, value in default_kwargs.items():
+        LOADER_DEFAULTS.setdefault(key, []).append(value)
 
 
 register_rating_env("RecRating-Synthetic-v0", "synthetic")

@@ -19,6 +19,17 @@ NO_MAX_EPISODE_STEPS = ("max_episode_steps is not an argument here: RecRating an
                         "RecRatingTools episodes at max_turns (pass max_turns=N to shorten them)")
 
 
+def autoreset_mode_of(mode: AutoresetMode | str | None, default: AutoresetMode) -> AutoresetMode:
+    """``mode`` as an ``AutoresetMode`` (``default`` for None); a ValueError naming the modes for any other value."""
+    if mode is None:
+        return default
+    try:
+        return AutoresetMode(mode)
+    except ValueError:
+        raise ValueError(f"autoreset_mode must be one of {', '.join(m.value for m in AutoresetMode)} "
+                         f"(gymnasium.vector.AutoresetMode), got {mode!r}") from None
+
+
 def check_group_shape(num_envs: int, group_size: int) -> int:
     """Number of prompts per reset for ``num_envs`` sub-envs in groups of ``group_size``."""
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2:
@@ -56,8 +67,8 @@ class GroupedRatingVecEnv(gym.vector.VectorEnv):
     """
 
     def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], group_size: int,
-                 autoreset_mode: AutoresetMode | str = AutoresetMode.DISABLED) -> None:
-        autoreset_mode = AutoresetMode(autoreset_mode)
+                 autoreset_mode: AutoresetMode | str | None = AutoresetMode.DISABLED) -> None:
+        autoreset_mode = autoreset_mode_of(autoreset_mode, AutoresetMode.DISABLED)
         if autoreset_mode not in (AutoresetMode.DISABLED, AutoresetMode.NEXT_STEP):
             raise ValueError(f"autoreset_mode must be DISABLED or NEXT_STEP (whole groups), got {autoreset_mode}")
         self.num_prompts = check_group_shape(len(env_fns), group_size)
@@ -215,13 +226,15 @@ def _sub_env_kwargs(render_mode: str | None = None, max_episode_steps: int | Non
 
 def grouped_vector_entry_point(num_envs: int, group_size: int | None = None, *,
                                env_class: type[RecRatingEnv] = RecRatingEnv,
-                               autoreset_mode: AutoresetMode | str = AutoresetMode.DISABLED, **env_kwargs: Any):
-    """``gymnasium.make_vec(id, num_envs=B*G, group_size=G)`` gives a GroupedRatingVecEnv; without
-    ``group_size`` it gives a plain ``SyncVectorEnv``. ``render_mode`` goes to the sub-envs;
-    ``max_episode_steps`` is refused (episodes end after one step, or at ``max_turns``)."""
+                               autoreset_mode: AutoresetMode | str | None = None, **env_kwargs: Any):
+    """``gymnasium.make_vec(id, num_envs=B*G, group_size=G)`` gives a GroupedRatingVecEnv (autoreset
+    ``DISABLED`` by default); without ``group_size`` it gives a plain ``SyncVectorEnv`` (``NEXT_STEP``
+    by default, any mode). ``render_mode`` goes to the sub-envs; ``max_episode_steps`` is refused
+    (episodes end after one step, or at ``max_turns``)."""
     env_kwargs = _sub_env_kwargs(**env_kwargs)
     if group_size is None:
-        return gym.vector.SyncVectorEnv([lambda: env_class(**env_kwargs)] * num_envs)
+        return gym.vector.SyncVectorEnv([lambda: env_class(**env_kwargs)] * num_envs,
+                                        autoreset_mode=autoreset_mode_of(autoreset_mode, AutoresetMode.NEXT_STEP))
     return GroupedRatingVecEnv([lambda: env_class(**env_kwargs)] * num_envs, group_size, autoreset_mode)
 
 
