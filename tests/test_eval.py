@@ -826,6 +826,7 @@ def test_evaluate_refuses_to_resume_a_file_scored_by_another_policy(tmp_path, ca
     with pytest.raises(ValueError, match="policy='SyntheticReasonerPolicy', not 'UserAveragePolicy'"):
         evaluate(env, UserAveragePolicy(), n=4, out=out, baselines=False)
     assert evaluate(env, SyntheticReasonerPolicy(), n=5, out=out, baselines=False).skipped == 4
+    assert evaluate(env, None, n=5, out=out, baselines=False).skipped == 5  # a finished file read back
     # a CLI file names its policy and model: another policy from Python is refused, its header stands
     cli = tmp_path / "cli.jsonl"
     assert main([*SCRIPTED, "-n", "2", "--out", str(cli)]) == 0

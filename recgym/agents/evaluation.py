@@ -222,15 +222,19 @@ def record_header(
 
 def _with_policy(policy: Any, header: dict[str, Any] | None = None) -> dict[str, Any]:
     """``header`` with who scores where it does not say: ``policy``, the policy's class name, and ``model``,
-    its ``model_name`` or ``name`` where it has one (so a file another policy scored is not resumed)."""
+    its ``model_name`` or ``name`` where it has one (so a file another policy scored is not resumed);
+    ``header`` as it is for no policy (a finished file read back, whoever scored it)."""
+    if policy is None:
+        return dict(header or {})
     model = next((v for v in (getattr(policy, "model_name", None), getattr(policy, "name", None))
                   if isinstance(v, str)), None)
     return {"policy": type(policy).__name__, **({"model": model} if model else {}), **(header or {})}
 
 
 #: Fields of a caller's ``header`` (``recgym eval``'s) that a file may hold where a new header leaves them
-#: out: a difference too (a file scored by another policy, or with a context length given then left out).
-CALLER_FIELDS = ("env_id", "env_kwargs", "policy", "model", "dtype", "max_model_len")
+#: out: a difference too (a context length given, then left out). Not ``policy`` and ``model``: a header
+#: lacks them only where no policy scores (:func:`_with_policy`), and another policy's class differs.
+CALLER_FIELDS = ("env_id", "env_kwargs", "dtype", "max_model_len")
 
 
 def check_resumable(path: str | Path, header: dict[str, Any], env: Any = None, total: int | None = None) -> None:
