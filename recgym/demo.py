@@ -169,7 +169,7 @@ GRPO_FILES = ("grpo", "summary.json", "predictions.jsonl")
 #: The seconds the earlier invocations of a resumed run took, up to their last finished stage.
 ELAPSED_FILE = "elapsed.json"
 #: What a run writes in ``output_dir``: a fresh run removes it all first.
-STAGE_FILES = ("settings.json", ELAPSED_FILE, "base_eval.jsonl", "cold_start.jsonl", "sft", *GRPO_FILES)
+STAGE_FILES = ("settings.json", ELAPSED_FILE, "base_eval.jsonl", "cold_start.jsonl", "cold_start.jsonl.json", "sft", *GRPO_FILES)
 
 
 def start_output(s: DemoSettings, out: Path) -> bool:

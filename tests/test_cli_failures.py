@@ -430,3 +430,31 @@ def test_end_process_group_leaves_an_in_process_vllm_engines_groups_to_it_mock_v
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def train_not_reached(*args, **kwargs):
+    """Stands in for ``recgym.agents.trainer.train``: reaching it means the model would load."""
+    raise AssertionError("train() was called: the model would load before the output_dir was checked")
+
+
+@pytest.mark.parametrize(("output_dir", "words"), [
+    ("afile/sub", "output_dir afile/sub: afile is a file, not a folder: choose another output_dir"),
+    pytest.param("/proc/recgym-run", "output_dir /proc/recgym-run: /proc is not writable",
+                 marks=pytest.mark.skipif(not Path("/proc").is_dir(), reason="Linux's /proc: no file can be made there")),
+], ids=["under-a-file", "proc"])
+def test_train_refuses_an_unusable_output_dir_before_loading_anything(output_dir, words, tiny_path, tmp_path,
+                                                                      monkeypatch, capsys):
+    """``train grpo`` loaded the model (and for vLLM configs started the engine), then failed on mkdir."""
+    from recgym.agents import trainer
+    from recgym.agents.config import GRPOConfig
+    from recgym.commands.train import check_config
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RECGYM_DEBUG", raising=False)
+    write(tmp_path / "afile", "x")
+    monkeypatch.setattr(trainer, "train", train_not_reached)
+    assert main(["train", "grpo", "--model", tiny_path, "--output_dir", output_dir, "--max_steps", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"recgym train: error: {words}") and "\n" not in err, err
+    with pytest.raises(CommandError, match=words):  # the demo and `recgym reproduce` check their GRPO configs with it
+        check_config(GRPOConfig(model=tiny_path, output_dir=output_dir))

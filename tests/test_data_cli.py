@@ -114,3 +114,21 @@ def test_custom_table_without_data_rows_is_an_error(tmp_path, monkeypatch, capsy
     assert main(["data", "prepare", "custom", "--path", str(tmp_path), "--columns",
                  "user=uid,item=iid,rating=stars,timestamp=ts"]) == 2
     assert "is a directory: path (--path) names the ratings file itself" in capsys.readouterr().err
+
+
+def test_dataset_options_help_shows_the_effective_defaults_not_none():
+    """``recgym eval --help`` showed "(default: None)" for ``--kcore``, ``--keep-cold-samples`` and
+    ``--skip-bad-records``, which default to 0, off and off."""
+    import argparse
+
+    from recgym.commands.data import add_dataset_options, dataset_kwargs
+
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_dataset_options(parser)
+    text = " ".join(parser.format_help().split())
+    assert "None" not in text
+    for words in ("at least K ratings (default: 0", "no prior rating (default: off", "instead of failing (default: off"):
+        assert words in text
+    assert dataset_kwargs(parser.parse_args([])) == {}  # what is not given is left to the dataset
+    assert dataset_kwargs(parser.parse_args(["--kcore", "0", "--skip-bad-records"])) == {"kcore": 0,
+                                                                                        "skip_bad_records": True}

@@ -123,6 +123,53 @@ def test_match_ratings_refuses_an_env_without_ratings_in_one_line(tmp_path):
     assert "\n" not in str(err.value)
 
 
+class KilledAt:
+    """``teacher`` raising KeyboardInterrupt at its generate call ``call``, as a run killed part way
+    stops (no process is killed)."""
+
+    def __init__(self, teacher, call: int):
+        self.teacher, self.call = teacher, call
+
+    def generate(self, prompts, n=1, sampling=None):
+        self.call -= 1
+        if self.call == 0:
+            raise KeyboardInterrupt
+        return self.teacher.generate(prompts, n=n, sampling=sampling)
+
+
+def test_a_killed_cold_start_keeps_its_rows_and_its_resume_ends_as_the_whole_run(tmp_path):
+    """Rows went to ``<output>.tmp``, renamed only at the end: a killed run kept nothing to resume from."""
+    env = gym.make(ENV, split="train")
+    whole = make_cold_start_data(env, ScriptedTeacher(), list(range(40)), tmp_path / "whole.jsonl", samples_per_prompt=2)
+    out = tmp_path / "d.jsonl"
+    with pytest.raises(KeyboardInterrupt):  # batches of 8: asked, then hinted; killed in the second's hinted call
+        make_cold_start_data(env, KilledAt(ScriptedTeacher(), 4), list(range(40)), out, samples_per_prompt=2)
+    assert 8 < len(out.read_text().splitlines()) < whole.kept + whole.rationalized
+    teacher = ScriptedTeacher()
+    resumed = make_cold_start_data(env, teacher, list(range(40)), out, samples_per_prompt=2, resume=True)
+    assert (resumed.kept, resumed.rationalized, resumed.dropped) == (whole.kept, whole.rationalized, whole.dropped)
+    asked = [p for batch in teacher.calls for p in batch if "Hint for writing" not in p[-1]["content"]]
+    assert 8 < resumed.earlier < 16 and len(asked) == 40 - resumed.earlier  # the samples done are not asked again
+    assert sorted(map(json.loads, out.read_text().splitlines()), key=lambda r: r["index"]) == sorted(
+        map(json.loads, (tmp_path / "whole.jsonl").read_text().splitlines()), key=lambda r: r["index"])
+
+
+def test_a_resumed_match_ratings_run_fills_the_quotas_once(tmp_path):
+    from recgym.agents.teachers.cold_start import scripted_teacher
+
+    config = ColdStartConfig(num_samples=30, teacher="reasoner", teacher_policy="scripted", samples_per_prompt=1,
+                             rationalize=False, match_ratings=True, output=str(tmp_path / "whole.jsonl"))
+    whole = run_cold_start(config)
+    config.output = str(tmp_path / "d.jsonl")
+    with pytest.raises(KeyboardInterrupt):
+        run_cold_start(config, teacher=KilledAt(scripted_teacher("reasoner"), 3))
+    resumed = run_cold_start(config, resume=True)
+    kept = [sorted(json.loads(line)["index"] for line in Path(path).read_text().splitlines())
+            for path in (config.output, tmp_path / "whole.jsonl")]
+    assert kept[0] == kept[1] and len(kept[0]) == 30
+    assert (resumed.kept, resumed.dropped, resumed.short) == (whole.kept, whole.dropped, whole.short)
+
+
 def test_sft_loss_on_completion_only_and_output_is_a_loadable_checkpoint(tmp_path):
     from transformers import AutoModelForCausalLM
 

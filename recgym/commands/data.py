@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -15,22 +16,28 @@ from recgym.console import make_console
 
 
 def add_dataset_options(parser: argparse.ArgumentParser) -> None:
-    """Where the raw data is and how to prepare it (shared by ``data prepare``, ``baseline`` and ``eval``)."""
-    parser.add_argument("--data-dir", help="folder with the raw files as published (default $RECGYM_DATA_DIR/<name>)")
-    parser.add_argument("--path", help="custom: the ratings file")
-    parser.add_argument("--columns", help="custom: user=COL,item=COL,rating=COL,timestamp=COL[,review=COL,...]")
-    parser.add_argument("--scale", type=float, nargs="+", metavar="X", help="custom: LOW HIGH [STEP]")
-    parser.add_argument("--reviews-file", help="amazon*: the review file, where the folder holds several")
-    parser.add_argument("--meta-file", help="amazon*: the metadata file, where the folder holds several")
-    parser.add_argument("--kcore", type=int, help="keep users and items with at least K ratings")
-    parser.add_argument("--split-method", choices=("leave_last_out", "time"))
-    parser.add_argument("--valid-fraction", type=float, help="time split: share of ratings in valid")
-    parser.add_argument("--test-fraction", type=float, help="time split: share of ratings in test")
-    parser.add_argument("--keep-cold-samples", action="store_true", default=None,
-                        help="keep samples whose user has no prior rating")
-    parser.add_argument("--skip-bad-records", action="store_true", default=None,
-                        help="skip malformed/invalid records (counted per reason in the manifest) instead of failing")
-    parser.add_argument("--cache-dir", help="cache root (default $RECGYM_CACHE)")
+    """Where the raw data is and how to prepare it (shared by ``data prepare``, ``baseline`` and ``eval``).
+    An option not given is not set (``argparse.SUPPRESS``): the dataset's own default applies, and each
+    help says which it is."""
+    add = functools.partial(parser.add_argument, default=argparse.SUPPRESS)
+    add("--data-dir", help="folder with the raw files as published (default: $RECGYM_DATA_DIR/<name>, else the "
+                           "folder it was prepared from)")
+    add("--path", help="custom: the ratings file")
+    add("--columns", help="custom: user=COL,item=COL,rating=COL,timestamp=COL[,review=COL,...]")
+    add("--scale", type=float, nargs="+", metavar="X", help="custom: LOW HIGH [STEP] (default: 1 5)")
+    add("--reviews-file", help="amazon*: the review file, where the folder holds several")
+    add("--meta-file", help="amazon*: the metadata file, where the folder holds several")
+    add("--kcore", type=int, metavar="K", help="keep users and items with at least K ratings (default: 0, all)")
+    add("--split-method", choices=("leave_last_out", "time"),
+        help="leave_last_out: each user's last rating is test, the second-last valid; time: a global cutoff "
+             "(default: leave_last_out)")
+    add("--valid-fraction", type=float, help="time split: share of ratings in valid (default: 0.1)")
+    add("--test-fraction", type=float, help="time split: share of ratings in test (default: 0.1)")
+    add("--keep-cold-samples", action="store_true",
+        help="keep samples whose user has no prior rating (default: off, they are left out)")
+    add("--skip-bad-records", action="store_true",
+        help="skip malformed/invalid records (counted per reason in the manifest) instead of failing (default: off)")
+    add("--cache-dir", help="cache root (default: $RECGYM_CACHE, else ~/.cache/recgym)")
 
 
 def dataset_kwargs(args: argparse.Namespace) -> dict[str, Any]:

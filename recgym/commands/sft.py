@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
+import sys
+import tempfile
 from pathlib import Path
 
 from recgym.commands import CommandError, given_values
@@ -27,6 +28,12 @@ def register(subparsers) -> None:
                            help="continue the interrupted run in output_dir from its newest checkpoint-N (save_steps)")
             p.add_argument("--overwrite", action="store_true",
                            help="replace the finished or interrupted SFT run in output_dir (removed when this one starts)")
+        else:
+            p.add_argument("--resume", action="store_true",
+                           help="continue the run that wrote output (same settings): keep its traces, ask only the "
+                                "samples it did not finish")
+            p.add_argument("--overwrite", action="store_true",
+                           help="replace the traces in output (emptied when this run starts)")
         add_config_options(p, cls)
         p.set_defaults(func=fn)
 
@@ -44,13 +51,23 @@ def check_output_path(path: str, field: str, folder: bool = False) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise CommandError(f"{field} {out}: {parent} is a file, not a folder: choose another {field}")
-    if not os.access(parent, os.W_OK):
-        raise CommandError(f"{field} {out}: {parent} is not writable: choose another {field}")
+    try:  # a file made there, not os.access: root may "write" to /proc, which takes no file
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise CommandError(f"{field} {out}: {parent} is not writable ({exc.strerror}): choose another {field}") from exc
 
 
 def run_make_data(args) -> int:
     from recgym.agents.policies import POLICIES
-    from recgym.agents.teachers.cold_start import ColdStartConfig, run_cold_start, scripted_teacher
+    from recgym.agents.teachers.cold_start import (
+        ColdStartConfig,
+        check_cold_start_output,
+        count_traces,
+        progress_path,
+        run_cold_start,
+        scripted_teacher,
+    )
     from recgym.commands.train import check_env, check_env_id, config_from_args
 
     config = config_from_args(args, ColdStartConfig)
@@ -62,10 +79,26 @@ def run_make_data(args) -> int:
         with given_values():
             scripted_teacher(config.teacher)
     check_output_path(config.output, "output")
+    with given_values():
+        check_cold_start_output(config, args.resume, args.overwrite)
     check_env(config.env_id, config.env_kwargs, config.split)  # before the teacher loads
-    report = run_cold_start(config)
+    try:
+        report = run_cold_start(config, resume=args.resume)
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        if interrupted or count_traces(config.output):
+            print(f"make-data {'interrupted' if interrupted else 'stopped by an error'}: {config.output} holds "
+                  f"{count_traces(config.output)} traces; continue it with the same settings plus --resume",
+                  file=sys.stderr, flush=True)
+        raise
+    if not report.kept + report.rationalized:
+        Path(config.output).unlink(missing_ok=True)
+        progress_path(config.output).unlink(missing_ok=True)
+        raise CommandError(f"no trace kept of {report.total} samples ({report.dropped} dropped), nothing written to "
+                           f"{config.output}: raise --tolerance (now {config.tolerance:g}) or --num_samples, or use "
+                           "another teacher")
     print(report.summary())
-    return 0 if report.kept + report.rationalized else 1
+    return 0
 
 
 def run_train(args) -> int:

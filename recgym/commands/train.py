@@ -133,7 +133,8 @@ def check_schedule(name: str, field: str = "lr_scheduler_type") -> None:
 
 
 def check_config(config, model_hint: str = SFT_HINT) -> None:
-    """What a ``GRPOConfig`` names, checked before the model loads: each ``report_to`` tracker's
+    """What a ``GRPOConfig`` names, checked before the model loads: that ``output_dir`` can be
+    written (:func:`~recgym.commands.sft.check_output_path`), each ``report_to`` tracker's
     package (the run imports it only once the model has loaded), the algorithm and its
     ``algorithm_kwargs``, the schedule, the environment with its ``env_kwargs`` on the training and
     evaluation splits, the model (``model_hint`` says where a missing one comes from) and
@@ -142,7 +143,9 @@ def check_config(config, model_hint: str = SFT_HINT) -> None:
     import importlib.util
 
     from recgym.agents.algorithms import get_algorithm
+    from recgym.commands.sft import check_output_path
 
+    check_output_path(config.output_dir, "output_dir", folder=True)
     for name in config.report_to:  # each target's package has its name (TensorBoard's writer is torch's)
         if importlib.util.find_spec(name) is None:
             raise CommandError(f"report_to {name} needs the {name} package, which is not installed: "

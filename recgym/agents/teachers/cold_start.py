@@ -6,7 +6,9 @@ offline the base model itself with several samples) writes the four-step reasoni
 *kept* when its format holds and its rating is within ``tolerance`` of the truth. Otherwise the
 teacher is asked again with the true rating given as a hint (*rationalization*); a valid answer is
 stored with the hint removed from the prompt. Samples with neither are *dropped*. Every row of
-the JSONL output carries its provenance (kept / rationalized, teacher, sample index, env).
+the JSONL output carries its provenance (kept / rationalized, teacher, sample index, env). Rows are
+appended as they are made; ``<output>.json`` beside them (:func:`progress_path`) records the
+settings and the samples dropped, so that a killed run can be resumed (``resume=True``).
 With ``match_ratings`` the kept traces follow the split's rating proportions (:func:`rating_quotas`),
 not the ratings the teacher happens to get right.
 
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from recgym.agents.config import ConfigMixin
+from recgym.agents.config import ConfigMixin, changed_fields, plain_values
 from recgym.agents.teachers.scripted import (
     SimilarItemsToolPolicy,
     SyntheticRankerPolicy,
@@ -46,6 +48,10 @@ from recgym.data.schema import SPLITS
 #: ``ranker`` ranks ``RecRank-Synthetic-v0`` lists).
 SCRIPTED_TEACHERS = {"similar_items": SimilarItemsToolPolicy, "reasoner": SyntheticReasonerPolicy,
                      "user_average": UserAveragePolicy, "ranker": SyntheticRankerPolicy}
+
+#: ``ColdStartConfig`` fields a resumed run may change (not recorded: ``teacher_kwargs`` may hold a
+#: server's address or key).
+RESUMABLE_CHANGES = ("output", "teacher_kwargs")
 
 HINT = (
     "\n\nHint for writing this example: the user's actual rating was {rating:g}. Reason step by step "
@@ -103,6 +109,8 @@ class ColdStartReport:
     seconds: float
     short: int = 0
     """With ``match_ratings``: traces the rating quotas still wanted when the split ran out."""
+    earlier: int = 0
+    """Samples a resumed run found done (counted in ``kept``, ``rationalized`` and ``dropped``)."""
 
     @property
     def total(self) -> int:
@@ -111,8 +119,9 @@ class ColdStartReport:
     def summary(self) -> str:
         n = max(self.total, 1)
         short = f"; {self.short} short of the rating quotas (the split ran out)" if self.short else ""
+        earlier = f" ({self.earlier} from the run resumed)" if self.earlier else ""
         return (
-            f"{self.total} samples: {self.kept} kept ({self.kept / n:.0%}), {self.rationalized} rationalized "
+            f"{self.total} samples{earlier}: {self.kept} kept ({self.kept / n:.0%}), {self.rationalized} rationalized "
             f"({self.rationalized / n:.0%}), {self.dropped} dropped ({self.dropped / n:.0%}){short} -> {self.path}"
         )
 
@@ -187,6 +196,96 @@ def _first_valid(env: Any, index: int, completions: list[Any], tolerance: float)
     return None
 
 
+def progress_path(output: str | Path) -> Path:
+    """``<output>.json``, beside the traces: the settings that made them and the samples dropped."""
+    output = Path(output)
+    return output.with_name(output.name + ".json")
+
+
+def count_traces(path: str | Path) -> int:
+    """The non-empty lines of a trace file (0 when there is none)."""
+    path = Path(path)
+    return sum(1 for line in path.read_text().splitlines() if line.strip()) if path.is_file() else 0
+
+
+def read_traces(path: str | Path) -> tuple[list[dict[str, Any]], bool]:
+    """The rows of a trace file, and whether it needs a repair before rows are appended (its last line
+    cut short by a kill, left out here, or without its newline). A ValueError names a line that is not
+    JSON before the last, or a row without the ``index`` and ``provenance`` that make-data writes."""
+    text = Path(path).read_text()
+    lines = text.splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if number < len(lines) or text.endswith("\n"):
+                raise ValueError(f"{path}:{number}: not JSON: remove that line to resume") from None
+            return rows, True
+        if not isinstance(row, dict) or "index" not in row or row.get("provenance") not in ("kept", "rationalized"):
+            raise ValueError(f"{path}:{number}: not a row of `recgym sft make-data` (no index or provenance): "
+                             "it cannot be resumed; choose another output")
+        rows.append(row)
+    return rows, bool(text) and not text.endswith("\n")
+
+
+class _TraceFile:
+    """The JSONL output, each row appended and flushed as it is made (a killed run keeps them), and
+    :func:`progress_path`: ``settings`` and the samples dropped, rewritten atomically after each batch
+    (:meth:`save`). A fresh file replaces what is there; with ``resume`` the rows and drops already
+    there are kept, ``done`` holds their sample indices and ``counts`` their provenance."""
+
+    def __init__(self, output: str | Path, settings: dict[str, Any] | None, resume: bool) -> None:
+        from recgym.agents.run_log import write_text_atomic
+
+        self.path, self.progress, self.settings = Path(output), progress_path(output), settings
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.counts: Counter[str] = Counter()
+        self.dropped: list[int] = []
+        self.ratings: Counter[float] = Counter()  # of the rows already there, for the quotas
+        if resume and self.path.exists():
+            rows, repair = read_traces(self.path)
+            if repair:
+                warnings.warn(f"{self.path}: its last line was cut short (the run stopped while writing it): left "
+                              "out, its sample is asked again", stacklevel=3)
+                write_text_atomic(self.path, "".join(json.dumps(row) + "\n" for row in rows))
+            if self.progress.is_file():
+                self.dropped = [int(i) for i in json.loads(self.progress.read_text()).get("dropped", [])]
+            for row in rows:
+                self.counts[row["provenance"]] += 1
+                if "target_rating" in row:
+                    self.ratings[float(row["target_rating"])] += 1
+            self.counts["dropped"] = len(self.dropped)
+            self.done = {int(row["index"]) for row in rows} | set(self.dropped)
+        else:
+            self.progress.unlink(missing_ok=True)
+            self.path.write_text("")
+            self.done = set()
+        self.earlier = len(self.done)
+        self.save()
+        self.file = self.path.open("a")
+
+    def write(self, row: str, how: str) -> None:
+        self.file.write(row + "\n")
+        self.file.flush()
+        self.counts[how] += 1
+
+    def drop(self, index: int) -> None:
+        self.dropped.append(int(index))
+        self.counts["dropped"] += 1
+
+    def save(self) -> None:
+        from recgym.agents.run_log import write_text_atomic
+
+        write_text_atomic(self.progress, json.dumps({"settings": self.settings, "dropped": self.dropped}) + "\n")
+
+    def close(self) -> None:
+        self.file.close()
+        self.save()
+
+
 def make_cold_start_data(
     env: Any,
     teacher: Policy,
@@ -200,30 +299,31 @@ def make_cold_start_data(
     provenance: dict[str, Any] | None = None,
     batch_size: int = 8,
     quotas: dict[float, int] | None = None,
+    resume: bool = False,
+    settings: dict[str, Any] | None = None,
 ) -> ColdStartReport:
-    """Write kept and rationalized traces for ``indices`` of ``env`` to ``output`` (JSONL). With
+    """Write kept and rationalized traces for ``indices`` of ``env`` to ``output`` (JSONL), each row
+    appended as it is made, and ``settings`` with the samples dropped to :func:`progress_path`. With
     ``quotas`` ({rating: traces}), ``indices`` are candidates in order, asked only while their
-    rating's quota is open (:func:`rating_quotas`)."""
+    rating's quota is open (:func:`rating_quotas`). With ``resume`` the rows already in ``output`` are
+    kept and their samples, and those dropped, are not asked again (the caller checks that the
+    settings are the same: :func:`check_cold_start_output`); the report counts the whole file."""
     start = time.perf_counter()
     sampling = sampling or SamplingParams(temperature=0.8, max_new_tokens=384)
     core = env.unwrapped
     tag = core.template.tags[-1]
     rationalize = rationalize and hasattr(core, "scale")  # the hint is a rating; ranking envs have none
     targets = np.asarray(core.dataset.targets(core.split), dtype=float)
-    counts: Counter[str] = Counter()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    wanted = None if quotas is None else dict(quotas)
+    traces = _TraceFile(output, settings, resume)
+    wanted = None if quotas is None else {r: q - traces.ratings[r] for r, q in quotas.items()}
 
     def write(index: int, messages: list, found: tuple[Any, dict], how: str) -> None:
-        f.write(_row(index, messages, _turn(found), found[1], how, core, provenance) + "\n")
-        counts[how] += 1
+        traces.write(_row(index, messages, _turn(found), found[1], how, core, provenance), how)
         if wanted is not None:
             wanted[float(targets[index])] -= 1
 
-    with tmp.open("w") as f:
-        for chunk in _batches(indices, targets, batch_size, wanted):
+    try:
+        for chunk in _batches([i for i in indices if i not in traces.done], targets, batch_size, wanted):
             prompts = [env.reset(options={"index": i})[1]["messages"] for i in chunk]
             attempts = teacher.generate(prompts, n=samples_per_prompt, sampling=sampling)
             pending = []
@@ -241,12 +341,17 @@ def make_cold_start_data(
                     if found is not None:  # stored with the hint-free prompt
                         write(index, messages, found, "rationalized")
                     else:
-                        counts["dropped"] += 1
+                        traces.drop(index)
             else:
-                counts["dropped"] += len(pending)
-    tmp.replace(output)
-    return ColdStartReport(str(output), counts["kept"], counts["rationalized"], counts["dropped"],
-                           time.perf_counter() - start, short=sum(wanted.values()) if wanted else 0)
+                for index, _ in pending:
+                    traces.drop(index)
+            traces.save()
+    finally:
+        traces.close()
+    counts = traces.counts
+    return ColdStartReport(str(traces.path), counts["kept"], counts["rationalized"], counts["dropped"],
+                           time.perf_counter() - start, short=sum(wanted.values()) if wanted else 0,
+                           earlier=traces.earlier)
 
 
 def _turn(found: tuple[Any, dict]) -> list[dict[str, str]]:
@@ -279,6 +384,8 @@ def make_tool_cold_start_data(
     sampling: SamplingParams | None = None,
     provenance: dict[str, Any] | None = None,
     batch_size: int = 16,
+    resume: bool = False,
+    settings: dict[str, Any] | None = None,
 ) -> ColdStartReport:
     """:func:`make_cold_start_data` for a multi-turn tool env: the teacher plays ``samples_per_prompt``
     episodes of each sample (all turn by turn together, each in its own copy of the env, as
@@ -292,34 +399,36 @@ def make_tool_cold_start_data(
     start = time.perf_counter()
     sampling = sampling or SamplingParams(temperature=0.8, max_new_tokens=384)
     core = env.unwrapped
-    counts: Counter[str] = Counter()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    with tmp.open("w") as f, Progress(TextColumn("tool-agent traces"), BarColumn(), MofNCompleteColumn(),
-                                      TimeElapsedColumn(), console=make_console(stderr=True)) as bar:
-        task = bar.add_task("traces", total=len(indices))
-        for first in range(0, len(indices), batch_size):
-            chunk = indices[first : first + batch_size]
-            envs = [copy.copy(core) for _ in range(len(chunk) * samples_per_prompt)]
-            resets = [e.reset(options={"index": chunk[k // samples_per_prompt]})[1] for k, e in enumerate(envs)]
-            episodes = run_episodes(list_stepper(envs), resets, teacher, sampling, samples_per_prompt,
-                                    end_episode=lambda k, reason, envs=envs: envs[k].end_episode(reason))
-            for n, index in enumerate(chunk):
-                played = episodes[n * samples_per_prompt : (n + 1) * samples_per_prompt]
-                kept = next((e for e in played if not e.cut_short and _keeps(e.info, tolerance)), None)
-                if kept is None:
-                    counts["dropped"] += 1
-                    continue
-                prompt = kept.reset_info["messages"]
-                info = kept.info
-                f.write(_row(index, prompt, kept.messages[len(prompt):], {**info, "reward": kept.reward}, "kept", core,
-                             {"num_calls": info["num_calls"], "tokens_read": info["tokens_read"], **(provenance or {})})
-                        + "\n")
-                counts["kept"] += 1
-            bar.advance(task, len(chunk))
-    tmp.replace(output)
-    return ColdStartReport(str(output), counts["kept"], 0, counts["dropped"], time.perf_counter() - start)
+    traces = _TraceFile(output, settings, resume)
+    indices = [i for i in indices if i not in traces.done]
+    try:
+        with Progress(TextColumn("tool-agent traces"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=make_console(stderr=True)) as bar:
+            task = bar.add_task("traces", total=len(indices))
+            for first in range(0, len(indices), batch_size):
+                chunk = indices[first : first + batch_size]
+                envs = [copy.copy(core) for _ in range(len(chunk) * samples_per_prompt)]
+                resets = [e.reset(options={"index": chunk[k // samples_per_prompt]})[1] for k, e in enumerate(envs)]
+                episodes = run_episodes(list_stepper(envs), resets, teacher, sampling, samples_per_prompt,
+                                        end_episode=lambda k, reason, envs=envs: envs[k].end_episode(reason))
+                for n, index in enumerate(chunk):
+                    played = episodes[n * samples_per_prompt : (n + 1) * samples_per_prompt]
+                    kept = next((e for e in played if not e.cut_short and _keeps(e.info, tolerance)), None)
+                    if kept is None:
+                        traces.drop(index)
+                        continue
+                    prompt = kept.reset_info["messages"]
+                    info = kept.info
+                    traces.write(_row(index, prompt, kept.messages[len(prompt):], {**info, "reward": kept.reward},
+                                      "kept", core, {"num_calls": info["num_calls"], "tokens_read": info["tokens_read"],
+                                                     **(provenance or {})}), "kept")
+                traces.save()
+                bar.advance(task, len(chunk))
+    finally:
+        traces.close()
+    counts = traces.counts
+    return ColdStartReport(str(traces.path), counts["kept"], 0, counts["dropped"], time.perf_counter() - start,
+                           earlier=traces.earlier)
 
 
 def teacher_key(name: str) -> str:
@@ -352,11 +461,47 @@ def _plain_env_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
         return {}
 
 
-def run_cold_start(config: ColdStartConfig, teacher: Policy | None = None) -> ColdStartReport:
-    """``recgym sft make-data``: build the env and teacher from ``config`` and write the JSONL."""
+def cold_start_settings(config: ColdStartConfig) -> dict[str, Any]:
+    """What :func:`progress_path` records of ``config``: its fields but :data:`RESUMABLE_CHANGES`."""
+    return {k: v for k, v in plain_values(config.to_dict()).items() if k not in RESUMABLE_CHANGES}
+
+
+def check_cold_start_output(config: ColdStartConfig, resume: bool = False, overwrite: bool = False) -> None:
+    """Whether ``config.output`` can take this run, before the teacher loads. A ValueError says what to
+    do where a fresh run would replace traces without ``overwrite``, where there is nothing to resume,
+    or where the traces were made with other settings."""
+    out, progress = Path(config.output), progress_path(config.output)
+    if resume and overwrite:
+        raise ValueError("--resume continues the traces in output and --overwrite replaces them: give one of them")
+    if not resume:
+        if not overwrite and ((out.is_file() and out.stat().st_size) or progress.is_file()):
+            how = "continue its run with --resume, or " if progress.is_file() else ""
+            raise ValueError(f"output {out} holds {count_traces(out)} traces: {how}give --overwrite to replace them, or choose "
+                             "another output")
+        return
+    if not out.is_file():
+        raise ValueError(f"nothing to resume: output {out} does not exist; start without --resume")
+    saved = json.loads(progress.read_text()).get("settings") if progress.is_file() else None
+    if not saved:  # no record, or one written without settings (make_cold_start_data called directly)
+        raise ValueError(f"output {out} cannot be resumed: {progress.name}, which records the settings that made it, "
+                         "is missing; give --overwrite to start afresh, or choose another output")
+    read_traces(out)  # a line before the last that is not JSON, or a row make-data did not write
+    now = cold_start_settings(config)
+    if changed := changed_fields(ColdStartConfig, now, saved):
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+        raise ValueError(f"output {out} was made with other settings ({shown}): resume with its settings ({progress}), "
+                         "or start afresh with --overwrite or another output")
+
+
+def run_cold_start(config: ColdStartConfig, teacher: Policy | None = None, resume: bool = False) -> ColdStartReport:
+    """``recgym sft make-data``: build the env and teacher from ``config`` and write the JSONL (over
+    what is there; with ``resume``, after its rows: :func:`check_cold_start_output`)."""
     import gymnasium as gym
 
     import recgym.envs  # noqa: F401  (registers the environments)
+
+    if resume:
+        check_cold_start_output(config, resume=True)
 
     if config.split != "train":
         warnings.warn(f"split {config.split!r}: these traces come from a split that GRPO validates on and `recgym eval` "
@@ -384,11 +529,12 @@ def run_cold_start(config: ColdStartConfig, teacher: Policy | None = None) -> Co
     sampling = SamplingParams(temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=config.seed)
     provenance = {"teacher": config.teacher, "teacher_policy": config.teacher_policy, "env_id": config.env_id,
                   **_plain_env_kwargs(config.env_kwargs)}
+    resuming = {"resume": resume, "settings": cold_start_settings(config)}
     if getattr(env.unwrapped, "multi_turn", False):
         return make_tool_cold_start_data(env, teacher, indices, config.output, samples_per_prompt=config.samples_per_prompt,
-                                         tolerance=config.tolerance, sampling=sampling, provenance=provenance)
+                                         tolerance=config.tolerance, sampling=sampling, provenance=provenance, **resuming)
     return make_cold_start_data(
         env, teacher, indices, config.output, samples_per_prompt=config.samples_per_prompt,
         tolerance=config.tolerance, rationalize=config.rationalize, sampling=sampling, provenance=provenance,
-        quotas=quotas,
+        quotas=quotas, **resuming,
     )
