@@ -38,9 +38,16 @@ PAIRS = (("recone", "sft"), ("reczero", "zero_shot"))
 #: Fields that change how a run goes but not what it measures (a rerun may change them).
 RUNTIME_FIELDS = ("datasets", "arms", "output_dir", "kv_cache_gib", "gpu_memory_gib", "live_display", "keep_checkpoints")
 #: ``GRPOConfig`` fields that reproduce sets for both GRPO arms (so ``grpo_kwargs`` may not) beside the
-#: ``ReproduceConfig`` fields of the same name, with the fields that set them (None: none does).
+#: ``ReproduceConfig`` fields of the same name, with the fields that set them (None: none does). The
+#: arms train on the training split and are evaluated once, at the end, under the rows' token budget:
+#: nothing is chosen on the reported samples.
 GRPO_SET = {"env_id": "datasets", "env_kwargs": "datasets", "max_steps": "grpo_steps",
-            "policy_kwargs": "max_model_len, kv_cache_gib", "eval_batch_size": None}
+            "policy_kwargs": "max_model_len, kv_cache_gib", "eval_batch_size": None, "train_split": None,
+            "eval_interval": None, "eval_on_start": None, "eval_max_new_tokens": "max_new_tokens"}
+#: Prompts per policy call of the zero-shot and SFT evaluations, by backend: each call's records reach the
+#: JSONL when it ends, so a killed evaluation keeps them (HF's ``generate`` runs batches of 16 anyway;
+#: vLLM is faster with more at once).
+EVAL_BATCH_SIZE = {"hf": 16, "vllm": 64}
 
 
 @dataclass(frozen=True)
@@ -105,7 +112,8 @@ class ReproduceConfig(ConfigMixin):
     temperature: float = 1.0
     """GRPO's sampling temperature (evaluation is greedy)."""
     dtype: str = "auto"
-    """Learner precision: ``float32``, ``bfloat16`` or ``auto`` (:func:`recgym.demo.learner_dtype`)."""
+    """Learner precision: ``float32``, ``bfloat16`` or ``auto`` (:func:`recgym.demo.learner_dtype`; results
+    record what it resolved to)."""
     use_lora: bool = False
     """LoRA adapters (``GRPOConfig.lora_*`` defaults) for SFT and GRPO, merged into each checkpoint."""
     gpu_memory_gib: float | None = None
@@ -210,9 +218,13 @@ class ReproduceConfig(ConfigMixin):
 
     def protocol(self, spec: DatasetSpec, data_key: str) -> dict[str, Any]:
         """What a saved result of ``spec`` was measured under (a rerun must match it to reuse it), with
-        ``data_key``, the prepared data's :func:`recgym.agents.evaluation.dataset_key`."""
+        ``data_key``, the prepared data's :func:`recgym.agents.evaluation.dataset_key`, and ``dtype``
+        resolved (:func:`recgym.demo.learner_dtype`: ``auto`` differs between machines)."""
+        from recgym.demo import learner_dtype
+
         values = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
-        return plain_values({**values, "dataset": spec.__dict__, "dataset_key": data_key})
+        return plain_values({**values, "dtype": learner_dtype(self.dtype), "dataset": spec.__dict__,
+                             "dataset_key": data_key})
 
     def changed_since(self, saved: dict[str, Any], spec: DatasetSpec, data_key: str) -> list[str]:
         """The fields whose values differ from a saved result's ``protocol``; a field the saved one
@@ -283,6 +295,7 @@ class Reproduction:
         """Check every dataset (:func:`check_datasets`) and load the results already on disk; a bad
         dataset, or a saved result measured under other settings, is a one-line ``ValueError``."""
         from recgym.agents.evaluation import dataset_key
+        from recgym.demo import learner_dtype
 
         cfg = self.config
         self.envs = check_datasets(cfg)
@@ -292,6 +305,10 @@ class Reproduction:
                 path = self.out / spec.name / f"{arm}.json"
                 if path.exists():
                     saved = json.loads(path.read_text())
+                    if saved.get("protocol", {}).get("dtype") == "auto":
+                        raise ValueError(f"{path} was saved with dtype auto before recgym recorded what auto resolved "
+                                         f"to, so whether its precision matches this run's {learner_dtype(cfg.dtype)} "
+                                         "cannot be known; use another output_dir or remove it")
                     changed = cfg.changed_since(saved.get("protocol", {}), spec, self.data_keys[spec.name])
                     if changed:
                         raise ValueError(f"{path} was measured under other settings ({', '.join(changed)}); "
@@ -344,14 +361,16 @@ class Reproduction:
 
     # ---- the arms ----
     def arm_baselines(self, spec: DatasetSpec, env: Any) -> dict[str, Any]:
-        from recgym.agents.evaluation import baseline_scores
+        from recgym.agents.evaluation import baseline_predictions
+        from recgym.baselines import error_metrics
 
         core = env.unwrapped
-        n = min(self.config.eval_size, len(core))
-        scores, note = baseline_scores(core.dataset, core.split, list(range(n)))
-        if not scores:
+        indices = list(range(min(self.config.eval_size, len(core))))
+        predictions, targets, note = baseline_predictions(core.dataset, core.split, indices)
+        if not predictions:
             raise ValueError(f"dataset {spec.name}: {note}")
-        return {"baselines": scores}
+        return {"baselines": {name: error_metrics(p, targets) for name, p in predictions.items()}, "indices": indices,
+                "predictions": {name: p.tolist() for name, p in predictions.items()}, "targets": targets.tolist()}
 
     def arm_zero_shot(self, spec: DatasetSpec, env: Any) -> dict[str, Any]:
         return self._evaluate(spec, env, "zero_shot", self.config.model)
@@ -432,7 +451,8 @@ class Reproduction:
                                 running=f"MAE {running['mae']:.3f}  coverage {running['coverage']:.0%}")
 
             result = evaluate(env, policy, n=n, sampling=SamplingParams(temperature=0.0, max_new_tokens=cfg.max_new_tokens),
-                              batch_size=n, baselines=False, out=self._eval_path(spec, arm),
+                              batch_size=min(n, EVAL_BATCH_SIZE[cfg.policy]), baselines=False,
+                              out=self._eval_path(spec, arm),
                               header={"model": weights}, on_record=on_record)
         if cfg.policy == "hf":
             policy.close()

@@ -201,3 +201,102 @@ def test_recone_starts_from_the_sft_arms_checkpoint(tmp_path, tiny_path):
     grpo_config = yaml.safe_load((Path(recone["model"]) / "config.yaml").read_text())
     assert grpo_config["model"] == sft["model"] and Path(sft["model"]).name == "sft"
     assert sft["indices"] == recone["indices"] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(("kwargs", "taken", "instead"), [
+    ({"train_split": "valid"}, "train_split", ""),  # RecZero/RecOne trained on the reported samples
+    ({"eval_max_new_tokens": 8}, "eval_max_new_tokens", " (set max_new_tokens instead)"),  # another budget than zero-shot's
+    ({"eval_interval": 1, "eval_on_start": True}, "eval_interval, eval_on_start", ""),  # the guard chose on them
+])
+def test_grpo_kwargs_cannot_train_on_tune_on_or_decode_the_reported_samples_differently(kwargs, taken, instead):
+    datasets = [{"name": "S", "env_id": "RecRating-Synthetic-v0"}]
+    with pytest.raises(ValueError) as refused:
+        ReproduceConfig(datasets=datasets, collapse_action="restore", grpo_kwargs=kwargs)
+    assert str(refused.value) == f"grpo_kwargs cannot set {taken}: reproduce sets these for both GRPO arms{instead}"
+    config = ReproduceConfig(datasets=datasets, collapse_action="restore")
+    grpo = config.grpo_config(config.dataset_specs()[0])  # evaluated once, at the end: nothing to restore or stop on
+    assert (grpo.train_split, grpo.eval_split, grpo.eval_interval, grpo.eval_on_start) == ("train", "valid", 0, False)
+    assert grpo.eval_max_new_tokens is None and grpo.max_new_tokens == config.max_new_tokens
+
+
+def test_a_resume_where_dtype_auto_resolves_otherwise_is_refused_naming_dtype(tmp_path, tiny_path, capsys, monkeypatch):
+    """``auto`` was saved unresolved: a resume on a CPU with AVX512-BF16 mixed its bfloat16 arms with the float32
+    ones. The other CPU is a mock (this machine's bfloat16 support answered by a lambda)."""
+    import torch
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    values = tiny_config(tmp_path, tiny_path, arms=["baselines"], datasets=DATASETS[:1], dtype="auto")
+    assert main(["reproduce", "--config", write_config(tmp_path, values)]) == 0
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    capsys.readouterr()
+    assert main(["reproduce", "--config", write_config(tmp_path, values)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "other settings (dtype)" in err, err
+    assert main(["reproduce", "--config", write_config(tmp_path, {**values, "dtype": "float32"}), "--arms",
+                 "[baselines]"]) == 0  # what auto resolved to: the same precision, reused
+    saved = tmp_path / "out" / "Synthetic" / "baselines.json"
+    result = json.loads(saved.read_text())
+    assert result["protocol"]["dtype"] == "float32"
+    result["protocol"]["dtype"] = "auto"  # saved by an earlier recgym: what it resolved to is unknown
+    saved.write_text(json.dumps(result))
+    capsys.readouterr()
+    assert main(["reproduce", "--config", write_config(tmp_path, values)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "saved with dtype auto" in err and "cannot be known" in err, err
+
+
+class Killed(Exception):
+    """Stands in for a kill -9 during an evaluation."""
+
+
+def test_a_killed_evaluation_keeps_its_finished_batches(tmp_path, tiny_path, monkeypatch):
+    """The zero-shot and SFT evaluations ran as one batch, so a kill left an empty JSONL. The resumed records
+    equal those of a run in batches of 5 (greedy decoding does not depend on the batch)."""
+    from recgym import reproduce
+    from recgym.agents.policies.hf import HFPolicy
+
+    generate, calls = HFPolicy.generate, []
+
+    def generate_then_killed(self, prompts, *args, **kwargs):
+        calls.append(len(prompts))
+        if len(calls) == 2 and kill:
+            raise Killed
+        return generate(self, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(HFPolicy, "generate", generate_then_killed)
+    values = tiny_config(tmp_path, tiny_path, arms=["zero_shot"], datasets=DATASETS[:1], eval_size=20)
+    kill = True
+    with pytest.raises(Killed):
+        run_reproduce(ReproduceConfig(**values))
+    (jsonl,) = (tmp_path / "out" / "Synthetic").glob("zero_shot_eval-*.jsonl")
+    assert calls[0] == 16 and len(jsonl.read_text().splitlines()) == 16
+    kill, calls[:] = False, []
+    resumed = run_reproduce(ReproduceConfig(**values))
+    assert resumed["ran"] == [("Synthetic", "zero_shot")] and calls == [4]
+
+    monkeypatch.setitem(reproduce.EVAL_BATCH_SIZE, "hf", 5)
+    run_reproduce(ReproduceConfig(**{**values, "output_dir": str(tmp_path / "by5")}))
+    (by5,) = (tmp_path / "by5" / "Synthetic").glob("zero_shot_eval-*.jsonl")
+    lines = [[{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in f.read_text().splitlines()]
+             for f in (jsonl, by5)]
+    assert lines[0] == lines[1]
+
+
+def test_baselines_json_holds_per_sample_figures_on_the_llm_arms_samples(tmp_path, tiny_path):
+    """It held MAE, RMSE and n only: neither the samples could be checked nor a paired SE against a baseline made."""
+    from recgym.metrics import paired_difference
+
+    values = tiny_config(tmp_path, tiny_path, arms=["baselines", "zero_shot"], datasets=DATASETS[:1])
+    run_reproduce(ReproduceConfig(**values))
+    out = tmp_path / "out" / "Synthetic"
+    zero_shot, baselines = (json.loads((out / f"{arm}.json").read_text()) for arm in ("zero_shot", "baselines"))
+    assert baselines["indices"] == zero_shot["indices"] == [0, 1, 2, 3]
+    assert baselines["targets"] == zero_shot["targets"]
+    assert {"global_mean", "user_mean", "biased_mf"} <= set(baselines["predictions"]) == set(baselines["baselines"])
+    for name, scores in baselines["baselines"].items():
+        errors = [abs(p - t) for p, t in zip(baselines["predictions"][name], baselines["targets"], strict=True)]
+        assert scores["n"] == 4 and scores["mae"] == pytest.approx(sum(errors) / 4)
+    arm_errors = [p - t for p, t in zip(zero_shot["predictions"], zero_shot["targets"], strict=True)]
+    mean_errors = [p - t for p, t in zip(baselines["predictions"]["user_mean"], baselines["targets"], strict=True)]
+    gain, se = paired_difference(mean_errors, arm_errors)
+    assert abs(gain) <= 4 and se >= 0

@@ -17,6 +17,7 @@ import re
 import textwrap
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -407,3 +408,6 @@ class GRPOConfig(ConfigMixin):
         if self.dtype == "float16":
             raise ValueError("dtype float16 is refused for training: it needs loss scaling, which recgym does "
                              "not do; use bfloat16 (same memory, float32's range) or float32")
+        if self.train_split == self.eval_split:
+            warnings.warn(f"train_split and eval_split are both {self.eval_split!r}: the validation figures then score "
+                          "the training samples (fine for debugging or choosing settings; do not report them)")

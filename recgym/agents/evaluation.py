@@ -282,18 +282,30 @@ IN_SAMPLE_NOTE = ("no baselines on the train split: they are fit on it, so they 
 def baseline_scores(dataset: Any, split: str, indices: Sequence[int]) -> tuple[dict[str, dict[str, float]], str]:
     """Classical baselines (``recgym.baselines``) on exactly these samples, or ``({}, why not)``; none
     on the train split, which they are fit on."""
+    predictions, targets, note = baseline_predictions(dataset, split, indices)
+    if not predictions:
+        return {}, note
+    from recgym.baselines import error_metrics
+
+    return {name: error_metrics(p, targets) for name, p in predictions.items()}, ""
+
+
+def baseline_predictions(dataset: Any, split: str, indices: Sequence[int]) -> tuple[
+        dict[str, np.ndarray], np.ndarray | None, str]:
+    """:func:`baseline_scores`' per-sample figures: each baseline's predictions on these samples and
+    their targets, or ``({}, None, why not)``."""
     if split == "train":
-        return {}, IN_SAMPLE_NOTE
+        return {}, None, IN_SAMPLE_NOTE
     try:
-        from recgym.baselines import error_metrics, fit_baselines, split_arrays
+        from recgym.baselines import fit_baselines, split_arrays
     except ImportError as exc:
-        return {}, f"baselines unavailable ({exc})"
+        return {}, None, f"baselines unavailable ({exc})"
     try:
         predictors = fit_baselines(dataset)
     except ValueError as exc:
-        return {}, f"baselines unavailable ({exc})"
+        return {}, None, f"baselines unavailable ({exc})"
     users, items, targets = split_arrays(dataset, split, indices)
-    return {name: error_metrics(predict(users, items), targets) for name, predict in predictors.items()}, ""
+    return {name: np.asarray(predict(users, items), dtype=np.float64) for name, predict in predictors.items()}, targets, ""
 
 
 def evaluate(
