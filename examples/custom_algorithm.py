@@ -13,7 +13,10 @@ keyword arguments with a type or a numeric default (``algorithm_kwargs`` are che
 before the model loads), and ``**kwargs`` goes on to ``super().__init__``. Run:
 
     python examples/custom_algorithm.py --max_steps 2
-    recgym train grpo --algorithm examples/custom_algorithm.py:MedianGRPO --max_steps 2   # the same, no script
+    recgym train grpo --algorithm examples/custom_algorithm.py:MedianGRPO --max_steps 2 \\
+        --algorithm_kwargs '{truncation_penalty: 0.2}' --env_kwargs '{max_user_history: 4, max_item_history: 2}' \\
+        --group_size 4 --prompts_per_step 2 --max_new_tokens 64 --learning_rate 5e-6 --eval_interval 0 \\
+        --eval_size 8 --save_interval 0 --output_dir runs/custom_algorithm   # the same, no script
 """
 
 from __future__ import annotations

@@ -274,6 +274,8 @@ def test_tiny_model_learns_a_rewarded_behaviour_beyond_noise(tmp_path, algorithm
 # ---- a plug-in's mistakes stop the run with one line, before they train on wrong numbers ----
 
 PLUGINS_SOURCE = '''
+import dataclasses
+
 import numpy as np
 import torch
 from recgym.agents.algorithms import Algorithm
@@ -354,6 +356,54 @@ class KeepRows(Base):
 class NoSuper(Base):
     def __init__(self, *, foo: float = 1.0, **kwargs):
         self.foo = foo
+
+
+class TrainerStat(Base):
+    def loss(self, inputs):
+        loss, stats = super().loss(inputs)
+        return loss, {**stats, "reward": 1.0}
+
+
+class ForgotReturn(Base):
+    def shape_rewards(self, batch, max_new_tokens):
+        batch = dataclasses.replace(batch, rewards=batch.rewards - 0.1)
+
+
+class ShapeNoMax(Base):
+    def shape_rewards(self, batch):
+        return batch
+
+
+class SetupNoConfig(Base):
+    def setup(self, model):
+        pass
+
+
+class InPlaceShape(Base):
+    def shape_rewards(self, batch, max_new_tokens):
+        self.sampled = batch.rewards.copy(), {k: v.copy() for k, v in batch.reward_components.items()}
+        batch.rewards -= 100.0
+        for values in batch.reward_components.values():
+            values -= 100.0
+        return batch
+
+
+class EveryBranch(Base):
+    """Step 1: a NaN reward and a NaN loss; step 2: every advantage 0 (the skipped update)."""
+    steps = 0
+
+    def shape_rewards(self, batch, max_new_tokens):
+        self.steps += 1
+        rewards = batch.rewards.copy()
+        rewards[0] = np.nan
+        return dataclasses.replace(batch, rewards=rewards)
+
+    def advantages(self, batch):
+        return super().advantages(batch) * (self.steps == 1)
+
+    def loss(self, inputs):
+        loss, stats = super().loss(inputs)
+        return loss * float("nan"), stats
 '''
 
 
@@ -378,6 +428,8 @@ RULE = r"loss\(\) must return \(a scalar tensor with grad, a dict of floats\)"
     ("NoStats", TypeError, "NoStats.loss returned stats of None"),
     ("VectorStat", TypeError, r"VectorStat.loss returned stats\['adv'\] of a Tensor of shape \(4,\)"),
     ("KeepRows", ValueError, r"KeepRows.keep_groups returned shape \(8,\); expected one bool per group, .*\(2,\)"),
+    ("TrainerStat", ValueError, r"^TrainerStat.loss returned stats\['reward'\], a name the trainer logs .*: rename it$"),
+    ("ForgotReturn", TypeError, r"^ForgotReturn.shape_rewards returned None; expected a RolloutBatch of its 8 rows"),
 ])
 def test_a_hook_result_of_the_wrong_shape_or_kind_stops_the_step_with_one_line(tmp_path, plugins, name, error, words):
     """Advantages of shape [1] or [2B] used to train on wrong numbers without an error (broadcast to
@@ -457,3 +509,82 @@ def test_the_cli_reports_a_name_clash_in_a_plugin_file_in_one_line(tmp_path, cap
     assert main(["train", "grpo", "--algorithm", f"{tmp_path}/clash.py:MyRLOO"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "'rloo' is already registered" in err and "choose another name for MyRLOO" in err
+
+
+def test_every_key_of_the_trainers_step_record_is_refused_as_a_plugin_stat(tmp_path, plugins):
+    """A plug-in's stat named like the trainer's (``step``, ``reward``, ...) used to overwrite it in
+    metrics.jsonl (a ``step`` stat even made --resume delete the run's history). A key the trainer
+    starts writing fails here until hook_checks refuses it too."""
+    import warnings
+
+    from recgym.agents.algorithms.hook_checks import is_trainer_stat
+    from recgym.agents.trainer import MULTI_TURN_METRICS
+
+    trainer = GRPOTrainer(tiny_config(tmp_path, algorithm=f"{plugins}:EveryBranch"), model=tiny_model(),
+                          tokenizer=tiny_tokenizer())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the NaN reward's and NaN loss's
+        records = [trainer.train_step(), trainer.train_step()]
+    keys = set().union(*records) - {"loss", "clip_fraction"}  # the algorithm's own
+    assert {"nonfinite_rewards", "nonfinite_grad_updates", "skipped_updates", "reward/total"} <= keys
+    assert [k for k in sorted(keys | set(MULTI_TURN_METRICS)) if not is_trainer_stat(k)] == []
+    assert not any(map(is_trainer_stat, ("loss", "kl", "clip_fraction", "value_loss", "dpo_margin", "critic/loss")))
+
+
+def test_rewards_a_hook_edits_in_place_are_logged_as_sampled(tmp_path, plugins):
+    """``batch.rewards -= penalty`` in shape_rewards used to change the logged (unshaped) ``reward``."""
+    trainer = GRPOTrainer(tiny_config(tmp_path, algorithm=f"{plugins}:InPlaceShape"), model=tiny_model(),
+                          tokenizer=tiny_tokenizer())
+    record = trainer.train_step()
+    rewards, components = trainer.algorithm.sampled
+    assert record["reward"] == pytest.approx(float(rewards.mean()))
+    for key, values in components.items():
+        finite = values[np.isfinite(values)]
+        if len(finite):
+            assert record[f"reward/{key}"] == pytest.approx(float(finite.mean())), key
+
+
+@pytest.mark.parametrize(("name", "words"), [
+    ("ShapeNoMax", r"ShapeNoMax.shape_rewards\(self, batch\) cannot be called as shape_rewards\(batch, max_new_tok"),
+    ("SetupNoConfig", r"SetupNoConfig.setup\(self, model\) cannot be called as setup\(model, config\)"),
+])
+def test_a_hook_of_the_wrong_signature_stops_before_the_model_loads(tmp_path, plugins, monkeypatch, name, words):
+    """It used to be a TypeError traceback once the model had loaded (setup) or after the first rollout."""
+    import recgym.agents.trainer as trainer_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("the learner must not load")
+
+    monkeypatch.setattr(trainer_module, "load_learner", never)
+    with pytest.raises(KeyError, match=words):
+        GRPOTrainer(tiny_config(tmp_path, algorithm=f"{plugins}:{name}"))
+
+
+def test_the_cli_reports_a_hook_of_the_wrong_signature_in_one_line(plugins, capsys):
+    from recgym.cli import main
+
+    assert main(["train", "grpo", "--algorithm", f"{plugins}:ShapeNoMax", "--model", "/nowhere/model"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "define it as def shape_rewards(self, batch, max_new_tokens)" in err
+
+
+def test_nan_advantages_on_padding_take_no_part_in_the_update(tmp_path, one_thread):
+    """Per-token advantages with NaN where the mask is 0 used to make the loss NaN (NaN * 0) and the
+    whole update was skipped; now the update equals the one with 0 there."""
+    from recgym.agents.algorithms.hook_checks import checked_advantages
+
+    completions = [[5, 6, 7], [5], [6, 7], [7, 7, 7]] * 2
+    batch = batch_of([[1, 2]] * 8, completions, [0.0, 1.0, 0.5, 0.2, 1.0, 0.0, 0.3, 0.9], group_size=4)
+    per_row = np.array([-1.0, 1.0, 0.5, -0.5, 0.8, -0.2, -0.3, -0.3], dtype=np.float32)
+    zero = np.where(batch.completion_mask > 0, per_row[:, None], 0.0).astype(np.float32)
+    nan = np.where(batch.completion_mask > 0, per_row[:, None], np.nan).astype(np.float32)
+    results = []
+    for advantages in (zero, nan):
+        trainer = GRPOTrainer(tiny_config(tmp_path, algorithm="grpo"), model=tiny_model(), tokenizer=tiny_tokenizer())
+        trainer.algorithm.advantages = lambda batch, advantages=advantages: advantages
+        stats = trainer.learn(batch, checked_advantages(trainer.algorithm, batch))  # as train_step does
+        results.append((stats, [p.detach().clone() for p in trainer.model.parameters()]))
+    (zero_stats, zero_weights), (nan_stats, nan_weights) = results
+    assert "nonfinite_grad_updates" not in nan_stats and zero_stats["grad_norm"] > 0
+    assert nan_stats == pytest.approx(zero_stats)
+    assert all(torch.equal(a, b) for a, b in zip(zero_weights, nan_weights, strict=True))

@@ -856,3 +856,132 @@ def test_checked_loss_holds_plugins_to_the_loss_contract():
     assert loss is not None and loss.requires_grad and loss.dim() == 0
     assert stats == {"loss": float(scalar.detach()), "n": 2.0, "k": 3.0, "m": 0.5, "v": 1.0}
     assert all(type(v) is float for v in stats.values())
+
+
+def test_float_knobs_take_yaml_strings_that_read_as_numbers():
+    """YAML reads ``1e-5`` (no dot) as a string: ``{critic_learning_rate: 1e-5}`` used to be refused
+    with "must be a number, got '1e-5'" (config fields convert it)."""
+    import yaml
+
+    from recgym.agents.config import GRPOConfig
+
+    given = yaml.safe_load("{critic_learning_rate: 1e-5}")
+    assert given == {"critic_learning_rate": "1e-5"}
+    config = GRPOConfig().with_overrides(["--algorithm", "ppo", "--algorithm_kwargs", "{critic_learning_rate: 1e-5}"])
+    assert get_algorithm("ppo").from_config(config, **config.algorithm_kwargs).critic_learning_rate == 1e-5
+    assert get_algorithm("dapo").from_config({}, overlong_penalty="1e-1").overlong_penalty == 0.1
+    assert Knobs.from_config({}, scale="2e0").scale == 2.0  # typed by its float default
+
+    class Optional(Algorithm):
+        def __init__(self, *, floor: float | None = None, **kwargs):
+            super().__init__(**kwargs)
+            self.floor = floor
+
+        def advantages(self, batch):
+            return np.zeros(len(batch), dtype=np.float32)
+
+    assert Optional.from_config({}, floor="1e-3").floor == 1e-3
+    with pytest.raises(TypeError, match="Optional's floor must be a number or null, got 'low'"):
+        Optional.from_config({}, floor="low")
+    with pytest.raises(TypeError, match="DAPO's max_refills must be an integer, got '1e1'"):  # ints stay strict
+        get_algorithm("dapo").from_config({}, max_refills="1e1")
+
+
+HOOK_SIGNATURES = {  # each a wrong one
+    "setup": lambda self, model: None,
+    "keep_groups": lambda self: None,
+    "shape_rewards": lambda self, batch: batch,
+    "after_update": lambda self, stats: {},
+    "state_dict": lambda self, destination: {},
+    "load_state_dict": lambda self: None,
+    "advantages": lambda batch: None,
+    "loss": lambda self, inputs, extra: None,
+    "per_token_loss": lambda self: None,
+    "aggregate": lambda self, per_token: None,
+}
+
+
+@pytest.mark.parametrize("hook", sorted(HOOK_SIGNATURES))
+def test_a_hook_that_cannot_take_the_trainers_arguments_is_refused_at_registration(hook):
+    """``def shape_rewards(self, batch)`` used to be a TypeError traceback mid-run, after the model loaded."""
+    wrong = type("Wrong", (ZerosBase,), {hook: HOOK_SIGNATURES[hook]})
+    with pytest.raises(TypeError, match=rf"^Wrong\.{hook}\(.*\) cannot be called as {hook}\(.*\): define it as "
+                                        rf"def {hook}\(self.*\)$"):
+        register_algorithm(f"test_wrong_{hook}")(wrong)
+
+
+class ZerosBase(Algorithm):
+    def advantages(self, batch):
+        return np.zeros(len(batch), dtype=np.float32)
+
+
+def test_hooks_with_extra_defaults_or_star_args_are_accepted():
+    @register_algorithm("test_loose_hooks")
+    class Loose(ZerosBase):
+        def shape_rewards(self, batch, max_new_tokens, scale=1.0):
+            return batch
+
+        def setup(self, *args, **kwargs):
+            pass
+
+        def loss(self, inputs, /):
+            return super().loss(inputs)
+
+        @staticmethod
+        def clip_range():
+            return 0.2, 0.2
+
+    assert get_algorithm("test_loose_hooks") is Loose
+    for name in list_algorithms():  # every built-in's hooks fit
+        get_algorithm(name)
+
+
+def test_checked_shape_rewards_wants_a_batch_of_the_same_rows():
+    from recgym.agents.algorithms.hook_checks import checked_shape_rewards
+
+    batch = make_batch([0.0, 1.0, 2.0, 3.0], [0, 0, 1, 1])
+
+    def returning(value):
+        return type("Returns", (ZerosBase,), {"shape_rewards": lambda self, batch, max_new_tokens: value})()
+
+    for value, words in ((None, "returned None"), (batch.rewards, r"returned a ndarray of shape \(4,\)"),
+                         (make_batch([0.0, 1.0], [0, 0]), "returned a RolloutBatch of 2 rows")):
+        with pytest.raises(TypeError, match=rf"^Returns.shape_rewards {words}; expected a RolloutBatch of its 4 rows "
+                                            r"\(dataclasses.replace\(batch, rewards=...\)\)$"):
+            checked_shape_rewards(returning(value), batch, 8)
+    shaped = make_batch([1.0, 1.0, 2.0, 3.0], [0, 0, 1, 1])
+    assert checked_shape_rewards(returning(shaped), batch, 8) is shaped
+
+
+def test_a_stat_named_like_the_trainers_own_is_refused_with_one_line():
+    """A plug-in's ``reward`` or ``step`` stat used to replace the trainer's in metrics.jsonl (and a
+    ``grad_norm`` from after_update was added to the learner's)."""
+    from recgym.agents.algorithms.hook_checks import checked_after_update, checked_stats
+
+    for key in ("step", "reward", "entropy", "format_rate", "grad_norm", "learning_rate", "time/step",
+                "time/critic", "reward/accuracy", "eval/mae", "tokens_per_second"):
+        with pytest.raises(ValueError, match=rf"^X.loss returned stats\['{key}'\], a name the trainer logs itself "
+                                             r"\(its figure would be overwritten\): rename it$"):
+            checked_stats("X.loss", {"loss": 1.0, key: 2.0})
+    after = type("After", (ZerosBase,), {"after_update": lambda self: {"grad_norm": 1.0}})()
+    with pytest.raises(ValueError, match=r"^After.after_update returned stats\['grad_norm'\]"):
+        checked_after_update(after)
+    assert checked_stats("X.loss", {"loss": 1.0, "critic_grad_norm": 2.0, "value_loss": 3.0}) == {
+        "loss": 1.0, "critic_grad_norm": 2.0, "value_loss": 3.0}
+
+
+def test_checked_advantages_sets_per_token_values_on_padding_to_0():
+    """NaN there used to spoil every built-in loss (NaN * mask 0 is NaN) and the whole update."""
+    from recgym.agents.algorithms.hook_checks import checked_advantages
+
+    batch = make_batch([0.0, 1.0], [0, 0])
+    batch.completion_mask[1, 1:] = False
+    nan = np.array([[1.0, 1.0, 1.0], [-1.0, np.nan, np.inf]], dtype=np.float32)
+    algo = type("PerToken", (ZerosBase,), {"advantages": lambda self, batch: nan})()
+    adv = checked_advantages(algo, batch)
+    np.testing.assert_array_equal(adv, [[1.0, 1.0, 1.0], [-1.0, 0.0, 0.0]])
+    x = inputs([[-1.0] * 3] * 2, [[-1.0] * 3] * 2, batch.completion_mask.astype(np.float32).tolist(), adv.tolist())
+    for name in list_algorithms():
+        algorithm = get_algorithm(name)()
+        if name != "online_dpo":  # it needs ref_logprobs and group ids
+            assert math.isfinite(algorithm.loss(x)[0].item()), name

@@ -85,6 +85,13 @@ def test_the_cli_trains_an_algorithm_named_by_its_file(tiny_path, tmp_path, monk
     ("train_recone", ["--num_sample", "8"], "unknown config field --num_sample"),  # not taken as --num_samples
     ("custom_algorithm", ["--nope", "1"], "custom_algorithm.py: error: unknown config field --nope"),
     ("compare_algorithms", ["--start", "/nowhere"], "--start /nowhere: no checkpoint there"),
+    ("compare_algorithms", ["--algorithms", "grpo", "/nowhere/algo.py:Mine"],
+     "--algorithms: algorithm '/nowhere/algo.py:Mine': /nowhere/algo.py does not exist"),
+    ("compare_algorithms", ["--algorithms", "grpo", "ppo", "--algorithm_kwargs", "ppo={critic_lr: 1}"],
+     "--algorithm_kwargs ppo: PPO has no knob 'critic_lr' (did you mean 'critic_learning_rate'?)"),
+    ("compare_algorithms", ["--algorithms", "grpo", "--algorithm_kwargs", "ppo={critic_updates: 2}"],
+     "--algorithm_kwargs ppo: ppo is not among --algorithms"),
+    ("compare_algorithms", ["--algorithm_kwargs", "ppo"], "--algorithm_kwargs ppo: expected NAME=MAPPING"),
     ("ablations", ["--teacher", "ranker"], "teacher 'ranker' does not play RecRating-Synthetic-v0"),
     ("quickstart", ["--env_id", "RecRating-Nope-v0"], "env_id: Environment `RecRating-Nope` doesn't exist"),
     ("quickstart", ["--env_id", "RecRating-MovieLens-v0", "--data_dir", "/nowhere"],
@@ -104,6 +111,55 @@ def test_examples_refuse_bad_input_in_one_line_before_anything_slow(example, arg
         load_example(example).main(argv)
     assert info.value.code != 0
     assert words in f"{info.value.code}{capsys.readouterr().err}"
+
+
+def test_the_custom_algorithm_cli_line_runs_the_scripts_settings(monkeypatch):
+    """The docstring's ``recgym train grpo ...   # the same, no script`` line used to run GRPOConfig's
+    defaults: max_new_tokens 256 (not 64), the full-size prompts, 4 prompts per step, another
+    learning rate and output_dir."""
+    import shlex
+
+    from recgym.cli import build_parser
+    from recgym.commands.train import config_from_args
+
+    module = load_example("custom_algorithm")
+    (line,) = [row.strip() for row in module.__doc__.replace("\\\n", " ").splitlines()
+               if row.strip().startswith("recgym train grpo")]
+    assert line.endswith("# the same, no script")
+    argv = shlex.split(line, comments=True)[3:]
+    monkeypatch.chdir(EXAMPLES.parent)
+    cli = config_from_args(build_parser().parse_args(["train", "grpo", *argv]), GRPOConfig).to_dict()
+    captured = []  # in place of training (SmolLM2): the config the script would train
+    monkeypatch.setattr(module, "train", captured.append)
+    module.main(["--max_steps", argv[argv.index("--max_steps") + 1]])
+    script = captured[0].to_dict()
+    assert (cli.pop("algorithm"), script.pop("algorithm")) == (f"{EXAMPLES / 'custom_algorithm.py'}:MedianGRPO",
+                                                               "grpo_median")
+    assert cli == script
+
+
+def test_compare_algorithms_takes_a_plugin_and_each_algorithms_knobs(tiny_path, tmp_path, monkeypatch):
+    """``--algorithms grpo my.py:Mine`` used to be refused by argparse's choices, and no algorithm
+    but the demo's could be given knobs."""
+    plugin = tmp_path / "mine.py"
+    plugin.write_text("import numpy as np\nfrom recgym.agents.algorithms import Algorithm\n\n"
+                      "class Mine(Algorithm):\n    def __init__(self, *, scale: float = 1.0, **kwargs):\n"
+                      "        super().__init__(**kwargs)\n        self.scale = scale\n\n"
+                      "    def advantages(self, batch):\n        return np.zeros(len(batch), dtype=np.float32)\n")
+    module = load_example("compare_algorithms")
+    captured = []  # in place of the runs (a vLLM engine): what each algorithm's grpo_stage gets
+    monkeypatch.setattr(module, "compare", lambda settings, runs, start: captured.append(runs))
+    assert module.main(["--model", tiny_path, "--start", tiny_path, "--output_dir", str(tmp_path / "out"),
+                        "--trainable_layers", "0", "--algorithms", "grpo", f"{plugin}:Mine", "dapo", "ppo",
+                        "--algorithm_kwargs", "Mine={scale: 0.5}", "--algorithm_kwargs", "ppo={critic_updates: 2}",
+                        "--algorithm_kwargs", "dapo={overlong_penalty: 0.5}"]) == 0
+    assert captured == [{
+        "grpo": {"algorithm": "grpo", "algorithm_kwargs": {}},
+        "Mine": {"algorithm": f"{plugin}:Mine", "algorithm_kwargs": {"scale": 0.5}},
+        # over the demo's own knobs for its algorithm (dapo: the overlong penalty's buffer 0)
+        "dapo": {"algorithm": "dapo", "algorithm_kwargs": {"overlong_buffer": 0, "overlong_penalty": 0.5}},
+        "ppo": {"algorithm": "ppo", "algorithm_kwargs": {"critic_updates": 2}},
+    }]
 
 
 @pytest.mark.parametrize("example", ["train_reczero", "custom_algorithm"])

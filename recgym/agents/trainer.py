@@ -46,6 +46,7 @@ from recgym.agents.algorithms.hook_checks import (
     checked_after_update,
     checked_keep_groups,
     checked_loss,
+    checked_shape_rewards,
 )
 from recgym.agents.collapse_guard import CollapseGuard
 from recgym.agents.config import GRPOConfig, plain_values
@@ -265,7 +266,7 @@ class GRPOTrainer:
         self.model.eval()
         batch, rollout = self.rollout()
         # 2. advantages, from the rewards the algorithm shapes
-        batch = self.algorithm.shape_rewards(batch, cfg.max_new_tokens)
+        batch = checked_shape_rewards(self.algorithm, batch, cfg.max_new_tokens)
         advantages = checked_advantages(self.algorithm, batch)
         nonfinite = int(self.gather(torch.tensor([float((~np.isfinite(batch.rewards)).sum())])).sum())
         if nonfinite:
@@ -340,8 +341,9 @@ class GRPOTrainer:
             indices = self.sampler.take_shard(cfg.prompts_per_step, self.rank, self.world_size)
             batch, round_stats = collect(self.train_env, self.policy, sampling=self.sampling(self.step, refills),
                                          indices=indices)
-            if not stats:
-                stats = {**round_stats, "rewards": batch.rewards, "reward_components": batch.reward_components}
+            if not stats:  # copies: the hooks may edit the batch's rewards in place
+                stats = {**round_stats, "rewards": batch.rewards.copy(),
+                         "reward_components": {k: v.copy() for k, v in batch.reward_components.items()}}
             else:
                 stats["gen_seconds"] += round_stats["gen_seconds"]
                 stats["env_seconds"] += round_stats["env_seconds"]

@@ -98,11 +98,33 @@ def _check_algorithm_name(name: Any) -> None:
                          "with a letter or _ (a config names it as `algorithm: my_name`)")
 
 
+#: The arguments the trainer (and the base class's ``loss``) call each overridable method with.
+HOOK_ARGUMENTS = {
+    "setup": ("model", "config"), "keep_groups": ("batch",), "shape_rewards": ("batch", "max_new_tokens"),
+    "after_update": (), "state_dict": (), "load_state_dict": ("state",), "advantages": ("batch",),
+    "loss": ("inputs",), "per_token_loss": ("inputs",), "importance_ratio": ("inputs",), "clip_range": (),
+    "aggregate": ("per_token", "inputs"), "clipped": ("inputs",), "clip_fraction": ("inputs",),
+}
+
+
 def _check_algorithm_class(cls: Any) -> None:
     if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
         raise TypeError(f"{cls!r} is not an Algorithm subclass")
     if cls.advantages is Algorithm.advantages:  # training would stop at its first step
         raise TypeError(f"{cls.__name__} does not define advantages(batch), which every algorithm needs")
+    for name, args in HOOK_ARGUMENTS.items():  # or a TypeError traceback once the model has loaded
+        hook = inspect.getattr_static(cls, name)
+        if hook is vars(Algorithm)[name] or not inspect.isfunction(hook):  # a staticmethod, ...: not checked
+            continue
+        signature = inspect.signature(hook)
+        signature = signature.replace(parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
+                                      return_annotation=signature.empty)
+        try:
+            signature.bind("self", *args)
+        except TypeError:
+            wanted = ", ".join(("self", *args))
+            raise TypeError(f"{cls.__name__}.{name}{signature} cannot be called as {name}({', '.join(args)}): "
+                            f"define it as def {name}({wanted})") from None
 
 
 def _same_definition(a: type, b: type) -> bool:
@@ -312,7 +334,7 @@ class Algorithm:
         from recgym.agents.algorithms.knobs import check_knobs, constructor_knobs
 
         knobs = constructor_knobs(cls)
-        check_knobs(cls, knobs, values, overrides)
+        overrides = check_knobs(cls, knobs, values, overrides)
         kwargs = {k: v for k, v in values.items() if k in knobs}
         kwargs.update(overrides)
         algorithm = cls(**kwargs)

@@ -1,6 +1,7 @@
 """What the trainer checks of an algorithm's hooks' results (``advantages``, ``keep_groups``,
-``loss``, ``after_update``): a result of the wrong shape or kind would broadcast, be sliced or stop
-the run's log after the optimizer stepped, so it stops the run at once with one line instead."""
+``shape_rewards``, ``loss``, ``after_update``): a result of the wrong shape or kind would broadcast,
+be sliced or stop the run's log after the optimizer stepped, so it stops the run at once with one
+line instead."""
 
 from __future__ import annotations
 
@@ -14,10 +15,23 @@ from recgym.agents.types import RolloutBatch
 
 LOSS_RULE = "loss() must return (a scalar tensor with grad, a dict of floats)"
 
+#: The keys of the trainer's step record that it writes itself (besides the algorithm's stats),
+#: and its namespaces (:data:`TRAINER_PREFIXES`): a stat of such a name is refused, as it would
+#: overwrite the trainer's figure or be overwritten by it. tests/test_algorithm_plugins.py checks
+#: them against a real step record.
+TRAINER_STATS = frozenset({
+    "step", "reward", "reward_std", "nonfinite_rewards", "format_rate", "zero_std_group_frac", "groups_dropped",
+    "refill_rounds", "entropy", "advantage_abs", "completion_tokens", "truncated_rate", "grad_norm",
+    "skipped_updates", "nonfinite_grad_updates", "tokens_per_second", "learning_rate", "prompts", "sample_indices",
+    "data_position", "turns_mean", "tool_calls_mean", "invalid_turns_mean", "observation_tokens_mean",
+})
+TRAINER_PREFIXES = ("reward/", "time/", "eval/", "guard/")
+
 
 def checked_advantages(algorithm: Algorithm, batch: RolloutBatch) -> np.ndarray:
     """``algorithm.advantages(batch)``, refused unless numbers of shape ``[B]`` or ``[B, C]`` (or
-    ``[B, 1]``): another shape would broadcast or be sliced into wrong numbers without an error."""
+    ``[B, 1]``): another shape would broadcast or be sliced into wrong numbers without an error.
+    Per-token values are 0 where the completion mask is (padding takes no part: NaN * 0 is NaN)."""
     advantages = algorithm.advantages(batch)
     b, c = batch.completion_mask.shape
     where = f"{type(algorithm).__name__}.advantages"
@@ -31,6 +45,8 @@ def checked_advantages(algorithm: Algorithm, batch: RolloutBatch) -> np.ndarray:
         raise ValueError(f"{where} returned shape {array.shape}; {expected}")
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise TypeError(f"{where} returned {array.dtype} values; {expected} of numbers")
+    if array.shape == (b, c):
+        array = np.where(batch.completion_mask > 0, array, 0).astype(array.dtype)
     return array
 
 
@@ -42,6 +58,16 @@ def checked_keep_groups(algorithm: Algorithm, batch: RolloutBatch) -> np.ndarray
         raise ValueError(f"{type(algorithm).__name__}.keep_groups returned shape {keep.shape}; expected one bool "
                          f"per group, in group-id order: shape ({groups},)")
     return keep.astype(bool)
+
+
+def checked_shape_rewards(algorithm: Algorithm, batch: RolloutBatch, max_new_tokens: int) -> RolloutBatch:
+    """``algorithm.shape_rewards(batch, max_new_tokens)``, refused unless a RolloutBatch of the same rows."""
+    shaped = algorithm.shape_rewards(batch, max_new_tokens)
+    if not isinstance(shaped, RolloutBatch) or len(shaped) != len(batch):
+        what = f"a RolloutBatch of {len(shaped)} rows" if isinstance(shaped, RolloutBatch) else _kind(shaped)
+        raise TypeError(f"{type(algorithm).__name__}.shape_rewards returned {what}; expected a RolloutBatch of its "
+                        f"{len(batch)} rows (dataclasses.replace(batch, rewards=...))")
+    return shaped
 
 
 def checked_loss(algorithm: Algorithm, inputs: LossInputs) -> tuple[torch.Tensor, dict[str, float]]:
@@ -68,16 +94,25 @@ def checked_after_update(algorithm: Algorithm) -> dict[str, float]:
 
 def checked_stats(where: str, stats: Any) -> dict[str, float]:
     """``stats`` as ``{name: float}``: 0-d tensors and numpy scalars converted, anything else refused
-    (the run's log would stop at it, after the optimizer stepped)."""
+    (the run's log would stop at it, after the optimizer stepped), and so is a name the trainer logs
+    itself (:func:`is_trainer_stat`)."""
     if not isinstance(stats, dict):
         raise TypeError(f"{where} returned stats of {_kind(stats)}; {LOSS_RULE} ({{}} for none)")
     out = {}
     for key, value in stats.items():
+        if is_trainer_stat(str(key)):
+            raise ValueError(f"{where} returned stats[{key!r}], a name the trainer logs itself (its figure would be "
+                             "overwritten): rename it")
         number = _as_float(value)
         if number is None:
             raise TypeError(f"{where} returned stats[{key!r}] of {_kind(value)}; {LOSS_RULE}")
         out[str(key)] = number
     return out
+
+
+def is_trainer_stat(key: str) -> bool:
+    """Whether the trainer's step record writes ``key`` itself (:data:`TRAINER_STATS`, :data:`TRAINER_PREFIXES`)."""
+    return key in TRAINER_STATS or key.startswith(TRAINER_PREFIXES)
 
 
 def _as_float(value: Any) -> float | None:

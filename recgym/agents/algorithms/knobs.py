@@ -5,6 +5,7 @@ knobs it needs, and settings that would not reach a parent class. ``Algorithm.fr
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import types
 import typing
@@ -35,11 +36,15 @@ def constructor_knobs(cls: type) -> dict[str, inspect.Parameter]:
 
 
 def check_knobs(cls: type, knobs: dict[str, inspect.Parameter], config: dict[str, Any],
-                 given: dict[str, Any]) -> None:
+                 given: dict[str, Any]) -> dict[str, Any]:
     """``given`` (``algorithm_kwargs``) are knobs of ``cls`` of their types; none it needs is missing;
-    no setting of ``config`` that an ``__init__`` up the class chain reads is lost on the way."""
+    no setting of ``config`` that an ``__init__`` up the class chain reads is lost on the way.
+    Returns ``given`` with a float knob's string that reads as a number (YAML's ``1e-5``) converted."""
     import difflib
 
+    from recgym.agents.config import _coerce
+
+    given = dict(given)
     for key, value in given.items():
         if key not in knobs:
             close = difflib.get_close_matches(key, knobs, n=1)
@@ -49,6 +54,9 @@ def check_knobs(cls: type, knobs: dict[str, inspect.Parameter], config: dict[str
             raise TypeError(f"{cls.__name__} has no knob {key!r}{hint}; its knobs: {', '.join(own) or 'none'}"
                             + (f"; config fields it reads: {', '.join(read)}" if read else ""))
         expected = _expected_type(knobs[key])
+        if isinstance(value, str) and expected in (float, float | None):  # as the config's float fields
+            with contextlib.suppress(TypeError, ValueError):
+                given[key] = value = _coerce(value, expected, key)
         if expected is not None and not _fits(value, expected):
             raise TypeError(f"{cls.__name__}'s {key} must be {_describe(expected)}, got {value!r}")
     for key, p in knobs.items():
@@ -61,6 +69,7 @@ def check_knobs(cls: type, knobs: dict[str, inspect.Parameter], config: dict[str
             if key not in knobs and key in config and p.default is not p.empty and config[key] != p.default:
                 raise TypeError(f"{cls.__name__}.__init__ takes no **kwargs, so {key} {config[key]!r} does not reach "
                                 f"{klass.__name__}: accept **kwargs and pass them to super().__init__")
+    return given
 
 
 def _expected_type(p: inspect.Parameter) -> Any:
