@@ -41,6 +41,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     """The exception types that report a user's input or setup, not a bug in recgym."""
     import gymnasium as gym
 
+    from recgym.agents.algorithms.hook_checks import PluginError
     from recgym.agents.models import ModelNotFoundError
     from recgym.agents.policies.base import PromptTooLongError
     from recgym.agents.policies.openai import EndpointError
@@ -48,7 +49,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 
     return (CommandError, MissingDataError, BadRecordError, ModelNotFoundError, EndpointError,
             PromptTooLongError, gym.error.Error, FileNotFoundError, PermissionError, IsADirectoryError,
-            NotADirectoryError, FileExistsError)
+            NotADirectoryError, FileExistsError, PluginError)
 
 
 def one_line(exc: BaseException) -> str:

@@ -568,6 +568,19 @@ def test_the_cli_reports_a_hook_of_the_wrong_signature_in_one_line(plugins, caps
     assert "\n" not in err and "define it as def shape_rewards(self, batch, max_new_tokens)" in err
 
 
+def test_the_cli_reports_a_hook_result_refused_mid_run_in_one_line(plugins, tmp_path, tiny_path, capsys):
+    """A hook result the trainer refuses during training ended the CLI run with a traceback."""
+    from recgym.cli import main
+
+    code = main(["train", "grpo", "--algorithm", f"{plugins}:ForgotReturn", "--model", tiny_path, "--output_dir",
+                 str(tmp_path / "run"), "--max_steps", "1", "--group_size", "2", "--prompts_per_step", "1",
+                 "--max_new_tokens", "4", "--eval_size", "1", "--eval_max_new_tokens", "2", "--eval_on_start", "false",
+                 "--live_display", "false", "--plot", "false", "--env_kwargs", "{max_user_history: 2, max_item_history: 1}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("recgym train: error: ForgotReturn.shape_rewards returned None"), err[-3:]
+    assert not any(line.startswith("Traceback") for line in err)
+
+
 def test_nan_advantages_on_padding_take_no_part_in_the_update(tmp_path, one_thread):
     """Per-token advantages with NaN where the mask is 0 used to make the loss NaN (NaN * 0) and the
     whole update was skipped; now the update equals the one with 0 there."""

@@ -13,6 +13,12 @@ import torch
 from recgym.agents.algorithms.base import Algorithm, LossInputs
 from recgym.agents.types import RolloutBatch
 
+
+class PluginError(ValueError, TypeError):
+    """An algorithm's hook returned what the trainer cannot use: the plug-in's code, not recgym's (the
+    CLI reports it in one line)."""
+
+
 LOSS_RULE = "loss() must return (a scalar tensor with grad, a dict of floats)"
 
 #: The keys of the trainer's step record that it writes itself (besides the algorithm's stats),
@@ -37,14 +43,14 @@ def checked_advantages(algorithm: Algorithm, batch: RolloutBatch) -> np.ndarray:
     where = f"{type(algorithm).__name__}.advantages"
     expected = f"expected a numpy array of shape (B,)=({b},) or (B, C)=({b}, {c})"
     if isinstance(advantages, torch.Tensor):
-        raise TypeError(f"{where} returned a torch tensor; {expected} (tensor.numpy())")
+        raise PluginError(f"{where} returned a torch tensor; {expected} (tensor.numpy())")
     if not isinstance(advantages, np.ndarray | list | tuple):
-        raise TypeError(f"{where} returned {type(advantages).__name__}; {expected}")
+        raise PluginError(f"{where} returned {type(advantages).__name__}; {expected}")
     array = np.asarray(advantages)
     if array.shape not in ((b,), (b, 1), (b, c)):
-        raise ValueError(f"{where} returned shape {array.shape}; {expected}")
+        raise PluginError(f"{where} returned shape {array.shape}; {expected}")
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise TypeError(f"{where} returned {array.dtype} values; {expected} of numbers")
+        raise PluginError(f"{where} returned {array.dtype} values; {expected} of numbers")
     if array.shape == (b, c):
         array = np.where(batch.completion_mask > 0, array, 0).astype(array.dtype)
     return array
@@ -55,7 +61,7 @@ def checked_keep_groups(algorithm: Algorithm, batch: RolloutBatch) -> np.ndarray
     keep = np.asarray(algorithm.keep_groups(batch))
     groups = len(np.unique(batch.group_ids))
     if keep.shape != (groups,):
-        raise ValueError(f"{type(algorithm).__name__}.keep_groups returned shape {keep.shape}; expected one bool "
+        raise PluginError(f"{type(algorithm).__name__}.keep_groups returned shape {keep.shape}; expected one bool "
                          f"per group, in group-id order: shape ({groups},)")
     return keep.astype(bool)
 
@@ -65,7 +71,7 @@ def checked_shape_rewards(algorithm: Algorithm, batch: RolloutBatch, max_new_tok
     shaped = algorithm.shape_rewards(batch, max_new_tokens)
     if not isinstance(shaped, RolloutBatch) or len(shaped) != len(batch):
         what = f"a RolloutBatch of {len(shaped)} rows" if isinstance(shaped, RolloutBatch) else _kind(shaped)
-        raise TypeError(f"{type(algorithm).__name__}.shape_rewards returned {what}; expected a RolloutBatch of its "
+        raise PluginError(f"{type(algorithm).__name__}.shape_rewards returned {what}; expected a RolloutBatch of its "
                         f"{len(batch)} rows (dataclasses.replace(batch, rewards=...))")
     return shaped
 
@@ -75,14 +81,14 @@ def checked_loss(algorithm: Algorithm, inputs: LossInputs) -> tuple[torch.Tensor
     result = algorithm.loss(inputs)
     where = f"{type(algorithm).__name__}.loss"
     if not (isinstance(result, tuple | list) and len(result) == 2):
-        raise TypeError(f"{where} returned {_kind(result)}; {LOSS_RULE}")
+        raise PluginError(f"{where} returned {_kind(result)}; {LOSS_RULE}")
     loss, stats = result
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         what = f"shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else _kind(loss)
-        raise TypeError(f"{where} returned a loss of {what}; {LOSS_RULE} (reduce it to this micro-batch's share, "
+        raise PluginError(f"{where} returned a loss of {what}; {LOSS_RULE} (reduce it to this micro-batch's share, "
                         "e.g. with aggregate())")
     if not loss.requires_grad:
-        raise ValueError(f"{where} returned a loss without grad (detached, or not computed from inputs.logprobs); "
+        raise PluginError(f"{where} returned a loss without grad (detached, or not computed from inputs.logprobs); "
                          f"{LOSS_RULE}")
     return loss.reshape(()), checked_stats(where, stats)
 
@@ -97,15 +103,15 @@ def checked_stats(where: str, stats: Any) -> dict[str, float]:
     (the run's log would stop at it, after the optimizer stepped), and so is a name the trainer logs
     itself (:func:`is_trainer_stat`)."""
     if not isinstance(stats, dict):
-        raise TypeError(f"{where} returned stats of {_kind(stats)}; {LOSS_RULE} ({{}} for none)")
+        raise PluginError(f"{where} returned stats of {_kind(stats)}; {LOSS_RULE} ({{}} for none)")
     out = {}
     for key, value in stats.items():
         if is_trainer_stat(str(key)):
-            raise ValueError(f"{where} returned stats[{key!r}], a name the trainer logs itself (its figure would be "
+            raise PluginError(f"{where} returned stats[{key!r}], a name the trainer logs itself (its figure would be "
                              "overwritten): rename it")
         number = _as_float(value)
         if number is None:
-            raise TypeError(f"{where} returned stats[{key!r}] of {_kind(value)}; {LOSS_RULE}")
+            raise PluginError(f"{where} returned stats[{key!r}] of {_kind(value)}; {LOSS_RULE}")
         out[str(key)] = number
     return out
 
