@@ -4,6 +4,8 @@ is logged and, as configured, stopped or restored to its last healthy evaluation
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -69,10 +71,11 @@ def test_a_drop_of_exactly_format_drop_is_a_collapse_despite_float_rounding():
     assert "10%, down from 35%" in guard.check({"step": 4, "eval/format_rate": 2 / 20})
 
 
-def scripted_trainer(tmp_path, action: str, formats: list[float]):
+def scripted_trainer(tmp_path, action: str, formats: list[float], **overrides):
     """A tiny trainer whose evaluations report ``formats`` in turn (a scripted run whose format
     falls); each evaluation also records the model's weights at that moment."""
-    cfg = tiny_config(tmp_path, max_steps=6, eval_interval=2, save_interval=0, collapse_action=action)
+    cfg = tiny_config(tmp_path, **{"max_steps": 6, "eval_interval": 2, "save_interval": 0,
+                                   "collapse_action": action, **overrides})
     trainer = GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer())
     weights: dict[int, dict[str, torch.Tensor]] = {}
     scripted = iter(formats)
@@ -130,3 +133,76 @@ def test_restore_when_the_first_evaluation_already_collapsed_stops_instead(tmp_p
     result = trainer.train()
     [logged] = guard_lines(Path(trainer.config.output_dir))
     assert logged["step"] == 0 and logged["guard/action"] == "stop" and result.steps == 0
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def killed_after_its_last_evaluation(tmp_path, save_interval: int) -> dict[int, dict[str, torch.Tensor]]:
+    """A healthy 6-step run whose step-6 checkpoint is removed: as if killed after its step-6
+    evaluation rewrote ``healthy_model``, before the checkpoint was saved."""
+    trainer, weights = scripted_trainer(tmp_path, "restore", [0.95, 0.96, 0.97, 0.98], save_interval=save_interval)
+    trainer.train()
+    out = Path(trainer.config.output_dir)
+    shutil.rmtree(out / "checkpoints" / "step-000006")
+    assert not same_weights(weights[4], weights[6])
+    return weights
+
+
+def test_restore_after_a_resume_puts_back_the_healthy_steps_weights_not_the_killed_runs_newer_ones(tmp_path):
+    """Resumed from step 4 (healthy there), the redone step-6 evaluation collapses: the weights
+    restored are step 4's, though the killed run had left its step-6 weights in ``healthy_model``."""
+    killed = killed_after_its_last_evaluation(tmp_path, save_interval=4)
+    trainer, _ = scripted_trainer(tmp_path, "restore", [0.40], save_interval=4)
+    result = trainer.train(resume=True)
+    out = Path(trainer.config.output_dir)
+    [logged] = guard_lines(out)
+    assert logged["step"] == 6 and logged["guard/action"] == "restore" and logged["guard/restored_step"] == 4
+    assert result.evals[-1]["eval/restored_from_step"] == 4
+    assert same_weights(trainer.model.state_dict(), killed[4])
+    from safetensors.torch import load_file
+
+    assert same_weights(load_file(str(list_checkpoints(out)[-1] / "model" / "model.safetensors")), killed[4])
+
+
+def test_restore_without_the_healthy_steps_weights_stops_instead_and_says_why(tmp_path):
+    """Resumed from step 3 (last healthy evaluation: step 2, whose weights the killed run replaced
+    by step 6's), the step-4 evaluation collapses: nothing of step 2 to restore, so the run stops."""
+    killed = killed_after_its_last_evaluation(tmp_path, save_interval=3)
+    trainer, weights = scripted_trainer(tmp_path, "restore", [0.40], save_interval=3)
+    with pytest.warns(UserWarning, match="no saved weights of step 2 .*stopping instead"):
+        result = trainer.train(resume=True)
+    [logged] = guard_lines(Path(trainer.config.output_dir))
+    assert logged["step"] == 4 and logged["guard/action"] == "stop" and logged["guard/restored_step"] is None
+    assert result.steps == 4 and "eval/restored_from_step" not in result.evals[-1]
+    assert same_weights(trainer.model.state_dict(), weights[4]) and not same_weights(weights[4], killed[6])
+
+
+class SimulatedKill(BaseException):
+    """Stands in for a SIGKILL at one point of a write (a real kill cannot be caught in-process)."""
+
+
+def test_a_kill_while_healthy_model_is_replaced_leaves_a_whole_copy_to_restore(tmp_path, monkeypatch):
+    trainer, _ = scripted_trainer(tmp_path, "restore", [])
+    healthy = {"eval/format_rate": 0.9, "eval/prediction_std": 0.5}
+    evals = [{"step": 0, **healthy}]
+    assert not trainer.guard_collapse(evals, None)
+    trainer.train_step()
+    evals.append({"step": 1, **healthy})
+    step1 = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    rename = os.rename
+
+    def killed_on_the_last_rename(src, dst):
+        if Path(dst).name == "healthy_model":
+            raise SimulatedKill
+        rename(src, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "rename", killed_on_the_last_rename)
+        with pytest.raises(SimulatedKill):
+            trainer.guard_collapse(evals, None)
+    trainer.train_step()
+    evals.append({"step": 2, "eval/format_rate": 0.1, "eval/prediction_std": 0.5})
+    assert trainer.guard_collapse(evals, None)
+    assert same_weights(trainer.model.state_dict(), step1) and evals[-1]["eval/restored_from_step"] == 1

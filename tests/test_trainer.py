@@ -477,7 +477,8 @@ def test_a_fresh_run_in_a_used_output_dir_logs_only_its_own_evaluations(tmp_path
 def test_an_output_dir_with_checkpoints_takes_only_their_resume(tmp_path):
     """A fresh run where an earlier run left checkpoints would prune its own in their favour (steps
     sort by number) and a later resume would load theirs: refused, as are a resume with nothing to
-    resume and one with other settings, before anything trains; a longer max_steps is a resume."""
+    resume, one with other settings and one whose max_steps is below the checkpoint's step, before
+    anything trains (config.yaml kept); a longer max_steps is a resume."""
     cfg = tiny_config(tmp_path, max_steps=4, save_interval=2)
     GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer()).train()
     assert [p.name for p in list_checkpoints(cfg.output_dir)] == ["step-000002", "step-000004"]
@@ -487,6 +488,9 @@ def test_an_output_dir_with_checkpoints_takes_only_their_resume(tmp_path):
         GRPOTrainer(tiny_config(tmp_path, max_steps=6, learning_rate=2e-2), model=tiny_model(),
                     tokenizer=tiny_tokenizer()).train(resume=True)
     assert [p.name for p in list_checkpoints(cfg.output_dir)] == ["step-000002", "step-000004"]
+    with pytest.raises(ValueError, match="step-000004 is at step 4: max_steps 3 would run nothing"):
+        GRPOTrainer(tiny_config(tmp_path, max_steps=3), model=tiny_model(), tokenizer=tiny_tokenizer()).train(resume=True)
+    assert "max_steps: 4" in (Path(cfg.output_dir) / "config.yaml").read_text()
     # a run that timed out while the main process evaluated resumes with a longer wait
     result = GRPOTrainer(tiny_config(tmp_path, max_steps=6, save_interval=2, process_group_timeout_minutes=600),
                          model=tiny_model(), tokenizer=tiny_tokenizer()).train(resume=True)
@@ -500,6 +504,17 @@ def test_save_total_limit_zero_keeps_every_checkpoint(tmp_path):
     cfg = tiny_config(tmp_path, max_steps=3, save_interval=1, save_total_limit=0)
     GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer()).train()
     assert [p.name for p in list_checkpoints(cfg.output_dir)] == ["step-000001", "step-000002", "step-000003"]
+
+
+def test_a_resume_removes_the_checkpoints_a_killed_prune_left_beyond_save_total_limit(tmp_path):
+    """Killed while the final save removed an older checkpoint, a run keeps one too many; its
+    resume, already at max_steps, saves nothing, so it prunes when it starts."""
+    cfg = tiny_config(tmp_path, max_steps=2, save_interval=1, save_total_limit=1, plot=False)
+    GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer()).train()
+    ckpts = Path(cfg.output_dir) / "checkpoints"
+    shutil.copytree(ckpts / "step-000002", ckpts / "step-000001")  # the one the kill left
+    GRPOTrainer(cfg, model=tiny_model(), tokenizer=tiny_tokenizer()).train(resume=True)
+    assert [p.name for p in list_checkpoints(cfg.output_dir)] == ["step-000002"]
 
 
 def test_a_resumed_run_keeps_the_logged_lines_its_checkpoint_had_seen(tmp_path):

@@ -77,9 +77,14 @@ def save_checkpoint(
             torch.save(state, tmp / f"rng_state_{rank}.pt")
         state = {"step": step, "num_processes": len(rng_states), **trainer_state}
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+    prune_checkpoints(output_dir, keep)
+    return final
+
+
+def prune_checkpoints(output_dir: str | Path, keep: int) -> None:
+    """Remove all but the newest ``keep`` checkpoints (``keep`` 0 keeps every one)."""
     for old in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 #: ``GRPOConfig`` fields a resumed run may change: how long it runs, where and how it reports, and the
@@ -93,9 +98,9 @@ def check_output_dir(config: Any, resume: bool, num_processes: int | None = None
     """Whether ``config.output_dir`` can take this run, before anything loads; returns the checkpoint
     a resumed run starts from. A ValueError says what to do where a fresh run would mix with an
     earlier run's checkpoints (its own would be pruned in their favour, and a later resume would
-    load theirs), where there is nothing to resume, or where the checkpoint's settings or process
-    count differ (``num_processes``: by default ``WORLD_SIZE``, which torchrun and ``accelerate
-    launch`` set)."""
+    load theirs), where there is nothing to resume, where ``max_steps`` is below the checkpoint's
+    step, or where the checkpoint's settings or process count differ (``num_processes``: by default
+    ``WORLD_SIZE``, which torchrun and ``accelerate launch`` set)."""
     from recgym.agents.config import GRPOConfig, changed_fields, plain_values, resolve_algorithm
 
     out = Path(config.output_dir)
@@ -112,6 +117,9 @@ def check_output_dir(config: Any, resume: bool, num_processes: int | None = None
         raise ValueError(f"nothing to resume: no checkpoint in {out / 'checkpoints'}; start without --resume")
     state = json.loads((found[-1] / "trainer_state.json").read_text())
     _check_processes(found[-1], state, int(os.environ.get("WORLD_SIZE", "1")) if num_processes is None else num_processes)
+    if config.max_steps < state["step"]:
+        raise ValueError(f"{found[-1].name} is at step {state['step']}: max_steps {config.max_steps} would run nothing; "
+                         f"resume with max_steps {state['step']} or more")
     saved = dict(state.get("config", {}))
     if isinstance(saved.get("algorithm"), str):  # saved as typed (relative) before recgym resolved plug-in paths
         saved["algorithm"] = resolve_algorithm(saved["algorithm"])

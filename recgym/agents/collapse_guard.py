@@ -9,12 +9,18 @@ included) and, where at least :attr:`CollapseGuard.min_parsed` parsed, of the pa
 format and the spread only, never from the error, so a run it stops or restores is not selected
 on the error it reports.
 Ranking evaluations (``RecRank-*``) carry no rating spread; only their format rate is checked.
+For ``restore``, :func:`save_healthy` and :func:`keep_healthy` keep the last healthy evaluation's
+weights, with their step, whole through a kill.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 ACTIONS = ("off", "warn", "stop", "restore")
@@ -72,3 +78,49 @@ class CollapseGuard:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_format = float(state.get("best_format", -math.inf))
         self.healthy_step = state.get("healthy_step")
+
+
+#: Where ``collapse_action: restore`` keeps the last healthy evaluation's weights, under ``output_dir``.
+HEALTHY_DIR = "healthy_model"
+#: Where :func:`save_healthy` completes a new copy, and keeps the old one while they swap.
+HEALTHY_NEW, HEALTHY_OLD = ".new-healthy_model", ".old-healthy_model"
+
+
+def healthy_step(directory: Path) -> int | None:
+    """The step whose weights ``directory`` holds (its ``step.json``), or None."""
+    try:
+        return int(json.loads((directory / "step.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save_healthy(model: Any, output_dir: str | Path, step: int) -> None:
+    """Write ``model``'s weights and ``step`` (``step.json``) to ``output_dir/healthy_model``. The new
+    copy is completed beside the old one, which is renamed aside until the new one is in: a kill
+    leaves one of them whole for :func:`keep_healthy`."""
+    from recgym.cache import atomic_directory
+
+    out = Path(output_dir)
+    new, old, final = out / HEALTHY_NEW, out / HEALTHY_OLD, out / HEALTHY_DIR
+    with atomic_directory(new, replace=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "step.json").write_text(json.dumps({"step": step}))
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(final, old)
+    os.rename(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def keep_healthy(output_dir: str | Path, step: int | None) -> bool:
+    """Leave step ``step``'s weights from :func:`save_healthy` (in place or, after a kill, beside it)
+    in ``output_dir/healthy_model`` and remove every other copy; False when there is none."""
+    out = Path(output_dir)
+    copies = [out / name for name in (HEALTHY_DIR, HEALTHY_NEW, HEALTHY_OLD)]
+    found = next((p for p in copies if step is not None and healthy_step(p) == step), None)
+    for path in copies:
+        if path != found:
+            shutil.rmtree(path, ignore_errors=True)
+    if found is not None and found != copies[0]:
+        os.rename(found, copies[0])
+    return found is not None

@@ -48,7 +48,7 @@ from recgym.agents.algorithms.hook_checks import (
     checked_loss,
     checked_shape_rewards,
 )
-from recgym.agents.collapse_guard import CollapseGuard
+from recgym.agents.collapse_guard import HEALTHY_DIR, CollapseGuard, keep_healthy, save_healthy
 from recgym.agents.config import GRPOConfig, plain_values
 from recgym.agents.learner.data_parallel import average_gradients
 from recgym.agents.learner.host_memory import keep_freed_memory
@@ -229,6 +229,8 @@ class GRPOTrainer:
         start = checkpoints.check_output_dir(cfg, resume, self.world_size)
         if start is not None:
             self.load_checkpoint(start)
+            if self.is_main:  # a kill while the last save pruned leaves one checkpoint too many
+                checkpoints.prune_checkpoints(cfg.output_dir, cfg.save_total_limit)
         logger = RunLogger(cfg, resume_step=self.step) if self.is_main else None
         if self.is_main:
             cfg.to_yaml(Path(cfg.output_dir) / "config.yaml")
@@ -526,18 +528,19 @@ class GRPOTrainer:
         cfg = self.config
         reason = self.guard.check(evals[-1]) if self.is_main and evals else None
         collapsed = self.any_process(reason is not None)
-        healthy_dir = Path(cfg.output_dir) / "healthy_model"
+        healthy_dir = Path(cfg.output_dir) / HEALTHY_DIR
         if not collapsed:
             if cfg.collapse_action == "restore" and self.is_main:
-                from recgym.cache import atomic_directory
-
-                with atomic_directory(healthy_dir, replace=True) as tmp:
-                    self.model.save_pretrained(tmp, safe_serialization=True)
+                save_healthy(self.model, cfg.output_dir, self.step)
             return False
         healthy = self.guard.healthy_step if self.is_main else None
         action = cfg.collapse_action
         if action == "restore" and self.is_main and healthy is None:
             action = "stop"  # the first evaluation already collapsed: nothing to go back to
+        elif action == "restore" and self.is_main and not keep_healthy(cfg.output_dir, healthy):
+            self.warn_once("no_healthy", f"collapse_action restore: no saved weights of step {healthy} in {healthy_dir} "
+                           "(a killed run's later evaluation replaced them); stopping instead")
+            action = "stop"
         if self.world_size > 1 and cfg.collapse_action == "restore":
             action = "stop" if self.any_process(action != "restore") else "restore"
         if logger:
@@ -597,6 +600,12 @@ class GRPOTrainer:
         self.sampler.position = int(state["data_position"])
         self.guard.load_state_dict(state.get("collapse_guard", {}))
         sync_policy(self.policy, self.model)
+        # healthy_model may hold a killed run's weights from evaluations after this checkpoint: kept only
+        # where they are the guard's healthy step, rebuilt where that step is the checkpoint's
+        restoring = self.is_main and self.config.collapse_action == "restore"
+        if restoring and not keep_healthy(self.config.output_dir, self.guard.healthy_step) \
+                and self.guard.healthy_step == self.step:
+            save_healthy(self.model, self.config.output_dir, self.step)
         return True
 
 
