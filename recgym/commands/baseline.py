@@ -17,8 +17,9 @@ def run(args: argparse.Namespace) -> int:
 
     import recgym.envs.real_envs  # noqa: F401  (registers the environments, real-data ids too)
     from recgym.baselines import run_baselines
+    from recgym.data.dataset import preparation
     from recgym.data.registry import check_arguments, environment_arguments, load_dataset
-    from recgym.data.store import preparation, preparation_label
+    from recgym.data.store import preparation_label
 
     if args.env_id not in gym.registry:
         raise CommandError(f"unknown environment {args.env_id!r} (see `recgym envs`)")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recgym.commands import CommandError, given_values
+from recgym.commands import CommandError, check_output_path, given_values
 from recgym.commands.data import add_dataset_options, dataset_kwargs, env_kwargs_option
-from recgym.commands.sft import check_output_path
 from recgym.console import fmt, make_console, metrics_table
 
 
@@ -140,7 +139,8 @@ def run(args) -> int:
             getattr(policy, "close", lambda: None)()
     if result.skipped:
         console.print(f"resumed: {result.skipped} samples were already in {args.out}")
-    from recgym.data.store import preparation, preparation_label
+    from recgym.data.dataset import preparation
+    from recgym.data.store import preparation_label
 
     prepared = preparation(env.unwrapped.dataset)  # options given to `data prepare` are not remembered
     title = f"{args.env_id} {args.split}: {args.model} ({args.policy})"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
-from recgym.commands import CommandError, given_values
+from recgym.commands import CommandError, check_output_path, given_values
 
 
 def register(subparsers) -> None:
@@ -36,26 +35,6 @@ def register(subparsers) -> None:
                            help="replace the traces in output (emptied when this run starts)")
         add_config_options(p, cls)
         p.set_defaults(func=fn)
-
-
-def check_output_path(path: str, field: str, folder: bool = False) -> None:
-    """``path`` (a file, or with ``folder`` a directory) can be written: it is not the other kind of
-    thing, and the nearest part of it that exists is a writable directory. Checked before anything
-    slow, so that a run does not end on it."""
-    out = Path(path)
-    if out.exists() and out.is_dir() != folder:
-        kind = "a folder, not a file" if out.is_dir() else "a file, not a folder"
-        raise CommandError(f"{field} {out} is {kind}: choose another {field}")
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise CommandError(f"{field} {out}: {parent} is a file, not a folder: choose another {field}")
-    try:  # a file made there, not os.access: root may "write" to /proc, which takes no file
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as exc:
-        raise CommandError(f"{field} {out}: {parent} is not writable ({exc.strerror}): choose another {field}") from exc
 
 
 def run_make_data(args) -> int:

@@ -13,7 +13,7 @@ import json
 import typing
 from pathlib import Path
 
-from recgym.commands import CommandError, given_values
+from recgym.commands import CommandError, check_output_path, given_values
 
 #: Where a local checkpoint that does not exist yet usually comes from.
 SFT_HINT = ("a RecOne SFT checkpoint is made by `recgym sft train` (or `python examples/train_recone.py`); "
@@ -134,7 +134,7 @@ def check_schedule(name: str, field: str = "lr_scheduler_type") -> None:
 
 def check_config(config, model_hint: str = SFT_HINT) -> None:
     """What a ``GRPOConfig`` names, checked before the model loads: that ``output_dir`` can be
-    written (:func:`~recgym.commands.sft.check_output_path`), each ``report_to`` tracker's
+    written (:func:`~recgym.commands.check_output_path`), each ``report_to`` tracker's
     package (the run imports it only once the model has loaded), the algorithm and its
     ``algorithm_kwargs``, the schedule, the environment with its ``env_kwargs`` on the training and
     evaluation splits, the model (``model_hint`` says where a missing one comes from) and
@@ -143,7 +143,6 @@ def check_config(config, model_hint: str = SFT_HINT) -> None:
     import importlib.util
 
     from recgym.agents.algorithms import get_algorithm
-    from recgym.commands.sft import check_output_path
 
     check_output_path(config.output_dir, "output_dir", folder=True)
     for name in config.report_to:  # each target's package has its name (TensorBoard's writer is torch's)

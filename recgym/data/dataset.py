@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,9 @@ from recgym.data.schema import (
     check_int,
     check_types,
 )
+
+#: The file of a prepared dataset's folder that says how it was made.
+MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -214,8 +219,6 @@ class RatingDataset:
                 advice = ("no record of the raw data was accepted: check the files and the column mapping, and the "
                           "bad records counted in the manifest (`recgym data info`)")
             else:
-                from recgym.data.store import preparation  # store imports this module
-
                 cold = 0 if s.get("cold_samples_kept") else s.get(f"{split}_cold", 0)
                 tries = ["keep_cold_samples=True", "another split"] if cold else ["another split"]
                 if (preparation(self) or {}).get("split_method") != "time":  # None: made in memory, method unknown
@@ -296,3 +299,16 @@ class RatingDataset:
     def train_mean(self) -> float:
         train = self.split_codes == SPLIT_CODES["train"]
         return float(self.ratings[train].mean()) if train.any() else float(self.ratings.mean())
+
+
+def preparation(dataset: RatingDataset) -> dict[str, Any] | None:
+    """The options a cached dataset was prepared with (its manifest's ``config`` and
+    ``skip_bad_records``); None for one made in memory (the synthetic worlds)."""
+    folder = dataset.stats.get("cache_dir") if isinstance(dataset.stats, dict) else None
+    if not folder:
+        return None
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST).read_text())
+        return {**manifest["config"], "skip_bad_records": manifest["skip_bad_records"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

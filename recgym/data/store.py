@@ -12,11 +12,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from recgym.data.dataset import RatingDataset
+from recgym.data.dataset import MANIFEST, RatingDataset
 from recgym.data.prepare import HistoryIndex
 from recgym.data.schema import SPLITS, RatingScale
 
-MANIFEST = "manifest.json"
 FORMAT_VERSION = 2  # 2: readers fixed for hostile input (BOM, surrogates, timestamps)
 _ARRAYS = ("user_codes", "item_codes", "ratings", "timestamps", "split_codes")
 
@@ -92,21 +91,8 @@ def save_arrays(ds: RatingDataset, directory: Path, text_rows: np.ndarray) -> No
         np.save(directory / f"{name}.npy", np.ascontiguousarray(values))
 
 
-def preparation(dataset: RatingDataset) -> dict[str, Any] | None:
-    """The options a cached dataset was prepared with (its manifest's ``config`` and
-    ``skip_bad_records``); None for one made in memory (the synthetic worlds)."""
-    folder = dataset.stats.get("cache_dir") if isinstance(dataset.stats, dict) else None
-    if not folder:
-        return None
-    try:
-        manifest = json.loads((Path(folder) / MANIFEST).read_text())
-        return {**manifest["config"], "skip_bad_records": manifest["skip_bad_records"]}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def preparation_label(options: dict[str, Any] | None) -> str:
-    """``options`` (see :func:`preparation`) in words, e.g. ``split time, valid 0.1, test 0.1, k-core 5``
+    """``options`` (see :func:`recgym.data.dataset.preparation`) in words, e.g. ``split time, valid 0.1, test 0.1, k-core 5``
     ("" for None)."""
     if not options:
         return ""
