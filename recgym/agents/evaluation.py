@@ -152,12 +152,13 @@ class EvalResult:
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """The records of an existing JSONL file (a torn last line, from an interrupted run, is dropped)."""
-    return _read_records(Path(path))[0]
+    return read_appendable(Path(path))[0]
 
 
-def _read_records(path: Path) -> tuple[list[dict[str, Any]], bool]:
-    """:func:`read_records`, and whether the file needs a repair before more lines are appended (a
-    torn last line dropped, or a last line without its newline)."""
+def read_appendable(path: Path, hint: str = "is it a recgym eval results file?") -> tuple[list[Any], bool]:
+    """The JSON lines of a file that runs append to, and whether it needs a repair before more lines
+    are appended (a torn last line dropped, or a last line without its newline); a line before the
+    last that is not JSON is a ValueError ending in ``hint``."""
     records: list[dict[str, Any]] = []
     if not path.exists():
         return records, False
@@ -171,7 +172,7 @@ def _read_records(path: Path) -> tuple[list[dict[str, Any]], bool]:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
                 if f.readline():  # only the very last line may be torn
-                    raise ValueError(f"{path}:{line_no}: not JSON; is it a recgym eval results file?") from None
+                    raise ValueError(f"{path}:{line_no}: not JSON; {hint}") from None
                 repair = True
     return records, repair
 
@@ -574,7 +575,7 @@ def _open_records(
         if not resume:
             sink.truncate(0)
             return [], sink
-        records, repair = _read_records(path)
+        records, repair = read_appendable(path)
         _check_resumable(records, header, path)
         resumed = [r for r in records if r.get("index", total) < total]
         _check_prompts(env, resumed, path)

@@ -97,9 +97,10 @@ def run(args) -> int:
         if path:
             check_output_path(path, flag)
     if args.out:
-        with given_values():
-            check_not_being_written(args.out)
-            if not args.no_resume:
+        with given_values():  # check_resumable checks the lock too
+            if args.no_resume:
+                check_not_being_written(args.out)
+            else:
                 check_resumable(args.out, settings, env, args.n)
     from recgym.agents.models import ModelNotFoundError
 

@@ -210,25 +210,17 @@ def count_traces(path: str | Path) -> int:
 
 def read_traces(path: str | Path) -> tuple[list[dict[str, Any]], bool]:
     """The rows of a trace file, and whether it needs a repair before rows are appended (its last line
-    cut short by a kill, left out here, or without its newline). A ValueError names a line that is not
-    JSON before the last, or a row without the ``index`` and ``provenance`` that make-data writes."""
-    text = Path(path).read_text()
-    lines = text.splitlines()
-    rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if number < len(lines) or text.endswith("\n"):
-                raise ValueError(f"{path}:{number}: not JSON: remove that line to resume") from None
-            return rows, True
+    cut short by a kill, left out here, or without its newline: :func:`~recgym.agents.evaluation.read_appendable`).
+    A ValueError names a line that is not JSON before the last, or a row without the ``index`` and
+    ``provenance`` that make-data writes."""
+    from recgym.agents.evaluation import read_appendable
+
+    rows, repair = read_appendable(Path(path), "remove that line to resume")
+    for number, row in enumerate(rows, 1):
         if not isinstance(row, dict) or "index" not in row or row.get("provenance") not in ("kept", "rationalized"):
-            raise ValueError(f"{path}:{number}: not a row of `recgym sft make-data` (no index or provenance): "
+            raise ValueError(f"{path}: row {number} is not a row of `recgym sft make-data` (no index or provenance): "
                              "it cannot be resumed; choose another output")
-        rows.append(row)
-    return rows, bool(text) and not text.endswith("\n")
+    return rows, repair
 
 
 class _TraceFile:
